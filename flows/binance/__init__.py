@@ -1,0 +1,1 @@
+"""The Binance spot protocol: frame decoding (and, later, the live client and simulator)."""

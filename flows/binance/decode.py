@@ -1,0 +1,201 @@
+"""Decode Binance WebSocket frames with typed msgspec structs.
+
+Frames come bare (``/ws/<stream>``) or in the combined-stream wrapper
+(``/stream?streams=...``), e.g. a real aggTrade frame from the 2021-04-04 capture::
+
+    {"stream":"btcusdt@aggTrade","data":{"e":"aggTrade","E":1617566591307,"s":"BTCUSDT",
+     "a":697474457,"p":"58001.01000000","q":"0.00108000","f":767389030,"l":767389030,
+     "T":1617566591306,"m":false,"M":true}}
+
+`decode_frame` returns a typed event, an `Ignored` marker for streams that are known but not
+used for klines (depth, bookTicker, tickers), or raises `FrameError` with a reason for
+anything malformed or unknown. Trade times given in microseconds (``timeUnit=MICROSECOND``)
+are brought to milliseconds by `trade_time_ms`.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import msgspec
+
+from flows.domain.kline import Trade
+from flows.domain.money import parse_units
+
+
+class AggTradeEvent(msgspec.Struct, tag_field="e", tag="aggTrade"):
+    s: str
+    a: int
+    p: str
+    q: str
+    f: int
+    l: int  # noqa: E741 - Binance's field name
+    T: int
+    m: bool
+
+
+class TradeEvent(msgspec.Struct, tag_field="e", tag="trade"):
+    s: str
+    t: int
+    p: str
+    q: str
+    T: int
+    m: bool
+
+
+class KlinePayload(msgspec.Struct):
+    t: int
+    T: int
+    s: str
+    i: str
+    f: int
+    L: int
+    o: str
+    c: str
+    h: str
+    l: str  # noqa: E741 - Binance's field name
+    v: str
+    n: int
+    x: bool
+    q: str
+    V: str
+    Q: str
+
+
+class KlineEvent(msgspec.Struct, tag_field="e", tag="kline"):
+    E: int
+    s: str
+    k: KlinePayload
+
+
+class ServerShutdownEvent(msgspec.Struct, tag_field="e", tag="serverShutdown"):
+    E: int
+
+
+Event = AggTradeEvent | TradeEvent | KlineEvent | ServerShutdownEvent
+
+
+class Combined(msgspec.Struct):
+    stream: str
+    data: Event
+
+
+class _CombinedRaw(msgspec.Struct):
+    stream: str
+    data: msgspec.Raw
+
+
+class _EventProbe(msgspec.Struct):
+    e: str | None = None
+
+
+class Ignored(msgspec.Struct, frozen=True):
+    """A well-formed frame of a stream klines do not use."""
+
+    stream: str
+
+
+class FrameError(ValueError):
+    """A frame that cannot be used: `reason` is 'malformed' or 'unknown'."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+_combined_decoder: Final = msgspec.json.Decoder(Combined)
+_event_decoder: Final = msgspec.json.Decoder(Event)
+_combined_raw_decoder: Final = msgspec.json.Decoder(_CombinedRaw)
+_probe_decoder: Final = msgspec.json.Decoder(_EventProbe)
+
+# Streams (by their name's suffix) and event types that are valid Binance data but carry
+# nothing klines need.
+_IGNORED_STREAM_MARKERS: Final = (
+    "@depth",
+    "@bookTicker",
+    "@ticker",
+    "@miniTicker",
+    "@avgPrice",
+    "@referencePrice",
+    "@blockTrade",
+    "!ticker",
+    "!miniTicker",
+    "!bookTicker",
+)
+_IGNORED_EVENTS: Final = frozenset(
+    {"depthUpdate", "24hrTicker", "24hrMiniTicker", "1hTicker", "4hTicker", "1dTicker", "avgPrice"}
+)
+
+
+def decode_frame(raw: bytes | str) -> Event | Ignored:
+    """Decode one wire frame, combined or bare."""
+    try:
+        if raw[:10] in (b'{"stream":', '{"stream":'):
+            return _combined_decoder.decode(raw).data
+        return _event_decoder.decode(raw)
+    except (msgspec.DecodeError, msgspec.ValidationError) as e:
+        return _classify(raw, e)
+
+
+def _classify(raw: bytes | str, error: Exception) -> Ignored:
+    """Tell a frame of an unused stream from a broken one (the slow path)."""
+    try:
+        wrapped = _combined_raw_decoder.decode(raw)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        wrapped = None
+    if wrapped is not None:
+        if any(marker in wrapped.stream for marker in _IGNORED_STREAM_MARKERS):
+            return Ignored(wrapped.stream)
+        payload: bytes | str = bytes(wrapped.data)
+    else:
+        payload = raw
+    try:
+        probe = _probe_decoder.decode(payload)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        raise FrameError("malformed", str(error)) from error
+    if probe.e in _IGNORED_EVENTS:
+        return Ignored(probe.e or "")
+    if probe.e is None and wrapped is None and b'"u":' in _as_bytes(payload)[:40]:
+        return Ignored("bookTicker")  # a bare bookTicker carries no event type
+    if probe.e in ("aggTrade", "trade", "kline", "serverShutdown"):
+        raise FrameError("malformed", str(error)) from error
+    raise FrameError("unknown", f"event type {probe.e!r}: {error}") from error
+
+
+def _as_bytes(raw: bytes | str) -> bytes:
+    return raw.encode() if isinstance(raw, str) else raw
+
+
+def trade_time_ms(t: int) -> int:
+    """Trade time in ms; times past year 5138 in ms are taken to be microseconds."""
+    return t // 1000 if t >= 100_000_000_000_000 else t
+
+
+class InvalidTrade(ValueError):
+    pass
+
+
+def agg_trade_to_trade(ev: AggTradeEvent) -> Trade:
+    """An aggTrade as a trade tuple; raises InvalidTrade for Binance's invalid-marker rows."""
+    if ev.f < 0 or ev.l < ev.f:
+        raise InvalidTrade(f"aggTrade {ev.a} has trade ids {ev.f}..{ev.l}")
+    try:
+        price = parse_units(ev.p)
+        qty = parse_units(ev.q)
+    except ValueError as e:
+        raise InvalidTrade(f"aggTrade {ev.a}: {e}") from e
+    if price == 0 or qty == 0:
+        raise InvalidTrade(f"aggTrade {ev.a} has zero price or quantity")
+    return (ev.f, ev.l, price, qty, trade_time_ms(ev.T), ev.m)
+
+
+def trade_event_to_trade(ev: TradeEvent) -> Trade:
+    try:
+        price = parse_units(ev.p)
+        qty = parse_units(ev.q)
+    except ValueError as e:
+        raise InvalidTrade(f"trade {ev.t}: {e}") from e
+    if price == 0 or qty == 0 or ev.t < 0:
+        raise InvalidTrade(f"trade {ev.t} has zero price or quantity or a negative id")
+    return (ev.t, ev.t, price, qty, trade_time_ms(ev.T), ev.m)

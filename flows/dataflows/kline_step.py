@@ -1,0 +1,108 @@
+"""The Bytewax stateful step around the pure kline builder, keyed by symbol."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from bytewax.operators import StatefulBatchLogic
+
+from flows.domain import deadletter as dl
+from flows.domain.clock import SYSTEM_CLOCK, Clock
+from flows.domain.deadletter import DeadLetter
+from flows.domain.kline import Kline
+from flows.domain.stats import RunStats
+from flows.klines.builder import DEFAULT_MAX_FILL, SymbolKlines
+from flows.sources.replay_source import SymbolTrades
+
+
+@dataclass(slots=True)
+class KlineUpdate:
+    """What one activation of the kline step produced for one symbol."""
+
+    symbol: str
+    closed: list[tuple[str, Kline]] = field(default_factory=list)
+    opened: list[tuple[str, Kline]] = field(default_factory=list)
+    dead: list[DeadLetter] = field(default_factory=list)
+    state: dict[str, Any] | None = None  # the builder state to keep (end of a replay)
+
+
+@dataclass(frozen=True)
+class KlineStepConfig:
+    intervals: tuple[str, ...]
+    open_throttle_ms: int = 1000
+    max_fill: int = DEFAULT_MAX_FILL
+    close_at_eof: bool = True  # replay: the last klines close at end of input
+    initial_states: Mapping[str, dict[str, Any]] = field(default_factory=dict)
+    clock: Clock = SYSTEM_CLOCK
+
+
+class KlineLogic(StatefulBatchLogic[SymbolTrades, KlineUpdate, dict[str, Any]]):
+    def __init__(self, config: KlineStepConfig, stats: RunStats, resume: dict[str, Any] | None) -> None:
+        self._config = config
+        self._stats = stats
+        self._resume = resume
+        self._sk: SymbolKlines | None = None
+        self._symbol = ""
+        self._next_open_write = 0.0
+
+    def _builder(self, symbol: str) -> SymbolKlines:
+        self._symbol = symbol
+        cfg = self._config
+        state = self._resume if self._resume is not None else cfg.initial_states.get(symbol)
+        if state is not None and tuple(state.get("intervals", ())) == cfg.intervals:
+            self._sk = SymbolKlines.restore(state, cfg.max_fill)
+        else:
+            self._sk = SymbolKlines(cfg.intervals, cfg.max_fill)
+        return self._sk
+
+    def on_batch(self, values: list[SymbolTrades]) -> tuple[list[KlineUpdate], bool]:
+        sk = self._sk
+        if sk is None:
+            sk = self._builder(values[0][0])
+        update = KlineUpdate(self._symbol)
+        dups = 0
+        for _, trades in values:
+            late, d = sk.process(trades, update.closed)
+            dups += d
+            if late:
+                update.dead.extend(
+                    DeadLetter(dl.LATE, "trade for a kline already closed", repr(t), "", self._symbol)
+                    for t in late
+                )
+        stats = self._stats
+        stats.duplicates += dups
+        if update.dead:
+            stats.add_dead(dl.LATE, len(update.dead))
+        for interval, _ in update.closed:
+            stats.klines_closed[interval] += 1
+        now = self._config.clock.monotonic_s()
+        if now >= self._next_open_write:
+            update.opened = sk.open_klines()
+            stats.open_kline_writes += len(update.opened)
+            self._next_open_write = now + self._config.open_throttle_ms / 1000.0
+        return [update], StatefulBatchLogic.RETAIN
+
+    def on_eof(self) -> tuple[list[KlineUpdate], bool]:
+        sk = self._sk
+        if sk is None or not self._config.close_at_eof:
+            return [], StatefulBatchLogic.RETAIN
+        final = sk.open_klines()
+        for interval, _ in final:
+            self._stats.klines_closed[interval] += 1
+        return [KlineUpdate(self._symbol, closed=final, state=sk.snapshot())], StatefulBatchLogic.RETAIN
+
+    def snapshot(self) -> dict[str, Any]:
+        if self._sk is None:
+            return self._resume or {}
+        return self._sk.snapshot()
+
+
+def kline_logic_builder(
+    config: KlineStepConfig, stats: RunStats
+) -> Callable[[dict[str, Any] | None], KlineLogic]:
+    def build(resume: dict[str, Any] | None) -> KlineLogic:
+        return KlineLogic(config, stats, resume or None)
+
+    return build

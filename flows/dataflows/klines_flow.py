@@ -1,0 +1,41 @@
+"""The kline dataflow: a trade source -> klines per symbol -> Redis.
+
+The same wiring serves replays, the demo and (later) the live feed; only the source differs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import bytewax.operators as op
+from bytewax.dataflow import Dataflow
+from bytewax.inputs import Source
+
+from flows.dataflows.kline_step import KlineStepConfig, KlineUpdate, kline_logic_builder
+from flows.domain.stats import RunStats
+from flows.sinks.redis_sink import RedisKlineSink, SinkItem
+from flows.sources.replay_source import SourceItem, SourceReport, SymbolTrades
+
+
+def _is_trades(item: SourceItem) -> bool:
+    return not isinstance(item, SourceReport)
+
+
+def build_kline_flow(
+    flow_id: str,
+    source: Source[SourceItem],
+    step: KlineStepConfig,
+    sink: RedisKlineSink,
+    stats: RunStats,
+) -> Dataflow:
+    flow = Dataflow(flow_id)
+    items = op.input("trades_in", flow, source)
+    split = op.branch("split_reports", items, _is_trades)
+    keyed: Any = split.trues  # (symbol, (symbol, trades)) items, keyed by symbol
+    updates = op.stateful_batch("klines", keyed, kline_logic_builder(step, stats))
+    out: Any = op.merge("to_redis", updates, split.falses)
+    op.output("redis_out", out, sink)
+    return flow
+
+
+__all__ = ["KlineUpdate", "SinkItem", "SymbolTrades", "build_kline_flow"]

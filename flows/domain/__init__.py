@@ -1,0 +1,1 @@
+"""Pure domain types: money units, intervals, trades, klines, clocks and key names."""

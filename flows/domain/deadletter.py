@@ -1,0 +1,31 @@
+"""Rejected input, kept with the reason and where it came from."""
+
+from __future__ import annotations
+
+import msgspec
+
+# Reasons, in one place so counters and docs agree.
+MALFORMED = "malformed"  # not valid JSON/CSV, or a known event with missing or mistyped fields
+UNKNOWN = "unknown"  # an event or stream type the pipeline does not know
+INVALID = "invalid"  # a trade Binance marks invalid (p=0, q=0, f=l=-1) or with impossible values
+LATE = "late"  # a trade for a kline that was already closed
+NO_SYMBOL = "no_symbol"  # a dump file whose symbol cannot be told from its name
+
+REASONS = (MALFORMED, UNKNOWN, INVALID, LATE, NO_SYMBOL)
+
+
+class DeadLetter(msgspec.Struct, frozen=True):
+    reason: str
+    detail: str
+    raw: str
+    position: str  # "path:line" for files, "stream" for live input
+    symbol: str = ""
+
+    def fields(self) -> dict[str, str]:
+        return {
+            "reason": self.reason,
+            "detail": self.detail[:500],
+            "raw": self.raw[:4000],
+            "position": self.position,
+            "symbol": self.symbol,
+        }

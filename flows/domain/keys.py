@@ -1,0 +1,53 @@
+"""Every Redis key and channel name, built in one place (the dashboard imports these too).
+
+A `KeySpace` may carry a namespace prefix so that tests and backtests write beside, never
+over, the live keys. The default namespace is empty, which gives the documented layout:
+
+>>> KeySpace().klines("BTCUSDT", "1m")
+'klines:BTCUSDT:1m'
+>>> KeySpace("bt42").klines("BTCUSDT", "1m")
+'bt42:klines:BTCUSDT:1m'
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class KeySpace:
+    namespace: str = ""
+
+    def _k(self, key: str) -> str:
+        return f"{self.namespace}:{key}" if self.namespace else key
+
+    def klines(self, symbol: str, interval: str) -> str:
+        """Sorted set of one symbol's klines: score = open time ms, member = REST array JSON."""
+        return self._k(f"klines:{symbol}:{interval}")
+
+    def last_closed(self, symbol: str, interval: str) -> str:
+        """Open time (ms) of the newest closed kline."""
+        return self._k(f"klines:last_closed:{symbol}:{interval}")
+
+    @property
+    def closed_channel(self) -> str:
+        """PUBLISH channel announcing each closed kline."""
+        return self._k("klines:closed")
+
+    @property
+    def symbols(self) -> str:
+        """Set of every symbol with stored klines."""
+        return self._k("klines:symbols")
+
+    @property
+    def dead_letters(self) -> str:
+        """Capped stream of rejected input (reason, raw text, position)."""
+        return self._k("klineflow:dead_letters")
+
+    def replay_state(self, symbol: str) -> str:
+        """Kline builder state at the end of the last replay, so the next one continues it."""
+        return self._k(f"klineflow:replay_state:{symbol}")
+
+    @property
+    def replay_state_pattern(self) -> str:
+        return self._k("klineflow:replay_state:*")

@@ -1,0 +1,40 @@
+"""Counters of one run, shared by the source, the kline step and the sink of one process."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from dataclasses import dataclass, field
+
+
+@dataclass
+class RunStats:
+    trades_read: int = 0
+    frames_ignored: int = 0  # valid frames of streams klines do not use
+    trades_filtered: int = 0  # trades of symbols not asked for
+    duplicates: int = 0
+    dead_letters: Counter[str] = field(default_factory=Counter)  # by reason
+    klines_closed: Counter[str] = field(default_factory=Counter)  # by interval
+    open_kline_writes: int = 0
+    bytes_done: int = 0
+    bytes_total: int = 0
+    files_done: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add_dead(self, reason: str, n: int = 1) -> None:
+        with self._lock:
+            self.dead_letters[reason] += n
+
+    def summary(self) -> dict[str, object]:
+        return {
+            "trades_read": self.trades_read,
+            "duplicates": self.duplicates,
+            "late": self.dead_letters["late"],
+            "invalid": self.dead_letters["invalid"],
+            "malformed": self.dead_letters["malformed"],
+            "unknown": self.dead_letters["unknown"],
+            "frames_ignored": self.frames_ignored,
+            "trades_filtered": self.trades_filtered,
+            "klines_closed": dict(self.klines_closed),
+            "open_kline_writes": self.open_kline_writes,
+        }

@@ -1,0 +1,1 @@
+"""Pure kline building: trades in, Binance-exact klines out (no engine, no I/O)."""

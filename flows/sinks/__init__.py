@@ -1,0 +1,1 @@
+"""Outputs: Bytewax sinks over the storage adapters."""

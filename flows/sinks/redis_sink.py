@@ -1,0 +1,57 @@
+"""A Bytewax sink writing kline updates and dead letters to Redis, one pipeline per batch.
+
+Delivery is at-least-once (recovery and overlapping replays re-deliver); every write is
+keyed by (symbol, interval, open time), so a re-delivered kline replaces itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import redis
+from bytewax.outputs import DynamicSink, StatelessSinkPartition
+
+from flows.dataflows.kline_step import KlineUpdate
+from flows.domain.stats import RunStats
+from flows.sources.replay_source import SourceReport
+from flows.storage.redis_klines import KlineWriter
+
+SinkItem = tuple[str, KlineUpdate] | SourceReport
+
+
+class _RedisPartition(StatelessSinkPartition[SinkItem]):
+    def __init__(self, writer: KlineWriter, stats: RunStats) -> None:
+        self._writer = writer
+        self._stats = stats
+
+    def write_batch(self, items: list[SinkItem]) -> None:
+        w = self._writer
+        for item in items:
+            if isinstance(item, SourceReport):
+                for letter in item.dead:
+                    w.dead_letter(letter)
+                continue
+            symbol, update = item
+            w.add_many(symbol, update.closed, closed=True)
+            w.add_many(symbol, update.opened, closed=False)
+            for letter in update.dead:
+                w.dead_letter(letter)
+            if update.state is not None:
+                w.save_state(symbol, update.state)
+        w.flush()
+
+
+class RedisKlineSink(DynamicSink[SinkItem]):
+    def __init__(self, make_writer: Callable[[], KlineWriter], stats: RunStats) -> None:
+        self._make_writer = make_writer
+        self._stats = stats
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _RedisPartition:
+        return _RedisPartition(self._make_writer(), self._stats)
+
+
+def writer_factory(url: str, **kwargs: object) -> Callable[[], KlineWriter]:
+    def make() -> KlineWriter:
+        return KlineWriter(redis.Redis.from_url(url, socket_timeout=30), **kwargs)  # type: ignore[arg-type]
+
+    return make

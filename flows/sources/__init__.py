@@ -1,0 +1,1 @@
+"""Inputs: recorded files and synthetic markets (pure readers) and their Bytewax sources."""

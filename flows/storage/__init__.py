@@ -1,0 +1,1 @@
+"""Storage adapters: Redis klines (write and read)."""

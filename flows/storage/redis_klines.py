@@ -1,0 +1,159 @@
+"""Write klines to Redis: one sorted-set member per kline, replaced atomically.
+
+Layout (names from `flows.domain.keys`):
+- ``klines:{SYMBOL}:{interval}``: score = open time ms, member = the 12-element REST array as
+  compact JSON. An update removes the member at that score and adds the new one inside one Lua
+  call, so a reader never sees two members for one open time, nor none.
+- ``klines:last_closed:{SYMBOL}:{interval}``: open time of the newest closed kline (only ever
+  moves forward).
+- a PUBLISH on ``klines:closed`` of ``{"s":SYMBOL,"i":interval,"t":open_ms}`` per closed kline.
+- retention: the newest N members per key (default 1,000; 1m keeps 1,500 for a 24-hour window).
+
+A batch is one pipeline: one script call per (symbol, interval) touched, plus dead letters,
+symbol registrations and replay checkpoints, in a single round trip.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+import redis
+
+from flows.domain.deadletter import DeadLetter
+from flows.domain.keys import KeySpace
+from flows.domain.kline import Kline
+
+# KEYS: zset, last_closed.  ARGV: retention, channel, symbol, interval, then (open_ms,
+# closed flag, member) triples in time order.
+_UPSERT_LUA = """
+local zkey = KEYS[1]
+local newest = -1
+for i = 5, #ARGV, 3 do
+  local t = ARGV[i]
+  redis.call('ZREMRANGEBYSCORE', zkey, t, t)
+  redis.call('ZADD', zkey, t, ARGV[i + 2])
+  if ARGV[i + 1] == '1' then
+    local tn = tonumber(t)
+    if tn > newest then newest = tn end
+    if ARGV[2] ~= '' then
+      redis.call('PUBLISH', ARGV[2], '{"s":"' .. ARGV[3] .. '","i":"' .. ARGV[4] .. '","t":' .. t .. '}')
+    end
+  end
+end
+local keep = tonumber(ARGV[1])
+if keep > 0 then redis.call('ZREMRANGEBYRANK', zkey, 0, -(keep + 1)) end
+if newest >= 0 then
+  local cur = tonumber(redis.call('GET', KEYS[2]) or '-1')
+  if newest > cur then redis.call('SET', KEYS[2], string.format('%d', newest)) end
+end
+return 0
+"""
+
+DEFAULT_RETENTION = 1000
+DEFAULT_RETENTION_BY_INTERVAL: Mapping[str, int] = {"1m": 1500}
+
+
+@dataclass(frozen=True, slots=True)
+class RetentionPolicy:
+    default: int = DEFAULT_RETENTION
+    by_interval: Mapping[str, int] = field(default_factory=lambda: dict(DEFAULT_RETENTION_BY_INTERVAL))
+
+    def for_interval(self, interval: str) -> int:
+        return self.by_interval.get(interval, self.default)
+
+
+_state_encoder = msgspec.msgpack.Encoder()
+_state_decoder = msgspec.msgpack.Decoder(dict[str, Any])
+
+
+class KlineWriter:
+    """Batches kline writes to Redis; call `flush` to send them in one round trip."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        keys: KeySpace = KeySpace(),
+        retention: RetentionPolicy = RetentionPolicy(),
+        dead_letter_maxlen: int = 100_000,
+        publish: bool = True,
+    ) -> None:
+        self._client = client
+        self._keys = keys
+        self._retention = retention
+        self._dead_letter_maxlen = dead_letter_maxlen
+        self._publish = publish
+        self._script = client.register_script(_UPSERT_LUA)
+        self._known_symbols: set[str] = set()
+        self._reset()
+
+    def _reset(self) -> None:
+        self._pending: dict[tuple[str, str], list[Any]] = {}
+        self._dead: list[DeadLetter] = []
+        self._states: dict[str, dict[str, Any]] = {}
+        self._new_symbols: set[str] = set()
+
+    def add(self, symbol: str, interval: str, kline: Kline, closed: bool) -> None:
+        args = self._pending.get((symbol, interval))
+        if args is None:
+            if symbol not in self._known_symbols:
+                self._new_symbols.add(symbol)
+            self._pending[(symbol, interval)] = args = []
+        args.extend((kline.open_ms, 1 if closed else 0, kline.member()))
+
+    def add_many(self, symbol: str, klines: Iterable[tuple[str, Kline]], closed: bool) -> None:
+        for interval, kline in klines:
+            self.add(symbol, interval, kline, closed)
+
+    def dead_letter(self, letter: DeadLetter) -> None:
+        self._dead.append(letter)
+
+    def save_state(self, symbol: str, state: dict[str, Any]) -> None:
+        self._states[symbol] = state
+
+    @property
+    def pending(self) -> bool:
+        return bool(self._pending or self._dead or self._states)
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        keys = self._keys
+        pipe = self._client.pipeline(transaction=False)
+        channel = keys.closed_channel if self._publish else ""
+        for (symbol, interval), args in self._pending.items():
+            self._script(
+                keys=[keys.klines(symbol, interval), keys.last_closed(symbol, interval)],
+                args=[self._retention.for_interval(interval), channel, symbol, interval, *args],
+                client=pipe,
+            )
+        if self._new_symbols:
+            pipe.sadd(keys.symbols, *self._new_symbols)
+        for letter in self._dead:
+            pipe.xadd(keys.dead_letters, letter.fields(), maxlen=self._dead_letter_maxlen, approximate=True)  # type: ignore[arg-type]
+        for symbol, state in self._states.items():
+            pipe.set(keys.replay_state(symbol), _state_encoder.encode(state))
+        pipe.execute()
+        self._known_symbols |= self._new_symbols
+        self._reset()
+
+
+def load_replay_states(client: redis.Redis, keys: KeySpace = KeySpace()) -> dict[str, dict[str, Any]]:
+    """The kline builder state each symbol had at the end of the last replay."""
+    states: dict[str, dict[str, Any]] = {}
+    prefix_len = len(keys.replay_state(""))
+    names = list(client.scan_iter(match=keys.replay_state_pattern, count=1000))
+    if not names:
+        return states
+    for name, blob in zip(names, client.mget(names), strict=True):
+        if blob is not None:
+            key = name.decode() if isinstance(name, bytes) else str(name)
+            states[key[prefix_len:]] = _state_decoder.decode(blob)
+    return states
+
+
+def clear_replay_states(client: redis.Redis, keys: KeySpace = KeySpace()) -> int:
+    names = list(client.scan_iter(match=keys.replay_state_pattern, count=1000))
+    return int(client.delete(*names)) if names else 0
