@@ -178,6 +178,18 @@ class InvalidTrade(ValueError):
 
 def agg_trade_to_trade(ev: AggTradeEvent) -> Trade:
     """An aggTrade as a trade tuple; raises InvalidTrade for Binance's invalid-marker rows."""
+    p, q, f, last = ev.p, ev.q, ev.f, ev.l
+    # Fast path for Binance's own form (8 decimals); anything else takes the exact parser.
+    if len(p) > 9 and p[-9] == "." and len(q) > 9 and q[-9] == "." and 0 <= f <= last:
+        price = int(p.replace(".", "", 1))
+        qty = int(q.replace(".", "", 1))
+        if price > 0 and qty > 0:
+            t = ev.T
+            return (f, last, price, qty, t if t < 100_000_000_000_000 else t // 1000, ev.m)
+    return _checked_agg_trade(ev)
+
+
+def _checked_agg_trade(ev: AggTradeEvent) -> Trade:
     if ev.f < 0 or ev.l < ev.f:
         raise InvalidTrade(f"aggTrade {ev.a} has trade ids {ev.f}..{ev.l}")
     try:

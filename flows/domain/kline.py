@@ -12,7 +12,7 @@ from typing import NamedTuple
 
 import msgspec
 
-from flows.domain.money import format_units
+from flows.domain.money import ZERO_TEXT, format_units
 
 Trade = tuple[int, int, int, int, int, bool]
 
@@ -50,8 +50,25 @@ class Kline(NamedTuple):
         ]
 
     def member(self) -> bytes:
-        """The Redis sorted-set member: the REST array as compact JSON."""
-        return _ENCODER.encode(self.to_rest())
+        """The Redis sorted-set member: the REST array as compact JSON.
+
+        >>> Kline(60000, 119999, 150, 150, 150, 150, 0, 0, 0, 0, 0).member()
+        b'[60000,"0.00000150","0.00000150","0.00000150","0.00000150","0.00000000",119999,"0.00000000",0,"0.00000000","0.00000000","0"]'
+        """
+        if self.trades == 0 and self.volume == 0:  # a flat kline: one price, all zeros
+            p = format_units(self.open)
+            z = ZERO_TEXT
+            return (
+                f'[{self.open_ms},"{p}","{p}","{p}","{p}","{z}",{self.close_ms},"{z}",0,"{z}","{z}","0"]'
+            ).encode()
+        f = format_units
+        return (
+            f'[{self.open_ms},"{f(self.open)}","{f(self.high)}","{f(self.low)}","{f(self.close)}",'
+            f'"{f(self.volume)}",{self.close_ms},"{f(self.quote_volume)}",{self.trades},'
+            f'"{f(self.taker_buy_volume)}","{f(self.taker_buy_quote_volume)}","0"]'
+        ).encode()
 
 
-_ENCODER = msgspec.json.Encoder()
+def decode_member(member: bytes) -> list[int | str]:
+    """A stored member back to its 12-element array."""
+    return msgspec.json.decode(member, type=list[int | str])

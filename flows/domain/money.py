@@ -51,8 +51,15 @@ def _parse_units_slow(text: str) -> int:
 
 def format_units(units: int) -> str:
     """Print units the way Binance prints amounts: always 8 decimals."""
-    whole, frac = divmod(units, SCALE)
-    return f"{whole}.{frac:08d}"
+    text = str(units)
+    if len(text) < 9:
+        if units < 0:
+            raise ValueError(f"amounts are never negative, got {units}")
+        text = text.rjust(9, "0")
+    return f"{text[:-8]}.{text[-8:]}"
+
+
+ZERO_TEXT = format_units(0)
 
 
 def quote_units(price_units: int, qty_units: int) -> int:

@@ -20,6 +20,7 @@ import gzip
 import io
 import re
 import zipfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,7 @@ import msgspec
 
 from flows.binance.decode import (
     AggTradeEvent,
+    Combined,
     FrameError,
     InvalidTrade,
     TradeEvent,
@@ -60,6 +62,7 @@ class Chunk:
     dead: list[DeadLetter] = field(default_factory=list)
     ignored: int = 0  # well-formed records of streams klines do not use
     filtered: int = 0  # trades of symbols not asked for
+    torn: int = 0  # a last line cut short (a recording being written, or cut by a crash)
     records: int = 0  # records consumed in this file so far (the resume position)
     bytes_done: int = 0  # bytes of the file on disk consumed so far (progress)
 
@@ -122,6 +125,38 @@ def read_file(path: Path, options: ReadOptions = ReadOptions(), skip_records: in
 # -- WebSocket frames: captures and recordings ------------------------------------------
 
 
+_BLOCK = 1 << 20
+
+
+def iter_lines(stream: IO[bytes]) -> Iterator[bytes]:
+    """Lines without their newline, read in large blocks (GzipFile.readline is slow).
+
+    A last line with no newline is yielded with a trailing b"\0" so a caller can tell a torn
+    end (a recording cut by a crash) from a whole line.
+    """
+    rest = b""
+    while True:
+        try:
+            block = stream.read(_BLOCK)
+        except (EOFError, gzip.BadGzipFile, zlib.error):
+            break  # a gzip stream cut short: what was read so far stands
+        if not block:
+            break
+        lines = (rest + block).split(b"\n") if rest else block.split(b"\n")
+        rest = lines.pop()
+        yield from lines
+    if rest:
+        yield rest + b"\0"
+
+
+class _RecordedCombined(msgspec.Struct):
+    r: int
+    d: Combined
+
+
+_recorded_combined: Final = msgspec.json.Decoder(_RecordedCombined)
+
+
 def _read_frames(path: Path, options: ReadOptions, skip: int, recorded: bool) -> Iterator[Chunk]:
     raw_file = path.open("rb")
     gz = raw_file.read(2) == _GZIP_MAGIC
@@ -134,52 +169,57 @@ def _read_frames(path: Path, options: ReadOptions, skip: int, recorded: bool) ->
     trades = chunk.trades
     count = 0
     lineno = 0
+    fast = _recorded_combined.decode
     try:
-        lines = iter(stream)
-        try:
-            for lineno, line in enumerate(lines, 1):
-                if lineno == 1:
-                    continue  # the URL line of a capture, the header of a recording
-                if lineno <= skip + 1:
-                    continue
-                count += 1
-                if recorded:
+        for lineno, line in enumerate(iter_lines(stream), 1):
+            if lineno <= skip + 1:
+                continue  # line 1: the URL of a capture, the header of a recording
+            count += 1
+            ev: object = None
+            if recorded:
+                try:
+                    ev = fast(line).d.data  # one typed pass for the common combined frame
+                except (msgspec.DecodeError, msgspec.ValidationError):
+                    if line.endswith(b"\0"):
+                        chunk.torn += 1
+                        continue
                     frame = _recorded_frame(line, chunk, name, lineno)
-                else:
-                    frame = _captured_frame(line)
+                    if frame is None:
+                        continue
+            else:
+                frame = _captured_frame(line.rstrip(b"\0"))
                 if frame is None:
                     continue
+            if ev is None:
                 try:
                     ev = decode_frame(frame)
                 except FrameError as e:
                     chunk.dead.append(DeadLetter(e.reason, e.detail, _text(frame), f"{name}:{lineno}"))
                     continue
-                et = type(ev)
-                if et is AggTradeEvent or et is TradeEvent:
-                    sym = ev.s  # type: ignore[union-attr]
-                    if keep is not None and sym not in keep:
-                        chunk.filtered += 1
-                        continue
-                    try:
-                        tr = agg_trade_to_trade(ev) if et is AggTradeEvent else trade_event_to_trade(ev)  # type: ignore[arg-type]
-                    except InvalidTrade as e:
-                        chunk.dead.append(DeadLetter(dl.INVALID, str(e), _text(frame), f"{name}:{lineno}", sym))
-                        continue
-                    lst = trades.get(sym)
-                    if lst is None:
-                        trades[sym] = lst = []
-                    lst.append(tr)
-                else:
-                    chunk.ignored += 1  # depth, tickers, kline and serverShutdown frames: unused here
-                if count >= limit:
-                    chunk.records = lineno - 1
-                    chunk.bytes_done = raw_file.tell()
-                    yield chunk
-                    chunk = Chunk()
-                    trades = chunk.trades
-                    count = 0
-        except (EOFError, gzip.BadGzipFile, zipfile.BadZipFile):
-            pass  # a torn end of a recording being written or cut by a crash: keep what we have
+            et = type(ev)
+            if et is AggTradeEvent or et is TradeEvent:
+                sym = ev.s  # type: ignore[attr-defined]
+                if keep is not None and sym not in keep:
+                    chunk.filtered += 1
+                    continue
+                try:
+                    tr = agg_trade_to_trade(ev) if et is AggTradeEvent else trade_event_to_trade(ev)  # type: ignore[arg-type]
+                except InvalidTrade as e:
+                    chunk.dead.append(DeadLetter(dl.INVALID, str(e), _text(line), f"{name}:{lineno}", sym))
+                    continue
+                lst = trades.get(sym)
+                if lst is None:
+                    trades[sym] = lst = []
+                lst.append(tr)
+            else:
+                chunk.ignored += 1  # depth, tickers, kline and serverShutdown frames: unused here
+            if count >= limit:
+                chunk.records = lineno - 1
+                chunk.bytes_done = raw_file.tell()
+                yield chunk
+                chunk = Chunk()
+                trades = chunk.trades
+                count = 0
         chunk.records = max(lineno - 1, 0)
         chunk.bytes_done = raw_file.tell()
         yield chunk
@@ -197,14 +237,12 @@ def _captured_frame(line: bytes) -> bytes | None:
 
 
 def _recorded_frame(line: bytes, chunk: Chunk, name: str, lineno: int) -> bytes | None:
-    if not line.endswith(b"\n"):
-        return None  # torn last line of a recording cut by a crash
     try:
         rec = recording.decode_line(line)
     except (msgspec.DecodeError, msgspec.ValidationError) as e:
         chunk.dead.append(DeadLetter(dl.MALFORMED, f"recording line: {e}", _text(line), f"{name}:{lineno}"))
         return None
-    if rec.d is not None:
+    if rec.d:
         return bytes(rec.d)
     if rec.x is not None:
         chunk.dead.append(DeadLetter(dl.MALFORMED, "frame is not JSON", rec.x, f"{name}:{lineno}"))

@@ -29,9 +29,13 @@ class Header(msgspec.Struct):
     source: str = ""
 
 
+def _no_frame() -> msgspec.Raw:
+    return msgspec.Raw(b"")
+
+
 class FrameLine(msgspec.Struct):
     r: int
-    d: msgspec.Raw | None = None
+    d: msgspec.Raw = msgspec.field(default_factory=_no_frame)  # empty when the frame is `x`
     x: str | None = None
 
 
@@ -64,7 +68,7 @@ class RecordingWriter:
         try:
             msgspec.json.decode(frame)
         except msgspec.DecodeError:
-            line = _encoder.encode(FrameLine(recv_ms, x=frame.decode("utf-8", "replace")))
+            line = b'{"r":%d,"x":%s}' % (recv_ms, _encoder.encode(frame.decode("utf-8", "replace")))
         else:
             line = b'{"r":%d,"d":%s}' % (recv_ms, frame)
         self._file.write(line + b"\n")

@@ -1,0 +1,251 @@
+"""The `klineflow` command: thin wrappers over the package."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import threading
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from flows.domain.clock import SYSTEM_CLOCK
+from flows.domain.intervals import IntervalError, get_interval, parse_intervals
+from flows.domain.keys import KeySpace
+from flows.settings import Settings, load_settings
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Binance trades to Binance-exact klines.")
+services_app = typer.Typer(no_args_is_help=True, help="The embedded Redis and PostgreSQL servers.")
+app.add_typer(services_app, name="services")
+console = Console(stderr=True)
+out = Console()
+
+RedisUrl = Annotated[str | None, typer.Option("--redis-url", help="Redis URL (default: embedded)")]
+Namespace = Annotated[str | None, typer.Option("--namespace", help="prefix for every Redis key")]
+
+
+def _settings(**overrides: object) -> Settings:
+    try:
+        return load_settings(**overrides)
+    except Exception as e:  # pydantic's ValidationError names the bad setting
+        console.print(f"[red]configuration error:[/red] {e}")
+        raise typer.Exit(2) from e
+
+
+def _redis_url(settings: Settings) -> str:
+    from flows.services import Services
+
+    return Services(settings.data_dir).redis_url(settings.redis_url_value())
+
+
+@app.command()
+def replay(
+    paths: Annotated[list[Path], typer.Argument(help="captures, recordings, CSV dumps or REST JSON")],
+    symbols: Annotated[str | None, typer.Option(help="only these symbols, e.g. BTCUSDT,ETHUSDT")] = None,
+    intervals: Annotated[str | None, typer.Option(help="e.g. 1m,5m,1h (default 1m,5m,15m,1h,4h,1d)")] = None,
+    symbol: Annotated[str | None, typer.Option(help="symbol of dump files whose name does not say")] = None,
+    redis_url: RedisUrl = None,
+    namespace: Namespace = None,
+    fresh: Annotated[bool, typer.Option(help="forget where earlier replays left each symbol")] = False,
+    progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
+) -> None:
+    """Run the kline dataflow over recorded files to the end, then print a summary."""
+    from flows.dataflows.replay import ReplayJob, run_replay
+    from flows.domain.stats import RunStats
+    from flows.sources.readers import FormatError, ReadOptions
+    from flows.storage.redis_klines import RetentionPolicy
+
+    settings = _settings(intervals=intervals, redis_url=redis_url, namespace=namespace)
+    wanted = frozenset(s.strip().upper() for s in symbols.split(",") if s.strip()) if symbols else None
+    job = ReplayJob(
+        paths=paths,
+        redis_url=_redis_url(settings),
+        intervals=settings.intervals,
+        keys=KeySpace(settings.namespace),
+        read=ReadOptions(symbol=symbol, symbols=wanted, chunk_records=settings.chunk_records),
+        retention=RetentionPolicy(settings.retention, {"1m": settings.retention_1m}),
+        open_throttle_ms=settings.open_kline_throttle_ms,
+        max_fill=settings.max_flat_fill,
+        dead_letter_maxlen=settings.dead_letter_maxlen,
+        fresh=fresh,
+    )
+    stats = RunStats()
+    started = SYSTEM_CLOCK.monotonic_s()
+    stop = threading.Event()
+    bar = threading.Thread(target=_progress_loop, args=(stats, stop), daemon=True) if progress else None
+    if bar:
+        bar.start()
+    try:
+        run_replay(job, stats)
+    except (FileNotFoundError, FormatError) as e:
+        console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(1) from e
+    finally:
+        stop.set()
+        if bar:
+            bar.join()
+    _print_summary(stats, SYSTEM_CLOCK.monotonic_s() - started, settings.intervals)
+
+
+def _progress_loop(stats: object, stop: threading.Event) -> None:
+    from flows.domain.stats import RunStats
+
+    assert isinstance(stats, RunStats)
+    with Progress(
+        TextColumn("replay"),
+        BarColumn(),
+        TextColumn("{task.percentage:>5.1f}%"),
+        TextColumn("{task.fields[trades]:>12,} trades"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+    ) as progress:
+        task = progress.add_task("replay", total=max(stats.bytes_total, 1), trades=0)
+        while not stop.wait(0.2):
+            progress.update(task, completed=stats.bytes_done, trades=stats.trades_read)
+        progress.update(task, completed=stats.bytes_total, trades=stats.trades_read)
+
+
+def _print_summary(stats: object, seconds: float, intervals: tuple[str, ...]) -> None:
+    from flows.domain.stats import RunStats
+
+    assert isinstance(stats, RunStats)
+    table = Table(title="replay summary", show_header=False)
+    table.add_row("trades read", f"{stats.trades_read:,}")
+    for interval in intervals:
+        table.add_row(f"klines written {interval}", f"{stats.klines_closed[interval]:,}")
+    table.add_row("late trades", f"{stats.dead_letters['late']:,}")
+    table.add_row("duplicate trades", f"{stats.duplicates:,}")
+    table.add_row("invalid trades", f"{stats.dead_letters['invalid']:,}")
+    table.add_row("malformed / unknown frames", f"{stats.dead_letters['malformed']:,} / {stats.dead_letters['unknown']:,}")
+    if stats.dead_letters["no_symbol"]:
+        table.add_row("files without a symbol", f"{stats.dead_letters['no_symbol']:,}")
+    table.add_row("frames of other streams", f"{stats.frames_ignored:,}")
+    if stats.trades_filtered:
+        table.add_row("trades of other symbols", f"{stats.trades_filtered:,}")
+    table.add_row("wall time", f"{seconds:.2f} s")
+    table.add_row("trades/s", f"{stats.trades_read / seconds:,.0f}" if seconds > 0 else "-")
+    out.print(table)
+
+
+@app.command()
+def klines(
+    symbol: str,
+    interval: str,
+    limit: Annotated[int, typer.Option(min=1, max=1000)] = 500,
+    start: Annotated[int | None, typer.Option(help="open time from (ms)")] = None,
+    end: Annotated[int | None, typer.Option(help="open time up to (ms)")] = None,
+    redis_url: RedisUrl = None,
+    namespace: Namespace = None,
+) -> None:
+    """Print stored klines as JSON arrays in Binance's REST form, one per line."""
+    from flows.services import connect_redis
+    from flows.storage.kline_store import KlineStore
+
+    try:
+        get_interval(interval)
+    except IntervalError as e:
+        console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(2) from e
+    settings = _settings(redis_url=redis_url, namespace=namespace)
+    store = KlineStore(connect_redis(_redis_url(settings)), KeySpace(settings.namespace), ttl_s=0)
+    rows = store.get_klines(symbol.upper(), interval, start, end, limit)
+    if not rows and not store.has_symbol(symbol.upper()):
+        console.print(f"no klines stored for symbol {symbol.upper()!r}")
+        raise typer.Exit(1)
+    for row in rows:
+        out.print(json.dumps(row, separators=(",", ":")), highlight=False, soft_wrap=True)
+
+
+@app.command()
+def api(
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port")] = 8000,
+    redis_url: RedisUrl = None,
+    namespace: Namespace = None,
+) -> None:
+    """Serve GET /api/v3/klines, compatible with Binance's REST endpoint, from Redis."""
+    from flows.api import serve
+
+    settings = _settings(redis_url=redis_url, namespace=namespace)
+    serve(_redis_url(settings), host, port, KeySpace(settings.namespace), settings.api_cache_ttl_s)
+
+
+@app.command()
+def demo(
+    symbols: Annotated[int, typer.Option(help="how many synthetic symbols")] = 40,
+    seed: Annotated[int, typer.Option(help="random seed of the synthetic market")] = 7,
+    history_hours: Annotated[float, typer.Option(help="hours of past market built at start")] = 6.0,
+    rate: Annotated[float, typer.Option(help="trades per second, all symbols together")] = 200.0,
+    duration: Annotated[float | None, typer.Option(help="stop after this many seconds")] = None,
+    port: Annotated[int, typer.Option(help="port of the klines API")] = 8000,
+    redis_url: RedisUrl = None,
+    namespace: Namespace = None,
+) -> None:
+    """Run the pipeline on a seeded synthetic market, with the klines API, on embedded servers."""
+    from flows.dataflows.demo import DemoJob, run_demo
+
+    settings = _settings(redis_url=redis_url, namespace=namespace)
+    from flows.services import Services
+
+    services = Services(settings.data_dir)
+    url = services.redis_url(settings.redis_url_value())
+    db_url = services.database_url(settings.database_url_value())
+    console.print(f"Redis:      {url}")
+    console.print(f"PostgreSQL: {db_url}")
+    job = DemoJob(
+        redis_url=url,
+        keys=KeySpace(settings.namespace),
+        intervals=settings.intervals,
+        symbols=symbols,
+        seed=seed,
+        history_ms=int(history_hours * 3_600_000),
+        rate=rate,
+        duration_s=duration,
+        port=port,
+    )
+    run_demo(job, console)
+
+
+@services_app.command("start")
+def services_start() -> None:
+    """Start the embedded servers (those not given by URL) and print where they are."""
+    from flows.services import Services
+
+    settings = _settings()
+    services = Services(settings.data_dir)
+    out.print(f"redis    {services.redis_url(settings.redis_url_value())}")
+    out.print(f"postgres {services.database_url(settings.database_url_value())}")
+
+
+@services_app.command("stop")
+def services_stop() -> None:
+    """Stop the embedded servers cleanly."""
+    from flows.services import Services
+
+    stopped = Services(_settings().data_dir).stop()
+    out.print("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
+
+
+@services_app.command("status")
+def services_status() -> None:
+    """Say whether each embedded server runs."""
+    from flows.services import Services
+
+    services = Services(_settings().data_dir)
+    out.print(f"redis    {'running' if services.redis.running() else 'stopped'}  {services.redis.url}")
+    out.print(f"postgres {'running' if services.postgres.running() else 'stopped'}  {services.postgres.directory}")
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s %(message)s", stream=sys.stderr)
+    app()
+
+
+__all__ = ["app", "main", "parse_intervals"]

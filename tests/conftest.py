@@ -1,0 +1,76 @@
+"""Shared fixtures: real servers (embedded by default, or the ones named by
+KLINEFLOW_REDIS_URL / KLINEFLOW_DATABASE_URL), a fresh key namespace per test, and the real
+Binance recordings in ../shared/data/binance."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from flows.domain.keys import KeySpace
+from flows.services import EmbeddedPostgres, EmbeddedRedis
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_DATA = REPO.parent / "shared" / "data" / "binance"
+_counter = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def server_dir() -> Iterator[Path]:
+    # Short path: unix socket paths are limited to about 100 bytes.
+    with tempfile.TemporaryDirectory(prefix="kf-") as d:
+        yield Path(d)
+
+
+@pytest.fixture(scope="session")
+def redis_url(server_dir: Path) -> Iterator[str]:
+    configured = os.environ.get("KLINEFLOW_REDIS_URL")
+    if configured:
+        yield configured
+        return
+    server = EmbeddedRedis(server_dir / "redis")
+    url = server.start()
+    yield url
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def database_url(server_dir: Path) -> Iterator[str]:
+    configured = os.environ.get("KLINEFLOW_DATABASE_URL")
+    if configured:
+        yield configured
+        return
+    server = EmbeddedPostgres(server_dir / "postgres")
+    url = server.start()
+    yield url
+    server.stop()
+
+
+@pytest.fixture
+def redis_client(redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def keys(redis_client: redis.Redis) -> Iterator[KeySpace]:
+    """A namespace of this test's own, removed afterwards, so tests never see each other."""
+    ks = KeySpace(f"t{os.getpid()}x{next(_counter)}")
+    yield ks
+    names = list(redis_client.scan_iter(match=f"{ks.namespace}:*", count=1000))
+    if names:
+        redis_client.delete(*names)
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"the real Binance recordings are not at {SHARED_DATA} (a clone outside the workplace)")
+    return SHARED_DATA

@@ -1,0 +1,641 @@
+"""Static checks of the container files (Dockerfile, docker-compose.yml).
+
+Docker itself is not needed: the files are parsed here and compared with the real Typer app,
+so a renamed command or option breaks this test instead of a deployment. Every checker returns
+a list of problems; the negative tests feed each one a deliberately broken input to show it
+can fail.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+import shlex
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import typer
+import yaml
+
+import flows.cli
+
+REPO = Path(__file__).resolve().parents[2]
+DOCKERFILE = REPO / "Dockerfile"
+COMPOSE_FILE = REPO / "docker-compose.yml"
+
+BASE_IMAGE = "python:3.11-slim"
+LOOPBACK = "127.0.0.1"
+SERVICES_NEEDING_HEALTHCHECK = ("redis", "postgres", "api")
+# `${NAME}`, `${NAME:?message}`, `${NAME:-default}`, ... and nothing around it.
+_REFERENCE = re.compile(r"\$\{[A-Za-z_][A-Za-z0-9_]*(?:(?::?[-?+])[^}]*)?\}")
+_SECRET_KEY = re.compile(r"PASSWORD|PASSWD|SECRET|TOKEN", re.IGNORECASE)
+_URL_CREDENTIALS = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s/:@]*:(?P<password>[^\s@]*)@")
+
+
+# --- the command-line app -----------------------------------------------------------------
+
+
+# Typer 0.29 vendors its own click, so its command objects are not `click.Group` instances;
+# a group is recognised by its `commands` mapping instead.
+CliCommand = Any
+
+
+def subcommands(command: CliCommand) -> dict[str, CliCommand] | None:
+    """The sub-commands of a group, or None for a plain command."""
+    commands = getattr(command, "commands", None)
+    return commands if isinstance(commands, dict) else None
+
+
+def cli_root() -> CliCommand:
+    command = typer.main.get_command(flows.cli.app)
+    assert subcommands(command), "the Typer app should be a group of commands"
+    return command
+
+
+def cli_problems(argv: Sequence[str], root: CliCommand) -> list[str]:
+    """Problems with running `klineflow <argv>`: unknown (sub-)commands or options."""
+    words = list(argv)
+    if words and words[0] == "klineflow":
+        words = words[1:]
+    command = root
+    path = ["klineflow"]
+    while (children := subcommands(command)) is not None:
+        if not words or words[0].startswith("-"):
+            return [f"`{' '.join(path)}` needs a command, one of {sorted(children)}"]
+        name = words.pop(0)
+        if name not in children:
+            return [f"`{' '.join(path)}` has no command {name!r}; known: {sorted(children)}"]
+        command, path = children[name], [*path, name]
+    known = {"--help"}
+    for param in command.params:
+        known.update(param.opts)
+        known.update(param.secondary_opts)
+    problems = []
+    for word in words:
+        if word == "--":
+            break
+        option = word.split("=", 1)[0]
+        if option.startswith("--") and option not in known:
+            problems.append(f"`{' '.join(path)}` has no option {option}; known: {sorted(known)}")
+    return problems
+
+
+# --- Dockerfile -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Instruction:
+    keyword: str
+    args: str
+    line: int
+
+
+def parse_dockerfile(text: str) -> list[Instruction]:
+    """Instructions with `\\` continuations joined; comments and blank lines dropped."""
+    instructions: list[Instruction] = []
+    pending: list[str] = []
+    start = 0
+    for number, raw in enumerate(text.splitlines(), 1):
+        stripped = raw.strip()
+        if not stripped or stripped.startswith("#"):
+            continue  # Docker also drops comment and empty lines inside a continuation
+        if not pending:
+            start = number
+        if stripped.endswith("\\"):
+            pending.append(stripped[:-1].strip())
+            continue
+        pending.append(stripped)
+        keyword, _, args = " ".join(part for part in pending if part).partition(" ")
+        instructions.append(Instruction(keyword.upper(), args.strip(), start))
+        pending = []
+    if pending:
+        raise ValueError(f"the Dockerfile ends inside the continuation begun on line {start}")
+    return instructions
+
+
+def exec_form(args: str) -> list[str] | None:
+    """The JSON-array ("exec") form of CMD/ENTRYPOINT/HEALTHCHECK CMD, or None for shell form."""
+    if not args.startswith("["):
+        return None
+    value = json.loads(args)
+    if not (isinstance(value, list) and all(isinstance(v, str) for v in value)):
+        raise ValueError(f"not a JSON array of strings: {args}")
+    return value
+
+
+def _flags_and_rest(args: str) -> tuple[list[str], str]:
+    flags = []
+    rest = args
+    while rest.startswith("--"):
+        flag, _, rest = rest.partition(" ")
+        flags.append(flag)
+        rest = rest.lstrip()
+    return flags, rest
+
+
+def stages(instructions: Sequence[Instruction]) -> list[list[Instruction]]:
+    """Instructions grouped by build stage (each begins with FROM)."""
+    result: list[list[Instruction]] = []
+    for instruction in instructions:
+        if instruction.keyword == "FROM":
+            result.append([])
+        if not result:
+            raise ValueError(f"{instruction.keyword} on line {instruction.line} precedes FROM")
+        result[-1].append(instruction)
+    return result
+
+
+def _last(instructions: Sequence[Instruction], keyword: str) -> Instruction | None:
+    found = [i for i in instructions if i.keyword == keyword]
+    return found[-1] if found else None
+
+
+def base_image_problems(instructions: Sequence[Instruction]) -> list[str]:
+    problems = []
+    froms = [i for i in instructions if i.keyword == "FROM"]
+    if not froms:
+        return ["the Dockerfile has no FROM"]
+    for instruction in froms:
+        _, rest = _flags_and_rest(instruction.args)
+        image = rest.split()[0] if rest else ""
+        if image != BASE_IMAGE:
+            problems.append(f"line {instruction.line}: FROM {image!r}, expected {BASE_IMAGE!r}")
+    return problems
+
+
+def entrypoint_problems(instructions: Sequence[Instruction]) -> list[str]:
+    entrypoint = _last(instructions, "ENTRYPOINT")
+    if entrypoint is None:
+        return ["the Dockerfile has no ENTRYPOINT"]
+    if exec_form(entrypoint.args) != ["klineflow"]:
+        return [f'ENTRYPOINT is {entrypoint.args}, expected ["klineflow"]']
+    return []
+
+
+def dockerfile_cmd_problems(instructions: Sequence[Instruction], root: CliCommand) -> list[str]:
+    cmd = _last(instructions, "CMD")
+    if cmd is None:
+        return ["the Dockerfile has no default CMD"]
+    argv = exec_form(cmd.args)
+    if argv is None:
+        return [f"CMD should be in exec (JSON) form: {cmd.args}"]
+    return [f"CMD: {problem}" for problem in cli_problems(argv, root)]
+
+
+def _cmd_port(instructions: Sequence[Instruction]) -> str | None:
+    cmd = _last(instructions, "CMD")
+    argv = exec_form(cmd.args) if cmd else None
+    if not argv or "--port" not in argv[:-1]:
+        return None
+    return argv[argv.index("--port") + 1]
+
+
+def dockerfile_healthcheck_problems(instructions: Sequence[Instruction]) -> list[str]:
+    final = stages(instructions)[-1] if instructions else []
+    healthcheck = _last(final, "HEALTHCHECK")
+    if healthcheck is None:
+        return ["the final stage has no HEALTHCHECK"]
+    _, rest = _flags_and_rest(healthcheck.args)
+    kind, _, command = rest.partition(" ")
+    if kind.upper() != "CMD":
+        return [f"HEALTHCHECK does not run a command: {healthcheck.args}"]
+    text = " ".join(exec_form(command.strip()) or [command])
+    problems = []
+    port = _cmd_port(instructions)
+    if f"http://127.0.0.1:{port}/healthz" not in text:
+        problems.append(f"HEALTHCHECK should request http://127.0.0.1:{port}/healthz: {text}")
+    if not text.startswith("python"):
+        problems.append(f"HEALTHCHECK should use python (slim has no curl): {text}")
+    return problems
+
+
+def dockerfile_runtime_problems(instructions: Sequence[Instruction]) -> list[str]:
+    """The final stage runs as a non-root user, exposes the API port, and has no compiler."""
+    all_stages = stages(instructions)
+    final = all_stages[-1]
+    problems = []
+    user = _last(final, "USER")
+    if user is None or user.args.split(":")[0] in {"root", "0"}:
+        problems.append("the final stage must switch to a non-root USER")
+    exposed = {
+        port.split("/")[0] for i in final if i.keyword == "EXPOSE" for port in i.args.split()
+    }
+    port = _cmd_port(instructions)
+    if port not in exposed:
+        problems.append(f"the default API port {port} is not EXPOSEd (exposed: {sorted(exposed)})")
+    for instruction in final:
+        if instruction.keyword == "RUN" and re.search(r"build-essential|\bgcc\b", instruction.args):
+            problems.append(f"line {instruction.line}: compilers belong in the builder stage")
+    if len(all_stages) > 1 and not any(
+        i.keyword == "COPY" and "--from=" in i.args and "/opt/venv" in i.args for i in final
+    ):
+        problems.append("the final stage should copy /opt/venv from the builder")
+    return problems
+
+
+def dockerfile_layer_problems(instructions: Sequence[Instruction]) -> list[str]:
+    """Project files are copied, and dependencies are installed before the source arrives."""
+    copies = [i for i in instructions if i.keyword == "COPY" and "--from=" not in i.args]
+    sources = {word.rstrip("/") for i in copies for word in _flags_and_rest(i.args)[1].split()[:-1]}
+    problems = [
+        f"nothing COPYs {name}"
+        for name in ("pyproject.toml", "README.md", "flows", "dashboard", "sql")
+        if name not in sources
+    ]
+    first_source = next(
+        (n for n, i in enumerate(instructions) if i in copies and "flows" in i.args), None
+    )
+    first_install = next(
+        (n for n, i in enumerate(instructions) if i.keyword == "RUN" and "pip install" in i.args),
+        None,
+    )
+    if first_install is None:
+        problems.append("no RUN installs anything with pip")
+    elif first_source is not None and first_source < first_install:
+        problems.append("flows/ is copied before the dependencies are installed (poor caching)")
+    if not any(
+        i.keyword == "RUN" and re.search(r"pip install .*(?:\s\.(?:\s|$))", i.args)
+        for i in instructions
+    ):
+        problems.append("the package itself is never installed (pip install .)")
+    return problems
+
+
+def dockerfile_problems(text: str, root: CliCommand) -> list[str]:
+    instructions = parse_dockerfile(text)
+    return [
+        *base_image_problems(instructions),
+        *entrypoint_problems(instructions),
+        *dockerfile_cmd_problems(instructions, root),
+        *dockerfile_healthcheck_problems(instructions),
+        *dockerfile_runtime_problems(instructions),
+        *dockerfile_layer_problems(instructions),
+    ]
+
+
+# --- docker-compose.yml ---------------------------------------------------------------------
+
+
+def _services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    services = compose.get("services")
+    assert isinstance(services, dict), "the compose file has no services"
+    return services
+
+
+def _argv(value: object) -> list[str]:
+    if isinstance(value, str):
+        return shlex.split(value)
+    assert isinstance(value, list), f"not a command: {value!r}"
+    return [str(v) for v in value]
+
+
+def compose_command_problems(compose: dict[str, Any], root: CliCommand) -> list[str]:
+    """Each service built from this repository runs a command that exists in the CLI."""
+    problems = []
+    for name, service in _services(compose).items():
+        if "build" not in service:
+            continue  # a third-party image: its command is not ours to check
+        if "entrypoint" in service and _argv(service["entrypoint"]) != ["klineflow"]:
+            problems.append(f"service {name}: entrypoint overridden to {service['entrypoint']!r}")
+            continue
+        if "command" in service:  # without one, the Dockerfile's CMD applies (checked there)
+            problems.extend(
+                f"service {name}: {p}" for p in cli_problems(_argv(service["command"]), root)
+            )
+    return problems
+
+
+def healthcheck_problems(compose: dict[str, Any]) -> list[str]:
+    problems: list[str] = []
+    services = _services(compose)
+    problems.extend(
+        f"service {name} is missing"
+        for name in SERVICES_NEEDING_HEALTHCHECK
+        if name not in services
+    )
+    for name, service in services.items():
+        if "build" not in service and "image" not in service:
+            continue
+        check = service.get("healthcheck")
+        if not isinstance(check, dict) or check.get("disable") or not check.get("test"):
+            problems.append(f"service {name} has no healthcheck")
+        elif _argv(check["test"])[:1] == ["NONE"]:
+            problems.append(f"service {name} disables its healthcheck")
+    return problems
+
+
+def port_problems(compose: dict[str, Any]) -> list[str]:
+    problems = []
+    for name, service in _services(compose).items():
+        for port in service.get("ports", []):
+            if isinstance(port, dict):
+                bound = port.get("host_ip") == LOOPBACK and "published" in port
+            else:
+                bound = str(port).startswith(f"{LOOPBACK}:")
+            if not bound:
+                problems.append(f"service {name}: port {port!r} is not bound to {LOOPBACK}")
+    return problems
+
+
+def _strings(value: object) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _strings(item)
+
+
+def _environment(service: dict[str, Any]) -> dict[str, str]:
+    env = service.get("environment") or {}
+    if isinstance(env, list):
+        return dict(str(item).partition("=")[::2] for item in env)
+    return {str(k): "" if v is None else str(v) for k, v in env.items()}
+
+
+def secret_problems(compose: dict[str, Any]) -> list[str]:
+    """Passwords appear only as `${...}` references to the environment, never literally."""
+    problems = []
+    for name, service in _services(compose).items():
+        for key, value in _environment(service).items():
+            if _SECRET_KEY.search(key) and not _REFERENCE.fullmatch(value):
+                problems.append(f"service {name}: {key} is not a ${{...}} reference")
+    for text in _strings(compose):
+        for match in _URL_CREDENTIALS.finditer(text):
+            if not _REFERENCE.fullmatch(match["password"]):
+                problems.append(f"a URL carries a literal password: {text}")
+    return problems
+
+
+def volume_problems(compose: dict[str, Any]) -> list[str]:
+    """Named volumes used by services are declared; Redis and PostgreSQL keep data in them."""
+    declared = set(compose.get("volumes") or {})
+    problems = []
+    mounts: dict[str, dict[str, str]] = {}
+    for name, service in _services(compose).items():
+        for volume in service.get("volumes", []):
+            if isinstance(volume, dict):
+                source, target = str(volume.get("source", "")), str(volume.get("target", ""))
+                named = volume.get("type", "volume") == "volume" and bool(source)
+            else:
+                source, _, rest = str(volume).partition(":")
+                target = rest.partition(":")[0]
+                named = bool(rest) and not source.startswith((".", "/", "~", "$"))
+            if named:
+                mounts.setdefault(name, {})[target] = source
+                if source not in declared:
+                    problems.append(f"service {name}: volume {source!r} is not declared")
+    for server, target in (("redis", "/data"), ("postgres", "/var/lib/postgresql/data")):
+        if target not in mounts.get(server, {}):
+            problems.append(f"service {server}: {target} is not on a named volume")
+    return problems
+
+
+def compose_problems(compose: dict[str, Any], root: CliCommand) -> list[str]:
+    return [
+        *compose_command_problems(compose, root),
+        *healthcheck_problems(compose),
+        *port_problems(compose),
+        *secret_problems(compose),
+        *volume_problems(compose),
+    ]
+
+
+# --- the real files -------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def root() -> CliCommand:
+    return cli_root()
+
+
+@pytest.fixture(scope="module")
+def dockerfile_text() -> str:
+    return DOCKERFILE.read_text(encoding="utf-8")
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    loaded = yaml.safe_load(COMPOSE_FILE.read_text(encoding="utf-8"))
+    assert isinstance(loaded, dict)
+    return loaded
+
+
+@pytest.fixture
+def broken(compose: dict[str, Any]) -> dict[str, Any]:
+    """A private copy of the real compose file for a test to spoil."""
+    return copy.deepcopy(compose)
+
+
+def test_cli_introspection_sees_the_real_commands(root: CliCommand) -> None:
+    commands = subcommands(root) or {}
+    assert {"replay", "klines", "api", "demo", "services"} <= set(commands)
+    assert {"start", "stop", "status"} <= set(subcommands(commands["services"]) or {})
+    assert subcommands(commands["api"]) is None
+    assert "--port" in {opt for param in commands["api"].params for opt in param.opts}
+
+
+def test_dockerfile_is_sound(dockerfile_text: str, root: CliCommand) -> None:
+    assert dockerfile_problems(dockerfile_text, root) == []
+
+
+def test_dockerfile_base_image_and_entrypoint(dockerfile_text: str) -> None:
+    instructions = parse_dockerfile(dockerfile_text)
+    assert [i.args.split()[0] for i in instructions if i.keyword == "FROM"][-1] == BASE_IMAGE
+    entrypoint = _last(instructions, "ENTRYPOINT")
+    assert entrypoint is not None
+    assert exec_form(entrypoint.args) == ["klineflow"]
+
+
+def test_compose_file_is_sound(compose: dict[str, Any], root: CliCommand) -> None:
+    assert compose_problems(compose, root) == []
+
+
+def test_compose_file_has_no_literal_password_text() -> None:
+    # Independent of the YAML structure: any "password" followed by a value must be a reference.
+    text = COMPOSE_FILE.read_text(encoding="utf-8")
+    for match in re.finditer(r"(?im)^\s*-?\s*\w*password\w*\s*[:=]\s*(\S.*)$", text):
+        assert _REFERENCE.fullmatch(match[1].strip().strip("\"'")), match[0]
+
+
+def test_pipeline_services_wait_for_healthy_servers(compose: dict[str, Any]) -> None:
+    services = _services(compose)
+    for name, needs in (("api", {"redis"}), ("flow", {"redis", "postgres"})):
+        depends = services[name]["depends_on"]
+        assert isinstance(depends, dict)
+        for dependency in needs:
+            assert depends[dependency]["condition"] == "service_healthy", (name, dependency)
+        assert _environment(services[name])["KLINEFLOW_REDIS_URL"] == "redis://redis:6379/0"
+    assert "@postgres:5432/" in _environment(services["flow"])["KLINEFLOW_DATABASE_URL"]
+
+
+# --- the checkers catch what they should ----------------------------------------------------
+
+
+def test_the_checker_reports_a_nonexistent_command(
+    broken: dict[str, Any], root: CliCommand
+) -> None:
+    broken["services"]["flow"]["command"] = "klineflow frobnicate"
+    problems = compose_problems(broken, root)
+    assert len(problems) == 1
+    assert "frobnicate" in problems[0]
+
+
+@pytest.mark.parametrize(
+    ("command", "expected"),
+    [
+        (["frobnicate"], "no command 'frobnicate'"),
+        (["services"], "needs a command"),
+        (["services", "--help"], "needs a command"),
+        (["services", "restart"], "no command 'restart'"),
+        (["api", "--hots", "0.0.0.0"], "no option --hots"),
+        ("demo --port 8001 --colour=red", "no option --colour"),
+        ("klineflow replay --no-such-flag x", "no option --no-such-flag"),
+    ],
+)
+def test_bad_commands_are_reported(
+    broken: dict[str, Any], root: CliCommand, command: object, expected: str
+) -> None:
+    broken["services"]["api"]["command"] = command
+    assert any(expected in p for p in compose_command_problems(broken, root))
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["replay", "x.jsonl", "--no-progress", "--fresh"],
+        ["services", "status"],
+        ["klineflow", "klines", "BTCUSDT", "1m", "--limit=5"],
+    ],
+)
+def test_good_commands_pass(root: CliCommand, argv: list[str]) -> None:
+    assert cli_problems(argv, root) == []
+
+
+def test_overridden_entrypoint_is_reported(broken: dict[str, Any], root: CliCommand) -> None:
+    broken["services"]["api"]["entrypoint"] = ["sh", "-c"]
+    assert any("entrypoint" in p for p in compose_command_problems(broken, root))
+
+
+@pytest.mark.parametrize("service", SERVICES_NEEDING_HEALTHCHECK)
+def test_missing_healthcheck_is_reported(broken: dict[str, Any], service: str) -> None:
+    del broken["services"][service]["healthcheck"]
+    assert healthcheck_problems(broken) == [f"service {service} has no healthcheck"]
+
+
+def test_disabled_healthcheck_is_reported(broken: dict[str, Any]) -> None:
+    broken["services"]["flow"]["healthcheck"] = {"test": ["NONE"]}
+    broken["services"]["api"]["healthcheck"] = {"disable": True}
+    assert len(healthcheck_problems(broken)) == 2
+
+
+@pytest.mark.parametrize(
+    "port",
+    ["8000:8000", "0.0.0.0:8000:8000", "8000", {"target": 8000, "published": 8000}],
+)
+def test_public_port_is_reported(broken: dict[str, Any], port: object) -> None:
+    broken["services"]["api"]["ports"] = [port]
+    assert len(port_problems(broken)) == 1
+
+
+def test_loopback_long_form_port_passes(broken: dict[str, Any]) -> None:
+    broken["services"]["api"]["ports"] = [{"target": 8000, "published": 8000, "host_ip": LOOPBACK}]
+    assert port_problems(broken) == []
+
+
+@pytest.mark.parametrize(
+    ("service", "environment"),
+    [
+        ("postgres", {"POSTGRES_PASSWORD": "hunter2"}),
+        ("postgres", ["POSTGRES_PASSWORD=hunter2"]),
+        ("postgres", {"POSTGRES_PASSWORD": "x${KLINEFLOW_PG_PASSWORD}"}),
+        ("flow", {"KLINEFLOW_DATABASE_URL": "postgresql://klineflow:hunter2@postgres:5432/k"}),
+    ],
+)
+def test_literal_password_is_reported(
+    broken: dict[str, Any], service: str, environment: object
+) -> None:
+    broken["services"][service]["environment"] = environment
+    assert len(secret_problems(broken)) == 1
+
+
+def test_undeclared_volume_is_reported(broken: dict[str, Any]) -> None:
+    broken["services"]["redis"]["volumes"] = ["scratch:/data"]
+    assert volume_problems(broken) == ["service redis: volume 'scratch' is not declared"]
+
+
+def test_bind_mount_instead_of_named_volume_is_reported(broken: dict[str, Any]) -> None:
+    broken["services"]["postgres"]["volumes"] = ["./pgdata:/var/lib/postgresql/data"]
+    assert volume_problems(broken) == [
+        "service postgres: /var/lib/postgresql/data is not on a named volume"
+    ]
+
+
+def test_dockerfile_continuations_and_comments_are_joined() -> None:
+    text = (
+        "FROM python:3.11-slim\n"
+        "# note\n"
+        "RUN a \\\n"
+        "    # inner comment\n"
+        "    && b \\\n"
+        "    && c\n"
+        'CMD ["x"]\n'
+    )
+    assert parse_dockerfile(text) == [
+        Instruction("FROM", BASE_IMAGE, 1),
+        Instruction("RUN", "a && b && c", 3),
+        Instruction("CMD", '["x"]', 7),
+    ]
+    with pytest.raises(ValueError, match="continuation"):
+        parse_dockerfile("FROM python:3.11-slim\nRUN a \\\n")
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        (
+            "FROM python:3.11-slim AS runtime",
+            "FROM python:3.12-slim AS runtime",
+            "expected 'python:3.11-slim'",
+        ),
+        ('ENTRYPOINT ["klineflow"]', 'ENTRYPOINT ["python", "-m", "flows"]', "ENTRYPOINT"),
+        ('CMD ["api",', 'CMD ["frobnicate",', "no command 'frobnicate'"),
+        ('"--host", "0.0.0.0"', '"--bind", "0.0.0.0"', "no option --bind"),
+        ("HEALTHCHECK", "# HEALTHCHECK", "no HEALTHCHECK"),
+        ("/healthz", "/health", "should request"),
+        ("USER klineflow", "USER root", "non-root USER"),
+        ("EXPOSE 8000", "EXPOSE 9000", "not EXPOSEd"),
+        ("sql/ sql/", "sq1/ sq1/", "nothing COPYs sql"),
+        ("RUN pip install --no-deps .", "RUN pip install --no-deps flows", "never installed"),
+    ],
+)
+def test_dockerfile_mistakes_are_reported(
+    dockerfile_text: str, root: CliCommand, old: str, new: str, expected: str
+) -> None:
+    assert old in dockerfile_text, f"the fixture text {old!r} no longer appears in the Dockerfile"
+    problems = dockerfile_problems(dockerfile_text.replace(old, new), root)
+    assert any(expected in p for p in problems), problems
+
+
+def test_dockerfile_compiler_in_runtime_stage_is_reported(
+    dockerfile_text: str, root: CliCommand
+) -> None:
+    spoiled = dockerfile_text.replace(
+        "USER klineflow", "RUN apt-get update && apt-get install -y build-essential\nUSER klineflow"
+    )
+    assert any("builder stage" in p for p in dockerfile_problems(spoiled, root))
+
+
+def test_dockerfile_source_before_dependencies_is_reported(
+    dockerfile_text: str, root: CliCommand
+) -> None:
+    spoiled = dockerfile_text.replace(
+        "COPY pyproject.toml ./", "COPY pyproject.toml ./\nCOPY flows/ flows/", 1
+    )
+    assert any("poor caching" in p for p in dockerfile_problems(spoiled, root))
