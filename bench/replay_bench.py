@@ -22,14 +22,14 @@ import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from flows.binance.decode import Combined  # noqa: E402
-from flows.dataflows.replay import ReplayJob, run_replay  # noqa: E402
-from flows.domain.intervals import DEFAULT_INTERVALS  # noqa: E402
-from flows.domain.keys import KeySpace  # noqa: E402
-from flows.services import EmbeddedRedis  # noqa: E402
-from flows.sources.readers import iter_lines  # noqa: E402
-from flows.sources.recording import RecordingWriter  # noqa: E402
-from flows.sources.synthetic import SyntheticMarket, agg_trade_frame  # noqa: E402
+from flows.binance.decode import Combined
+from flows.dataflows.replay import ReplayJob, run_replay
+from flows.domain.intervals import DEFAULT_INTERVALS
+from flows.domain.keys import KeySpace
+from flows.services import EmbeddedRedis
+from flows.sources.readers import iter_lines
+from flows.sources.recording import RecordingWriter
+from flows.sources.synthetic import SyntheticMarket, agg_trade_frame
 
 START_MS = 1_700_000_000_000
 
@@ -73,7 +73,9 @@ def bare_decode(path: Path) -> tuple[int, float]:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--trades", type=int, default=2_000_000)
     ap.add_argument("--symbols", type=int, default=100)
     ap.add_argument(
@@ -99,29 +101,38 @@ def main() -> None:
         path = tmpdir / "bench.jsonl.gz"
         t0 = time.perf_counter()
         n = write_recording(path, args.trades, args.symbols, args.span_hours, args.seed)
-        print(f"generated {n:,} trades over {args.symbols} symbols, {args.span_hours:g} h, "
-              f"{path.stat().st_size / 1e6:.1f} MB in {time.perf_counter() - t0:.1f} s")
+        print(
+            f"generated {n:,} trades over {args.symbols} symbols, {args.span_hours:g} h, "
+            f"{path.stat().st_size / 1e6:.1f} MB in {time.perf_counter() - t0:.1f} s"
+        )
         client = redis.Redis.from_url(url)
         decode_rates, flow_rates = [], []
         for i in range(args.repeat):
             dn, dt = bare_decode(path)
             decode_rates.append(dn / dt)
             keys = KeySpace(f"bench{i}")
-            job = ReplayJob(paths=[path], redis_url=url, intervals=DEFAULT_INTERVALS, keys=keys, fresh=True)
+            job = ReplayJob(
+                paths=[path], redis_url=url, intervals=DEFAULT_INTERVALS, keys=keys, fresh=True
+            )
             started = time.perf_counter()
             stats = run_replay(job)
             elapsed = time.perf_counter() - started
             flow_rates.append(stats.trades_read / elapsed)
             closed = sum(stats.klines_closed.values())
-            print(f"run {i + 1}: bare decode {dn / dt:,.0f} trades/s; full flow {stats.trades_read:,} trades "
-                  f"in {elapsed:.2f} s = {stats.trades_read / elapsed:,.0f} trades/s, {closed:,} klines closed")
+            print(
+                f"run {i + 1}: bare decode {dn / dt:,.0f} trades/s; full flow "
+                f"{stats.trades_read:,} trades in {elapsed:.2f} s = "
+                f"{stats.trades_read / elapsed:,.0f} trades/s, {closed:,} klines closed"
+            )
             names = list(client.scan_iter(match=f"{keys.namespace}:*", count=1000))
             if names:
                 client.delete(*names)
         flow = statistics.median(flow_rates)
         base = statistics.median(decode_rates)
-        print(f"median: full flow {flow:,.0f} trades/s; bare msgspec decode {base:,.0f} trades/s; "
-              f"ratio {flow / base:.2f} (target >= 500,000 trades/s, ratio >= 0.25)")
+        print(
+            f"median: full flow {flow:,.0f} trades/s; bare msgspec decode {base:,.0f} trades/s; "
+            f"ratio {flow / base:.2f} (target >= 500,000 trades/s, ratio >= 0.25)"
+        )
         if server is not None:
             server.stop()
 

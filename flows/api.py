@@ -133,9 +133,8 @@ def create_app(store: KlineStore, clock: Clock = SYSTEM_CLOCK) -> Starlette:
         return JSONResponse({"serverTime": clock.now_ms()})
 
     def redis_answers() -> bool:
-        # KlineStore has no public ping, so the health check uses its client directly.
         try:
-            return bool(store._client.ping())
+            return store.ping()
         except redis.RedisError as e:
             logger.warning("health check: Redis unreachable: %s", e)
             return False

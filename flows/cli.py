@@ -19,7 +19,9 @@ from flows.domain.intervals import IntervalError, get_interval, parse_intervals
 from flows.domain.keys import KeySpace
 from flows.settings import Settings, load_settings
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Binance trades to Binance-exact klines.")
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, help="Binance trades to Binance-exact klines."
+)
 services_app = typer.Typer(no_args_is_help=True, help="The embedded Redis and PostgreSQL servers.")
 app.add_typer(services_app, name="services")
 console = Console(stderr=True)
@@ -45,13 +47,23 @@ def _redis_url(settings: Settings) -> str:
 
 @app.command()
 def replay(
-    paths: Annotated[list[Path], typer.Argument(help="captures, recordings, CSV dumps or REST JSON")],
-    symbols: Annotated[str | None, typer.Option(help="only these symbols, e.g. BTCUSDT,ETHUSDT")] = None,
-    intervals: Annotated[str | None, typer.Option(help="e.g. 1m,5m,1h (default 1m,5m,15m,1h,4h,1d)")] = None,
-    symbol: Annotated[str | None, typer.Option(help="symbol of dump files whose name does not say")] = None,
+    paths: Annotated[
+        list[Path], typer.Argument(help="captures, recordings, CSV dumps or REST JSON")
+    ],
+    symbols: Annotated[
+        str | None, typer.Option(help="only these symbols, e.g. BTCUSDT,ETHUSDT")
+    ] = None,
+    intervals: Annotated[
+        str | None, typer.Option(help="e.g. 1m,5m,1h (default 1m,5m,15m,1h,4h,1d)")
+    ] = None,
+    symbol: Annotated[
+        str | None, typer.Option(help="symbol of dump files whose name does not say")
+    ] = None,
     redis_url: RedisUrl = None,
     namespace: Namespace = None,
-    fresh: Annotated[bool, typer.Option(help="forget where earlier replays left each symbol")] = False,
+    fresh: Annotated[
+        bool, typer.Option(help="forget where earlier replays left each symbol")
+    ] = False,
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
 ) -> None:
     """Run the kline dataflow over recorded files to the end, then print a summary."""
@@ -61,7 +73,9 @@ def replay(
     from flows.storage.redis_klines import RetentionPolicy
 
     settings = _settings(intervals=intervals, redis_url=redis_url, namespace=namespace)
-    wanted = frozenset(s.strip().upper() for s in symbols.split(",") if s.strip()) if symbols else None
+    wanted = (
+        frozenset(s.strip().upper() for s in symbols.split(",") if s.strip()) if symbols else None
+    )
     job = ReplayJob(
         paths=paths,
         redis_url=_redis_url(settings),
@@ -77,7 +91,11 @@ def replay(
     stats = RunStats()
     started = SYSTEM_CLOCK.monotonic_s()
     stop = threading.Event()
-    bar = threading.Thread(target=_progress_loop, args=(stats, stop), daemon=True) if progress else None
+    bar = (
+        threading.Thread(target=_progress_loop, args=(stats, stop), daemon=True)
+        if progress
+        else None
+    )
     if bar:
         bar.start()
     try:
@@ -123,7 +141,10 @@ def _print_summary(stats: object, seconds: float, intervals: tuple[str, ...]) ->
     table.add_row("late trades", f"{stats.dead_letters['late']:,}")
     table.add_row("duplicate trades", f"{stats.duplicates:,}")
     table.add_row("invalid trades", f"{stats.dead_letters['invalid']:,}")
-    table.add_row("malformed / unknown frames", f"{stats.dead_letters['malformed']:,} / {stats.dead_letters['unknown']:,}")
+    table.add_row(
+        "malformed / unknown frames",
+        f"{stats.dead_letters['malformed']:,} / {stats.dead_letters['unknown']:,}",
+    )
     if stats.dead_letters["no_symbol"]:
         table.add_row("files without a symbol", f"{stats.dead_letters['no_symbol']:,}")
     table.add_row("frames of other streams", f"{stats.frames_ignored:,}")
@@ -239,12 +260,17 @@ def services_status() -> None:
     from flows.services import Services
 
     services = Services(_settings().data_dir)
-    out.print(f"redis    {'running' if services.redis.running() else 'stopped'}  {services.redis.url}")
-    out.print(f"postgres {'running' if services.postgres.running() else 'stopped'}  {services.postgres.directory}")
+    out.print(
+        f"redis    {'running' if services.redis.running() else 'stopped'}  {services.redis.url}"
+    )
+    pg_state = "running" if services.postgres.running() else "stopped"
+    out.print(f"postgres {pg_state}  {services.postgres.directory}")
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s %(message)s", stream=sys.stderr)
+    logging.basicConfig(
+        level=logging.WARNING, format="%(levelname)s %(name)s %(message)s", stream=sys.stderr
+    )
     app()
 
 

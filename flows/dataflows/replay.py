@@ -71,5 +71,5 @@ def run_replay(job: ReplayJob, stats: RunStats | None = None) -> RunStats:
         stats,
     )
     flow = build_kline_flow("replay", ReplaySource(job.paths, job.read, stats), step, sink, stats)
-    run_main(flow)
+    run_main(flow)  # type: ignore[no-untyped-call]
     return stats

@@ -96,7 +96,8 @@ def _month_start_ms(year: int, month: int) -> int:
 
 
 INTERVALS: dict[str, Interval] = {
-    name: Interval(name, ms, WEEK_OFFSET_MS if name == "1w" else 0) for name, ms in _FIXED_MS.items()
+    name: Interval(name, ms, WEEK_OFFSET_MS if name == "1w" else 0)
+    for name, ms in _FIXED_MS.items()
 }
 INTERVALS["1M"] = Interval("1M", 31 * DAY_MS, calendar_month=True)
 

@@ -46,10 +46,8 @@ class _Bar:
         if self.n == 0:
             self.o, self.h, self.l, self.first_id = b.o, b.h, b.l, b.first_id
         else:
-            if b.h > self.h:
-                self.h = b.h
-            if b.l < self.l:
-                self.l = b.l
+            self.h = max(self.h, b.h)
+            self.l = min(self.l, b.l)
         self.c = b.c
         self.last_id = b.last_id
         self.v += b.v
@@ -133,7 +131,9 @@ class SymbolKlines:
         self.prev_close = 0
 
     # -- the hot path ------------------------------------------------------------------
-    def process(self, trades: list[Trade], closed: list[tuple[str, Kline]]) -> tuple[list[Trade], int]:
+    def process(
+        self, trades: list[Trade], closed: list[tuple[str, Kline]]
+    ) -> tuple[list[Trade], int]:
         """Apply trades in order; append closed klines to `closed`.
 
         Returns (late trades, duplicate count).
@@ -149,7 +149,17 @@ class SymbolKlines:
         else:
             open_ms = bar.open_ms
             end = self.base.next_open(open_ms)
-            o, h, lo, c, v, qv, bv, bq, n = bar.o, bar.h, bar.l, bar.c, bar.v, bar.q, bar.bv, bar.bq, bar.n
+            o, h, lo, c, v, qv, bv, bq, n = (
+                bar.o,
+                bar.h,
+                bar.l,
+                bar.c,
+                bar.v,
+                bar.q,
+                bar.bv,
+                bar.bq,
+                bar.n,
+            )
             fid, lid = bar.first_id, bar.last_id
         for t in trades:
             f, last, p, q, ts, m = t
@@ -214,7 +224,9 @@ class SymbolKlines:
                 self.up[i] = _Bar(level_open)
         return _Bar(new_open)
 
-    def _fill(self, interval: Interval, first_open: int, end: int, closed: list[tuple[str, Kline]]) -> None:
+    def _fill(
+        self, interval: Interval, first_open: int, end: int, closed: list[tuple[str, Kline]]
+    ) -> None:
         """Flat klines for the empty intervals in [first_open, end), the newest max_fill."""
         count = interval.count_between(first_open, end)
         if count <= 0:

@@ -110,7 +110,9 @@ def _open_text_stream(path: Path) -> IO[bytes]:
     return f
 
 
-def read_file(path: Path, options: ReadOptions = ReadOptions(), skip_records: int = 0) -> Iterator[Chunk]:
+def read_file(
+    path: Path, options: ReadOptions = ReadOptions(), skip_records: int = 0
+) -> Iterator[Chunk]:
     """Chunks of the file's trades, resuming after `skip_records` records."""
     fmt = sniff_format(path)
     if fmt == "capture":
@@ -176,6 +178,7 @@ def _read_frames(path: Path, options: ReadOptions, skip: int, recorded: bool) ->
                 continue  # line 1: the URL of a capture, the header of a recording
             count += 1
             ev: object = None
+            frame = b""
             if recorded:
                 try:
                     ev = fast(line).d.data  # one typed pass for the common combined frame
@@ -183,18 +186,22 @@ def _read_frames(path: Path, options: ReadOptions, skip: int, recorded: bool) ->
                     if line.endswith(b"\0"):
                         chunk.torn += 1
                         continue
-                    frame = _recorded_frame(line, chunk, name, lineno)
-                    if frame is None:
+                    recorded_frame = _recorded_frame(line, chunk, name, lineno)
+                    if recorded_frame is None:
                         continue
+                    frame = recorded_frame
             else:
-                frame = _captured_frame(line.rstrip(b"\0"))
-                if frame is None:
+                captured = _captured_frame(line.rstrip(b"\0"))
+                if captured is None:
                     continue
+                frame = captured
             if ev is None:
                 try:
                     ev = decode_frame(frame)
                 except FrameError as e:
-                    chunk.dead.append(DeadLetter(e.reason, e.detail, _text(frame), f"{name}:{lineno}"))
+                    chunk.dead.append(
+                        DeadLetter(e.reason, e.detail, _text(frame), f"{name}:{lineno}")
+                    )
                     continue
             et = type(ev)
             if et is AggTradeEvent or et is TradeEvent:
@@ -205,7 +212,9 @@ def _read_frames(path: Path, options: ReadOptions, skip: int, recorded: bool) ->
                 try:
                     tr = agg_trade_to_trade(ev) if et is AggTradeEvent else trade_event_to_trade(ev)  # type: ignore[arg-type]
                 except InvalidTrade as e:
-                    chunk.dead.append(DeadLetter(dl.INVALID, str(e), _text(line), f"{name}:{lineno}", sym))
+                    chunk.dead.append(
+                        DeadLetter(dl.INVALID, str(e), _text(line), f"{name}:{lineno}", sym)
+                    )
                     continue
                 lst = trades.get(sym)
                 if lst is None:
@@ -240,7 +249,9 @@ def _recorded_frame(line: bytes, chunk: Chunk, name: str, lineno: int) -> bytes 
     try:
         rec = recording.decode_line(line)
     except (msgspec.DecodeError, msgspec.ValidationError) as e:
-        chunk.dead.append(DeadLetter(dl.MALFORMED, f"recording line: {e}", _text(line), f"{name}:{lineno}"))
+        chunk.dead.append(
+            DeadLetter(dl.MALFORMED, f"recording line: {e}", _text(line), f"{name}:{lineno}")
+        )
         return None
     if rec.d:
         return bytes(rec.d)
@@ -277,7 +288,7 @@ def _open_csv(path: Path) -> tuple[IO[bytes], int, float]:
         ratio = info.compress_size / info.file_size if info.file_size else 1.0
         return zf.open(info), size, ratio
     if magic[:2] == _GZIP_MAGIC:
-        return gzip.open(path, "rb"), size, 0.3
+        return gzip.GzipFile(path, "rb"), size, 0.3  # type: ignore[return-value]  # a binary IO
     return path.open("rb"), size, 1.0
 
 
@@ -285,8 +296,13 @@ def _read_csv(path: Path, options: ReadOptions, skip: int) -> Iterator[Chunk]:
     name = str(path)
     symbol = dump_symbol(path, options.symbol)
     if symbol is None:
-        yield Chunk(dead=[DeadLetter(dl.NO_SYMBOL, f"cannot tell the symbol of {path.name}; pass --symbol",
-                                     "", name)])
+        yield Chunk(
+            dead=[
+                DeadLetter(
+                    dl.NO_SYMBOL, f"cannot tell the symbol of {path.name}; pass --symbol", "", name
+                )
+            ]
+        )
         return
     if options.symbols is not None and symbol not in options.symbols:
         return
@@ -313,7 +329,9 @@ def _read_csv(path: Path, options: ReadOptions, skip: int) -> Iterator[Chunk]:
                     p, q = parse_units(cols[1].decode()), parse_units(cols[2].decode())
                     t = int(cols[4])
                 else:
-                    raise ValueError(f"expected 7 (trades) or 8 (aggTrades) columns, got {len(cols)}")
+                    raise ValueError(
+                        f"expected 7 (trades) or 8 (aggTrades) columns, got {len(cols)}"
+                    )
                 maker = cols[-2].strip().lower()
                 if maker not in (b"true", b"false"):
                     raise ValueError(f"isBuyerMaker is {maker!r}, expected True or False")
@@ -322,11 +340,22 @@ def _read_csv(path: Path, options: ReadOptions, skip: int) -> Iterator[Chunk]:
                     continue  # a header row
                 if not line.strip():
                     continue
-                chunk.dead.append(DeadLetter(dl.MALFORMED, str(e), _text(line.rstrip()), f"{name}:{lineno}", symbol))
+                chunk.dead.append(
+                    DeadLetter(
+                        dl.MALFORMED, str(e), _text(line.rstrip()), f"{name}:{lineno}", symbol
+                    )
+                )
                 continue
             if f < 0 or last < f or p == 0 or q == 0:
-                chunk.dead.append(DeadLetter(dl.INVALID, "Binance's invalid-trade marker or impossible ids",
-                                             _text(line.rstrip()), f"{name}:{lineno}", symbol))
+                chunk.dead.append(
+                    DeadLetter(
+                        dl.INVALID,
+                        "Binance's invalid-trade marker or impossible ids",
+                        _text(line.rstrip()),
+                        f"{name}:{lineno}",
+                        symbol,
+                    )
+                )
                 continue
             out.append((f, last, p, q, trade_time_ms(t), maker == b"true"))
             if len(out) >= limit:
@@ -399,7 +428,9 @@ def _read_rest_json(path: Path, options: ReadOptions, skip: int) -> Iterator[Chu
     yield chunk
 
 
-def _rest_element(raw: bytes, symbol: str | None, position: str) -> tuple[str | None, Trade | None, DeadLetter | None]:
+def _rest_element(
+    raw: bytes, symbol: str | None, position: str
+) -> tuple[str | None, Trade | None, DeadLetter | None]:
     body = raw
     if raw.startswith(b'{"info"') or b'"info":' in raw[:200]:
         try:
@@ -410,14 +441,24 @@ def _rest_element(raw: bytes, symbol: str | None, position: str) -> tuple[str | 
         if symbol is None and wrapped.symbol:
             symbol = wrapped.symbol.replace("/", "").upper()
     if symbol is None:
-        return None, None, DeadLetter(dl.NO_SYMBOL, "cannot tell the symbol; pass --symbol", _text(raw), position)
+        return (
+            None,
+            None,
+            DeadLetter(dl.NO_SYMBOL, "cannot tell the symbol; pass --symbol", _text(raw), position),
+        )
     try:
         if b'"a":' in body:
             agg = msgspec.json.decode(body, type=_RestAgg)
             ev = AggTradeEvent(symbol, agg.a, agg.p, agg.q, agg.f, agg.l, agg.T, agg.m)
             return symbol, agg_trade_to_trade(ev), None
         tr = msgspec.json.decode(body, type=_RestTrade)
-        return symbol, trade_event_to_trade(TradeEvent(symbol, tr.id, tr.price, tr.qty, tr.time, tr.isBuyerMaker)), None
+        return (
+            symbol,
+            trade_event_to_trade(
+                TradeEvent(symbol, tr.id, tr.price, tr.qty, tr.time, tr.isBuyerMaker)
+            ),
+            None,
+        )
     except (msgspec.DecodeError, msgspec.ValidationError) as e:
         return None, None, DeadLetter(dl.MALFORMED, str(e), _text(raw), position, symbol)
     except InvalidTrade as e:

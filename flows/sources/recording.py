@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import gzip
 from pathlib import Path
-from typing import IO, Final
+from typing import Final
 
 import msgspec
 
@@ -60,7 +60,8 @@ class RecordingWriter:
     """Append frames to a recording; every line is written whole."""
 
     def __init__(self, path: Path, created_ms: int, source: str = "") -> None:
-        self._file: IO[bytes] = gzip.open(path, "wb", compresslevel=5)
+        # closed by close() / __exit__: the writer outlives any one with-block
+        self._file = gzip.GzipFile(path, "wb", compresslevel=5)
         header = Header(FORMAT_NAME, FORMAT_VERSION, created_ms, source)
         self._file.write(_encoder.encode(header) + b"\n")
 

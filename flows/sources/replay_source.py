@@ -34,7 +34,9 @@ SourceItem = KeyedTrades | SourceReport
 
 def chunk_items(chunk: Chunk, stats: RunStats) -> list[SourceItem]:
     """A chunk as dataflow items, counting what it holds."""
-    items: list[SourceItem] = [(sym, (sym, trades)) for sym, trades in chunk.trades.items() if trades]
+    items: list[SourceItem] = [
+        (sym, (sym, trades)) for sym, trades in chunk.trades.items() if trades
+    ]
     stats.trades_read += chunk.trade_count
     stats.frames_ignored += chunk.ignored
     stats.trades_filtered += chunk.filtered
@@ -46,11 +48,14 @@ def chunk_items(chunk: Chunk, stats: RunStats) -> list[SourceItem]:
 
 
 class _ReplayPartition(StatefulSourcePartition[SourceItem, Any]):
-    def __init__(self, paths: list[Path], options: ReadOptions, stats: RunStats, resume: Any) -> None:
+    def __init__(
+        self, paths: list[Path], options: ReadOptions, stats: RunStats, resume: Any
+    ) -> None:
         self._paths = paths
         self._options = options
         self._stats = stats
-        self._file_index, self._records = resume if resume is not None else (0, 0)
+        position: tuple[int, int] = tuple(resume) if resume is not None else (0, 0)
+        self._file_index, self._records = position
         self._chunks: Iterator[Chunk] | None = None
         self._done_before = sum(p.stat().st_size for p in paths[: self._file_index])
 

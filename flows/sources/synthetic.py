@@ -93,7 +93,9 @@ class SyntheticMarket:
                 price = max(st.tick_units, round(st.price * SCALE / st.tick_units) * st.tick_units)
                 fills = 1 if rng.random() < 0.7 else rng.randint(2, 5)
                 qty = max(1, int(rng.lognormvariate(0.0, 1.2) * 20)) * st.lot_units
-                trades.append((st.trade_id, st.trade_id + fills - 1, price, qty, t, rng.random() < 0.5))
+                trades.append(
+                    (st.trade_id, st.trade_id + fills - 1, price, qty, t, rng.random() < 0.5)
+                )
                 st.trade_id += fills
                 st.agg_id += 1
                 st.next_ms += self._gap(st.rate_per_ms * _REGIME_RATE[st.regime])

@@ -18,7 +18,9 @@ _LIVE_POLL_MS = 250
 
 
 class _SyntheticPartition(StatefulSourcePartition[SourceItem, Any]):
-    def __init__(self, market: SyntheticMarket, clock: Clock, stats: RunStats, stop_at_ms: int | None) -> None:
+    def __init__(
+        self, market: SyntheticMarket, clock: Clock, stats: RunStats, stop_at_ms: int | None
+    ) -> None:
         self._market = market
         self._clock = clock
         self._stats = stats
@@ -48,11 +50,15 @@ class _SyntheticPartition(StatefulSourcePartition[SourceItem, Any]):
 
 
 class SyntheticSource(FixedPartitionedSource[SourceItem, Any]):
-    def __init__(self, market: SyntheticMarket, clock: Clock, stats: RunStats, duration_s: float | None) -> None:
+    def __init__(
+        self, market: SyntheticMarket, clock: Clock, stats: RunStats, duration_s: float | None
+    ) -> None:
         self._market = market
         self._clock = clock
         self._stats = stats
-        self._stop_at_ms = clock.now_ms() + int(duration_s * 1000) if duration_s is not None else None
+        self._stop_at_ms = (
+            clock.now_ms() + int(duration_s * 1000) if duration_s is not None else None
+        )
 
     def list_parts(self) -> list[str]:
         return ["synthetic"]

@@ -104,26 +104,36 @@ class KlineStore:
         return body
 
     def symbols(self) -> set[str]:
-        return {s.decode() if isinstance(s, bytes) else str(s) for s in self._client.smembers(self._keys.symbols)}  # type: ignore[union-attr]
+        members: set[bytes] = self._client.smembers(self._keys.symbols)  # type: ignore[assignment]
+        return {m.decode() for m in members}
+
+    def ping(self) -> bool:
+        """Whether Redis answers (raises redis.RedisError when it does not)."""
+        return bool(self._client.ping())
 
     def has_symbol(self, symbol: str) -> bool:
         return bool(self._client.sismember(self._keys.symbols, symbol))
 
     def last_closed(self, symbol: str, interval: str) -> int | None:
         value = self._client.get(self._keys.last_closed(symbol, interval))
-        return int(value) if value is not None else None  # type: ignore[arg-type]
+        return int(value) if value is not None else None
 
     def count(self, symbol: str, interval: str) -> int:
-        return int(self._client.zcard(self._keys.klines(symbol, interval)))  # type: ignore[arg-type]
+        return int(self._client.zcard(self._keys.klines(symbol, interval)))
 
     # -- Redis -------------------------------------------------------------------------
-    def _fetch(self, symbol: str, interval: str, start_ms: int | None, end_ms: int | None, limit: int) -> bytes:
+    def _fetch(
+        self, symbol: str, interval: str, start_ms: int | None, end_ms: int | None, limit: int
+    ) -> bytes:
         self.redis_calls += 1
         zkey = self._keys.klines(symbol, interval)
+        hi: int | str = end_ms if end_ms is not None else "+inf"
+        members: list[bytes]
         if start_ms is not None:
-            hi: int | str = end_ms if end_ms is not None else "+inf"
-            members = self._client.zrangebyscore(zkey, start_ms, hi, start=0, num=limit)
+            members = self._client.zrangebyscore(zkey, start_ms, hi, start=0, num=limit)  # type: ignore[assignment]
         else:
-            hi = end_ms if end_ms is not None else "+inf"
-            members = list(reversed(self._client.zrevrangebyscore(zkey, hi, "-inf", start=0, num=limit)))  # type: ignore[arg-type]
-        return b"[" + b",".join(members) + b"]"  # type: ignore[arg-type]
+            newest: list[bytes] = self._client.zrevrangebyscore(
+                zkey, hi, "-inf", start=0, num=limit
+            )  # type: ignore[assignment]
+            members = newest[::-1]
+        return b"[" + b",".join(members) + b"]"

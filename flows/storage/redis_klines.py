@@ -39,7 +39,8 @@ for t, closed, member in string.gmatch(ARGV[5], '(%d+) (%d) ([^\\n]+)\\n') do
     local tn = tonumber(t)
     if tn > newest then newest = tn end
     if ARGV[2] ~= '' then
-      redis.call('PUBLISH', ARGV[2], '{"s":"' .. ARGV[3] .. '","i":"' .. ARGV[4] .. '","t":' .. t .. '}')
+      local msg = '{"s":"' .. ARGV[3] .. '","i":"' .. ARGV[4] .. '","t":' .. t .. '}'
+      redis.call('PUBLISH', ARGV[2], msg)
     end
   end
 end
@@ -59,7 +60,9 @@ DEFAULT_RETENTION_BY_INTERVAL: Mapping[str, int] = {"1m": 1500}
 @dataclass(frozen=True, slots=True)
 class RetentionPolicy:
     default: int = DEFAULT_RETENTION
-    by_interval: Mapping[str, int] = field(default_factory=lambda: dict(DEFAULT_RETENTION_BY_INTERVAL))
+    by_interval: Mapping[str, int] = field(
+        default_factory=lambda: dict(DEFAULT_RETENTION_BY_INTERVAL)
+    )
 
     def for_interval(self, interval: str) -> int:
         return self.by_interval.get(interval, self.default)
@@ -126,13 +129,24 @@ class KlineWriter:
         for (symbol, interval), args in self._pending.items():
             self._script(
                 keys=[keys.klines(symbol, interval), keys.last_closed(symbol, interval)],
-                args=[self._retention.for_interval(interval), channel, symbol, interval, b"".join(args)],
+                args=[
+                    self._retention.for_interval(interval),
+                    channel,
+                    symbol,
+                    interval,
+                    b"".join(args),
+                ],
                 client=pipe,
             )
         if self._new_symbols:
             pipe.sadd(keys.symbols, *self._new_symbols)
         for letter in self._dead:
-            pipe.xadd(keys.dead_letters, letter.fields(), maxlen=self._dead_letter_maxlen, approximate=True)  # type: ignore[arg-type]
+            pipe.xadd(
+                keys.dead_letters,
+                letter.fields(),  # type: ignore[arg-type]  # str fields are valid stream values
+                maxlen=self._dead_letter_maxlen,
+                approximate=True,
+            )
         for symbol, state in self._states.items():
             pipe.set(keys.replay_state(symbol), _state_encoder.encode(state))
         pipe.execute()
@@ -140,14 +154,17 @@ class KlineWriter:
         self._reset()
 
 
-def load_replay_states(client: redis.Redis, keys: KeySpace = KeySpace()) -> dict[str, dict[str, Any]]:
+def load_replay_states(
+    client: redis.Redis, keys: KeySpace = KeySpace()
+) -> dict[str, dict[str, Any]]:
     """The kline builder state each symbol had at the end of the last replay."""
     states: dict[str, dict[str, Any]] = {}
     prefix_len = len(keys.replay_state(""))
     names = list(client.scan_iter(match=keys.replay_state_pattern, count=1000))
     if not names:
         return states
-    for name, blob in zip(names, client.mget(names), strict=True):
+    blobs: list[bytes | None] = client.mget(names)  # type: ignore[assignment]  # sync client
+    for name, blob in zip(names, blobs, strict=True):
         if blob is not None:
             key = name.decode() if isinstance(name, bytes) else str(name)
             states[key[prefix_len:]] = _state_decoder.decode(blob)

@@ -1,0 +1,42 @@
+# Two commands on a fresh machine (Python 3.11 or 3.12, pip, a C compiler):
+#   make demo   - the pipeline on a synthetic market, embedded Redis and PostgreSQL
+#   make test   - lint, types and every test, against real embedded servers
+PYTHON ?= $(shell command -v python3.11 || command -v python3.12 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test lint typecheck pytest bench clean services-stop
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; v = sys.version_info[:2]; sys.exit(0 if (3, 11) <= v < (3, 13) else "klineflow needs Python 3.11 or 3.12 (Bytewax 0.21.1 ships wheels up to 3.12); found %d.%d" % v)'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/klineflow demo
+
+lint: $(STAMP)
+	$(BIN)/ruff check flows dashboard tests bench
+	$(BIN)/ruff format --check flows dashboard tests bench
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+pytest: $(STAMP)
+	$(BIN)/python -m pytest
+
+test: lint typecheck pytest
+
+bench: $(STAMP)
+	$(BIN)/python bench/replay_bench.py
+
+services-stop: $(STAMP)
+	$(BIN)/klineflow services stop
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
