@@ -131,7 +131,12 @@ class EmbeddedPostgres:
         import pgserver
 
         self.directory.parent.mkdir(parents=True, exist_ok=True)
-        server = pgserver.get_server(self.directory.resolve(), cleanup_mode=None)  # type: ignore[attr-defined]
+        pgdata = self.directory.resolve()
+        if not self.running():
+            # pgserver keeps one handle per data directory for the life of the process; after
+            # a stop that handle is stale and would be handed back as if the server ran.
+            pgserver.PostgresServer._instances.pop(pgdata, None)  # type: ignore[attr-defined]
+        server = pgserver.get_server(pgdata, cleanup_mode=None)  # type: ignore[attr-defined]
         return str(server.get_uri())
 
     def running(self) -> bool:
