@@ -72,5 +72,5 @@ def keys(redis_client: redis.Redis) -> Iterator[KeySpace]:
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
-        pytest.skip(f"the real Binance recordings are not at {SHARED_DATA} (a clone outside the workplace)")
+        pytest.skip(f"the real Binance recordings are not at {SHARED_DATA} (a clone elsewhere)")
     return SHARED_DATA

@@ -3,9 +3,9 @@
 Frames come bare (``/ws/<stream>``) or in the combined-stream wrapper
 (``/stream?streams=...``), e.g. a real aggTrade frame from the 2021-04-04 capture::
 
-    {"stream":"btcusdt@aggTrade","data":{"e":"aggTrade","E":1617566591307,"s":"BTCUSDT",
-     "a":697474457,"p":"58001.01000000","q":"0.00108000","f":767389030,"l":767389030,
-     "T":1617566591306,"m":false,"M":true}}
+    {"stream":"btcusdt@aggTrade","data":{"e":"aggTrade","E":1617566591315,"s":"BTCUSDT",
+     "a":665076760,"p":"58001.03000000","q":"0.08620500","f":745522877,"l":745522877,
+     "T":1617566591314,"m":true,"M":true}}
 
 `decode_frame` returns a typed event, an `Ignored` marker for streams that are known but not
 used for klines (depth, bookTicker, tickers), or raises `FrameError` with a reason for
@@ -183,8 +183,14 @@ def agg_trade_to_trade(ev: AggTradeEvent) -> Trade:
     p, q, f, last = ev.p, ev.q, ev.f, ev.l
     # Fast path for Binance's own form (8 decimals); anything else takes the exact parser.
     if len(p) > 9 and p[-9] == "." and len(q) > 9 and q[-9] == "." and 0 <= f <= last:
-        price = int(p.replace(".", "", 1))
-        qty = int(q.replace(".", "", 1))
+        pd = p.replace(".", "", 1)
+        qd = q.replace(".", "", 1)
+        # int() alone would accept spaces, signs and "_" separators: check for plain digits
+        if pd.isdigit() and qd.isdigit() and pd.isascii() and qd.isascii():
+            price = int(pd)
+            qty = int(qd)
+        else:
+            price = qty = 0
         if price > 0 and qty > 0:
             t = ev.T
             return (f, last, price, qty, t if t < 100_000_000_000_000 else t // 1000, ev.m)

@@ -27,11 +27,11 @@ def parse_units(text: str) -> int:
     """
     dot = text.find(".")
     # Fast path: Binance's own form, exactly 8 decimals ("0.00141342").
-    if dot > 0 and len(text) - dot == 9 and text[0] != "-" and text[0] != "+":
-        try:
-            return int(text[:dot] + text[dot + 1 :])
-        except ValueError:
-            pass  # fall through to the exact slow path for a clear error
+    if dot > 0 and len(text) - dot == 9:
+        digits = text[:dot] + text[dot + 1 :]
+        # int() alone would accept spaces, signs and "_" separators: check for plain digits
+        if digits.isascii() and digits.isdigit():
+            return int(digits)
     return _parse_units_slow(text)
 
 
@@ -51,10 +51,10 @@ def _parse_units_slow(text: str) -> int:
 
 def format_units(units: int) -> str:
     """Print units the way Binance prints amounts: always 8 decimals."""
+    if units < 0:
+        raise ValueError(f"amounts are never negative, got {units}")
     text = str(units)
     if len(text) < 9:
-        if units < 0:
-            raise ValueError(f"amounts are never negative, got {units}")
         text = text.rjust(9, "0")
     return f"{text[:-8]}.{text[-8:]}"
 

@@ -49,7 +49,8 @@ DEFAULT_CHUNK_RECORDS: Final = 8192
 _GZIP_MAGIC: Final = b"\x1f\x8b"
 _ZIP_MAGIC: Final = b"PK\x03\x04"
 _DUMP_NAME: Final = re.compile(r"^([A-Z0-9]+)-(aggTrades|trades)-", re.IGNORECASE)
-_SYMBOL_TOKEN: Final = re.compile(r"(?:^|[-_])([A-Z0-9]{5,30})(?=[-_.])")
+# an upper-case token with at least one letter (so a date is never taken for a symbol)
+_SYMBOL_TOKEN: Final = re.compile(r"(?:^|[-_])((?=[A-Z0-9]*[A-Z])[A-Z0-9]{5,30})(?=[-_.])")
 
 
 class FormatError(ValueError):
@@ -139,7 +140,9 @@ def iter_lines(stream: IO[bytes]) -> Iterator[bytes]:
     rest = b""
     while True:
         try:
-            block = stream.read(_BLOCK)
+            # read1: a stream cut short raises on the call that reaches the cut, so only
+            # that last piece is lost, not a whole block of data decompressed before it
+            block = stream.read1(_BLOCK)  # type: ignore[attr-defined]
         except (EOFError, gzip.BadGzipFile, zlib.error):
             break  # a gzip stream cut short: what was read so far stands
         if not block:
@@ -406,6 +409,16 @@ def _read_rest_json(path: Path, options: ReadOptions, skip: int) -> Iterator[Chu
     except (msgspec.DecodeError, msgspec.ValidationError) as e:
         raise FormatError(f"{path}: expected a JSON list of trades: {e}") from e
     symbol = dump_symbol(path, options.symbol)
+    if symbol is None and elements and b'"info":' not in bytes(elements[0])[:200]:
+        # plain REST elements carry no symbol: one dead letter for the file, as for CSV dumps
+        yield Chunk(
+            dead=[
+                DeadLetter(
+                    dl.NO_SYMBOL, f"cannot tell the symbol of {path.name}; pass --symbol", "", name
+                )
+            ]
+        )
+        return
     chunk = Chunk()
     for index, raw in enumerate(elements, 1):
         if index <= skip:
@@ -474,6 +487,7 @@ def read_all(path: Path, options: ReadOptions = ReadOptions()) -> Chunk:
         total.dead.extend(chunk.dead)
         total.ignored += chunk.ignored
         total.filtered += chunk.filtered
+        total.torn += chunk.torn
         total.records = chunk.records
         total.bytes_done = chunk.bytes_done
     return total

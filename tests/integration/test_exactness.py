@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections import defaultdict
 from decimal import Decimal
@@ -180,7 +181,7 @@ def test_quote_volume_truncates_each_product(shared_data: Path) -> None:
     updates = [ev.k for ev in frames if ev.k.s == "XMRBTC"]
     checked = 0
     differs = False
-    for before, after in zip(updates, updates[1:], strict=False):
+    for before, after in itertools.pairwise(updates):
         inside = _covered(trades["XMRBTC"], before.L + 1, after.L)
         assert inside is not None
         delta = parse_units(after.q) - parse_units(before.q)

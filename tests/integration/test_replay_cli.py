@@ -77,7 +77,8 @@ def test_bad_input_is_dead_lettered_counted_and_the_flow_goes_on(
         _agg("BTCUSDT", 3, "101.00000000", "2.00000000", 11, 12, T0 + 61_000),  # next minute
         _agg("BTCUSDT", 4, "99.00000000", "1.00000000", 13, 13, T0 + 5_000),  # late
         _agg("BTCUSDT", 1, "100.00000000", "1.00000000", 10, 10, T0 + 1_000),  # duplicate
-        b'{"stream":"btcusdt@depth@100ms","data":{"e":"depthUpdate","E":1,"s":"BTCUSDT"}}',  # ignored
+        # a stream klines do not use: counted as ignored
+        b'{"stream":"btcusdt@depth@100ms","data":{"e":"depthUpdate","E":1,"s":"BTCUSDT"}}',
     ]
     path = tmp_path / "capture.txt"
     _write_capture(path, frames)

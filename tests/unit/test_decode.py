@@ -67,13 +67,20 @@ def test_real_agg_trade_frames(shared_data: Path) -> None:
 def test_first_real_agg_trade_as_a_trade(shared_data: Path) -> None:
     frame = frames_of(shared_data / CAPTURE, "btcusdt@aggTrade", 1)[0]
     assert frame == (
-        '{"stream":"btcusdt@aggTrade","data":{"e":"aggTrade","E":1617566591307,"s":"BTCUSDT",'
-        '"a":697474457,"p":"58001.01000000","q":"0.00108000","f":767389030,"l":767389030,'
-        '"T":1617566591306,"m":false,"M":true}}'
+        '{"stream":"btcusdt@aggTrade","data":{"e":"aggTrade","E":1617566591315,"s":"BTCUSDT",'
+        '"a":665076760,"p":"58001.03000000","q":"0.08620500","f":745522877,"l":745522877,'
+        '"T":1617566591314,"m":true,"M":true}}'
     )
     ev = decode_frame(frame)
     assert isinstance(ev, AggTradeEvent)
-    assert agg_trade_to_trade(ev) == (767389030, 767389030, 5_800_101_000_000, 108_000, 1617566591306, False)
+    assert agg_trade_to_trade(ev) == (
+        745522877,
+        745522877,
+        5_800_103_000_000,
+        8_620_500,
+        1617566591314,
+        True,
+    )
 
 
 def test_real_kline_frames(shared_data: Path) -> None:
@@ -81,8 +88,7 @@ def test_real_kline_frames(shared_data: Path) -> None:
         expected = json.loads(frame)["data"]
         ev = decode_frame(frame)
         assert type(ev) is KlineEvent
-        assert ev.E == expected["E"]
-        assert ev.s == expected["s"]
+        assert (ev.E, ev.s) == (expected["E"], expected["s"])
         k = ev.k
         got = {
             "t": k.t, "T": k.T, "s": k.s, "i": k.i, "f": k.f, "L": k.L, "o": k.o, "c": k.c,
@@ -90,7 +96,7 @@ def test_real_kline_frames(shared_data: Path) -> None:
         }  # fmt: skip
         assert got == {key: expected["k"][key] for key in got}
         assert k.i == "1m"
-        assert k.T == k.t + 59_999
+        assert k.T - k.t == 59_999
 
 
 def test_real_depth_frames_are_ignored(shared_data: Path) -> None:
@@ -148,7 +154,14 @@ def test_trade_frame_bare_and_wrapped() -> None:
     for raw in (bare, bare.encode(), wrapped, wrapped.encode()):
         ev = decode_frame(raw)
         assert ev == TradeEvent(s="BNBBTC", t=12345, p="0.001", q="100", T=1672515782134, m=True)
-        assert trade_event_to_trade(ev) == (12345, 12345, 100_000, 10_000_000_000, 1672515782134, True)
+        assert trade_event_to_trade(ev) == (
+            12345,
+            12345,
+            100_000,
+            10_000_000_000,
+            1672515782134,
+            True,
+        )
 
 
 def test_server_shutdown_bare_and_wrapped() -> None:
@@ -162,12 +175,12 @@ def test_server_shutdown_bare_and_wrapped() -> None:
 def test_ignored_event_types_and_streams() -> None:
     ticker = {"e": "24hrTicker", "E": 1, "s": "BNBBTC"}
     assert decode_frame(json.dumps(ticker)) == Ignored("24hrTicker")
-    assert decode_frame(json.dumps({"stream": "bnbbtc@ticker", "data": ticker}, separators=(",", ":"))) == Ignored(
-        "bnbbtc@ticker"
-    )
-    assert decode_frame(json.dumps({"e": "avgPrice", "E": 1, "s": "X", "i": "5m", "w": "1"})) == Ignored(
-        "avgPrice"
-    )
+    assert decode_frame(
+        json.dumps({"stream": "bnbbtc@ticker", "data": ticker}, separators=(",", ":"))
+    ) == Ignored("bnbbtc@ticker")
+    assert decode_frame(
+        json.dumps({"e": "avgPrice", "E": 1, "s": "X", "i": "5m", "w": "1"})
+    ) == Ignored("avgPrice")
 
 
 @pytest.mark.parametrize(
@@ -205,26 +218,33 @@ AGG = {
 
 
 @pytest.mark.parametrize(
-    ("event", "field"),
+    ("event", "detail"),
     [
-        ({k: v for k, v in AGG.items() if k != "p"}, "p"),
-        ({k: v for k, v in AGG.items() if k != "T"}, "T"),
-        ({**AGG, "a": "697474457"}, "a"),
-        ({**AGG, "m": "false"}, "m"),
-        ({k: v for k, v in TRADE.items() if k != "t"}, "t"),
-        ({"e": "kline", "E": 1, "s": "BTCUSDT", "k": {"t": 0}}, "k"),
-        ({"e": "serverShutdown"}, "E"),
+        ({k: v for k, v in AGG.items() if k != "p"}, "Object missing required field `p`"),
+        ({k: v for k, v in AGG.items() if k != "T"}, "Object missing required field `T`"),
+        ({**AGG, "a": "697474457"}, "Expected `int`, got `str` - at `$.a`"),
+        ({**AGG, "m": "false"}, "Expected `bool`, got `str` - at `$.m`"),
+        ({k: v for k, v in TRADE.items() if k != "t"}, "Object missing required field `t`"),
+        (
+            {"e": "kline", "E": 1, "s": "BTCUSDT", "k": {"t": 0}},
+            "Object missing required field `T` - at `$.k`",
+        ),
+        ({"e": "serverShutdown"}, "Object missing required field `E`"),
     ],
 )
-def test_known_event_with_a_missing_or_mistyped_field_is_malformed(event: dict, field: str) -> None:
-    wrapped = {"stream": f"btcusdt@{event['e']}", "data": event}
-    for raw in (json.dumps(event), json.dumps(wrapped, separators=(",", ":"))):
-        with pytest.raises(FrameError) as info:
-            decode_frame(raw)
-        assert info.value.reason == "malformed"
-        assert f"`$.{field}" in info.value.detail or f"`{field}`" in info.value.detail or (
-            f"$.data.{field}" in info.value.detail
-        ) or f"$.k" in info.value.detail
+def test_known_event_with_a_missing_or_mistyped_field_is_malformed(
+    event: dict, detail: str
+) -> None:
+    with pytest.raises(FrameError) as info:
+        decode_frame(json.dumps(event))
+    assert (info.value.reason, info.value.detail) == ("malformed", detail)
+    wrapped = json.dumps({"stream": f"btcusdt@{event['e']}", "data": event}, separators=(",", ":"))
+    wrapped_detail = (
+        detail.replace("`$.", "`$.data.") if "`$." in detail else detail + " - at `$.data`"
+    )
+    with pytest.raises(FrameError) as info:
+        decode_frame(wrapped)
+    assert (info.value.reason, info.value.detail) == ("malformed", wrapped_detail)
 
 
 def test_unknown_event_type() -> None:
@@ -256,7 +276,14 @@ def test_microsecond_trade_times_become_milliseconds() -> None:
     # the exact (slow) path too: a price not in Binance's 8-decimal form
     agg_short = decode_frame(json.dumps({**AGG, "T": us, "p": "58001.01"}))
     assert isinstance(agg_short, AggTradeEvent)
-    assert agg_trade_to_trade(agg_short) == (767389030, 767389030, 5_800_101_000_000, 108_000, 1735689600123, False)
+    assert agg_trade_to_trade(agg_short) == (
+        767389030,
+        767389030,
+        5_800_101_000_000,
+        108_000,
+        1735689600123,
+        False,
+    )
     trade = decode_frame(json.dumps({**TRADE, "T": us}))
     assert isinstance(trade, TradeEvent)
     assert trade_event_to_trade(trade)[4] == 1735689600123
@@ -290,9 +317,15 @@ def test_invalid_agg_trade_marker() -> None:
         ({"p": "0.00000000"}, "aggTrade 697474457 has zero price or quantity"),
         ({"q": "0.00000000"}, "aggTrade 697474457 has zero price or quantity"),
         ({"p": "0.000000001"}, "aggTrade 697474457: '0.000000001' has more than 8 decimals"),
-        ({"p": "58001.010000001"}, "aggTrade 697474457: '58001.010000001' has more than 8 decimals"),
+        (
+            {"p": "58001.010000001"},
+            "aggTrade 697474457: '58001.010000001' has more than 8 decimals",
+        ),
         ({"q": "1.123456789"}, "aggTrade 697474457: '1.123456789' has more than 8 decimals"),
-        ({"p": "-58001.01000000"}, "aggTrade 697474457: expected a finite non-negative decimal, got '-58001.01000000'"),
+        (
+            {"p": "-58001.01000000"},
+            "aggTrade 697474457: expected a finite non-negative decimal, got '-58001.01000000'",
+        ),
         ({"p": "-1"}, "aggTrade 697474457: expected a finite non-negative decimal, got '-1'"),
         ({"p": "abc"}, "aggTrade 697474457: expected a decimal number, got 'abc'"),
         ({"l": 767389029}, "aggTrade 697474457 has trade ids 767389030..767389029"),

@@ -36,4 +36,4 @@ def test_readme_python_blocks_run() -> None:
     blocks = re.findall(r"```python\n(.*?)```", (REPO / "README.md").read_text(), re.S)
     assert blocks
     for block in blocks:
-        exec(compile(block, "README.md", "exec"), {})  # noqa: S102 - our own README's example
+        exec(compile(block, "README.md", "exec"), {})  # our own README example
