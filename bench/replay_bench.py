@@ -72,6 +72,18 @@ def bare_decode(path: Path) -> tuple[int, float]:
     return n, time.perf_counter() - started
 
 
+def calibrate() -> float:
+    """Microseconds for json.loads of one aggTrade frame: PERFORMANCE.md's reference machine
+    took 2.3 us, so this relates the absolute figures here to the targets set there."""
+    import json
+    import timeit
+
+    frame = agg_trade_frame("BTCUSDT", 1, (1, 1, 5_800_103_000_000, 8_620_500, START_MS, True))
+    frame = msgspec.json.encode(msgspec.json.decode(frame)["data"])
+    runs = [timeit.timeit(lambda: json.loads(frame), number=100_000) * 10 for _ in range(3)]
+    return min(runs)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -129,6 +141,11 @@ def main() -> None:
                 client.delete(*names)
         flow = statistics.median(flow_rates)
         base = statistics.median(decode_rates)
+        cal = calibrate()
+        print(
+            f"calibration: json.loads of one aggTrade frame {cal:.2f} us here, 2.3 us on the "
+            f"reference machine of PERFORMANCE.md: {flow * cal / 2.3:,.0f} trades/s there, scaled"
+        )
         print(
             f"median: full flow {flow:,.0f} trades/s; bare msgspec decode {base:,.0f} trades/s; "
             f"ratio {flow / base:.2f} (target >= 500,000 trades/s, ratio >= 0.25)"

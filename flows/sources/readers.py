@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import itertools
 import re
 import zipfile
 import zlib
@@ -30,12 +31,13 @@ import msgspec
 
 from flows.binance.decode import (
     AggTradeEvent,
-    Combined,
     FrameError,
     InvalidTrade,
+    LaxCombined,
     TradeEvent,
     agg_trade_to_trade,
     decode_frame,
+    lax_trade,
     trade_event_to_trade,
     trade_time_ms,
 )
@@ -154,12 +156,14 @@ def iter_lines(stream: IO[bytes]) -> Iterator[bytes]:
         yield rest + b"\0"
 
 
-class _RecordedCombined(msgspec.Struct):
+class _RecordedLax(msgspec.Struct):
     r: int
-    d: Combined
+    d: LaxCombined
 
 
-_recorded_combined: Final = msgspec.json.Decoder(_RecordedCombined)
+_lax_recorded: Final = msgspec.json.Decoder(_RecordedLax, strict=False)
+_lax_frame: Final = msgspec.json.Decoder(LaxCombined, strict=False)
+_LAX_ERRORS: Final = (msgspec.DecodeError, msgspec.ValidationError)
 
 
 def _read_frames(path: Path, options: ReadOptions, skip: int, recorded: bool) -> Iterator[Chunk]:
@@ -170,68 +174,59 @@ def _read_frames(path: Path, options: ReadOptions, skip: int, recorded: bool) ->
     name = str(path)
     keep = options.symbols
     limit = options.chunk_records
+    decode_line = _lax_recorded.decode
+    decode_frame_lax = _lax_frame.decode
+    fast = lax_trade
     chunk = Chunk()
     trades = chunk.trades
     count = 0
-    lineno = 0
-    fast = _recorded_combined.decode
+    lineno = skip + 1  # line 1: the URL of a capture, the header of a recording
+    lines = iter_lines(stream)
     try:
-        for lineno, line in enumerate(iter_lines(stream), 1):
-            if lineno <= skip + 1:
-                continue  # line 1: the URL of a capture, the header of a recording
-            count += 1
-            ev: object = None
-            frame = b""
-            if recorded:
-                try:
-                    ev = fast(line).d.data  # one typed pass for the common combined frame
-                except (msgspec.DecodeError, msgspec.ValidationError):
-                    if line.endswith(b"\0"):
-                        chunk.torn += 1
-                        continue
-                    recorded_frame = _recorded_frame(line, chunk, name, lineno)
-                    if recorded_frame is None:
-                        continue
-                    frame = recorded_frame
-            else:
-                captured = _captured_frame(line.rstrip(b"\0"))
-                if captured is None:
-                    continue
-                frame = captured
-            if ev is None:
-                try:
-                    ev = decode_frame(frame)
-                except FrameError as e:
-                    chunk.dead.append(
-                        DeadLetter(e.reason, e.detail, _text(frame), f"{name}:{lineno}")
-                    )
-                    continue
-            et = type(ev)
-            if et is AggTradeEvent or et is TradeEvent:
-                sym = ev.s  # type: ignore[attr-defined]
-                if keep is not None and sym not in keep:
-                    chunk.filtered += 1
-                    continue
-                try:
-                    tr = agg_trade_to_trade(ev) if et is AggTradeEvent else trade_event_to_trade(ev)  # type: ignore[arg-type]
-                except InvalidTrade as e:
-                    chunk.dead.append(
-                        DeadLetter(dl.INVALID, str(e), _text(line), f"{name}:{lineno}", sym)
-                    )
-                    continue
-                lst = trades.get(sym)
-                if lst is None:
-                    trades[sym] = lst = []
-                lst.append(tr)
-            else:
-                chunk.ignored += 1  # depth, tickers, kline and serverShutdown frames: unused here
+        for _ in itertools.islice(lines, skip + 1):
+            pass
+        for line in lines:
+            lineno += 1
             if count >= limit:
-                chunk.records = lineno - 1
+                chunk.records = lineno - 2  # records before this line
                 chunk.bytes_done = raw_file.tell()
                 yield chunk
                 chunk = Chunk()
                 trades = chunk.trades
                 count = 0
+            count += 1
+            # Fast path: a combined trade frame whose amounts the lax decode gets exactly.
+            frame: bytes | None = None
+            try:
+                if recorded:
+                    ev = decode_line(line).d.data
+                else:
+                    frame = _captured_frame(line)
+                    if frame is None:
+                        continue
+                    ev = decode_frame_lax(frame).data
+                sym = ev.s
+                tr = fast(ev)
+            except _LAX_ERRORS:
+                tr = None
+            if tr is None:
+                if recorded:
+                    if line.endswith(b"\0"):
+                        chunk.torn += 1
+                        continue
+                    frame = _recorded_frame(line, chunk, name, lineno)
+                if frame is None:
+                    continue
+                sym, tr = _exact_trade(frame, chunk, name, lineno)
+                if tr is None:
+                    continue
+            if keep is not None and sym not in keep:
+                chunk.filtered += 1
+                continue
+            lst = trades.get(sym)
+            if lst is None:
+                trades[sym] = lst = []
+            lst.append(tr)
         chunk.records = max(lineno - 1, 0)
         chunk.bytes_done = raw_file.tell()
         yield chunk
@@ -240,11 +235,35 @@ def _read_frames(path: Path, options: ReadOptions, skip: int, recorded: bool) ->
         raw_file.close()
 
 
+def _exact_trade(frame: bytes, chunk: Chunk, name: str, lineno: int) -> tuple[str, Trade | None]:
+    """The exact (slow) path: every frame kind, every error with its reason."""
+    try:
+        ev = decode_frame(frame)
+    except FrameError as e:
+        chunk.dead.append(DeadLetter(e.reason, e.detail, _text(frame), f"{name}:{lineno}"))
+        return "", None
+    if isinstance(ev, AggTradeEvent | TradeEvent):
+        try:
+            tr = (
+                agg_trade_to_trade(ev)
+                if isinstance(ev, AggTradeEvent)
+                else trade_event_to_trade(ev)
+            )
+        except InvalidTrade as e:
+            chunk.dead.append(
+                DeadLetter(dl.INVALID, str(e), _text(frame), f"{name}:{lineno}", ev.s)
+            )
+            return ev.s, None
+        return ev.s, tr
+    chunk.ignored += 1  # depth, tickers, kline and serverShutdown frames: unused here
+    return "", None
+
+
 def _captured_frame(line: bytes) -> bytes | None:
     head, sep, frame = line.partition(b": ")
     if not sep or b" -> " in head:
         return None  # a REST call recorded beside the stream, or a blank line
-    frame = frame.rstrip(b"\r\n")
+    frame = frame.rstrip(b"\r\n\0")  # \0 marks a last line with no newline
     return frame or None
 
 
