@@ -39,7 +39,8 @@ class EmbeddedRedis:
 
     @property
     def socket(self) -> Path:
-        return self.directory / "redis.sock"
+        # absolute: in unix://.klineflow/... the URL parser would take ".klineflow" for a host
+        return self.directory.resolve() / "redis.sock"
 
     @property
     def pidfile(self) -> Path:

@@ -106,3 +106,14 @@ def test_demo_api_answers_while_running(redis_url: str, keys: KeySpace) -> None:
     assert body.status_code == 200
     rows = json.loads(body.text)
     assert len(rows) == 3 and all(len(r) == 12 for r in rows)
+
+
+def test_embedded_redis_under_a_relative_data_dir(monkeypatch, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The default data dir is relative (.klineflow): its socket URL must still work."""
+    with tempfile.TemporaryDirectory(prefix="kfr-") as d:
+        monkeypatch.chdir(d)
+        server = Services(Path(".klineflow")).redis
+        url = server.start()
+        assert url == f"unix://{Path(d).resolve()}/.klineflow/redis/redis.sock"
+        assert redis.Redis.from_url(url).ping()
+        assert server.stop() is True
