@@ -203,7 +203,7 @@ def demo(
     symbols: Annotated[int, typer.Option(help="how many synthetic symbols")] = 40,
     seed: Annotated[int, typer.Option(help="random seed of the synthetic market")] = 7,
     history_hours: Annotated[float, typer.Option(help="hours of past market built at start")] = 6.0,
-    rate: Annotated[float, typer.Option(help="trades per second, all symbols together")] = 200.0,
+    rate: Annotated[float, typer.Option(help="trades per second, all symbols together")] = 50.0,
     duration: Annotated[float | None, typer.Option(help="stop after this many seconds")] = None,
     port: Annotated[int, typer.Option(help="port of the klines API")] = 8000,
     redis_url: RedisUrl = None,
@@ -218,8 +218,8 @@ def demo(
     services = Services(settings.data_dir)
     url = services.redis_url(settings.redis_url_value())
     db_url = services.database_url(settings.database_url_value())
-    console.print(f"Redis:      {url}")
-    console.print(f"PostgreSQL: {db_url}")
+    console.print(f"Redis:      {url}", soft_wrap=True)
+    console.print(f"PostgreSQL: {db_url}", soft_wrap=True)
     job = DemoJob(
         redis_url=url,
         keys=KeySpace(settings.namespace),
@@ -275,3 +275,7 @@ def main() -> None:
 
 
 __all__ = ["app", "main", "parse_intervals"]
+
+
+if __name__ == "__main__":
+    main()

@@ -17,6 +17,7 @@ import logging
 import os
 import signal
 import subprocess
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -129,7 +130,11 @@ class EmbeddedPostgres:
 
     def start(self) -> str:
         """Start (or reuse) the server; return its URL."""
-        import pgserver
+        with warnings.catch_warnings():
+            # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI); pgserver then
+            # uses /tmp, which is fine for us
+            warnings.simplefilter("ignore")
+            import pgserver
 
         self.directory.parent.mkdir(parents=True, exist_ok=True)
         pgdata = self.directory.resolve()
@@ -137,7 +142,9 @@ class EmbeddedPostgres:
             # pgserver keeps one handle per data directory for the life of the process; after
             # a stop that handle is stale and would be handed back as if the server ran.
             pgserver.PostgresServer._instances.pop(pgdata, None)  # type: ignore[attr-defined]
-        server = pgserver.get_server(pgdata, cleanup_mode=None)  # type: ignore[attr-defined]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            server = pgserver.get_server(pgdata, cleanup_mode=None)  # type: ignore[attr-defined]
         return str(server.get_uri())
 
     def running(self) -> bool:

@@ -31,7 +31,7 @@ class DemoJob:
     symbols: int = 40
     seed: int = 7
     history_ms: int = 6 * 3_600_000
-    rate: float = 200.0
+    rate: float = 50.0
     duration_s: float | None = None
     port: int = 8000
     host: str = "127.0.0.1"
@@ -61,7 +61,9 @@ def run_demo(job: DemoJob, console: Console) -> RunStats:
     )
     if server is not None:
         base = f"http://{job.host}:{job.port}"
-        console.print(f"Klines API: {base}/api/v3/klines?symbol={first}&interval=1m&limit=5")
+        console.print(
+            f"Klines API: {base}/api/v3/klines?symbol={first}&interval=1m&limit=5", soft_wrap=True
+        )
     console.print(f"CLI:        klineflow klines {first} 1m --limit 5")
     console.print(
         "Press Ctrl-C to stop." if job.duration_s is None else f"Running for {job.duration_s:g} s."
@@ -80,5 +82,6 @@ def run_demo(job: DemoJob, console: Console) -> RunStats:
     finally:
         if server is not None:
             server.should_exit = True
-    console.print(f"trades: {stats.trades_read:,}; klines closed: {dict(stats.klines_closed)}")
+    closed = ", ".join(f"{k} {v:,}" for k, v in stats.klines_closed.items())
+    console.print(f"trades: {stats.trades_read:,}; klines closed: {closed}", soft_wrap=True)
     return stats

@@ -30,6 +30,7 @@ _BASES = (
 _NORMAL, _BURST, _QUIET = 0, 1, 2
 _REGIME_RATE = {_NORMAL: 1.0, _BURST: 12.0, _QUIET: 0.05}
 _REGIME_VOL = {_NORMAL: 1.0, _BURST: 3.0, _QUIET: 0.5}
+_HOURLY_VOL = 0.01
 
 
 def symbol_names(count: int) -> list[str]:
@@ -65,7 +66,7 @@ class SyntheticMarket:
             base_price = _BASES[i][1] if i < len(_BASES) else 10 ** self._rng.uniform(-2, 2)
             tick = max(1, int(base_price * SCALE / 100_000))  # about 1e-5 of the price
             tick = 10 ** max(0, len(str(tick)) - 1)  # a power of ten, as Binance tick sizes are
-            lot = max(1, int(SCALE * 0.1 / base_price))  # a lot is worth about 0.1 USDT
+            lot = max(1, int(SCALE / base_price))  # a lot is worth about 1 USDT
             lot = 10 ** max(0, len(str(lot)) - 1)
             per_ms = rate * weights[i] / total / 1000.0
             self._states.append(
@@ -84,11 +85,18 @@ class SyntheticMarket:
         out: dict[str, list[Trade]] = {}
         for st in self._states:
             trades: list[Trade] = []
+            last_ms = st.next_ms
             while st.next_ms <= end_ms:
                 t = int(st.next_ms)
                 if t >= st.regime_end_ms:
                     self._switch_regime(st, t)
-                vol = 0.0004 * _REGIME_VOL[st.regime]
+                # Brownian in time: about 1% an hour, whatever the trade rate
+                vol = (
+                    _HOURLY_VOL
+                    * _REGIME_VOL[st.regime]
+                    * math.sqrt(max(st.next_ms - last_ms, 1.0) / 3_600_000)
+                )
+                last_ms = st.next_ms
                 st.price *= math.exp(rng.gauss(0.0, vol))
                 price = max(st.tick_units, round(st.price * SCALE / st.tick_units) * st.tick_units)
                 fills = 1 if rng.random() < 0.7 else rng.randint(2, 5)
