@@ -68,8 +68,9 @@ class RetentionPolicy:
         return self.by_interval.get(interval, self.default)
 
 
-_state_encoder = msgspec.msgpack.Encoder()
-_state_decoder = msgspec.msgpack.Decoder(dict[str, Any])
+# JSON, not msgpack: running sums in 1e-8 units pass 2**64 (a day of a meme coin's volume)
+_state_encoder = msgspec.json.Encoder()
+_state_decoder = msgspec.json.Decoder(dict[str, Any])
 
 
 class KlineWriter:

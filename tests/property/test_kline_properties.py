@@ -15,10 +15,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import msgspec
 import pytest
 import redis
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from flows.dataflows.replay import ReplayJob, run_replay
@@ -30,7 +29,7 @@ from flows.klines.builder import SymbolKlines, build_klines
 from flows.sources.readers import ReadOptions
 from flows.sources.recording import RecordingWriter
 from flows.sources.synthetic import agg_trade_frame
-from flows.storage.redis_klines import RetentionPolicy
+from flows.storage.redis_klines import KlineWriter, RetentionPolicy, load_replay_states
 
 # -- time, computed independently of flows.domain.intervals -----------------------------
 
@@ -152,7 +151,9 @@ class Profile:
     max_trades: int
 
 
-SHORT = Profile("short", ("1s", "1m", "3m", "5m", "15m", "1h", "1d", "1w", "1M"), 2 * MIN, 5 * MIN, 40)
+SHORT = Profile(
+    "short", ("1s", "1m", "3m", "5m", "15m", "1h", "1d", "1w", "1M"), 2 * MIN, 5 * MIN, 40
+)
 MEDIUM = Profile(
     "medium",
     ("1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "1d", "1w", "1M"),
@@ -216,7 +217,9 @@ def trade_lists(
         if i:
             ts += draw(gap)
         span = draw(st.integers(1, 4))
-        trades.append((next_id, next_id + span - 1, draw(prices), draw(qtys), ts, draw(st.booleans())))
+        trades.append(
+            (next_id, next_id + span - 1, draw(prices), draw(qtys), ts, draw(st.booleans()))
+        )
         next_id += span
     return trades
 
@@ -305,7 +308,9 @@ def test_every_interval_conserves_volume_quote_and_count(case: tuple[Profile, li
 
 @pure(200)
 @given(case=cases())
-def test_every_kline_is_well_formed_and_empty_ones_are_flat(case: tuple[Profile, list[Trade]]) -> None:
+def test_every_kline_is_well_formed_and_empty_ones_are_flat(
+    case: tuple[Profile, list[Trade]],
+) -> None:
     profile, trades = case
     built = build_klines(trades, profile.intervals)
     for name in profile.intervals:
@@ -335,7 +340,9 @@ def test_every_kline_is_well_formed_and_empty_ones_are_flat(case: tuple[Profile,
 
 @pure(200)
 @given(case=cases())
-def test_klines_are_aligned_contiguous_and_cover_the_trades(case: tuple[Profile, list[Trade]]) -> None:
+def test_klines_are_aligned_contiguous_and_cover_the_trades(
+    case: tuple[Profile, list[Trade]],
+) -> None:
     profile, trades = case
     built = build_klines(trades, profile.intervals)
     first_ts, last_ts = trades[0][4], trades[-1][4]
@@ -390,7 +397,9 @@ def test_an_interval_does_not_depend_on_the_others_configured(
 
 @pure(150)
 @given(case=cases(), data=st.data())
-def test_chunked_processing_equals_one_call(case: tuple[Profile, list[Trade]], data: st.DataObject) -> None:
+def test_chunked_processing_equals_one_call(
+    case: tuple[Profile, list[Trade]], data: st.DataObject
+) -> None:
     profile, trades = case
     intervals = profile.intervals
     batch, batch_closed = run_all(intervals, trades)
@@ -401,7 +410,9 @@ def test_chunked_processing_equals_one_call(case: tuple[Profile, list[Trade]], d
         late, dups = sk.process(trades[a:b], closed)
         assert late == [] and dups == 0
         if b:  # at every split the state equals a batch over the prefix
-            assert grouped(intervals, closed + sk.open_klines()) == build_klines(trades[:b], intervals)
+            assert grouped(intervals, closed + sk.open_klines()) == build_klines(
+                trades[:b], intervals
+            )
     assert closed == batch_closed
     assert sk.open_klines() == batch.open_klines()
     assert sk.snapshot() == batch.snapshot()
@@ -409,7 +420,9 @@ def test_chunked_processing_equals_one_call(case: tuple[Profile, list[Trade]], d
 
 @pure(150)
 @given(case=cases(), data=st.data())
-def test_snapshot_restore_continues_identically(case: tuple[Profile, list[Trade]], data: st.DataObject) -> None:
+def test_snapshot_restore_continues_identically(
+    case: tuple[Profile, list[Trade]], data: st.DataObject
+) -> None:
     profile, trades = case
     intervals = profile.intervals
     batch, batch_closed = run_all(intervals, trades)
@@ -428,6 +441,9 @@ def test_snapshot_restore_continues_identically(case: tuple[Profile, list[Trade]
         restored = SymbolKlines.restore(source)
         assert restored.snapshot() == state
         closed = list(head_closed)
+        # the restored builder remembers which ids it has seen
+        assert restored.process(trades[:split], closed) == ([], split)
+        assert closed == head_closed
         late, dups = restored.process(trades[split:], closed)
         assert late == [] and dups == 0
         assert closed == batch_closed
@@ -482,7 +498,8 @@ def test_a_trade_before_the_open_base_bar_is_late_and_changes_nothing(
 
     bar_open = naive_open(base_of(intervals), trades[k - 1][4])
     late_ts = data.draw(
-        st.one_of(st.just(bar_open - 1), st.integers(bar_open - 3 * DAY, bar_open - 1)), label="late_ts"
+        st.one_of(st.just(bar_open - 1), st.integers(bar_open - 3 * DAY, bar_open - 1)),
+        label="late_ts",
     )
     span = data.draw(st.integers(1, 4), label="span")
     first = trades[k - 1][1] + 1  # a new id, above every id seen
@@ -529,12 +546,12 @@ def _replay(url: str, ks: KeySpace, path: Path, chunk: int) -> RunStats:
 
 def _stored(client: redis.Redis, ks: KeySpace) -> dict[str, object]:
     out: dict[str, object] = {
-        name: client.zrange(ks.klines(SYMBOL, name), 0, -1, withscores=True) for name in REDIS_INTERVALS
+        name: client.zrange(ks.klines(SYMBOL, name), 0, -1, withscores=True)
+        for name in REDIS_INTERVALS
     }
     for name in REDIS_INTERVALS:
         out[f"last_closed:{name}"] = client.get(ks.last_closed(SYMBOL, name))
-    blob = client.get(ks.replay_state(SYMBOL))
-    out["state"] = msgspec.msgpack.decode(blob) if blob is not None else None
+    out["state"] = load_replay_states(client, ks).get(SYMBOL)
     return out
 
 
@@ -542,7 +559,7 @@ def _stored(client: redis.Redis, ks: KeySpace) -> dict[str, object]:
     derandomize=True,
     database=None,
     deadline=None,
-    max_examples=12,
+    max_examples=15,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(
@@ -594,7 +611,88 @@ def test_repeated_and_overlapping_replays_equal_one_clean_replay(
         assert (second.trades_read, second.duplicates) == (count - b_start, a_end - b_start)
         assert _stored(redis_client, split) == reference
     finally:
-        for ks in (clean, twice, split):
-            names = list(redis_client.scan_iter(match=f"{ks.namespace}:*", count=1000))
-            if names:
-                redis_client.delete(*names)
+        _drop(redis_client, clean, twice, split)
+
+
+def _drop(client: redis.Redis, *spaces: KeySpace) -> None:
+    for ks in spaces:
+        names = list(client.scan_iter(match=f"{ks.namespace}:*", count=1000))
+        if names:
+            client.delete(*names)
+
+
+# -- the builder state as Redis stores it between replays --------------------------------
+
+
+@settings(
+    derandomize=True,
+    database=None,
+    deadline=None,
+    max_examples=60,
+    phases=[Phase.explicit, Phase.generate],  # no shrinking: each attempt talks to Redis
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(case=cases(), data=st.data())
+def test_builder_state_round_trips_through_redis(
+    case: tuple[Profile, list[Trade]],
+    data: st.DataObject,
+    redis_client: redis.Redis,
+    keys: KeySpace,
+) -> None:
+    """The state a replay leaves for the next one must survive Redis for any amounts.
+
+    An open bar's volume or quote volume (sums of 1e-8 units) passes 2**64 easily, which
+    msgpack, the first encoding used here, could not hold.
+    """
+    profile, trades = case
+    intervals = profile.intervals
+    batch, batch_closed = run_all(intervals, trades)
+    split = data.draw(st.integers(0, len(trades)), label="split")
+    head, closed = run_all(intervals, trades[:split])
+    ks = KeySpace(f"{keys.namespace}e{next(_namespaces)}w")
+    try:
+        writer = KlineWriter(redis_client, keys=ks, retention=NO_TRIM)
+        writer.save_state(SYMBOL, head.snapshot())
+        writer.flush()
+        loaded = load_replay_states(redis_client, ks)
+    finally:
+        _drop(redis_client, ks)
+    assert loaded == {SYMBOL: head.snapshot()}
+    restored = SymbolKlines.restore(loaded[SYMBOL])
+    assert restored.process(trades[split:], closed) == ([], 0)
+    assert closed == batch_closed
+    assert restored.open_klines() == batch.open_klines()
+
+
+def test_replays_of_a_high_volume_day_continue_each_other(
+    redis_url: str, redis_client: redis.Redis, keys: KeySpace, tmp_path: Path
+) -> None:
+    """A SHIBUSDT-like day: 240 aggTrades of 10**10 SHIB at 0.000024 USDT within one day.
+
+    The day's volume is 2.4e12 SHIB = 2.4e20 units, above 2**64 - 1 (about 1.8e19). The
+    replay of the first part must still store its state so the overlapping second part
+    continues it (with msgpack, the first state encoding, saving raised OverflowError).
+    """
+    t0 = _ms(datetime(2024, 3, 5, tzinfo=UTC))
+    trades: list[Trade] = [
+        (2 * i, 2 * i + 1, 2_400 + i % 7, 10**10 * 100_000_000, t0 + 5 * MIN * i, i % 3 == 0)
+        for i in range(240)
+    ]
+    assert sum(t[3] for t in trades) > 2**64
+    part_a = _write(tmp_path / "a.jsonl.gz", trades[:150], 1)
+    part_b = _write(tmp_path / "b.jsonl.gz", trades[100:], 101)
+    ks = KeySpace(f"{keys.namespace}e{next(_namespaces)}v")
+    try:
+        for part in (part_a, part_b):
+            try:
+                _replay(redis_url, ks, part, 64)
+            except Exception as e:
+                pytest.fail(f"replay of {part.name} failed: {e!r}, caused by {e.__cause__!r}")
+        stored = _stored(redis_client, ks)
+    finally:
+        _drop(redis_client, ks)
+    sk, closed = run_all(REDIS_INTERVALS, trades)
+    expected = grouped(REDIS_INTERVALS, closed + sk.open_klines())
+    for name in REDIS_INTERVALS:
+        assert stored[name] == [(k.member(), float(k.open_ms)) for k in expected[name]], name
+    assert stored["state"] == sk.snapshot()
