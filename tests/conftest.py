@@ -28,28 +28,25 @@ def server_dir() -> Iterator[Path]:
         yield Path(d)
 
 
-@pytest.fixture(scope="session")
-def redis_url(server_dir: Path) -> Iterator[str]:
-    configured = os.environ.get("KLINEFLOW_REDIS_URL")
+def _server(env_var: str, server: EmbeddedRedis | EmbeddedPostgres) -> Iterator[str]:
+    """The server named by env_var, or the embedded one, started for the session and stopped."""
+    configured = os.environ.get(env_var)
     if configured:
         yield configured
         return
-    server = EmbeddedRedis(server_dir / "redis")
     url = server.start()
     yield url
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_url(server_dir: Path) -> Iterator[str]:
+    yield from _server("KLINEFLOW_REDIS_URL", EmbeddedRedis(server_dir / "redis"))
 
 
 @pytest.fixture(scope="session")
 def database_url(server_dir: Path) -> Iterator[str]:
-    configured = os.environ.get("KLINEFLOW_DATABASE_URL")
-    if configured:
-        yield configured
-        return
-    server = EmbeddedPostgres(server_dir / "postgres")
-    url = server.start()
-    yield url
-    server.stop()
+    yield from _server("KLINEFLOW_DATABASE_URL", EmbeddedPostgres(server_dir / "postgres"))
 
 
 @pytest.fixture
