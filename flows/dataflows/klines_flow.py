@@ -5,6 +5,7 @@ The same wiring serves replays, the demo and (later) the live feed; only the sou
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import bytewax.operators as op
@@ -12,9 +13,12 @@ from bytewax.dataflow import Dataflow
 from bytewax.inputs import Source
 
 from flows.dataflows.kline_step import KlineStepConfig, KlineUpdate, kline_logic_builder
+from flows.domain.intervals import UNVERIFIED_INTERVALS
 from flows.domain.stats import RunStats
 from flows.sinks.redis_sink import RedisKlineSink, SinkItem
 from flows.sources.replay_source import SourceItem, SourceReport, SymbolTrades
+
+log = logging.getLogger(__name__)
 
 
 def _is_trades(item: SourceItem) -> bool:
@@ -28,6 +32,12 @@ def build_kline_flow(
     sink: RedisKlineSink,
     stats: RunStats,
 ) -> Dataflow:
+    for name in sorted(UNVERIFIED_INTERVALS & set(step.intervals)):
+        log.warning(
+            "interval=%s alignment is not verified against Binance's own klines "
+            "(epoch-aligned is assumed); compare with GET /api/v3/klines before relying on it",
+            name,
+        )
     flow = Dataflow(flow_id)
     items = op.input("trades_in", flow, source)
     split = op.branch("split_reports", items, _is_trades)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import redis
 from typer.testing import CliRunner
 
@@ -181,3 +182,19 @@ def test_a_later_replay_continues_the_klines_an_earlier_one_left_open(
         ReplayJob(paths=[second], redis_url=redis_url, intervals=("1m",), keys=keys, fresh=True)
     )
     assert redis_client.zrange(keys.klines("BTCUSDT", "1m"), 0, -1, withscores=True) != want
+
+
+def test_an_unverified_interval_is_warned_about(
+    tmp_path: Path, redis_url: str, keys: KeySpace, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "one.txt"
+    _write_capture(path, [_agg("BTCUSDT", 1, "1.00000000", "1.00000000", 1, 1, T0)])
+    with caplog.at_level("WARNING"):
+        run_replay(ReplayJob(paths=[path], redis_url=redis_url, intervals=("1h", "3d"), keys=keys))
+    assert [r for r in caplog.records if "interval=3d" in r.getMessage()]
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        run_replay(
+            ReplayJob(paths=[path], redis_url=redis_url, intervals=("1h",), keys=keys, fresh=True)
+        )
+    assert not [r for r in caplog.records if "not verified" in r.getMessage()]
