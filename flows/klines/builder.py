@@ -180,7 +180,10 @@ class SymbolKlines:
                 late.append(t)
                 continue
             else:
-                if p > h:
+                if n == 0:  # a bar opened empty by `advance` gets its first trade
+                    o = h = lo = p
+                    fid = f
+                elif p > h:
                     h = p
                 elif p < lo:
                     lo = p
@@ -199,6 +202,19 @@ class SymbolKlines:
         self.bar = bar
         self.last_id = last_id
         return late, dups
+
+    def advance(self, watermark_ms: int, closed: list[tuple[str, Kline]]) -> None:
+        """Close every kline that ends at or before `watermark_ms` (every trade before it has
+        been seen): the live flow's grace timer for quiet symbols. Empty intervals become flat
+        klines, and a trade older than the watermark's interval is late from then on."""
+        bar = self.bar
+        if bar is None or self.base.next_open(bar.open_ms) > watermark_ms:
+            return
+        self.bar = self._roll(bar, watermark_ms, closed)
+
+    def base_end_ms(self) -> int | None:
+        """When the open base kline ends (None before the first trade)."""
+        return None if self.bar is None else self.base.next_open(self.bar.open_ms)
 
     # -- rollover ----------------------------------------------------------------------
     def _roll(self, bar: _Bar | None, ts: int, closed: list[tuple[str, Kline]]) -> _Bar:
