@@ -27,7 +27,13 @@ def test_advance_closes_the_quiet_minute_and_later_trades_continue_exactly() -> 
     assert [(i, k.open_ms, k.trades, k.close) for i, k in closed[1:]] == [("1m", T0 + M, 0, 105)]
     sk.process(trades[2:], closed)
     sk.advance(T0 + 4 * M + 2_000, closed)  # minute 3 closes; the 5m kline is still open
-    closed.extend(sk.open_klines())  # what end of input would close
+    open_now = dict(sk.open_klines())
+    assert (open_now["1m"].open_ms, open_now["1m"].trades, open_now["1m"].close) == (
+        T0 + 4 * M,
+        0,
+        101,
+    )
+    closed.append(("5m", open_now["5m"]))  # what end of input would close
     want = build_klines(trades, ("1m", "5m"))
     got: dict[str, list[Kline]] = {"1m": [], "5m": []}
     for interval, k in closed:
