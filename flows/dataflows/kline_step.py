@@ -14,7 +14,7 @@ from flows.domain.deadletter import DeadLetter
 from flows.domain.kline import Kline
 from flows.domain.stats import RunStats
 from flows.klines.builder import DEFAULT_MAX_FILL, SymbolKlines
-from flows.sources.replay_source import SymbolTrades
+from flows.sources.items import SymbolBatch
 
 
 @dataclass(slots=True)
@@ -38,7 +38,7 @@ class KlineStepConfig:
     clock: Clock = SYSTEM_CLOCK
 
 
-class KlineLogic(StatefulBatchLogic[SymbolTrades, KlineUpdate, dict[str, Any]]):
+class KlineLogic(StatefulBatchLogic[SymbolBatch, KlineUpdate, dict[str, Any]]):
     def __init__(
         self, config: KlineStepConfig, stats: RunStats, resume: dict[str, Any] | None
     ) -> None:
@@ -59,22 +59,25 @@ class KlineLogic(StatefulBatchLogic[SymbolTrades, KlineUpdate, dict[str, Any]]):
             self._sk = SymbolKlines(cfg.intervals, cfg.max_fill)
         return self._sk
 
-    def on_batch(self, values: list[SymbolTrades]) -> tuple[list[KlineUpdate], bool]:
+    def on_batch(self, values: list[SymbolBatch]) -> tuple[list[KlineUpdate], bool]:
         sk = self._sk
         if sk is None:
-            sk = self._builder(values[0][0])
+            sk = self._builder(values[0].symbol)
         update = KlineUpdate(self._symbol)
         dups = 0
-        for _, trades in values:
-            late, d = sk.process(trades, update.closed)
-            dups += d
-            if late:
-                update.dead.extend(
-                    DeadLetter(
-                        dl.LATE, "trade for a kline already closed", repr(t), "", self._symbol
+        for batch in values:
+            if batch.trades:
+                late, d = sk.process(batch.trades, update.closed)
+                dups += d
+                if late:
+                    update.dead.extend(
+                        DeadLetter(
+                            dl.LATE, "trade for a kline already closed", repr(t), "", self._symbol
+                        )
+                        for t in late
                     )
-                    for t in late
-                )
+            if batch.watermark_ms >= 0:
+                sk.advance(batch.watermark_ms, update.closed)  # the grace timer of live flows
         stats = self._stats
         stats.duplicates += dups
         if update.dead:

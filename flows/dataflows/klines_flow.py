@@ -16,7 +16,7 @@ from flows.dataflows.kline_step import KlineStepConfig, KlineUpdate, kline_logic
 from flows.domain.intervals import UNVERIFIED_INTERVALS
 from flows.domain.stats import RunStats
 from flows.sinks.redis_sink import RedisKlineSink, SinkItem
-from flows.sources.replay_source import SourceItem, SourceReport, SymbolTrades
+from flows.sources.items import SourceItem, SourceReport, SymbolBatch
 
 log = logging.getLogger(__name__)
 
@@ -41,11 +41,11 @@ def build_kline_flow(
     flow = Dataflow(flow_id)
     items = op.input("trades_in", flow, source)
     split = op.branch("split_reports", items, _is_trades)
-    keyed: Any = split.trues  # (symbol, (symbol, trades)) items, keyed by symbol
+    keyed: Any = split.trues  # (symbol, SymbolBatch) items, keyed by symbol
     updates = op.stateful_batch("klines", keyed, kline_logic_builder(step, stats))
     out: Any = op.merge("to_redis", updates, split.falses)
     op.output("redis_out", out, sink)
     return flow
 
 
-__all__ = ["KlineUpdate", "SinkItem", "SymbolTrades", "build_kline_flow"]
+__all__ = ["KlineUpdate", "SinkItem", "SymbolBatch", "build_kline_flow"]

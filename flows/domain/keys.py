@@ -44,6 +44,15 @@ class KeySpace:
         """Capped stream of rejected input (reason, raw text, position)."""
         return self._k("klineflow:dead_letters")
 
+    @property
+    def data_quality(self) -> str:
+        """Capped stream of data-quality records (trades known missing, per symbol)."""
+        return self._k("klineflow:data_quality")
+
+    def gaps(self, symbol: str) -> str:
+        """Sorted set of a symbol's unfilled gaps: score = from_ms, member = "from:to:ids"."""
+        return self._k(f"klines:gaps:{symbol}")
+
     def replay_state(self, symbol: str) -> str:
         """Kline builder state at the end of the last replay, so the next one continues it."""
         return self._k(f"klineflow:replay_state:{symbol}")

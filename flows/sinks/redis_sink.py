@@ -13,7 +13,7 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
 from flows.dataflows.kline_step import KlineUpdate
 from flows.domain.stats import RunStats
-from flows.sources.replay_source import SourceReport
+from flows.sources.items import SourceReport
 from flows.storage.redis_klines import KlineWriter
 
 SinkItem = tuple[str, KlineUpdate] | SourceReport
@@ -30,6 +30,8 @@ class _RedisPartition(StatelessSinkPartition[SinkItem]):
             if isinstance(item, SourceReport):
                 for letter in item.dead:
                     w.dead_letter(letter)
+                for gap in item.gaps or ():
+                    w.gap(gap)
                 continue
             symbol, update = item
             w.add_many(symbol, update.closed, closed=True)

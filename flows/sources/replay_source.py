@@ -2,40 +2,27 @@
 
 One partition reads every file in the order given, so the trades of a symbol arrive in the
 order they were recorded; its resume state is (file index, records consumed). Each batch
-holds one `(symbol, (symbol, trades))` item per symbol of a chunk, plus a `SourceReport`
-with the chunk's dead letters when it has any.
+holds one `(symbol, SymbolBatch)` item per symbol of a chunk, plus a `SourceReport` with the
+chunk's dead letters when it has any.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
-from flows.domain.deadletter import DeadLetter
-from flows.domain.kline import Trade
 from flows.domain.stats import RunStats
+from flows.sources.items import SourceItem, SourceReport, SymbolBatch
 from flows.sources.readers import Chunk, ReadOptions, read_file
-
-SymbolTrades = tuple[str, list[Trade]]
-KeyedTrades = tuple[str, SymbolTrades]
-
-
-@dataclass(frozen=True, slots=True)
-class SourceReport:
-    dead: list[DeadLetter]
-
-
-SourceItem = KeyedTrades | SourceReport
 
 
 def chunk_items(chunk: Chunk, stats: RunStats) -> list[SourceItem]:
     """A chunk as dataflow items, counting what it holds."""
     items: list[SourceItem] = [
-        (sym, (sym, trades)) for sym, trades in chunk.trades.items() if trades
+        (sym, SymbolBatch(sym, trades)) for sym, trades in chunk.trades.items() if trades
     ]
     stats.trades_read += chunk.trade_count
     stats.frames_ignored += chunk.ignored

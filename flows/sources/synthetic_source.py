@@ -10,7 +10,7 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
 from flows.domain.clock import Clock
 from flows.domain.stats import RunStats
-from flows.sources.replay_source import SourceItem
+from flows.sources.items import SourceItem, SymbolBatch
 from flows.sources.synthetic import SyntheticMarket
 
 _CATCH_UP_STEP_MS = 120_000  # event time per batch while building history
@@ -40,7 +40,7 @@ class _SyntheticPartition(StatefulSourcePartition[SourceItem, Any]):
             self._awake = datetime.fromtimestamp((now + _LIVE_POLL_MS) / 1000, tz=UTC)
         trades = self._market.advance_to(target)
         self._stats.trades_read += sum(len(v) for v in trades.values())
-        return [(sym, (sym, batch)) for sym, batch in trades.items()]
+        return [(sym, SymbolBatch(sym, batch)) for sym, batch in trades.items()]
 
     def next_awake(self) -> datetime | None:
         return self._awake

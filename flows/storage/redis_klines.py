@@ -25,6 +25,7 @@ import redis
 from flows.domain.deadletter import DeadLetter
 from flows.domain.keys import KeySpace
 from flows.domain.kline import Kline
+from flows.sources.items import GapReport
 
 # KEYS: zset, last_closed.  ARGV: retention, channel, symbol, interval, and one blob of
 # "<open_ms> <closed 0|1> <member>\n" records in time order (one argument instead of three
@@ -98,6 +99,7 @@ class KlineWriter:
         self._dead: list[DeadLetter] = []
         self._states: dict[str, dict[str, Any]] = {}
         self._new_symbols: set[str] = set()
+        self._gaps: list[GapReport] = []
 
     def add(self, symbol: str, interval: str, kline: Kline, closed: bool) -> None:
         args = self._pending.get((symbol, interval))
@@ -114,12 +116,16 @@ class KlineWriter:
     def dead_letter(self, letter: DeadLetter) -> None:
         self._dead.append(letter)
 
+    def gap(self, report: GapReport) -> None:
+        """A range of trades known missing: the klines over [from_ms, to_ms] are incomplete."""
+        self._gaps.append(report)
+
     def save_state(self, symbol: str, state: dict[str, Any]) -> None:
         self._states[symbol] = state
 
     @property
     def pending(self) -> bool:
-        return bool(self._pending or self._dead or self._states)
+        return bool(self._pending or self._dead or self._states or self._gaps)
 
     def flush(self) -> None:
         if not self.pending:
@@ -147,6 +153,17 @@ class KlineWriter:
                 letter.fields(),  # type: ignore[arg-type]  # str fields are valid stream values
                 maxlen=self._dead_letter_maxlen,
                 approximate=True,
+            )
+        for g in self._gaps:
+            pipe.xadd(
+                keys.data_quality,
+                g.fields(),  # type: ignore[arg-type]  # str/int fields are valid stream values
+                maxlen=self._dead_letter_maxlen,
+                approximate=True,
+            )
+            pipe.zadd(
+                keys.gaps(g.symbol),
+                {f"{g.from_ms}:{g.to_ms}:{g.first_trade_id}:{g.last_trade_id}": g.from_ms},
             )
         for symbol, state in self._states.items():
             pipe.set(keys.replay_state(symbol), _state_encoder.encode(state))

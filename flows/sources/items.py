@@ -1,0 +1,53 @@
+"""What every source hands the dataflow: batches of one symbol's trades, keyed by symbol, and
+reports (dead letters, data-quality gaps) that go straight to the sink."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from flows.domain.deadletter import DeadLetter
+from flows.domain.kline import Trade
+
+
+class SymbolBatch(NamedTuple):
+    """Trades of one symbol in order, then an optional watermark: every trade of the symbol
+    with a time before `watermark_ms` has been delivered (-1: no watermark; replays never
+    send one, they run on event time alone)."""
+
+    symbol: str
+    trades: list[Trade]
+    watermark_ms: int = -1
+
+
+@dataclass(frozen=True, slots=True)
+class GapReport:
+    """Trades a live source knows it missed and could not fetch: the klines of this time range
+    are incomplete. Trade ids are Binance's (first missing, last missing)."""
+
+    symbol: str
+    first_trade_id: int
+    last_trade_id: int
+    from_ms: int
+    to_ms: int
+    reason: str
+
+    def fields(self) -> dict[str, str | int]:
+        return {
+            "symbol": self.symbol,
+            "first_trade_id": self.first_trade_id,
+            "last_trade_id": self.last_trade_id,
+            "from_ms": self.from_ms,
+            "to_ms": self.to_ms,
+            "reason": self.reason,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class SourceReport:
+    dead: list[DeadLetter]
+    gaps: list[GapReport] | None = None
+
+
+KeyedBatch = tuple[str, SymbolBatch]
+SourceItem = KeyedBatch | SourceReport
