@@ -95,6 +95,7 @@ _LAX_LIMIT: Final = 1e15  # in 1e-8 units
 
 class LaxAggTrade(msgspec.Struct, tag_field="e", tag="aggTrade"):
     s: str
+    a: int
     p: float
     q: float
     f: int

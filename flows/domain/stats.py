@@ -13,6 +13,8 @@ class RunStats:
     frames_ignored: int = 0  # valid frames of streams klines do not use
     trades_filtered: int = 0  # trades of symbols not asked for
     duplicates: int = 0
+    trades_backfilled: int = 0  # live: trades fetched from REST to fill a gap
+    gaps: int = 0  # live: ranges of trades that could not be fetched
     dead_letters: Counter[str] = field(default_factory=Counter)  # by reason
     klines_closed: Counter[str] = field(default_factory=Counter)  # by interval
     open_kline_writes: int = 0

@@ -1,0 +1,370 @@
+"""The live Binance source: combined-stream connections in, ordered trades with no hole out.
+
+Each partition owns one connection group (at most `per_connection` streams) and runs its
+`StreamFeed` on an asyncio loop in a thread; frames cross to Bytewax's thread through a deque.
+In `next_batch` (Bytewax's thread) frames are decoded, and per symbol:
+
+- a trade whose last trade id is not above the last id released is a duplicate (rotation
+  overlap, replays after a restart) and is dropped;
+- a trade whose first id skips ids opens a **backfill**: REST `aggTrades` from the last
+  aggTrade id (or time) fetched on a worker thread, within the weight budget and honouring
+  429/418; the symbol's live trades wait meanwhile and are released after the backfill;
+- after every (re)connect each symbol with history is caught up the same way, so a quiet
+  symbol's missed trades are fetched too;
+- a gap that cannot be filled becomes a `GapReport` (the klines of its range are incomplete)
+  and trading goes on.
+
+The recovery state is, per symbol, (last trade id, its time, last aggTrade id): Bytewax
+snapshots it with the kline state, so after a crash both restart from the same point and
+the backfill refetches what followed.
+
+Watermarks (the grace timer): once the wall clock minus `grace_ms` passes a base-interval
+boundary, every symbol that is connected and caught up gets `watermark = now - grace`, and
+the kline step closes what ended before it. Symbols still backfilling or disconnected get
+none, so no kline closes before its trades are in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Final
+
+import msgspec
+from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
+
+from flows.binance.decode import (
+    AggTradeEvent,
+    FrameError,
+    Ignored,
+    InvalidTrade,
+    LaxAggTrade,
+    LaxCombined,
+    TradeEvent,
+    agg_trade_to_trade,
+    decode_frame,
+    lax_trade,
+    trade_event_to_trade,
+)
+from flows.binance.rest import RestClient, RestError
+from flows.binance.ws_feed import AttemptLimiter, FeedConfig, OnFrame, StreamFeed
+from flows.domain import deadletter as dl
+from flows.domain.clock import SYSTEM_CLOCK, Clock
+from flows.domain.deadletter import DeadLetter
+from flows.domain.kline import Trade
+from flows.domain.stats import RunStats
+from flows.sources.items import GapReport, SourceItem, SourceReport, SymbolBatch
+
+log = logging.getLogger(__name__)
+
+_lax_frame: Final = msgspec.json.Decoder(LaxCombined, strict=False)
+_LAX_ERRORS: Final = (msgspec.DecodeError, msgspec.ValidationError)
+_PAGE: Final = 1000
+_POLL_MS: Final = 20
+
+# per symbol: [last trade id, its trade time ms, last aggTrade id (-1 unknown)]
+SymbolState = list[int]
+
+
+@dataclass(frozen=True)
+class LiveConfig:
+    feed: FeedConfig
+    rest_url: str
+    symbols: tuple[str, ...]
+    kind: str = "aggTrade"  # or "trade"
+    per_connection: int = 200
+    grace_ms: int = 2000
+    base_interval_ms: int = 60_000
+    max_batch_frames: int = 50_000
+    backfill_workers: int = 2
+    max_backfill_pages: int = 200
+    weight_per_minute: int = 6000
+    duration_s: float | None = None  # stop after this long (tests, demo); None: run on
+    clock: Clock = SYSTEM_CLOCK
+    on_frame: OnFrame | None = field(default=None, compare=False)  # e.g. a recorder
+
+
+def stream_groups(symbols: tuple[str, ...], kind: str, per_connection: int) -> list[list[str]]:
+    if not 1 <= per_connection <= 1024:
+        raise ValueError(
+            f"streams per connection must be 1..1024 (Binance's limit), got {per_connection}"
+        )
+    streams = [f"{s.lower()}@{kind}" for s in symbols]
+    return [streams[i : i + per_connection] for i in range(0, len(streams), per_connection)]
+
+
+class _LivePartition(StatefulSourcePartition[SourceItem, dict[str, list[int]]]):
+    def __init__(
+        self,
+        streams: list[str],
+        cfg: LiveConfig,
+        stats: RunStats,
+        rest: RestClient,
+        limiter: AttemptLimiter,
+        resume: dict[str, list[int]] | None,
+    ) -> None:
+        self._cfg = cfg
+        self._clock = cfg.clock
+        self._stats = stats
+        self._rest = rest
+        self._symbols = {s.split("@", 1)[0].upper() for s in streams}
+        self._state: dict[str, SymbolState] = {s: list(v) for s, v in (resume or {}).items()}
+        self._frames: collections.deque[tuple[bytes, int]] = collections.deque()
+        self._events: collections.deque[tuple[bool, int]] = collections.deque()
+        self._pending: dict[str, list[tuple[int, Trade]]] = {}
+        self._jobs: dict[str, Future[list[tuple[int, Trade]]]] = {}
+        self._live: set[str] = set()
+        self._connected = False
+        self._last_bucket = -1
+        self._deadline_ms = (
+            self._clock.now_ms() + int(cfg.duration_s * 1000)
+            if cfg.duration_s is not None
+            else None
+        )
+        self._pool = ThreadPoolExecutor(cfg.backfill_workers, thread_name_prefix="backfill")
+        extra = cfg.on_frame
+
+        def on_frame(raw: bytes, recv_ms: int) -> None:
+            self._frames.append((raw, recv_ms))
+            if extra is not None:
+                extra(raw, recv_ms)
+
+        self.feed = StreamFeed(
+            streams, cfg.feed, on_frame, clock=self._clock, limiter=limiter,
+            on_state=lambda connected, gen: self._events.append((connected, gen)),
+        )  # fmt: skip
+        self._loop = asyncio.new_event_loop()
+        self._stop = asyncio.Event()
+        self._thread = threading.Thread(
+            target=self._run_feed, name=f"feed-{streams[0]}", daemon=True
+        )
+        self._thread.start()
+
+    def _run_feed(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        self._loop.run_until_complete(self.feed.run(self._stop))
+
+    # -- Bytewax ----------------------------------------------------------------------
+    def next_batch(self) -> list[SourceItem]:
+        if self._deadline_ms is not None and self._clock.now_ms() >= self._deadline_ms:
+            raise StopIteration
+        out: dict[str, list[Trade]] = {}
+        dead: list[DeadLetter] = []
+        gaps: list[GapReport] = []
+        self._connection_events()
+        for symbol, job in list(self._jobs.items()):
+            if job.done():
+                del self._jobs[symbol]
+                self._finish_backfill(symbol, job, out, gaps)
+        frames = self._frames
+        n = min(len(frames), self._cfg.max_batch_frames)
+        for _ in range(n):
+            raw, _recv_ms = frames.popleft()
+            self._frame(raw, out, dead)
+        items: list[SourceItem] = []
+        now = self._clock.now_ms()
+        watermark = now - self._cfg.grace_ms
+        bucket = watermark // self._cfg.base_interval_ms
+        if bucket != self._last_bucket and not frames and self._connected:
+            self._last_bucket = bucket
+            for symbol in self._live:
+                items.append((symbol, SymbolBatch(symbol, out.pop(symbol, []), watermark)))
+        items.extend(
+            (symbol, SymbolBatch(symbol, trades)) for symbol, trades in out.items() if trades
+        )
+        if dead or gaps:
+            for letter in dead:
+                self._stats.add_dead(letter.reason)
+            items.append(SourceReport(dead, gaps or None))
+        return items
+
+    def next_awake(self) -> datetime | None:
+        if self._frames:
+            return None
+        return datetime.fromtimestamp((self._clock.now_ms() + _POLL_MS) / 1000, tz=UTC)
+
+    def snapshot(self) -> dict[str, list[int]]:
+        return {s: list(v) for s, v in self._state.items()}
+
+    def close(self) -> None:
+        self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(timeout=10)
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    # -- connection state --------------------------------------------------------------
+    def _connection_events(self) -> None:
+        while self._events:
+            connected, _generation = self._events.popleft()
+            self._connected = connected
+            if not connected:
+                self._live.clear()  # nothing closes on the clock while trades may be missing
+                continue
+            # (re)connected: catch up every symbol with history; the rest are live at once
+            self._live = {s for s in self._symbols if s not in self._state}
+            for symbol in self._state:
+                if symbol in self._symbols and symbol not in self._jobs:
+                    self._start_backfill(symbol, until_trade_id=None)
+
+    # -- frames ------------------------------------------------------------------------
+    def _frame(self, raw: bytes, out: dict[str, list[Trade]], dead: list[DeadLetter]) -> None:
+        try:
+            ev: Any = _lax_frame.decode(raw).data
+            trade = lax_trade(ev)
+        except _LAX_ERRORS:
+            trade = None
+        if trade is not None:
+            agg_id = ev.a if type(ev) is LaxAggTrade else -1
+            self._accept(ev.s, agg_id, trade, out)
+            return
+        try:
+            exact = decode_frame(raw)
+        except FrameError as e:
+            dead.append(
+                DeadLetter(e.reason, e.detail, raw[:4000].decode("utf-8", "replace"), "live")
+            )
+            return
+        if isinstance(exact, AggTradeEvent | TradeEvent):
+            try:
+                if isinstance(exact, AggTradeEvent):
+                    trade, agg_id = agg_trade_to_trade(exact), exact.a
+                else:
+                    trade, agg_id = trade_event_to_trade(exact), -1
+            except InvalidTrade as e:
+                dead.append(
+                    DeadLetter(
+                        dl.INVALID, str(e), raw[:4000].decode("utf-8", "replace"), "live", exact.s
+                    )
+                )
+                return
+            self._accept(exact.s, agg_id, trade, out)
+        elif not isinstance(exact, Ignored):
+            self._stats.frames_ignored += 1  # kline and serverShutdown frames
+
+    def _accept(self, symbol: str, agg_id: int, trade: Trade, out: dict[str, list[Trade]]) -> None:
+        if symbol in self._jobs:
+            self._pending.setdefault(symbol, []).append((agg_id, trade))
+            return
+        st = self._state.get(symbol)
+        if st is None:
+            self._state[symbol] = [trade[1], trade[4], agg_id]
+            self._emit(symbol, trade, out)
+            return
+        if trade[1] <= st[0]:
+            self._stats.duplicates += 1
+            return
+        if trade[0] > st[0] + 1:  # ids were skipped: fetch them before going on
+            self._pending.setdefault(symbol, []).append((agg_id, trade))
+            self._live.discard(symbol)
+            self._start_backfill(symbol, until_trade_id=trade[0] - 1)
+            return
+        st[0], st[1], st[2] = trade[1], trade[4], agg_id
+        self._emit(symbol, trade, out)
+
+    def _emit(self, symbol: str, trade: Trade, out: dict[str, list[Trade]]) -> None:
+        self._stats.trades_read += 1
+        lst = out.get(symbol)
+        if lst is None:
+            out[symbol] = lst = []
+        lst.append(trade)
+
+    # -- backfill ----------------------------------------------------------------------
+    def _start_backfill(self, symbol: str, until_trade_id: int | None) -> None:
+        st = self._state[symbol]
+        self._jobs[symbol] = self._pool.submit(
+            self._fetch, symbol, st[0], st[1], st[2], until_trade_id
+        )
+
+    def _fetch(
+        self, symbol: str, last_id: int, last_ms: int, last_agg: int, until_id: int | None
+    ) -> list[tuple[int, Trade]]:
+        """aggTrades after last_id, up to until_id (or the present). Runs on a worker thread."""
+        got: list[tuple[int, Trade]] = []
+        from_id = last_agg + 1 if last_agg >= 0 else None
+        start_ms = None if from_id is not None else last_ms
+        for _ in range(self._cfg.max_backfill_pages):
+            page = self._rest.agg_trades(symbol, from_id=from_id, start_ms=start_ms, limit=_PAGE)
+            for x in page:
+                if x.l <= last_id:
+                    continue
+                try:
+                    trade = agg_trade_to_trade(
+                        AggTradeEvent(symbol, x.a, x.p, x.q, x.f, x.l, x.T, x.m)
+                    )
+                except InvalidTrade:
+                    continue  # Binance's invalid-marker rows carry no trade
+                got.append((x.a, trade))
+                if until_id is not None and x.l >= until_id:
+                    return got
+            if len(page) < _PAGE:
+                return got
+            from_id, start_ms = page[-1].a + 1, None
+        return got
+
+    def _finish_backfill(
+        self,
+        symbol: str,
+        job: Future[list[tuple[int, Trade]]],
+        out: dict[str, list[Trade]],
+        gaps: list[GapReport],
+    ) -> None:
+        try:
+            fetched = job.result()
+            reason = ""
+        except RestError as e:
+            fetched, reason = [], f"backfill failed: {e}"
+            log.warning("backfill failed symbol=%s error=%s", symbol, e)
+        self._stats.trades_backfilled += len(fetched)
+        st = self._state[symbol]
+        held = self._pending.pop(symbol, [])
+        for agg_id, trade in fetched + held:
+            if trade[1] <= st[0]:
+                continue
+            if trade[0] > st[0] + 1:
+                gaps.append(
+                    GapReport(
+                        symbol,
+                        st[0] + 1,
+                        trade[0] - 1,
+                        st[1],
+                        trade[4],
+                        reason or "not served by REST",
+                    )
+                )
+                self._stats.gaps += 1
+            st[0], st[1], st[2] = trade[1], trade[4], agg_id
+            self._emit(symbol, trade, out)
+        if reason and not held:
+            gaps.append(GapReport(symbol, st[0] + 1, -1, st[1], self._clock.now_ms(), reason))
+            self._stats.gaps += 1
+        if self._connected:
+            self._live.add(symbol)
+
+
+class LiveSource(FixedPartitionedSource[SourceItem, dict[str, list[int]]]):
+    def __init__(self, cfg: LiveConfig, stats: RunStats) -> None:
+        self._cfg = cfg
+        self._stats = stats
+        self._groups = stream_groups(cfg.symbols, cfg.kind, cfg.per_connection)
+        self._limiter = AttemptLimiter(clock=cfg.clock)
+        self._rest = RestClient(
+            cfg.rest_url, weight_per_minute=cfg.weight_per_minute, clock=cfg.clock
+        )
+        self.partitions: list[_LivePartition] = []
+
+    def list_parts(self) -> list[str]:
+        return [f"conn-{i}" for i in range(len(self._groups))]
+
+    def build_part(
+        self, step_id: str, for_part: str, resume_state: dict[str, list[int]] | None
+    ) -> _LivePartition:
+        streams = self._groups[int(for_part.split("-", 1)[1])]
+        part = _LivePartition(
+            streams, self._cfg, self._stats, self._rest, self._limiter, resume_state
+        )
+        self.partitions.append(part)
+        return part
