@@ -6,6 +6,7 @@ import json
 import logging
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -232,6 +233,157 @@ def demo(
         port=port,
     )
     run_demo(job, console)
+
+
+ExchangeUrl = Annotated[
+    str | None,
+    typer.Option("--exchange-url", help="one server for WebSocket and REST (e.g. the simulator)"),
+]
+SymbolsOpt = Annotated[str | None, typer.Option("--symbols", help="e.g. BTCUSDT,ETHUSDT")]
+TopOpt = Annotated[
+    int | None, typer.Option("--top", help="the N symbols with the most 24h quote volume")
+]
+QuoteOpt = Annotated[str, typer.Option("--quote", help="quote asset for --top")]
+
+
+def _universe(exchange: object, symbols: str | None, top: int | None, quote: str) -> list[str]:
+    from flows.binance.rest import RestClient, RestError
+    from flows.binance.universe import UniverseError
+    from flows.dataflows.universe_cli import Exchange, resolve_symbols
+
+    assert isinstance(exchange, Exchange)
+    if not symbols and top is None:
+        console.print("[red]error:[/red] give --symbols S1,S2 or --top N")
+        raise typer.Exit(2)
+    wanted = [s.strip().upper() for s in symbols.split(",") if s.strip()] if symbols else None
+    try:
+        return resolve_symbols(RestClient(exchange.rest_url, max_retries=2), wanted, top, quote)
+    except RestError as e:
+        console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(1) from e
+    except UniverseError as e:
+        console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(2) from e
+
+
+@app.command()
+def up(
+    symbols: SymbolsOpt = None,
+    top: TopOpt = None,
+    quote: QuoteOpt = "USDT",
+    intervals: Annotated[str | None, typer.Option(help="e.g. 1m,5m,1h")] = None,
+    exchange_url: ExchangeUrl = None,
+    ws_url: Annotated[str | None, typer.Option(help="WebSocket base (default Binance's)")] = None,
+    rest_url: Annotated[str | None, typer.Option(help="REST base (default Binance's)")] = None,
+    kind: Annotated[str, typer.Option(help="aggTrade or trade streams")] = "aggTrade",
+    per_connection: Annotated[int, typer.Option(help="streams per connection (max 1024)")] = 200,
+    grace_ms: Annotated[
+        int, typer.Option(help="close quiet klines this long after they end")
+    ] = 2000,
+    record: Annotated[
+        Path | None, typer.Option("--record", help="also record every frame here")
+    ] = None,
+    recovery: Annotated[
+        bool, typer.Option(help="Bytewax recovery snapshots (kill -9 safe)")
+    ] = True,
+    duration: Annotated[float | None, typer.Option(help="stop after this many seconds")] = None,
+    redis_url: RedisUrl = None,
+    namespace: Namespace = None,
+) -> None:
+    """Run the live flow: Binance's trade streams -> klines in Redis, surviving restarts."""
+    from flows.dataflows.live import LiveJob, run_live
+    from flows.dataflows.universe_cli import exchange_urls
+
+    if kind not in ("aggTrade", "trade"):
+        console.print(f"[red]error:[/red] --kind must be aggTrade or trade, got {kind!r}")
+        raise typer.Exit(2)
+    settings = _settings(intervals=intervals, redis_url=redis_url, namespace=namespace)
+    exchange = exchange_urls(exchange_url, ws_url, rest_url)
+    universe = _universe(exchange, symbols, top, quote)
+    console.print(f"{len(universe)} symbols from {exchange.ws_url}: {', '.join(universe[:8])}"
+                  f"{', ...' if len(universe) > 8 else ''}", soft_wrap=True)  # fmt: skip
+    recorder_stop = _start_recorder(exchange.ws_url, universe, kind, record) if record else None
+    job = LiveJob(
+        ws_url=exchange.ws_url,
+        rest_url=exchange.rest_url,
+        symbols=tuple(universe),
+        redis_url=_redis_url(settings),
+        intervals=settings.intervals,
+        keys=KeySpace(settings.namespace),
+        kind=kind,
+        per_connection=per_connection,
+        grace_ms=grace_ms,
+        open_throttle_ms=settings.open_kline_throttle_ms,
+        recovery_dir=(settings.data_dir / "recovery" / (settings.namespace or "default"))
+        if recovery
+        else None,
+        duration_s=duration,
+    )
+    try:
+        stats = run_live(job)
+    finally:
+        if recorder_stop is not None:
+            recorder_stop()
+    out.print(f"trades: {stats.trades_read:,}; backfilled: {stats.trades_backfilled:,}")
+    out.print(f"gaps that could not be filled: {stats.gaps}")
+
+
+def _start_recorder(
+    ws_url: str, symbols: list[str], kind: str, out_dir: Path
+) -> Callable[[], None]:
+    """The recorder on its own connection and thread; returns a function that stops it."""
+    import asyncio
+
+    from flows.binance.universe import stream_names
+    from flows.recorder import record as record_frames
+
+    loop = asyncio.new_event_loop()
+    stop = asyncio.Event()
+    streams = stream_names(symbols, kind)
+    thread = threading.Thread(
+        target=lambda: loop.run_until_complete(record_frames(ws_url, streams, out_dir, stop=stop)),
+        name="recorder",
+        daemon=True,
+    )
+    thread.start()
+
+    def halt() -> None:
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(timeout=10)
+
+    return halt
+
+
+@app.command("record")
+def record_cmd(
+    out_dir: Annotated[Path, typer.Option("--out", help="directory for the hourly recordings")],
+    symbols: SymbolsOpt = None,
+    top: TopOpt = None,
+    quote: QuoteOpt = "USDT",
+    exchange_url: ExchangeUrl = None,
+    kind: Annotated[str, typer.Option(help="aggTrade or trade streams")] = "aggTrade",
+    duration: Annotated[float | None, typer.Option(help="stop after this many seconds")] = None,
+) -> None:
+    """Record every raw frame with its receive time (gzip JSON lines, rotated hourly)."""
+    import asyncio
+
+    from flows.binance.universe import stream_names
+    from flows.dataflows.universe_cli import exchange_urls
+    from flows.recorder import record as record_frames
+
+    exchange = exchange_urls(exchange_url, None, None)
+    universe = _universe(exchange, symbols, top, quote)
+
+    async def main() -> object:
+        stop = asyncio.Event()
+        if duration is not None:
+            asyncio.get_running_loop().call_later(duration, stop.set)
+        return await record_frames(
+            exchange.ws_url, stream_names(universe, kind), out_dir, stop=stop
+        )
+
+    stats = asyncio.run(main())
+    out.print(f"recorded: {stats}")
 
 
 @services_app.command("start")
