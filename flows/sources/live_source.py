@@ -18,10 +18,13 @@ The recovery state is, per symbol, (last trade id, its time, last aggTrade id): 
 snapshots it with the kline state, so after a crash both restart from the same point and
 the backfill refetches what followed.
 
-Watermarks (the grace timer): once the wall clock minus `grace_ms` passes a base-interval
-boundary, every symbol that is connected and caught up gets `watermark = now - grace`, and
-the kline step closes what ended before it. Symbols still backfilling or disconnected get
-none, so no kline closes before its trades are in.
+Watermarks (the grace timer): the exchange's clock is estimated from its own stream as
+`wall now + max(trade time - receive time)` over the frames received (exact enough with
+Binance; behind, never ahead, with a simulator running faster than real time, and immune to
+our own clock's skew). Once that estimate minus `grace_ms` passes a base-interval boundary,
+every symbol that is connected and caught up gets it as its watermark, and the kline step
+closes what ended before it. Symbols still backfilling or disconnected get none, so no kline
+closes before its trades are in.
 """
 
 from __future__ import annotations
@@ -121,6 +124,7 @@ class _LivePartition(StatefulSourcePartition[SourceItem, dict[str, list[int]]]):
         self._live: set[str] = set()
         self._connected = False
         self._last_bucket = -1
+        self._offset_ms: int | None = None  # max(trade time - receive time): exchange clock
         self._deadline_ms = (
             self._clock.now_ms() + int(cfg.duration_s * 1000)
             if cfg.duration_s is not None
@@ -163,14 +167,17 @@ class _LivePartition(StatefulSourcePartition[SourceItem, dict[str, list[int]]]):
                 self._finish_backfill(symbol, job, out, gaps)
         frames = self._frames
         n = min(len(frames), self._cfg.max_batch_frames)
+        offset = self._offset_ms
         for _ in range(n):
-            raw, _recv_ms = frames.popleft()
-            self._frame(raw, out, dead)
+            raw, recv_ms = frames.popleft()
+            t = self._frame(raw, out, dead)
+            if t >= 0 and (offset is None or t - recv_ms > offset):
+                offset = t - recv_ms
+        self._offset_ms = offset
         items: list[SourceItem] = []
-        now = self._clock.now_ms()
-        watermark = now - self._cfg.grace_ms
+        watermark = self._clock.now_ms() + (offset or 0) - self._cfg.grace_ms
         bucket = watermark // self._cfg.base_interval_ms
-        if bucket != self._last_bucket and not frames and self._connected:
+        if offset is not None and bucket != self._last_bucket and not frames and self._connected:
             self._last_bucket = bucket
             for symbol in self._live:
                 items.append((symbol, SymbolBatch(symbol, out.pop(symbol, []), watermark)))
