@@ -44,7 +44,6 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from flows.binance.decode import (
     AggTradeEvent,
     FrameError,
-    Ignored,
     InvalidTrade,
     LaxAggTrade,
     LaxCombined,
@@ -218,7 +217,8 @@ class _LivePartition(StatefulSourcePartition[SourceItem, dict[str, list[int]]]):
                     self._start_backfill(symbol, until_trade_id=None)
 
     # -- frames ------------------------------------------------------------------------
-    def _frame(self, raw: bytes, out: dict[str, list[Trade]], dead: list[DeadLetter]) -> None:
+    def _frame(self, raw: bytes, out: dict[str, list[Trade]], dead: list[DeadLetter]) -> int:
+        """Take one frame; returns its trade time (-1 for frames that are not trades)."""
         try:
             ev: Any = _lax_frame.decode(raw).data
             trade = lax_trade(ev)
@@ -227,14 +227,13 @@ class _LivePartition(StatefulSourcePartition[SourceItem, dict[str, list[int]]]):
         if trade is not None:
             agg_id = ev.a if type(ev) is LaxAggTrade else -1
             self._accept(ev.s, agg_id, trade, out)
-            return
+            return trade[4]
+        text = raw[:4000].decode("utf-8", "replace")
         try:
             exact = decode_frame(raw)
         except FrameError as e:
-            dead.append(
-                DeadLetter(e.reason, e.detail, raw[:4000].decode("utf-8", "replace"), "live")
-            )
-            return
+            dead.append(DeadLetter(e.reason, e.detail, text, "live"))
+            return -1
         if isinstance(exact, AggTradeEvent | TradeEvent):
             try:
                 if isinstance(exact, AggTradeEvent):
@@ -242,15 +241,12 @@ class _LivePartition(StatefulSourcePartition[SourceItem, dict[str, list[int]]]):
                 else:
                     trade, agg_id = trade_event_to_trade(exact), -1
             except InvalidTrade as e:
-                dead.append(
-                    DeadLetter(
-                        dl.INVALID, str(e), raw[:4000].decode("utf-8", "replace"), "live", exact.s
-                    )
-                )
-                return
+                dead.append(DeadLetter(dl.INVALID, str(e), text, "live", exact.s))
+                return -1
             self._accept(exact.s, agg_id, trade, out)
-        elif not isinstance(exact, Ignored):
-            self._stats.frames_ignored += 1  # kline and serverShutdown frames
+            return trade[4]
+        self._stats.frames_ignored += 1  # depth, tickers, kline and serverShutdown frames
+        return -1
 
     def _accept(self, symbol: str, agg_id: int, trade: Trade, out: dict[str, list[Trade]]) -> None:
         if symbol in self._jobs:
