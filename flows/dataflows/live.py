@@ -9,6 +9,7 @@ make the re-delivered klines replace themselves.
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -50,6 +51,7 @@ class LiveJob:
     max_connection_age_s: float = 23.5 * 3600
     idle_timeout_s: float = 30.0
     duration_s: float | None = None
+    stop: threading.Event | None = None  # set it to end the flow (tests, embedding)
     clock: Clock = SYSTEM_CLOCK
 
 
@@ -70,6 +72,7 @@ def run_live(job: LiveJob, stats: RunStats | None = None) -> RunStats:
             base_interval_ms=base_ms,
             duration_s=job.duration_s,
             clock=job.clock,
+            stop=job.stop,
         ),
         stats,
     )

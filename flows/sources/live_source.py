@@ -89,6 +89,7 @@ class LiveConfig:
     duration_s: float | None = None  # stop after this long (tests, demo); None: run on
     clock: Clock = SYSTEM_CLOCK
     on_frame: OnFrame | None = field(default=None, compare=False)  # e.g. a recorder
+    stop: threading.Event | None = field(default=None, compare=False)  # set: the flow ends
 
 
 def stream_groups(symbols: tuple[str, ...], kind: str, per_connection: int) -> list[list[str]]:
@@ -155,6 +156,8 @@ class _LivePartition(StatefulSourcePartition[SourceItem, dict[str, list[int]]]):
     # -- Bytewax ----------------------------------------------------------------------
     def next_batch(self) -> list[SourceItem]:
         if self._deadline_ms is not None and self._clock.now_ms() >= self._deadline_ms:
+            raise StopIteration
+        if self._cfg.stop is not None and self._cfg.stop.is_set():
             raise StopIteration
         out: dict[str, list[Trade]] = {}
         dead: list[DeadLetter] = []
