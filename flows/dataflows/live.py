@@ -51,6 +51,7 @@ class LiveJob:
     max_connection_age_s: float = 23.5 * 3600
     idle_timeout_s: float = 30.0
     duration_s: float | None = None
+    warmup_max_ms: int = 3_600_000  # complete the klines open at start up to this length
     stop: threading.Event | None = None  # set it to end the flow (tests, embedding)
     clock: Clock = SYSTEM_CLOCK
 
@@ -58,6 +59,8 @@ class LiveJob:
 def run_live(job: LiveJob, stats: RunStats | None = None) -> RunStats:
     stats = stats if stats is not None else RunStats()
     base_ms = INTERVALS[base_interval_for(job.intervals)].length_ms
+    by_length = sorted((INTERVALS[i] for i in job.intervals), key=lambda i: i.length_ms)
+    warmup = [i for i in by_length if i.length_ms <= job.warmup_max_ms]
     feed = FeedConfig(
         job.ws_url, max_age_s=job.max_connection_age_s, idle_timeout_s=job.idle_timeout_s
     )
@@ -73,6 +76,8 @@ def run_live(job: LiveJob, stats: RunStats | None = None) -> RunStats:
             duration_s=job.duration_s,
             clock=job.clock,
             stop=job.stop,
+            warmup_interval=warmup[-1] if warmup else None,
+            longest_interval=by_length[-1],
         ),
         stats,
     )

@@ -15,6 +15,12 @@ class RunStats:
     duplicates: int = 0
     trades_backfilled: int = 0  # live: trades fetched from REST to fill a gap
     gaps: int = 0  # live: ranges of trades that could not be fetched
+    feed_reconnects: int = 0  # live: connections lost and made again
+    feed_rotations: int = 0  # live: connections replaced with overlap (age, serverShutdown)
+    feed_shutdown_notices: int = 0  # live: serverShutdown events received
+    feed_idle_drops: int = 0  # live: connections given up for silence
+    rest_requests: int = 0  # live: REST calls (backfill), retries included
+    rest_rate_limited: int = 0  # live: 429/418 answers met (and waited out)
     dead_letters: Counter[str] = field(default_factory=Counter)  # by reason
     klines_closed: Counter[str] = field(default_factory=Counter)  # by interval
     open_kline_writes: int = 0

@@ -12,7 +12,11 @@ In `next_batch` (Bytewax's thread) frames are decoded, and per symbol:
 - after every (re)connect each symbol with history is caught up the same way, so a quiet
   symbol's missed trades are fetched too;
 - a gap that cannot be filled becomes a `GapReport` (the klines of its range are incomplete)
-  and trading goes on.
+  and trading goes on;
+- at the first trade of a symbol with no history, its trades are fetched from the open of
+  its current kline of `warmup_interval` (the longest configured interval up to 1 h), so the
+  klines open at start are complete; longer ones (4h, 1d, ...) start incomplete, and a
+  `GapReport` with reason "started mid-interval" says so.
 
 The recovery state is, per symbol, (last trade id, its time, last aggTrade id): Bytewax
 snapshots it with the kline state, so after a crash both restart from the same point and
@@ -58,6 +62,7 @@ from flows.binance.ws_feed import AttemptLimiter, FeedConfig, OnFrame, StreamFee
 from flows.domain import deadletter as dl
 from flows.domain.clock import SYSTEM_CLOCK, Clock
 from flows.domain.deadletter import DeadLetter
+from flows.domain.intervals import Interval
 from flows.domain.kline import Trade
 from flows.domain.stats import RunStats
 from flows.sources.items import GapReport, SourceItem, SourceReport, SymbolBatch
@@ -90,6 +95,8 @@ class LiveConfig:
     clock: Clock = SYSTEM_CLOCK
     on_frame: OnFrame | None = field(default=None, compare=False)  # e.g. a recorder
     stop: threading.Event | None = field(default=None, compare=False)  # set: the flow ends
+    warmup_interval: Interval | None = None  # first trades fetched from this kline's open
+    longest_interval: Interval | None = None  # for the "started mid-interval" report
 
 
 def stream_groups(symbols: tuple[str, ...], kind: str, per_connection: int) -> list[list[str]]:
@@ -125,6 +132,8 @@ class _LivePartition(StatefulSourcePartition[SourceItem, dict[str, list[int]]]):
         self._connected = False
         self._last_bucket = -1
         self._offset_ms: int | None = None  # max(trade time - receive time): exchange clock
+        self._feed_seen = (0, 0, 0, 0)
+        self._started: list[tuple[str, int]] = []  # symbols first seen: (symbol, warm-up open)
         self._deadline_ms = (
             self._clock.now_ms() + int(cfg.duration_s * 1000)
             if cfg.duration_s is not None
@@ -163,6 +172,7 @@ class _LivePartition(StatefulSourcePartition[SourceItem, dict[str, list[int]]]):
         dead: list[DeadLetter] = []
         gaps: list[GapReport] = []
         self._connection_events()
+        self._feed_counters()
         for symbol, job in list(self._jobs.items()):
             if job.done():
                 del self._jobs[symbol]
@@ -186,6 +196,15 @@ class _LivePartition(StatefulSourcePartition[SourceItem, dict[str, list[int]]]):
         items.extend(
             (symbol, SymbolBatch(symbol, trades)) for symbol, trades in out.items() if trades
         )
+        longest = self._cfg.longest_interval
+        while self._started:
+            symbol, since = self._started.pop()
+            if longest is not None and longest.open_time(since) < since:
+                gaps.append(
+                    GapReport(
+                        symbol, -1, -1, longest.open_time(since), since, "started mid-interval"
+                    )
+                )
         if dead or gaps:
             for letter in dead:
                 self._stats.add_dead(letter.reason)
@@ -204,6 +223,19 @@ class _LivePartition(StatefulSourcePartition[SourceItem, dict[str, list[int]]]):
         self._loop.call_soon_threadsafe(self._stop.set)
         self._thread.join(timeout=10)
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def _feed_counters(self) -> None:
+        """Add what the feed counted since the last batch to the run's counters."""
+        now = self.feed.stats
+        seen = self._feed_seen
+        stats = self._stats
+        stats.feed_reconnects += now.reconnects - seen[0]
+        stats.feed_rotations += now.rotations - seen[1]
+        stats.feed_shutdown_notices += now.shutdown_notices - seen[2]
+        stats.feed_idle_drops += now.idle_drops - seen[3]
+        self._feed_seen = (now.reconnects, now.rotations, now.shutdown_notices, now.idle_drops)
+        stats.rest_requests = self._rest.requests  # one client per source: its totals
+        stats.rest_rate_limited = self._rest.rate_limited
 
     # -- connection state --------------------------------------------------------------
     def _connection_events(self) -> None:
@@ -257,8 +289,17 @@ class _LivePartition(StatefulSourcePartition[SourceItem, dict[str, list[int]]]):
             return
         st = self._state.get(symbol)
         if st is None:
-            self._state[symbol] = [trade[1], trade[4], agg_id]
-            self._emit(symbol, trade, out)
+            warmup = self._cfg.warmup_interval
+            if warmup is None:
+                self._state[symbol] = [trade[1], trade[4], agg_id]
+                self._emit(symbol, trade, out)
+                return
+            # first sight: fetch the trades of the klines open now, from the warm-up open
+            since = warmup.open_time(trade[4])
+            self._state[symbol] = [-1, since, -1]
+            self._pending.setdefault(symbol, []).append((agg_id, trade))
+            self._start_backfill(symbol, until_trade_id=trade[0] - 1)
+            self._started.append((symbol, since))
             return
         if trade[1] <= st[0]:
             self._stats.duplicates += 1
@@ -330,7 +371,7 @@ class _LivePartition(StatefulSourcePartition[SourceItem, dict[str, list[int]]]):
         for agg_id, trade in fetched + held:
             if trade[1] <= st[0]:
                 continue
-            if trade[0] > st[0] + 1:
+            if trade[0] > st[0] + 1 and st[0] >= 0:  # (no history yet: nothing to miss)
                 gaps.append(
                     GapReport(
                         symbol,
