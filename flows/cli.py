@@ -386,6 +386,60 @@ def record_cmd(
     out.print(f"recorded: {stats}")
 
 
+@app.command()
+def simulate(
+    symbols: Annotated[
+        int, typer.Option(help="synthetic symbols (liquid first, then a quiet tail)")
+    ] = 200,
+    seed: Annotated[int, typer.Option(help="random seed of the synthetic market")] = 7,
+    rate: Annotated[
+        float, typer.Option(help="trades per second of market time, all symbols")
+    ] = 200.0,
+    speed: Annotated[float, typer.Option(help="market time per wall time (1 = real time)")] = 1.0,
+    history_hours: Annotated[float, typer.Option(help="market history REST serves at start")] = 0.0,
+    recording: Annotated[Path | None, typer.Option(help="play this recording instead")] = None,
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port (WebSocket and REST)")] = 9000,
+    max_connection_age: Annotated[
+        float, typer.Option(help="seconds before a connection is closed")
+    ] = 86_400.0,
+    faults: Annotated[
+        str,
+        typer.Option(help='scheduled faults, e.g. "10:drop,30:stall?seconds=5,60:rest429?count=3"'),
+    ] = "",
+) -> None:
+    """A local exchange speaking Binance's spot protocol (streams, REST, faults under /_sim/)."""
+    from flows.simulator import SimConfig, parse_schedule, serve
+
+    try:
+        schedule = parse_schedule(faults)
+        config = SimConfig(
+            symbols=symbols,
+            seed=seed,
+            rate=rate,
+            speed=speed,
+            history_ms=int(history_hours * 3_600_000),
+            recording=recording,
+            host=host,
+            port=port,
+            max_connection_age_s=max_connection_age,
+            schedule=schedule,
+        )
+    except ValueError as e:
+        console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(2) from e
+
+    def ready(url: str) -> None:
+        console.print(
+            f"Binance simulator: {url} (WebSocket {url.replace('http', 'ws', 1)})", soft_wrap=True
+        )
+        console.print(
+            f"Run the flow on it: klineflow up --exchange-url {url} --top 20", soft_wrap=True
+        )
+
+    serve(config, on_start=ready)
+
+
 @services_app.command("start")
 def services_start() -> None:
     """Start the embedded servers (those not given by URL) and print where they are."""

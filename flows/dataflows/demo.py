@@ -1,7 +1,9 @@
-"""`klineflow demo`: the kline pipeline on a seeded synthetic market, with the klines API.
+"""`klineflow demo`: the live flow against the exchange simulator, with the klines API.
 
-It builds `history_ms` of past market at full speed (so charts have content at once), then
-keeps trading in real time; klines fill Redis and the Binance-compatible API answers.
+The simulator plays the seeded synthetic market (`symbols`, `rate`) in real time and serves
+`history_ms` of past market over REST. The live flow connects exactly as it would to Binance;
+each symbol's history comes in through the same REST backfill a restart uses (the source is
+given a starting position at the beginning of the history), so charts have content at once.
 """
 
 from __future__ import annotations
@@ -10,17 +12,13 @@ import threading
 from dataclasses import dataclass
 
 import uvicorn
-from bytewax.testing import run_main
 from rich.console import Console
 
-from flows.dataflows.kline_step import KlineStepConfig
-from flows.dataflows.klines_flow import build_kline_flow
+from flows.dataflows.live import LiveJob, run_live
 from flows.domain.clock import SYSTEM_CLOCK, Clock
 from flows.domain.keys import KeySpace
 from flows.domain.stats import RunStats
-from flows.sinks.redis_sink import RedisKlineSink, writer_factory
-from flows.sources.synthetic import SyntheticMarket
-from flows.sources.synthetic_source import SyntheticSource
+from flows.simulator import SimConfig, Simulator
 
 
 @dataclass(frozen=True)
@@ -52,36 +50,61 @@ def start_api_thread(job: DemoJob) -> uvicorn.Server:
 
 
 def run_demo(job: DemoJob, console: Console) -> RunStats:
-    stats = RunStats()
-    market = SyntheticMarket(job.symbols, job.seed, job.clock.now_ms() - job.history_ms, job.rate)
-    server = start_api_thread(job) if job.port else None
-    first = market.symbols[0]
-    console.print(
-        f"Synthetic market: {len(market.symbols)} symbols ({', '.join(market.symbols[:5])}, ...)"
+    now = job.clock.now_ms()
+    sim_config = SimConfig(
+        symbols=job.symbols,
+        seed=job.seed,
+        rate=job.rate,
+        speed=1.0,
+        start_ms=now - job.history_ms,
+        history_ms=job.history_ms,
     )
-    if server is not None:
-        base = f"http://{job.host}:{job.port}"
+    with Simulator(sim_config) as sim:
+        symbols = tuple(sim.market.symbols)
+        # each symbol starts from the first trade of the history: the backfill fetches it all
+        positions = {s: [-1, now - job.history_ms, -1] for s in symbols}
+        server = start_api_thread(job) if job.port else None
         console.print(
-            f"Klines API: {base}/api/v3/klines?symbol={first}&interval=1m&limit=5", soft_wrap=True
+            f"Exchange simulator: {sim.base_url} "
+            f"({len(symbols)} symbols: {', '.join(symbols[:5])}, ...)",
+            soft_wrap=True,
         )
-    console.print(f"CLI:        klineflow klines {first} 1m --limit 5")
-    console.print(
-        "Press Ctrl-C to stop." if job.duration_s is None else f"Running for {job.duration_s:g} s."
-    )
-    flow = build_kline_flow(
-        "demo",
-        SyntheticSource(market, job.clock, stats, job.duration_s),
-        KlineStepConfig(job.intervals, close_at_eof=False, clock=job.clock),
-        RedisKlineSink(writer_factory(job.redis_url, keys=job.keys), stats),
-        stats,
-    )
-    try:
-        run_main(flow)  # type: ignore[no-untyped-call]
-    except KeyboardInterrupt:
-        console.print("stopped")
-    finally:
         if server is not None:
-            server.should_exit = True
+            base = f"http://{job.host}:{job.port}"
+            console.print(
+                f"Klines API: {base}/api/v3/klines?symbol={symbols[0]}&interval=1m&limit=5",
+                soft_wrap=True,
+            )
+        console.print(f"CLI:        klineflow klines {symbols[0]} 1m --limit 5")
+        console.print(
+            "Press Ctrl-C to stop."
+            if job.duration_s is None
+            else f"Running for {job.duration_s:g} s."
+        )
+        live = LiveJob(
+            ws_url=sim.ws_url,
+            rest_url=sim.base_url,
+            symbols=symbols,
+            redis_url=job.redis_url,
+            intervals=job.intervals,
+            keys=job.keys,
+            duration_s=job.duration_s,
+            clock=job.clock,
+            initial_positions=positions,
+            recovery_dir=None,
+        )
+        stats = RunStats()
+        try:
+            run_live(live, stats)
+        except KeyboardInterrupt:
+            console.print("stopped")
+        finally:
+            if server is not None:
+                server.should_exit = True
     closed = ", ".join(f"{k} {v:,}" for k, v in stats.klines_closed.items())
-    console.print(f"trades: {stats.trades_read:,}; klines closed: {closed}", soft_wrap=True)
+    console.print(
+        f"trades: {stats.trades_read:,} ({stats.trades_backfilled:,} from REST); "
+        f"klines closed: {closed}",
+        soft_wrap=True,
+    )
     return stats

@@ -52,6 +52,7 @@ class LiveJob:
     idle_timeout_s: float = 30.0
     duration_s: float | None = None
     warmup_max_ms: int = 3_600_000  # complete the klines open at start up to this length
+    initial_positions: dict[str, list[int]] | None = None  # per symbol, when no recovery state
     stop: threading.Event | None = None  # set it to end the flow (tests, embedding)
     clock: Clock = SYSTEM_CLOCK
 
@@ -78,6 +79,7 @@ def run_live(job: LiveJob, stats: RunStats | None = None) -> RunStats:
             stop=job.stop,
             warmup_interval=warmup[-1] if warmup else None,
             longest_interval=by_length[-1],
+            initial_positions=job.initial_positions or {},
         ),
         stats,
     )

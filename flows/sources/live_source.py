@@ -37,6 +37,7 @@ import asyncio
 import collections
 import logging
 import threading
+from collections.abc import Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -97,6 +98,7 @@ class LiveConfig:
     stop: threading.Event | None = field(default=None, compare=False)  # set: the flow ends
     warmup_interval: Interval | None = None  # first trades fetched from this kline's open
     longest_interval: Interval | None = None  # for the "started mid-interval" report
+    initial_positions: Mapping[str, list[int]] = field(default_factory=dict)  # without resume
 
 
 def stream_groups(symbols: tuple[str, ...], kind: str, per_connection: int) -> list[list[str]]:
@@ -123,7 +125,10 @@ class _LivePartition(StatefulSourcePartition[SourceItem, dict[str, list[int]]]):
         self._stats = stats
         self._rest = rest
         self._symbols = {s.split("@", 1)[0].upper() for s in streams}
-        self._state: dict[str, SymbolState] = {s: list(v) for s, v in (resume or {}).items()}
+        start = resume if resume is not None else cfg.initial_positions
+        self._state: dict[str, SymbolState] = {
+            s: list(v) for s, v in start.items() if s in self._symbols
+        }
         self._frames: collections.deque[tuple[bytes, int]] = collections.deque()
         self._events: collections.deque[tuple[bool, int]] = collections.deque()
         self._pending: dict[str, list[tuple[int, Trade]]] = {}
