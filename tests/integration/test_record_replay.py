@@ -1,0 +1,68 @@
+"""Record from the simulator while the live flow runs, then replay the recording: the replayed
+klines are the reference klines, the same the live flow stored."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from pathlib import Path
+
+import redis
+
+from flows.binance.universe import stream_names
+from flows.dataflows.replay import ReplayJob, run_replay
+from flows.domain.keys import KeySpace
+from flows.recorder import RecorderStats, record
+from flows.storage.redis_klines import RetentionPolicy
+from tests.integration.test_live import (
+    INTERVALS_UNDER_TEST,
+    _check_equal,
+    _complete,
+    _live,
+    _market,
+    _post,
+    _reference,
+    _wait,
+)
+
+
+def test_recording_replays_to_the_klines_the_live_flow_built(
+    redis_url: str, redis_client: redis.Redis, keys: KeySpace, tmp_path: Path
+) -> None:
+    cfg = _market(start_paused=True)
+    want = _reference(cfg)
+    symbols = sorted(want)
+    out_dir = tmp_path / "rec"
+    rec_stats = RecorderStats()
+    loop = asyncio.new_event_loop()
+    stop = asyncio.Event()
+    with _live(cfg, redis_url, keys) as (base, stats, _):
+        ws = base.replace("http://", "ws://")
+        thread = threading.Thread(
+            target=lambda: loop.run_until_complete(
+                record(ws, stream_names(symbols), out_dir, stop=stop, stats=rec_stats)
+            ),
+            daemon=True,
+        )
+        thread.start()
+        # both connected before the market starts: both see every trade
+        assert _wait(lambda: rec_stats.connections >= 1 and stats.feed_reconnects == 0, 10)
+        assert _wait(lambda: redis_client.exists(keys.symbols) == 0, 1)
+        _post(base, "/_sim/resume")
+        assert _wait(lambda: _complete(redis_client, keys, want), 60)
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(timeout=10)
+    assert _check_equal(redis_client, keys, want) >= 20  # the live flow
+    files = sorted(out_dir.glob("*.jsonl.gz"))
+    assert files and rec_stats.frames > 1000
+    replayed = KeySpace(keys.namespace + ":replayed")
+    run_replay(
+        ReplayJob(
+            paths=files,
+            redis_url=redis_url,
+            intervals=INTERVALS_UNDER_TEST,
+            keys=replayed,
+            retention=RetentionPolicy(default=100_000, by_interval={}),
+        )
+    )
+    assert _check_equal(redis_client, replayed, want) >= 20  # the replay of the recording
