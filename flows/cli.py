@@ -283,6 +283,9 @@ def up(
     record: Annotated[
         Path | None, typer.Option("--record", help="also record every frame here")
     ] = None,
+    refresh_every: Annotated[
+        float, typer.Option(help="seconds between refreshes of a --top universe")
+    ] = 3600.0,
     recovery: Annotated[
         bool, typer.Option(help="Bytewax recovery snapshots (kill -9 safe)")
     ] = True,
@@ -314,6 +317,10 @@ def up(
         per_connection=per_connection,
         grace_ms=grace_ms,
         open_throttle_ms=settings.open_kline_throttle_ms,
+        refresh=_refresher(exchange.rest_url, top, quote)
+        if top is not None and not symbols
+        else None,
+        refresh_every_s=refresh_every,
         recovery_dir=(settings.data_dir / "recovery" / (settings.namespace or "default"))
         if recovery
         else None,
@@ -326,6 +333,15 @@ def up(
             recorder_stop()
     out.print(f"trades: {stats.trades_read:,}; backfilled: {stats.trades_backfilled:,}")
     out.print(f"gaps that could not be filled: {stats.gaps}")
+
+
+def _refresher(rest_url: str, top: int, quote: str) -> Callable[[], list[str]]:
+    """The --top N universe, recomputed from REST (run on the refresh thread)."""
+    from flows.binance.rest import RestClient
+    from flows.dataflows.universe_cli import resolve_symbols
+
+    client = RestClient(rest_url)
+    return lambda: resolve_symbols(client, None, top, quote)
 
 
 def _start_recorder(

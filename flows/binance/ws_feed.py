@@ -13,6 +13,10 @@
   one delivers (or after `overlap_timeout_s`). Frames from both arrive meanwhile; the
   consumer drops duplicates by trade id, so rotation leaves no gap.
 - Compression is off (permessage-deflate cost 2-3x in our measurements).
+- Streams can be added and removed while running (`update_streams`): one SUBSCRIBE and one
+  UNSUBSCRIBE message per change, spaced so that fewer than 5 control messages a second go
+  out (Binance's limit); the answers (`{"result":null,"id":..}`, or `{"code","msg"}` errors)
+  are counted and logged, never handed on as frames. Reconnects use the new stream list.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import json
 import logging
 import random
 from collections.abc import Callable
@@ -81,6 +86,9 @@ class FeedStats:
     shutdown_notices: int = 0
     idle_drops: int = 0
     frames: int = 0
+    control_sent: int = 0
+    control_answers: int = 0
+    control_errors: int = 0
     errors: collections.Counter[str] = field(default_factory=collections.Counter)
 
 
@@ -117,7 +125,6 @@ class StreamFeed:
             )
         self.streams = list(streams)
         self.config = config
-        self.url = f"{config.ws_base_url.rstrip('/')}/stream?streams={'/'.join(streams)}"
         self._on_frame = on_frame
         self._clock = clock
         self._limiter = limiter or AttemptLimiter(clock=clock)
@@ -126,6 +133,44 @@ class StreamFeed:
         self.stats = FeedStats()
         self.generation = 0  # increments with every new connection that replaces a lost one
         self.connected = False
+        self._sessions: list[_Session] = []  # open now (two during a rotation)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._control_id = 0
+        self._control_lock: asyncio.Lock | None = None
+
+    def _url(self) -> str:
+        return f"{self.config.ws_base_url.rstrip('/')}/stream?streams={'/'.join(self.streams)}"
+
+    def update_streams(self, add: list[str], remove: list[str]) -> None:
+        """Subscribe to `add` and unsubscribe from `remove`; safe to call from any thread."""
+        if self._loop is None:
+            self.streams = [s for s in self.streams if s not in set(remove)] + [
+                s for s in add if s not in self.streams
+            ]
+            return
+        self._loop.call_soon_threadsafe(lambda: asyncio.ensure_future(self._apply(add, remove)))
+
+    async def _apply(self, add: list[str], remove: list[str]) -> None:
+        gone = set(remove)
+        new = [s for s in add if s not in self.streams]
+        self.streams = [s for s in self.streams if s not in gone] + new
+        if len(self.streams) > 1024:
+            log.error("more than 1024 streams on one connection; Binance would refuse them")
+        if self._control_lock is None:
+            self._control_lock = asyncio.Lock()
+        async with self._control_lock:
+            for method, params in (("UNSUBSCRIBE", sorted(gone)), ("SUBSCRIBE", new)):
+                if not params:
+                    continue
+                for s in list(self._sessions):
+                    self._control_id += 1
+                    message = json.dumps(
+                        {"method": method, "params": params, "id": self._control_id}
+                    )
+                    with contextlib.suppress(WebSocketException, OSError):
+                        await s.ws.send(message)
+                        self.stats.control_sent += 1
+                    await asyncio.sleep(0.25)  # at most 4 control messages a second
 
     async def _open(self, stop: asyncio.Event) -> _Session | None:
         """Connect with backoff; None when stopped first."""
@@ -138,7 +183,7 @@ class StreamFeed:
                 continue
             try:
                 ws = await connect(
-                    self.url,
+                    self._url(),
                     compression=None,
                     max_size=self.config.max_frame_bytes,
                     ping_interval=self.config.ping_interval_s,
@@ -150,7 +195,7 @@ class StreamFeed:
                 self.stats.errors[type(e).__name__] += 1
                 pause = self._rng.uniform(0, delay)  # full jitter
                 log.warning(
-                    "connect failed url=%s error=%s retry_in_s=%.2f", self.url[:80], e, pause
+                    "connect failed url=%s error=%s retry_in_s=%.2f", self._url()[:80], e, pause
                 )
                 await _sleep_or_stop(stop, pause)
                 delay = min(delay * 2, self.config.backoff_max_s)
@@ -158,6 +203,7 @@ class StreamFeed:
             self.stats.connects += 1
             session = _Session(ws, self._clock.monotonic_s())
             session.task = asyncio.create_task(self._read(session))
+            self._sessions.append(session)
             return session
         return None
 
@@ -176,13 +222,24 @@ class StreamFeed:
                 if b"serverShutdown" in raw[:80]:
                     self.stats.shutdown_notices += 1
                     s.shutdown_seen.set()
+                elif raw[:9] in (b'{"result"', b'{"id":') or raw[:8] == b'{"code":':
+                    self._control_answer(raw)
+                    continue
                 on_frame(raw, clock.now_ms())
         except (WebSocketException, OSError) as e:
             self.stats.errors[type(e).__name__] += 1
-            log.warning("connection lost url=%s error=%s", self.url[:80], e)
+            log.warning("connection lost url=%s error=%s", self._url()[:80], e)
+
+    def _control_answer(self, raw: bytes) -> None:
+        if raw.startswith(b'{"code":'):
+            self.stats.control_errors += 1
+            log.warning("control message refused: %s", raw[:200].decode("utf-8", "replace"))
+        else:
+            self.stats.control_answers += 1
 
     async def run(self, stop: asyncio.Event) -> None:
         """Keep the streams flowing until `stop` is set."""
+        self._loop = asyncio.get_running_loop()
         current: _Session | None = None
         try:
             while not stop.is_set():
@@ -200,7 +257,7 @@ class StreamFeed:
                     self.connected = False
                     self._on_state(False, self.generation)
                     self.stats.reconnects += 1
-                    await _close(current)
+                    await _close(current, self._sessions)
                     current = None
                     continue
                 # rotation: open the replacement, let it deliver, then close the old one
@@ -211,12 +268,12 @@ class StreamFeed:
                     await asyncio.wait_for(
                         replacement.first_frame.wait(), self.config.overlap_timeout_s
                     )
-                await _close(current)
+                await _close(current, self._sessions)
                 current = replacement
                 self.stats.rotations += 1
         finally:
             if current is not None:
-                await _close(current)
+                await _close(current, self._sessions)
             self.connected = False
 
     async def _watch(self, s: _Session, stop: asyncio.Event) -> str:
@@ -246,7 +303,9 @@ async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
         await asyncio.wait_for(stop.wait(), max(seconds, 0.0))
 
 
-async def _close(s: _Session) -> None:
+async def _close(s: _Session, sessions: list[_Session] | None = None) -> None:
+    if sessions is not None and s in sessions:
+        sessions.remove(s)
     with contextlib.suppress(Exception):
         await asyncio.wait_for(s.ws.close(), 3)
     if s.task is not None:

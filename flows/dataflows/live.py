@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -53,6 +54,8 @@ class LiveJob:
     duration_s: float | None = None
     warmup_max_ms: int = 3_600_000  # complete the klines open at start up to this length
     initial_positions: dict[str, list[int]] | None = None  # per symbol, when no recovery state
+    refresh: Callable[[], Sequence[str]] | None = None  # recomputes the universe (--top N)
+    refresh_every_s: float = 3600.0
     stop: threading.Event | None = None  # set it to end the flow (tests, embedding)
     clock: Clock = SYSTEM_CLOCK
 
@@ -80,6 +83,8 @@ def run_live(job: LiveJob, stats: RunStats | None = None) -> RunStats:
             warmup_interval=warmup[-1] if warmup else None,
             longest_interval=by_length[-1],
             initial_positions=job.initial_positions or {},
+            refresh=job.refresh,
+            refresh_every_s=job.refresh_every_s,
         ),
         stats,
     )

@@ -19,6 +19,8 @@ class RunStats:
     feed_rotations: int = 0  # live: connections replaced with overlap (age, serverShutdown)
     feed_shutdown_notices: int = 0  # live: serverShutdown events received
     feed_idle_drops: int = 0  # live: connections given up for silence
+    feed_control_sent: int = 0  # live: SUBSCRIBE / UNSUBSCRIBE messages (universe changes)
+    feed_control_answers: int = 0  # live: their {"result":null} answers
     rest_requests: int = 0  # live: REST calls (backfill), retries included
     rest_rate_limited: int = 0  # live: 429/418 answers met (and waited out)
     dead_letters: Counter[str] = field(default_factory=Counter)  # by reason

@@ -37,7 +37,7 @@ import asyncio
 import collections
 import logging
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -99,6 +99,8 @@ class LiveConfig:
     warmup_interval: Interval | None = None  # first trades fetched from this kline's open
     longest_interval: Interval | None = None  # for the "started mid-interval" report
     initial_positions: Mapping[str, list[int]] = field(default_factory=dict)  # without resume
+    refresh: Callable[[], Sequence[str]] | None = field(default=None, compare=False)  # universe
+    refresh_every_s: float = 3600.0
 
 
 def stream_groups(symbols: tuple[str, ...], kind: str, per_connection: int) -> list[list[str]]:
@@ -110,6 +112,55 @@ def stream_groups(symbols: tuple[str, ...], kind: str, per_connection: int) -> l
     return [streams[i : i + per_connection] for i in range(0, len(streams), per_connection)]
 
 
+class Universe:
+    """Which symbols each connection carries; `refresh` recomputes it every `every_s` on a
+    thread: symbols that stay keep their connection, symbols that leave are dropped, new ones
+    go to the connections with the most room (at most `per_connection` each)."""
+
+    def __init__(self, groups: list[list[str]], per_connection: int, kind: str) -> None:
+        self._lock = threading.Lock()
+        self._groups = [[s.split("@", 1)[0].upper() for s in g] for g in groups]
+        self._per_connection = per_connection
+        self._kind = kind
+        self.version = 0
+        self.refreshes = 0
+
+    def symbols_of(self, index: int) -> list[str]:
+        with self._lock:
+            return list(self._groups[index])
+
+    def apply(self, wanted: Sequence[str]) -> None:
+        want = [s.upper() for s in wanted]
+        keep = set(want)
+        with self._lock:
+            groups = [[s for s in g if s in keep] for g in self._groups]
+            placed = {s for g in groups for s in g}
+            for symbol in want:
+                if symbol in placed:
+                    continue
+                room = min(range(len(groups)), key=lambda i: len(groups[i]))
+                if len(groups[room]) >= self._per_connection:
+                    log.warning(
+                        "universe: no room for symbol=%s (every connection is full)", symbol
+                    )
+                    continue
+                groups[room].append(symbol)
+                placed.add(symbol)
+            if groups != self._groups:
+                self._groups = groups
+                self.version += 1
+            self.refreshes += 1
+
+    def run(
+        self, refresh: Callable[[], Sequence[str]], every_s: float, stop: threading.Event
+    ) -> None:
+        while not stop.wait(every_s):
+            try:
+                self.apply(refresh())
+            except Exception as e:  # a failed refresh keeps the current universe
+                log.warning("universe refresh failed: %s", e)
+
+
 class _LivePartition(StatefulSourcePartition[SourceItem, dict[str, list[int]]]):
     def __init__(
         self,
@@ -119,8 +170,13 @@ class _LivePartition(StatefulSourcePartition[SourceItem, dict[str, list[int]]]):
         rest: RestClient,
         limiter: AttemptLimiter,
         resume: dict[str, list[int]] | None,
+        universe: Universe | None = None,
+        index: int = 0,
     ) -> None:
         self._cfg = cfg
+        self._universe = universe
+        self._index = index
+        self._universe_version = 0
         self._clock = cfg.clock
         self._stats = stats
         self._rest = rest
@@ -138,6 +194,7 @@ class _LivePartition(StatefulSourcePartition[SourceItem, dict[str, list[int]]]):
         self._last_bucket = -1
         self._offset_ms: int | None = None  # max(trade time - receive time): exchange clock
         self._feed_seen = (0, 0, 0, 0)
+        self._control_seen = (0, 0)
         self._started: list[tuple[str, int]] = []  # symbols first seen: (symbol, warm-up open)
         self._deadline_ms = (
             self._clock.now_ms() + int(cfg.duration_s * 1000)
@@ -178,6 +235,8 @@ class _LivePartition(StatefulSourcePartition[SourceItem, dict[str, list[int]]]):
         gaps: list[GapReport] = []
         self._connection_events()
         self._feed_counters()
+        if self._universe is not None and self._universe.version != self._universe_version:
+            self._follow_universe(self._universe)
         for symbol, job in list(self._jobs.items()):
             if job.done():
                 del self._jobs[symbol]
@@ -229,6 +288,26 @@ class _LivePartition(StatefulSourcePartition[SourceItem, dict[str, list[int]]]):
         self._thread.join(timeout=10)
         self._pool.shutdown(wait=False, cancel_futures=True)
 
+    def _follow_universe(self, universe: Universe) -> None:
+        self._universe_version = universe.version
+        wanted = set(universe.symbols_of(self._index))
+        added, removed = wanted - self._symbols, self._symbols - wanted
+        self._symbols = wanted
+        self._live -= removed
+        kind = self._cfg.kind
+        self.feed.update_streams(
+            [f"{s.lower()}@{kind}" for s in sorted(added)],
+            [f"{s.lower()}@{kind}" for s in sorted(removed)],
+        )
+        if self._connected:
+            self._live |= {s for s in added if s not in self._state}
+        log.info(
+            "universe changed part=%d added=%s removed=%s",
+            self._index,
+            sorted(added),
+            sorted(removed),
+        )
+
     def _feed_counters(self) -> None:
         """Add what the feed counted since the last batch to the run's counters."""
         now = self.feed.stats
@@ -238,6 +317,9 @@ class _LivePartition(StatefulSourcePartition[SourceItem, dict[str, list[int]]]):
         stats.feed_rotations += now.rotations - seen[1]
         stats.feed_shutdown_notices += now.shutdown_notices - seen[2]
         stats.feed_idle_drops += now.idle_drops - seen[3]
+        stats.feed_control_sent += now.control_sent - self._control_seen[0]
+        stats.feed_control_answers += now.control_answers - self._control_seen[1]
+        self._control_seen = (now.control_sent, now.control_answers)
         self._feed_seen = (now.reconnects, now.rotations, now.shutdown_notices, now.idle_drops)
         stats.rest_requests = self._rest.requests  # one client per source: its totals
         stats.rest_rate_limited = self._rest.rate_limited
@@ -407,6 +489,8 @@ class LiveSource(FixedPartitionedSource[SourceItem, dict[str, list[int]]]):
             cfg.rest_url, weight_per_minute=cfg.weight_per_minute, clock=cfg.clock
         )
         self.partitions: list[_LivePartition] = []
+        self.universe = Universe(self._groups, cfg.per_connection, cfg.kind)
+        self._refresher: threading.Thread | None = None
 
     def list_parts(self) -> list[str]:
         return [f"conn-{i}" for i in range(len(self._groups))]
@@ -414,9 +498,26 @@ class LiveSource(FixedPartitionedSource[SourceItem, dict[str, list[int]]]):
     def build_part(
         self, step_id: str, for_part: str, resume_state: dict[str, list[int]] | None
     ) -> _LivePartition:
-        streams = self._groups[int(for_part.split("-", 1)[1])]
+        index = int(for_part.split("-", 1)[1])
+        streams = [f"{s.lower()}@{self._cfg.kind}" for s in self.universe.symbols_of(index)]
         part = _LivePartition(
-            streams, self._cfg, self._stats, self._rest, self._limiter, resume_state
+            streams,
+            self._cfg,
+            self._stats,
+            self._rest,
+            self._limiter,
+            resume_state,
+            self.universe,
+            index,
         )
         self.partitions.append(part)
+        refresh = self._cfg.refresh
+        if refresh is not None and self._refresher is None:
+            stop = self._cfg.stop or threading.Event()
+            self._refresher = threading.Thread(
+                target=self.universe.run,
+                args=(refresh, self._cfg.refresh_every_s, stop),
+                daemon=True,
+            )
+            self._refresher.start()
         return part

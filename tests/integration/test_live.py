@@ -79,10 +79,11 @@ def _live(
     stop = threading.Event()
     stats = RunStats()
     market = SimMarket.synthetic(cfg.symbols, cfg.seed, cfg.rate, 0, 1)
+    symbols = job_kw.pop("symbols", None) or market.symbols
     job = LiveJob(
         ws_url=base.replace("http://", "ws://"),
         rest_url=base,
-        symbols=tuple(market.symbols),
+        symbols=tuple(symbols),  # type: ignore[arg-type]
         redis_url=redis_url,
         intervals=INTERVALS_UNDER_TEST,
         keys=keys,
@@ -210,3 +211,29 @@ def test_rest_429_during_backfill(
     stats = _run_case(redis_url, redis_client, keys, _market(), faults, 2.5)
     assert stats.trades_backfilled > 0 and stats.feed_reconnects >= 1
     assert stats.rest_rate_limited >= 1  # the backfill met the 429s and waited them out
+
+
+def test_universe_refresh_adds_and_removes_symbols_live(
+    redis_url: str, redis_client: redis.Redis, keys: KeySpace
+) -> None:
+    """Start with 3 of 6 symbols; the refresh swaps two of them on the running connection."""
+    cfg = _market(symbols=6)
+    want = _reference(cfg)
+    symbols = sorted(want)
+    first, later = symbols[:3], symbols[1:4]
+    kw = {"symbols": first, "refresh": lambda: later, "refresh_every_s": 1.0}
+    with _live(cfg, redis_url, keys, **kw) as (_, stats, _):
+        added = {s: want[s] for s in later}
+        assert _wait(lambda: _complete(redis_client, keys, added), 60)
+    # changed on the running connection: UNSUBSCRIBE + SUBSCRIBE, both answered, no reconnect
+    assert stats.feed_control_sent == 2 and stats.feed_control_answers == 2
+    assert stats.feed_reconnects == 0
+    assert _check_equal(redis_client, keys, {s: want[s] for s in later}) >= 15
+    dropped = symbols[0]
+    assert dropped not in later
+    # the dropped symbol stopped being followed: it has fewer closed klines than the others
+    assert redis_client.zcard(keys.klines(dropped, "1m")) < redis_client.zcard(
+        keys.klines(later[-1], "1m")
+    )
+    never = symbols[4:]
+    assert all(redis_client.zcard(keys.klines(s, "1m")) == 0 for s in never)
