@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from bytewax.operators import StatefulBatchLogic
@@ -36,6 +37,7 @@ class KlineStepConfig:
     close_at_eof: bool = True  # replay: the last klines close at end of input
     initial_states: Mapping[str, dict[str, Any]] = field(default_factory=dict)
     clock: Clock = SYSTEM_CLOCK
+    timer_writes: bool = True  # write waiting open klines on a timer (off: replays)
 
 
 class KlineLogic(StatefulBatchLogic[SymbolBatch, KlineUpdate, dict[str, Any]]):
@@ -48,6 +50,7 @@ class KlineLogic(StatefulBatchLogic[SymbolBatch, KlineUpdate, dict[str, Any]]):
         self._sk: SymbolKlines | None = None
         self._symbol = ""
         self._next_open_write = 0.0
+        self._dirty = False  # trades changed the open klines since they were last written
 
     def _builder(self, symbol: str) -> SymbolKlines:
         self._symbol = symbol
@@ -84,11 +87,31 @@ class KlineLogic(StatefulBatchLogic[SymbolBatch, KlineUpdate, dict[str, Any]]):
             stats.add_dead(dl.LATE, len(update.dead))
         for interval, _ in update.closed:
             stats.klines_closed[interval] += 1
+        self._dirty = True
+        self._write_open_if_due(update)
+        return [update], StatefulBatchLogic.RETAIN
+
+    def _write_open_if_due(self, update: KlineUpdate) -> None:
+        """The open klines, at most once per throttle period; what waits is written by the
+        notification below, so no change waits longer than the throttle."""
         now = self._config.clock.monotonic_s()
-        if now >= self._next_open_write:
-            update.opened = sk.open_klines()
-            stats.open_kline_writes += len(update.opened)
+        if self._dirty and self._sk is not None and now >= self._next_open_write:
+            update.opened = self._sk.open_klines()
+            self._stats.open_kline_writes += len(update.opened)
             self._next_open_write = now + self._config.open_throttle_ms / 1000.0
+            self._dirty = False
+
+    def notify_at(self) -> datetime | None:
+        if not self._dirty or not self._config.timer_writes:
+            return None  # nothing waits: no timer (a timer left in the past would spin)
+        wait_ms = max(0.0, (self._next_open_write - self._config.clock.monotonic_s()) * 1000.0)
+        return datetime.fromtimestamp((self._config.clock.now_ms() + wait_ms) / 1000.0, tz=UTC)
+
+    def on_notify(self) -> tuple[list[KlineUpdate], bool]:
+        update = KlineUpdate(self._symbol)
+        self._write_open_if_due(update)
+        if not update.opened:
+            return [], StatefulBatchLogic.RETAIN
         return [update], StatefulBatchLogic.RETAIN
 
     def on_eof(self) -> tuple[list[KlineUpdate], bool]:

@@ -58,6 +58,7 @@ def run_replay(job: ReplayJob, stats: RunStats | None = None) -> RunStats:
         open_throttle_ms=job.open_throttle_ms,
         max_fill=job.max_fill,
         close_at_eof=True,
+        timer_writes=False,  # event time only: a replay writes open klines as batches pass
         initial_states=initial,
         clock=job.clock,
     )

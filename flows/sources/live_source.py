@@ -73,7 +73,7 @@ log = logging.getLogger(__name__)
 _lax_frame: Final = msgspec.json.Decoder(LaxCombined, strict=False)
 _LAX_ERRORS: Final = (msgspec.DecodeError, msgspec.ValidationError)
 _PAGE: Final = 1000
-_POLL_MS: Final = 20
+_POLL_MS: Final = 10
 
 # per symbol: [last trade id, its trade time ms, last aggTrade id (-1 unknown)]
 SymbolState = list[int]

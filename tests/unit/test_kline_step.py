@@ -1,0 +1,45 @@
+"""The kline step's throttled open-kline writes, driven by a manual clock."""
+
+from __future__ import annotations
+
+from flows.dataflows.kline_step import KlineLogic, KlineStepConfig
+from flows.domain.clock import ManualClock
+from flows.domain.stats import RunStats
+from flows.sources.items import SymbolBatch
+
+T0 = 1_704_067_200_000
+
+
+def _trade(i: int, ms: int) -> tuple[int, int, int, int, int, bool]:
+    return (i, i, 100_00000000 + i, 1_00000000, T0 + ms, False)
+
+
+def test_a_change_inside_the_throttle_is_written_by_the_timer() -> None:
+    clock = ManualClock(T0)
+    logic = KlineLogic(
+        KlineStepConfig(("1m",), open_throttle_ms=1000, clock=clock), RunStats(), None
+    )
+    (first,), _ = logic.on_batch([SymbolBatch("BTCUSDT", [_trade(1, 100)])])
+    assert [k.trades for _, k in first.opened] == [1]  # written at once
+    assert logic.notify_at() is None
+    clock.advance(10)
+    (second,), _ = logic.on_batch([SymbolBatch("BTCUSDT", [_trade(2, 110)])])
+    assert second.opened == []  # throttled ...
+    due = logic.notify_at()
+    assert due is not None and int(due.timestamp() * 1000) == T0 + 1000  # ... until then
+    clock.advance(989)
+    assert logic.on_notify()[0] == []  # not yet due
+    clock.advance(1)
+    (third,), _ = logic.on_notify()
+    assert [k.trades for _, k in third.opened] == [2]  # the waiting change, by the timer
+    assert logic.notify_at() is None  # nothing waits: no timer left behind
+
+
+def test_replays_write_open_klines_only_as_batches_pass() -> None:
+    clock = ManualClock(T0)
+    cfg = KlineStepConfig(("1m",), open_throttle_ms=1000, clock=clock, timer_writes=False)
+    logic = KlineLogic(cfg, RunStats(), None)
+    logic.on_batch([SymbolBatch("BTCUSDT", [_trade(1, 100)])])
+    clock.advance(10)
+    logic.on_batch([SymbolBatch("BTCUSDT", [_trade(2, 110)])])
+    assert logic.notify_at() is None
