@@ -66,3 +66,36 @@ def test_recording_replays_to_the_klines_the_live_flow_built(
         )
     )
     assert _check_equal(redis_client, replayed, want) >= 20  # the replay of the recording
+
+
+def test_up_records_alongside(
+    redis_url: str, redis_client: redis.Redis, keys: KeySpace, tmp_path: Path
+) -> None:
+    """`klineflow up --record DIR` runs the recorder beside the flow; its files replay."""
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+    from flows.simulator import Simulator
+    from flows.sources.readers import read_all
+
+    cfg = _market()
+    with Simulator(cfg) as sim:
+        args = [
+            "up",
+            "--exchange-url",
+            sim.base_url,
+            "--top",
+            "3",
+            "--intervals",
+            "1m",
+            "--no-recovery",
+        ]
+        args += ["--record", str(tmp_path / "rec"), "--duration", "4", "--redis-url", redis_url]
+        args += ["--namespace", keys.namespace]
+        result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    files = sorted((tmp_path / "rec").glob("*.jsonl.gz"))
+    assert files
+    recorded = read_all(files[0])
+    assert sum(len(t) for t in recorded.trades.values()) > 100 and not recorded.dead
+    assert set(recorded.trades) == {s.decode() for s in redis_client.smembers(keys.symbols)}
