@@ -283,6 +283,9 @@ def up(
     record: Annotated[
         Path | None, typer.Option("--record", help="also record every frame here")
     ] = None,
+    reconcile: Annotated[
+        int, typer.Option(help="compare this many symbols' 1m klines with Binance's @kline_1m")
+    ] = 0,
     refresh_every: Annotated[
         float, typer.Option(help="seconds between refreshes of a --top universe")
     ] = 3600.0,
@@ -321,6 +324,7 @@ def up(
         if top is not None and not symbols
         else None,
         refresh_every_s=refresh_every,
+        reconcile=frozenset(universe[:reconcile]),
         recovery_dir=(settings.data_dir / "recovery" / (settings.namespace or "default"))
         if recovery
         else None,
@@ -333,6 +337,10 @@ def up(
             recorder_stop()
     out.print(f"trades: {stats.trades_read:,}; backfilled: {stats.trades_backfilled:,}")
     out.print(f"gaps that could not be filled: {stats.gaps}")
+    if reconcile:
+        out.print(
+            f"reconciled with Binance: {stats.reconciled:,} equal, {stats.reconcile_mismatches} differ"
+        )
 
 
 def _refresher(rest_url: str, top: int, quote: str) -> Callable[[], list[str]]:

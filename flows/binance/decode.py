@@ -19,7 +19,7 @@ from typing import Final
 
 import msgspec
 
-from flows.domain.kline import Trade
+from flows.domain.kline import Kline, Trade
 from flows.domain.money import parse_units
 
 
@@ -229,6 +229,15 @@ def _classify(raw: bytes | str, error: Exception) -> Ignored:
 
 def _as_bytes(raw: bytes | str) -> bytes:
     return raw.encode() if isinstance(raw, str) else raw
+
+
+def kline_of_event(ev: KlineEvent) -> Kline:
+    """Binance's kline as ours (raises ValueError for amounts that are not 8-decimal)."""
+    k = ev.k
+    u = parse_units
+    return Kline(
+        k.t, k.T, u(k.o), u(k.h), u(k.l), u(k.c), u(k.v), u(k.q), k.n, u(k.V), u(k.Q), k.f, k.L
+    )
 
 
 def trade_time_ms(t: int) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -17,6 +18,8 @@ from flows.domain.stats import RunStats
 from flows.klines.builder import DEFAULT_MAX_FILL, SymbolKlines
 from flows.sources.items import SymbolBatch
 
+log = logging.getLogger(__name__)
+
 
 @dataclass(slots=True)
 class KlineUpdate:
@@ -27,6 +30,7 @@ class KlineUpdate:
     opened: list[tuple[str, Kline]] = field(default_factory=list)
     dead: list[DeadLetter] = field(default_factory=list)
     state: dict[str, Any] | None = None  # the builder state to keep (end of a replay)
+    mismatches: list[tuple[Kline, Kline]] = field(default_factory=list)  # (ours, Binance's)
 
 
 @dataclass(frozen=True)
@@ -38,6 +42,7 @@ class KlineStepConfig:
     initial_states: Mapping[str, dict[str, Any]] = field(default_factory=dict)
     clock: Clock = SYSTEM_CLOCK
     timer_writes: bool = True  # write waiting open klines on a timer (off: replays)
+    reconcile: bool = False  # compare closed 1m klines with Binance's @kline_1m
 
 
 class KlineLogic(StatefulBatchLogic[SymbolBatch, KlineUpdate, dict[str, Any]]):
@@ -51,6 +56,8 @@ class KlineLogic(StatefulBatchLogic[SymbolBatch, KlineUpdate, dict[str, Any]]):
         self._symbol = ""
         self._next_open_write = 0.0
         self._dirty = False  # trades changed the open klines since they were last written
+        self._references: dict[int, Kline] = {}  # Binance's closed 1m klines not compared yet
+        self._ours: dict[int, Kline] = {}  # our recent closed 1m klines
 
     def _builder(self, symbol: str) -> SymbolKlines:
         self._symbol = symbol
@@ -79,6 +86,8 @@ class KlineLogic(StatefulBatchLogic[SymbolBatch, KlineUpdate, dict[str, Any]]):
                         )
                         for t in late
                     )
+            if batch.references:
+                self._references.update((k.open_ms, k) for k in batch.references)
             if batch.watermark_ms >= 0:
                 sk.advance(batch.watermark_ms, update.closed)  # the grace timer of live flows
         stats = self._stats
@@ -88,8 +97,29 @@ class KlineLogic(StatefulBatchLogic[SymbolBatch, KlineUpdate, dict[str, Any]]):
         for interval, _ in update.closed:
             stats.klines_closed[interval] += 1
         self._dirty = True
+        if self._references or self._config.reconcile:
+            self._reconcile(update)
         self._write_open_if_due(update)
         return [update], StatefulBatchLogic.RETAIN
+
+    def _reconcile(self, update: KlineUpdate) -> None:
+        """Compare our closed 1m klines with Binance's (whichever comes second decides)."""
+        for interval, k in update.closed:
+            if interval == "1m":
+                self._ours[k.open_ms] = k
+        for open_ms in sorted(set(self._references) & set(self._ours)):
+            theirs = self._references.pop(open_ms)
+            ours = self._ours[open_ms]
+            if ours[:11] == theirs[:11]:  # every field but the trade ids REST klines lack
+                self._stats.reconciled += 1
+            else:
+                self._stats.reconcile_mismatches += 1
+                update.mismatches.append((ours, theirs))
+                log.warning("kline mismatch symbol=%s open_ms=%d ours=%s binance=%s",
+                            self._symbol, open_ms, ours.to_rest(), theirs.to_rest())  # fmt: skip
+        for table in (self._ours, self._references):
+            while len(table) > 10:  # keep the last few minutes
+                del table[min(table)]
 
     def _write_open_if_due(self, update: KlineUpdate) -> None:
         """The open klines, at most once per throttle period; what waits is written by the

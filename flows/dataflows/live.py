@@ -56,6 +56,7 @@ class LiveJob:
     initial_positions: dict[str, list[int]] | None = None  # per symbol, when no recovery state
     refresh: Callable[[], Sequence[str]] | None = None  # recomputes the universe (--top N)
     refresh_every_s: float = 3600.0
+    reconcile: frozenset[str] = frozenset()  # compare these symbols' 1m klines with Binance's
     stop: threading.Event | None = None  # set it to end the flow (tests, embedding)
     clock: Clock = SYSTEM_CLOCK
 
@@ -85,11 +86,16 @@ def run_live(job: LiveJob, stats: RunStats | None = None) -> RunStats:
             initial_positions=job.initial_positions or {},
             refresh=job.refresh,
             refresh_every_s=job.refresh_every_s,
+            reconcile=job.reconcile,
         ),
         stats,
     )
     step = KlineStepConfig(
-        job.intervals, open_throttle_ms=job.open_throttle_ms, close_at_eof=False, clock=job.clock
+        job.intervals,
+        open_throttle_ms=job.open_throttle_ms,
+        close_at_eof=False,
+        clock=job.clock,
+        reconcile=bool(job.reconcile),
     )
     sink = RedisKlineSink(
         writer_factory(job.redis_url, keys=job.keys, retention=job.retention), stats

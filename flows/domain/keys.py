@@ -49,6 +49,11 @@ class KeySpace:
         """Capped stream of data-quality records (trades known missing, per symbol)."""
         return self._k("klineflow:data_quality")
 
+    @property
+    def reconcile(self) -> str:
+        """Capped stream of klines that differ from Binance's own (ours and theirs)."""
+        return self._k("klineflow:reconcile_mismatches")
+
     def gaps(self, symbol: str) -> str:
         """Sorted set of a symbol's unfilled gaps: score = from_ms, member = "from:to:ids"."""
         return self._k(f"klines:gaps:{symbol}")

@@ -21,6 +21,8 @@ class RunStats:
     feed_idle_drops: int = 0  # live: connections given up for silence
     feed_control_sent: int = 0  # live: SUBSCRIBE / UNSUBSCRIBE messages (universe changes)
     feed_control_answers: int = 0  # live: their {"result":null} answers
+    reconciled: int = 0  # live: closed 1m klines equal to Binance's own
+    reconcile_mismatches: int = 0  # live: ... that differ (logged with both values)
     rest_requests: int = 0  # live: REST calls (backfill), retries included
     rest_rate_limited: int = 0  # live: 429/418 answers met (and waited out)
     dead_letters: Counter[str] = field(default_factory=Counter)  # by reason

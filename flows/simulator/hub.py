@@ -17,7 +17,11 @@ Each connection has a queue and a writer task. What happens to the queue:
   close frame. Only when the server runs without the simulator's WebSocket protocol class
   (no transport to abort) is a close frame with code 1011 sent instead.
 
-Ages and the 5-messages-a-second limit are on the wall clock; event times on market time.
+Close codes (Binance documents none of them): 1001 at the connection's maximum age and after
+``shutdown``, 1008 for more than `max_incoming_per_s` messages (data, ping and pong frames)
+within one second or too many streams in the URL; uvicorn closes with 1011 a client that
+does not answer a ping in time. Ages and the message limit are on the wall clock; event
+times are market time.
 """
 
 from __future__ import annotations
@@ -306,7 +310,7 @@ class Hub:
 
     # -- faults ----------------------------------------------------------------------------
     def fault(self, name: str, params: Mapping[str, str]) -> dict[str, Any]:
-        """Inject a fault now (see `flows.simulator` for what each does)."""
+        """Inject a fault now (`flows.simulator.app` says what each does)."""
         conns = [c for c in self.connections if not c.closing]
         if name == "drop":
             for c in conns:

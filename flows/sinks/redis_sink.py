@@ -38,6 +38,8 @@ class _RedisPartition(StatelessSinkPartition[SinkItem]):
             w.add_many(symbol, update.opened, closed=False)
             for letter in update.dead:
                 w.dead_letter(letter)
+            for ours, theirs in update.mismatches:
+                w.mismatch(symbol, ours, theirs)
             if update.state is not None:
                 w.save_state(symbol, update.state)
         w.flush()

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from flows.domain.deadletter import DeadLetter
-from flows.domain.kline import Trade
+from flows.domain.kline import Kline, Trade
 
 
 class SymbolBatch(NamedTuple):
@@ -18,6 +18,7 @@ class SymbolBatch(NamedTuple):
     symbol: str
     trades: list[Trade]
     watermark_ms: int = -1
+    references: tuple[Kline, ...] = ()  # Binance's own closed 1m klines (reconciliation)
 
 
 @dataclass(frozen=True, slots=True)

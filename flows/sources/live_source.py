@@ -50,11 +50,13 @@ from flows.binance.decode import (
     AggTradeEvent,
     FrameError,
     InvalidTrade,
+    KlineEvent,
     LaxAggTrade,
     LaxCombined,
     TradeEvent,
     agg_trade_to_trade,
     decode_frame,
+    kline_of_event,
     lax_trade,
     trade_event_to_trade,
 )
@@ -64,7 +66,7 @@ from flows.domain import deadletter as dl
 from flows.domain.clock import SYSTEM_CLOCK, Clock
 from flows.domain.deadletter import DeadLetter
 from flows.domain.intervals import Interval
-from flows.domain.kline import Trade
+from flows.domain.kline import Kline, Trade
 from flows.domain.stats import RunStats
 from flows.sources.items import GapReport, SourceItem, SourceReport, SymbolBatch
 
@@ -101,15 +103,37 @@ class LiveConfig:
     initial_positions: Mapping[str, list[int]] = field(default_factory=dict)  # without resume
     refresh: Callable[[], Sequence[str]] | None = field(default=None, compare=False)  # universe
     refresh_every_s: float = 3600.0
+    reconcile: frozenset[str] = frozenset()  # also take Binance's @kline_1m for these
 
 
-def stream_groups(symbols: tuple[str, ...], kind: str, per_connection: int) -> list[list[str]]:
+def symbol_streams(symbols: Sequence[str], kind: str, reconcile: frozenset[str]) -> list[str]:
+    """Each symbol's trade stream, and its @kline_1m when it is reconciled."""
+    out: list[str] = []
+    for s in symbols:
+        out.append(f"{s.lower()}@{kind}")
+        if s in reconcile:
+            out.append(f"{s.lower()}@kline_1m")
+    return out
+
+
+def stream_groups(
+    symbols: tuple[str, ...],
+    kind: str,
+    per_connection: int,
+    reconcile: frozenset[str] = frozenset(),
+) -> list[list[str]]:
+    """Streams per connection; a reconciled symbol's @kline_1m rides with its trades."""
     if not 1 <= per_connection <= 1024:
         raise ValueError(
             f"streams per connection must be 1..1024 (Binance's limit), got {per_connection}"
         )
-    streams = [f"{s.lower()}@{kind}" for s in symbols]
-    return [streams[i : i + per_connection] for i in range(0, len(streams), per_connection)]
+    groups: list[list[str]] = [[]]
+    for s in symbols:
+        mine = symbol_streams([s], kind, reconcile)
+        if len(groups[-1]) + len(mine) > per_connection:
+            groups.append([])
+        groups[-1].extend(mine)
+    return [g for g in groups if g]
 
 
 class Universe:
@@ -181,6 +205,7 @@ class _LivePartition(StatefulSourcePartition[SourceItem, dict[str, list[int]]]):
         self._stats = stats
         self._rest = rest
         self._symbols = {s.split("@", 1)[0].upper() for s in streams}
+        self._refs: dict[str, list[Kline]] = {}  # Binance's closed 1m klines, to reconcile
         start = resume if resume is not None else cfg.initial_positions
         self._state: dict[str, SymbolState] = {
             s: list(v) for s, v in start.items() if s in self._symbols
@@ -257,6 +282,10 @@ class _LivePartition(StatefulSourcePartition[SourceItem, dict[str, list[int]]]):
             self._last_bucket = bucket
             for symbol in self._live:
                 items.append((symbol, SymbolBatch(symbol, out.pop(symbol, []), watermark)))
+        if self._refs:
+            for symbol, refs in self._refs.items():
+                items.append((symbol, SymbolBatch(symbol, out.pop(symbol, []), -1, tuple(refs))))
+            self._refs = {}
         items.extend(
             (symbol, SymbolBatch(symbol, trades)) for symbol, trades in out.items() if trades
         )
@@ -294,10 +323,10 @@ class _LivePartition(StatefulSourcePartition[SourceItem, dict[str, list[int]]]):
         added, removed = wanted - self._symbols, self._symbols - wanted
         self._symbols = wanted
         self._live -= removed
-        kind = self._cfg.kind
+        kind, reconcile = self._cfg.kind, self._cfg.reconcile
         self.feed.update_streams(
-            [f"{s.lower()}@{kind}" for s in sorted(added)],
-            [f"{s.lower()}@{kind}" for s in sorted(removed)],
+            symbol_streams(sorted(added), kind, reconcile),
+            symbol_streams(sorted(removed), kind, reconcile),
         )
         if self._connected:
             self._live |= {s for s in added if s not in self._state}
@@ -367,6 +396,9 @@ class _LivePartition(StatefulSourcePartition[SourceItem, dict[str, list[int]]]):
                 return -1
             self._accept(exact.s, agg_id, trade, out)
             return trade[4]
+        if isinstance(exact, KlineEvent) and exact.k.x and exact.s in self._cfg.reconcile:
+            self._refs.setdefault(exact.s, []).append(kline_of_event(exact))
+            return -1
         self._stats.frames_ignored += 1  # depth, tickers, kline and serverShutdown frames
         return -1
 
@@ -483,7 +515,7 @@ class LiveSource(FixedPartitionedSource[SourceItem, dict[str, list[int]]]):
     def __init__(self, cfg: LiveConfig, stats: RunStats) -> None:
         self._cfg = cfg
         self._stats = stats
-        self._groups = stream_groups(cfg.symbols, cfg.kind, cfg.per_connection)
+        self._groups = stream_groups(cfg.symbols, cfg.kind, cfg.per_connection, cfg.reconcile)
         self._limiter = AttemptLimiter(clock=cfg.clock)
         self._rest = RestClient(
             cfg.rest_url, weight_per_minute=cfg.weight_per_minute, clock=cfg.clock
@@ -499,7 +531,9 @@ class LiveSource(FixedPartitionedSource[SourceItem, dict[str, list[int]]]):
         self, step_id: str, for_part: str, resume_state: dict[str, list[int]] | None
     ) -> _LivePartition:
         index = int(for_part.split("-", 1)[1])
-        streams = [f"{s.lower()}@{self._cfg.kind}" for s in self.universe.symbols_of(index)]
+        streams = symbol_streams(
+            self.universe.symbols_of(index), self._cfg.kind, self._cfg.reconcile
+        )
         part = _LivePartition(
             streams,
             self._cfg,

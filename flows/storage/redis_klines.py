@@ -100,6 +100,7 @@ class KlineWriter:
         self._states: dict[str, dict[str, Any]] = {}
         self._new_symbols: set[str] = set()
         self._gaps: list[GapReport] = []
+        self._mismatches: list[tuple[str, Kline, Kline]] = []
 
     def add(self, symbol: str, interval: str, kline: Kline, closed: bool) -> None:
         args = self._pending.get((symbol, interval))
@@ -120,12 +121,16 @@ class KlineWriter:
         """A range of trades known missing: the klines over [from_ms, to_ms] are incomplete."""
         self._gaps.append(report)
 
+    def mismatch(self, symbol: str, ours: Kline, theirs: Kline) -> None:
+        """A closed kline that differs from Binance's own: both kept for inspection."""
+        self._mismatches.append((symbol, ours, theirs))
+
     def save_state(self, symbol: str, state: dict[str, Any]) -> None:
         self._states[symbol] = state
 
     @property
     def pending(self) -> bool:
-        return bool(self._pending or self._dead or self._states or self._gaps)
+        return bool(self._pending or self._dead or self._states or self._gaps or self._mismatches)
 
     def flush(self) -> None:
         if not self.pending:
@@ -165,6 +170,9 @@ class KlineWriter:
                 keys.gaps(g.symbol),
                 {f"{g.from_ms}:{g.to_ms}:{g.first_trade_id}:{g.last_trade_id}": g.from_ms},
             )
+        for symbol, ours, theirs in self._mismatches:
+            fields = {"symbol": symbol, "ours": ours.member(), "binance": theirs.member()}
+            pipe.xadd(keys.reconcile, fields, maxlen=self._dead_letter_maxlen, approximate=True)  # type: ignore[arg-type]
         for symbol, state in self._states.items():
             pipe.set(keys.replay_state(symbol), _state_encoder.encode(state))
         pipe.execute()

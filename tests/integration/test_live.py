@@ -237,3 +237,15 @@ def test_universe_refresh_adds_and_removes_symbols_live(
     )
     never = symbols[4:]
     assert all(redis_client.zcard(keys.klines(s, "1m")) == 0 for s in never)
+
+
+def test_reconciliation_with_the_exchange_kline_stream(
+    redis_url: str, redis_client: redis.Redis, keys: KeySpace
+) -> None:
+    cfg = _market()
+    want = _reference(cfg)
+    stats = _run_case(redis_url, redis_client, keys, cfg, reconcile=frozenset(want))
+    minutes = sum(len(by["1m"]) for by in want.values())
+    assert stats.reconciled >= minutes - len(want)  # every closed minute (the first may be cut)
+    assert stats.reconcile_mismatches == 0
+    assert redis_client.xlen(keys.reconcile) == 0

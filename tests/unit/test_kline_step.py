@@ -43,3 +43,22 @@ def test_replays_write_open_klines_only_as_batches_pass() -> None:
     clock.advance(10)
     logic.on_batch([SymbolBatch("BTCUSDT", [_trade(2, 110)])])
     assert logic.notify_at() is None
+
+
+def test_reconciliation_counts_equal_and_records_different_klines() -> None:
+    from flows.domain.kline import Kline
+
+    clock = ManualClock(T0)
+    stats = RunStats()
+    logic = KlineLogic(KlineStepConfig(("1m",), clock=clock, reconcile=True), stats, None)
+    logic.on_batch([SymbolBatch("BTCUSDT", [_trade(1, 100), _trade(2, 200)])])
+    (update,), _ = logic.on_batch([SymbolBatch("BTCUSDT", [_trade(3, 60_100)])])  # closes minute 0
+    ((_, ours),) = update.closed
+    right = Kline(*ours[:11])  # Binance's kline carries the same values (ids aside)
+    (same,), _ = logic.on_batch([SymbolBatch("BTCUSDT", [], -1, (right,))])
+    assert stats.reconciled == 1 and same.mismatches == []
+    logic.on_batch([SymbolBatch("BTCUSDT", [_trade(4, 120_100)])])  # closes minute 1
+    ours_1 = logic._ours[T0 + 60_000]
+    wrong = ours_1._replace(volume=ours_1.volume + 1, first_trade_id=-1, last_trade_id=-1)
+    (diff,), _ = logic.on_batch([SymbolBatch("BTCUSDT", [], -1, (wrong,))])
+    assert stats.reconcile_mismatches == 1 and diff.mismatches == [(ours_1, wrong)]
