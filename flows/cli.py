@@ -338,9 +338,8 @@ def up(
     out.print(f"trades: {stats.trades_read:,}; backfilled: {stats.trades_backfilled:,}")
     out.print(f"gaps that could not be filled: {stats.gaps}")
     if reconcile:
-        out.print(
-            f"reconciled with Binance: {stats.reconciled:,} equal, {stats.reconcile_mismatches} differ"
-        )
+        equal, differ = stats.reconciled, stats.reconcile_mismatches
+        out.print(f"reconciled with Binance: {equal:,} equal, {differ} differ")
 
 
 def _refresher(rest_url: str, top: int, quote: str) -> Callable[[], list[str]]:
