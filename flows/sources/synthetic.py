@@ -1,7 +1,8 @@
 """A seeded synthetic market: many symbols, random-walk prices, bursts and quiet spells.
 
-Pure and deterministic: the same seed and start time give the same trades. Used by the demo
-(paced to the wall clock) and by the benchmarks (written to a recording file).
+Pure and deterministic: each symbol draws from a generator of its own, so the trades depend
+only on the seed, the symbols, the rate and the time span, never on how the market is advanced
+(in one step or many). Used by the exchange simulator and the benchmarks.
 
 >>> m = SyntheticMarket(symbols=3, seed=1, start_ms=1_700_000_000_000, rate=50.0)
 >>> batch = m.advance_to(1_700_000_060_000)
@@ -51,6 +52,7 @@ class _SymbolState:
     agg_id: int
     regime: int
     regime_end_ms: float
+    rng: random.Random
 
 
 class SyntheticMarket:
@@ -69,21 +71,20 @@ class SyntheticMarket:
             lot = max(1, int(SCALE / base_price))  # a lot is worth about 1 USDT
             lot = 10 ** max(0, len(str(lot)) - 1)
             per_ms = rate * weights[i] / total / 1000.0
+            own = random.Random(self._rng.getrandbits(64))  # this symbol's own draws
+            first_ms = start_ms + own.expovariate(per_ms)
             self._states.append(
-                _SymbolState(name, base_price, tick, lot, per_ms, start_ms + self._gap(per_ms),
+                _SymbolState(name, base_price, tick, lot, per_ms, first_ms,
                              1_000_000 * (i + 1), 100_000 * (i + 1), _NORMAL,
-                             start_ms + self._rng.expovariate(1 / 600_000))
+                             start_ms + own.expovariate(1 / 600_000), own)
             )  # fmt: skip
         self.now_ms = start_ms
 
-    def _gap(self, rate_per_ms: float) -> float:
-        return self._rng.expovariate(rate_per_ms)
-
     def advance_to(self, end_ms: int) -> dict[str, list[Trade]]:
         """Every trade with time in (now, end_ms], grouped by symbol, in time order."""
-        rng = self._rng
         out: dict[str, list[Trade]] = {}
         for st in self._states:
+            rng = st.rng
             trades: list[Trade] = []
             last_ms = st.next_ms
             while st.next_ms <= end_ms:
@@ -106,17 +107,17 @@ class SyntheticMarket:
                 )
                 st.trade_id += fills
                 st.agg_id += 1
-                st.next_ms += self._gap(st.rate_per_ms * _REGIME_RATE[st.regime])
+                st.next_ms += rng.expovariate(st.rate_per_ms * _REGIME_RATE[st.regime])
             if trades:
                 out[st.name] = trades
         self.now_ms = end_ms
         return out
 
     def _switch_regime(self, st: _SymbolState, t: int) -> None:
-        roll = self._rng.random()
+        roll = st.rng.random()
         st.regime = _BURST if roll < 0.15 else _QUIET if roll < 0.35 else _NORMAL
         mean_ms = {_NORMAL: 900_000, _BURST: 60_000, _QUIET: 600_000}[st.regime]
-        st.regime_end_ms = t + self._rng.expovariate(1 / mean_ms)
+        st.regime_end_ms = t + st.rng.expovariate(1 / mean_ms)
 
     def agg_id(self, symbol_index: int) -> int:
         return self._states[symbol_index].agg_id

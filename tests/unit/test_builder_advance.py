@@ -63,3 +63,17 @@ def test_snapshot_of_an_empty_open_bar_round_trips() -> None:
     again.process([_t(2, 70, 90)], b)
     assert sk.open_klines() == again.open_klines()
     assert sk.open_klines()[0][1][2:6] == (90, 90, 90, 90)  # o h l c from the first trade
+
+
+def test_synthetic_market_does_not_depend_on_how_it_is_advanced() -> None:
+    from flows.sources.synthetic import SyntheticMarket
+
+    one = SyntheticMarket(12, 5, 1_700_000_000_000, 30.0).advance_to(1_700_000_600_000)
+    stepped = SyntheticMarket(12, 5, 1_700_000_000_000, 30.0)
+    many: dict[str, list[Trade]] = {}
+    for t in range(1_700_000_000_000, 1_700_000_600_001, 7_919):
+        for symbol, trades in stepped.advance_to(t).items():
+            many.setdefault(symbol, []).extend(trades)
+    for symbol, trades in stepped.advance_to(1_700_000_600_000).items():
+        many.setdefault(symbol, []).extend(trades)
+    assert one == many and sum(len(v) for v in one.values()) > 10_000
