@@ -53,6 +53,7 @@ class _SymbolState:
     regime: int
     regime_end_ms: float
     rng: random.Random
+    last_ms: float = 0.0  # time of the previous trade (volatility scales with the gap)
 
 
 class SyntheticMarket:
@@ -86,18 +87,14 @@ class SyntheticMarket:
         for st in self._states:
             rng = st.rng
             trades: list[Trade] = []
-            last_ms = st.next_ms
             while st.next_ms <= end_ms:
                 t = int(st.next_ms)
                 if t >= st.regime_end_ms:
                     self._switch_regime(st, t)
                 # Brownian in time: about 1% an hour, whatever the trade rate
-                vol = (
-                    _HOURLY_VOL
-                    * _REGIME_VOL[st.regime]
-                    * math.sqrt(max(st.next_ms - last_ms, 1.0) / 3_600_000)
-                )
-                last_ms = st.next_ms
+                gap_ms = max(st.next_ms - st.last_ms, 1.0) if st.last_ms else 1.0
+                vol = _HOURLY_VOL * _REGIME_VOL[st.regime] * math.sqrt(gap_ms / 3_600_000)
+                st.last_ms = st.next_ms
                 st.price *= math.exp(rng.gauss(0.0, vol))
                 price = max(st.tick_units, round(st.price * SCALE / st.tick_units) * st.tick_units)
                 fills = 1 if rng.random() < 0.7 else rng.randint(2, 5)
