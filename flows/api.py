@@ -23,7 +23,6 @@ cannot be reached the answer is HTTP 503 with Binance's internal-error body (-10
 from __future__ import annotations
 
 import logging
-import re
 
 import redis
 import uvicorn
@@ -33,6 +32,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from flows.binance.rest_params import SYMBOL_RE, ApiError, mandatory, optional_number
 from flows.domain.clock import SYSTEM_CLOCK, Clock
 from flows.domain.intervals import INTERVALS
 from flows.domain.keys import KeySpace
@@ -40,40 +40,8 @@ from flows.storage.kline_store import DEFAULT_LIMIT, MAX_LIMIT, KlineStore
 
 logger = logging.getLogger(__name__)
 
-_SYMBOL_RE = re.compile(r"[A-Z0-9_.\-]{1,20}")
-_NUMBER_RE = re.compile(r"[0-9]{1,20}")
 _UTC_SPELLINGS = frozenset({"0", "+0", "00:00", "+00:00", "-00:00"})
 _MICROS_FROM = 10**14  # a millisecond timestamp this large would be in the year 5138
-
-
-class ApiError(Exception):
-    """A request Binance would refuse: sent back as HTTP 400 with its code and message."""
-
-    def __init__(self, code: int, msg: str) -> None:
-        super().__init__(msg)
-        self.code = code
-        self.msg = msg
-
-
-def _mandatory(request: Request, name: str) -> str:
-    value = request.query_params.get(name, "")
-    if not value:
-        raise ApiError(
-            -1102, f"Mandatory parameter '{name}' was not sent, was empty/null, or malformed."
-        )
-    return value
-
-
-def _optional_number(request: Request, name: str) -> int | None:
-    value = request.query_params.get(name)
-    if value is None:
-        return None
-    if not _NUMBER_RE.fullmatch(value):
-        raise ApiError(
-            -1100,
-            f"Illegal characters found in parameter '{name}'; legal range is '^[0-9]{{1,20}}$'.",
-        )
-    return int(value)
 
 
 def _as_ms(value: int | None) -> int | None:
@@ -97,19 +65,19 @@ def create_app(store: KlineStore, clock: Clock = SYSTEM_CLOCK) -> Starlette:
 
     async def klines(request: Request) -> Response:
         try:
-            symbol = _mandatory(request, "symbol")
-            if not _SYMBOL_RE.fullmatch(symbol):
+            symbol = mandatory(request, "symbol")
+            if not SYMBOL_RE.fullmatch(symbol):
                 raise ApiError(
                     -1100,
                     "Illegal characters found in parameter 'symbol'; "
                     "legal range is '^[A-Z0-9-_.]{1,20}$'.",
                 )
-            interval = _mandatory(request, "interval")
+            interval = mandatory(request, "interval")
             if interval not in INTERVALS:
                 raise ApiError(-1120, "Invalid interval.")
-            start = _as_ms(_optional_number(request, "startTime"))
-            end = _as_ms(_optional_number(request, "endTime"))
-            limit = _optional_number(request, "limit")
+            start = _as_ms(optional_number(request, "startTime"))
+            end = _as_ms(optional_number(request, "endTime"))
+            limit = optional_number(request, "limit")
             limit = DEFAULT_LIMIT if limit is None else limit
             if not 1 <= limit <= MAX_LIMIT:
                 raise ApiError(-1130, "Data sent for parameter 'limit' is not valid.")

@@ -68,6 +68,22 @@ class KlineEvent(msgspec.Struct, tag_field="e", tag="kline"):
     k: KlinePayload
 
 
+class RestAggTrade(msgspec.Struct):
+    """One element of REST ``GET /api/v3/aggTrades`` (the ``M`` field is dropped)."""
+
+    a: int
+    p: str
+    q: str
+    f: int
+    l: int  # noqa: E741 - Binance's field name
+    T: int
+    m: bool
+
+    def event(self, symbol: str) -> AggTradeEvent:
+        """The same trade as a stream event (REST elements carry no symbol)."""
+        return AggTradeEvent(symbol, self.a, self.p, self.q, self.f, self.l, self.T, self.m)
+
+
 class ServerShutdownEvent(msgspec.Struct, tag_field="e", tag="serverShutdown"):
     E: int
 

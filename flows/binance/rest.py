@@ -39,6 +39,7 @@ from typing import Any, Final
 
 import msgspec
 
+from flows.binance.decode import RestAggTrade
 from flows.domain.clock import SYSTEM_CLOCK, Clock
 from flows.domain.intervals import INTERVAL_NAMES
 
@@ -52,18 +53,6 @@ DEFAULT_RETRY_AFTER_S: Final = 60.0
 WINDOW_S: Final = 60.0
 _MINUTE_MS: Final = 60_000
 USED_WEIGHT_HEADER: Final = "X-MBX-USED-WEIGHT-1M"
-
-
-class RestAggTrade(msgspec.Struct):
-    """One element of ``GET /api/v3/aggTrades`` (the ``M`` field is dropped)."""
-
-    a: int
-    p: str
-    q: str
-    f: int
-    l: int  # noqa: E741 - Binance's field name
-    T: int
-    m: bool
 
 
 class RestError(Exception):

@@ -31,6 +31,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from flows.binance.rest_params import SYMBOL_RE, ApiError, mandatory, optional_number
 from flows.domain.clock import Clock
 from flows.domain.intervals import INTERVALS, MINUTE_MS
 from flows.simulator.answers import (
@@ -43,19 +44,11 @@ from flows.simulator.answers import (
 from flows.simulator.hub import Hub
 from flows.simulator.market import SimMarket
 
-_SYMBOL_RE: Final = re.compile(r"[A-Z0-9\-_.]{1,20}")
 _SYMBOLS_RE: Final = re.compile(r'\[("[A-Z0-9\-_.]{1,20}"(,"[A-Z0-9\-_.]{1,20}")*)?\]')
-_NUMBER_RE: Final = re.compile(r"[0-9]{1,20}")
 _MICROS_FROM: Final = 10**14
 _UTC: Final = frozenset({"0", "+0", "-0", "00:00", "+00:00", "-00:00"})
 _ENCODER: Final = msgspec.json.Encoder()
 MAX_LIMIT: Final = 1000
-
-
-class ApiError(Exception):
-    def __init__(self, code: int, msg: str, status: int = 400) -> None:
-        super().__init__(msg)
-        self.code, self.msg, self.status = code, msg, status
 
 
 class WeightMeter:
@@ -81,34 +74,13 @@ class WeightMeter:
 # -- parameters ------------------------------------------------------------------------------
 
 
-def _mandatory(request: Request, name: str) -> str:
-    value = request.query_params.get(name, "")
-    if not value:
-        raise ApiError(
-            -1102, f"Mandatory parameter '{name}' was not sent, was empty/null, or malformed."
-        )
-    return value
-
-
-def _number(request: Request, name: str) -> int | None:
-    value = request.query_params.get(name)
-    if value is None:
-        return None
-    if not _NUMBER_RE.fullmatch(value):
-        raise ApiError(
-            -1100,
-            f"Illegal characters found in parameter '{name}'; legal range is '^[0-9]{{1,20}}$'.",
-        )
-    return int(value)
-
-
 def _time(request: Request, name: str) -> int | None:
-    value = _number(request, name)
+    value = optional_number(request, name)
     return value // 1000 if value is not None and value >= _MICROS_FROM else value
 
 
 def _limit(request: Request, default: int = 500) -> int:
-    limit = _number(request, "limit")
+    limit = optional_number(request, "limit")
     if limit is None:
         return default
     if not 1 <= limit <= MAX_LIMIT:
@@ -123,8 +95,8 @@ def _known(market: SimMarket, symbol: str) -> str:
 
 
 def _symbol(request: Request, market: SimMarket) -> str:
-    symbol = _mandatory(request, "symbol")
-    if not _SYMBOL_RE.fullmatch(symbol):
+    symbol = mandatory(request, "symbol")
+    if not SYMBOL_RE.fullmatch(symbol):
         raise ApiError(
             -1100,
             "Illegal characters found in parameter 'symbol'; legal range is '^[A-Z0-9-_.]{1,20}$'.",
@@ -222,7 +194,7 @@ def rest_routes(hub: Hub, wall: Clock) -> list[Route]:
 
     def agg_trades(request: Request, micro: bool) -> object:
         symbol = _symbol(request, market)
-        from_id = _number(request, "fromId")
+        from_id = optional_number(request, "fromId")
         start, end = _time(request, "startTime"), _time(request, "endTime")
         limit = _limit(request)
         if from_id is not None and (start is not None or end is not None):
@@ -234,7 +206,7 @@ def rest_routes(hub: Hub, wall: Clock) -> list[Route]:
 
     def klines(request: Request, micro: bool) -> object:
         symbol = _symbol(request, market)
-        interval = _mandatory(request, "interval")
+        interval = mandatory(request, "interval")
         if interval not in INTERVALS:
             raise ApiError(-1120, "Invalid interval.")
         start, end = _time(request, "startTime"), _time(request, "endTime")

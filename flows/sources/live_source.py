@@ -458,9 +458,7 @@ class _LivePartition(StatefulSourcePartition[SourceItem, dict[str, list[int]]]):
                 if x.l <= last_id:
                     continue
                 try:
-                    trade = agg_trade_to_trade(
-                        AggTradeEvent(symbol, x.a, x.p, x.q, x.f, x.l, x.T, x.m)
-                    )
+                    trade = agg_trade_to_trade(x.event(symbol))
                 except InvalidTrade:
                     continue  # Binance's invalid-marker rows carry no trade
                 got.append((x.a, trade))

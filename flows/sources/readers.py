@@ -34,6 +34,7 @@ from flows.binance.decode import (
     FrameError,
     InvalidTrade,
     LaxCombined,
+    RestAggTrade,
     TradeEvent,
     agg_trade_to_trade,
     decode_frame,
@@ -395,16 +396,6 @@ def _read_csv(path: Path, options: ReadOptions, skip: int) -> Iterator[Chunk]:
 # -- REST JSON --------------------------------------------------------------------------
 
 
-class _RestAgg(msgspec.Struct):
-    a: int
-    p: str
-    q: str
-    f: int
-    l: int  # noqa: E741 - Binance's field name
-    T: int
-    m: bool
-
-
 class _RestTrade(msgspec.Struct):
     id: int
     price: str
@@ -480,8 +471,7 @@ def _rest_element(
         )
     try:
         if b'"a":' in body:
-            agg = msgspec.json.decode(body, type=_RestAgg)
-            ev = AggTradeEvent(symbol, agg.a, agg.p, agg.q, agg.f, agg.l, agg.T, agg.m)
+            ev = msgspec.json.decode(body, type=RestAggTrade).event(symbol)
             return symbol, agg_trade_to_trade(ev), None
         tr = msgspec.json.decode(body, type=_RestTrade)
         return (
