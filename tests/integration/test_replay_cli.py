@@ -198,3 +198,25 @@ def test_an_unverified_interval_is_warned_about(
             ReplayJob(paths=[path], redis_url=redis_url, intervals=("1h",), keys=keys, fresh=True)
         )
     assert not [r for r in caplog.records if "not verified" in r.getMessage()]
+
+
+def test_up_says_clearly_when_the_exchange_cannot_be_reached(redis_url: str) -> None:
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    args = [
+        "up",
+        "--exchange-url",
+        f"http://127.0.0.1:{port}",
+        "--symbols",
+        "BTCUSDT",
+        "--redis-url",
+        redis_url,
+    ]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 1
+    assert f"cannot reach http://127.0.0.1:{port}" in result.output
+    result = runner.invoke(app, ["up", "--redis-url", redis_url])
+    assert result.exit_code == 2 and "--symbols" in result.output
