@@ -463,6 +463,26 @@ def simulate(
     serve(config, on_start=ready)
 
 
+@app.command()
+def migrate(
+    database_url: Annotated[
+        str | None, typer.Option("--database-url", help="PostgreSQL URL (default: embedded)")
+    ] = None,
+) -> None:
+    """Apply the forward-only SQL migrations in sql/ that are not applied yet."""
+    from flows.services import Services
+    from flows.storage.migrations import MigrationError, apply_migrations
+
+    settings = _settings(database_url=database_url)
+    url = Services(settings.data_dir).database_url(settings.database_url_value())
+    try:
+        done = apply_migrations(url)
+    except MigrationError as e:
+        console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(1) from e
+    out.print("applied: " + (", ".join(done) if done else "nothing (the schema is up to date)"))
+
+
 @services_app.command("start")
 def services_start() -> None:
     """Start the embedded servers (those not given by URL) and print where they are."""
