@@ -29,6 +29,7 @@ from psycopg.rows import TupleRow
 
 log = logging.getLogger(__name__)
 
+
 def _migrations_dir() -> Path:
     """sql/ beside the package in a checkout or editable install; else sql/ in the working
     directory (the Docker image copies it to /app, its working directory)."""
