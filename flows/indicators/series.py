@@ -1,0 +1,92 @@
+"""A bounded, picklable ring of the most recent closed bars of one symbol.
+
+The ring stores every bar twice (at ``i`` and ``i + capacity``) in one float64 matrix, so the
+newest ``n`` bars of any field are always one contiguous slice: ``window()`` returns a view
+with no copy, which TA-Lib accepts directly. Only numpy arrays and ints are kept, so the
+object pickles for recovery snapshots.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import numpy.typing as npt
+
+FloatArray = npt.NDArray[np.float64]
+
+FIELDS: tuple[str, ...] = ("open", "high", "low", "close", "volume")
+_ROW = {name: row for row, name in enumerate(FIELDS)}
+
+
+class BarSeries:
+    """The last ``capacity`` closed bars (open, high, low, close, volume), oldest first."""
+
+    __slots__ = ("_buf", "_cap", "_held", "_pos", "_total")
+
+    def __init__(self, capacity: int = 64) -> None:
+        if capacity < 1:
+            raise ValueError("capacity must be >= 1")
+        self._cap = capacity
+        self._buf: FloatArray = np.full((len(FIELDS), 2 * capacity), math.nan)
+        self._pos = 0  # next write slot, in [0, capacity)
+        self._held = 0
+        self._total = 0
+
+    @property
+    def capacity(self) -> int:
+        return self._cap
+
+    @property
+    def total(self) -> int:
+        """Bars appended since creation (not bounded by the capacity)."""
+        return self._total
+
+    def __len__(self) -> int:
+        return self._held
+
+    def append(self, open: float, high: float, low: float, close: float, volume: float) -> None:
+        col = (open, high, low, close, volume)
+        self._buf[:, self._pos] = col
+        self._buf[:, self._pos + self._cap] = col
+        self._pos = (self._pos + 1) % self._cap
+        self._held = min(self._held + 1, self._cap)
+        self._total += 1
+
+    def _end(self) -> int:
+        # one past the newest bar in the doubled buffer; the held bars end there contiguously
+        return self._pos + self._cap if self._pos else 2 * self._cap
+
+    def window(self, field: str, n: int | None = None) -> FloatArray:
+        """A contiguous view of the newest ``n`` values of ``field`` (all held if None)."""
+        n = self._held if n is None else min(n, self._held)
+        end = self._end()
+        return self._buf[_ROW[field], end - n : end]
+
+    def last(self, field: str, back: int = 0) -> float:
+        """The value ``back`` bars before the newest one (0 = newest)."""
+        if not 0 <= back < self._held:
+            raise IndexError("not enough bars held")
+        return float(self._buf[_ROW[field], self._end() - 1 - back])
+
+    def arrays(self, n: int | None = None) -> dict[str, FloatArray]:
+        """Copies of every field's newest ``n`` values (all held if None), oldest first."""
+        return {name: self.window(name, n).copy() for name in FIELDS}
+
+    def ensure_capacity(self, capacity: int) -> None:
+        """Grow (never shrink) the ring, keeping the bars held, in order."""
+        if capacity <= self._cap:
+            return
+        held = np.stack([self.window(name) for name in FIELDS])
+        n = held.shape[1]
+        self._cap = capacity
+        self._buf = np.full((len(FIELDS), 2 * capacity), math.nan)
+        self._buf[:, :n] = held
+        self._buf[:, capacity : capacity + n] = held
+        self._pos = n % capacity
+
+    def __getstate__(self) -> tuple[FloatArray, int, int, int, int]:
+        return (self._buf, self._cap, self._pos, self._held, self._total)
+
+    def __setstate__(self, state: tuple[FloatArray, int, int, int, int]) -> None:
+        self._buf, self._cap, self._pos, self._held, self._total = state
