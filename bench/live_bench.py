@@ -34,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from websockets.asyncio.client import connect
 
 from flows.dataflows.live import LiveJob, run_live
+from flows.domain.intervals import DEFAULT_INTERVALS
 from flows.domain.keys import KeySpace
 from flows.domain.stats import RunStats
 from flows.services import EmbeddedRedis
@@ -94,7 +95,7 @@ def full_flow(cfg: SimConfig, expected: int, redis_url: str) -> float:
             rest_url=sim.base_url,
             symbols=tuple(sim.market.symbols),
             redis_url=redis_url,
-            intervals=("1m", "5m", "15m", "1h", "4h", "1d"),
+            intervals=DEFAULT_INTERVALS,
             keys=KeySpace(f"lb{time.monotonic_ns()}"),
             stop=stop,
             warmup_max_ms=0,
@@ -124,7 +125,7 @@ def lag_run(seconds: float, symbols: int, rate: float, redis_url: str, sample: i
             rest_url=sim.base_url,
             symbols=tuple(sim.market.symbols),
             redis_url=redis_url,
-            intervals=("1m", "5m", "15m", "1h", "4h", "1d"),
+            intervals=DEFAULT_INTERVALS,
             keys=keys,
             stop=stop,
             warmup_max_ms=0,

@@ -8,7 +8,7 @@ import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -16,9 +16,13 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 from rich.table import Table
 
 from flows.domain.clock import SYSTEM_CLOCK
-from flows.domain.intervals import IntervalError, get_interval, parse_intervals
+from flows.domain.intervals import IntervalError, get_interval
 from flows.domain.keys import KeySpace
 from flows.settings import Settings, load_settings
+
+if TYPE_CHECKING:  # the heavy imports stay inside the commands that need them
+    from flows.dataflows.universe_cli import Exchange
+    from flows.domain.stats import RunStats
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="Binance trades to Binance-exact klines."
@@ -111,10 +115,7 @@ def replay(
     _print_summary(stats, SYSTEM_CLOCK.monotonic_s() - started, settings.intervals)
 
 
-def _progress_loop(stats: object, stop: threading.Event) -> None:
-    from flows.domain.stats import RunStats
-
-    assert isinstance(stats, RunStats)
+def _progress_loop(stats: RunStats, stop: threading.Event) -> None:
     with Progress(
         TextColumn("replay"),
         BarColumn(),
@@ -131,10 +132,7 @@ def _progress_loop(stats: object, stop: threading.Event) -> None:
         progress.update(task, completed=stats.bytes_total, trades=stats.trades_read)
 
 
-def _print_summary(stats: object, seconds: float, intervals: tuple[str, ...]) -> None:
-    from flows.domain.stats import RunStats
-
-    assert isinstance(stats, RunStats)
+def _print_summary(stats: RunStats, seconds: float, intervals: tuple[str, ...]) -> None:
     table = Table(title="replay summary", show_header=False)
     table.add_row("trades read", f"{stats.trades_read:,}")
     for interval in intervals:
@@ -246,12 +244,11 @@ TopOpt = Annotated[
 QuoteOpt = Annotated[str, typer.Option("--quote", help="quote asset for --top")]
 
 
-def _universe(exchange: object, symbols: str | None, top: int | None, quote: str) -> list[str]:
+def _universe(exchange: Exchange, symbols: str | None, top: int | None, quote: str) -> list[str]:
     from flows.binance.rest import RestClient, RestError
     from flows.binance.universe import UniverseError
-    from flows.dataflows.universe_cli import Exchange, resolve_symbols
+    from flows.dataflows.universe_cli import resolve_symbols
 
-    assert isinstance(exchange, Exchange)
     if not symbols and top is None:
         console.print("[red]error:[/red] give --symbols S1,S2 or --top N")
         raise typer.Exit(2)
@@ -523,7 +520,7 @@ def main() -> None:
     app()
 
 
-__all__ = ["app", "main", "parse_intervals"]
+__all__ = ["app", "main"]
 
 
 if __name__ == "__main__":

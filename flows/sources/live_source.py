@@ -61,7 +61,7 @@ from flows.binance.decode import (
     trade_event_to_trade,
 )
 from flows.binance.rest import RestClient, RestError
-from flows.binance.ws_feed import AttemptLimiter, FeedConfig, OnFrame, StreamFeed
+from flows.binance.ws_feed import AttemptLimiter, FeedConfig, StreamFeed
 from flows.domain import deadletter as dl
 from flows.domain.clock import SYSTEM_CLOCK, Clock
 from flows.domain.deadletter import DeadLetter
@@ -96,7 +96,6 @@ class LiveConfig:
     weight_per_minute: int = 6000
     duration_s: float | None = None  # stop after this long (tests, demo); None: run on
     clock: Clock = SYSTEM_CLOCK
-    on_frame: OnFrame | None = field(default=None, compare=False)  # e.g. a recorder
     stop: threading.Event | None = field(default=None, compare=False)  # set: the flow ends
     warmup_interval: Interval | None = None  # first trades fetched from this kline's open
     longest_interval: Interval | None = None  # for the "started mid-interval" report
@@ -227,12 +226,9 @@ class _LivePartition(StatefulSourcePartition[SourceItem, dict[str, list[int]]]):
             else None
         )
         self._pool = ThreadPoolExecutor(cfg.backfill_workers, thread_name_prefix="backfill")
-        extra = cfg.on_frame
 
         def on_frame(raw: bytes, recv_ms: int) -> None:
             self._frames.append((raw, recv_ms))
-            if extra is not None:
-                extra(raw, recv_ms)
 
         self.feed = StreamFeed(
             streams, cfg.feed, on_frame, clock=self._clock, limiter=limiter,

@@ -17,7 +17,6 @@ Every malformed, unknown or invalid record becomes a `DeadLetter` with its posit
 from __future__ import annotations
 
 import gzip
-import io
 import itertools
 import re
 import zipfile
@@ -502,4 +501,4 @@ def read_all(path: Path, options: ReadOptions = ReadOptions()) -> Chunk:
     return total
 
 
-__all__ = ["Chunk", "FormatError", "ReadOptions", "io", "read_all", "read_file", "sniff_format"]
+__all__ = ["Chunk", "FormatError", "ReadOptions", "read_all", "read_file", "sniff_format"]
