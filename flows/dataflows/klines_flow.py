@@ -1,4 +1,5 @@
-"""The kline dataflow: a trade source -> klines per symbol -> Redis.
+"""The kline dataflow: a trade source -> klines per symbol -> Redis, and optionally
+closed klines -> trader rules per symbol -> signals in PostgreSQL.
 
 The same wiring serves replays, the demo and (later) the live feed; only the source differs.
 """
@@ -15,6 +16,7 @@ from bytewax.inputs import Source
 from flows.dataflows.kline_step import KlineStepConfig, KlineUpdate, kline_logic_builder
 from flows.domain.intervals import UNVERIFIED_INTERVALS
 from flows.domain.stats import RunStats
+from flows.signals.step import RulesStage, closed_of, rules_builder
 from flows.sinks.redis_sink import RedisKlineSink, SinkItem
 from flows.sources.items import SourceItem, SourceReport, SymbolBatch
 
@@ -31,6 +33,7 @@ def build_kline_flow(
     step: KlineStepConfig,
     sink: RedisKlineSink,
     stats: RunStats,
+    rules: RulesStage | None = None,
 ) -> Dataflow:
     for name in sorted(UNVERIFIED_INTERVALS & set(step.intervals)):
         log.warning(
@@ -45,7 +48,11 @@ def build_kline_flow(
     updates = op.stateful_batch("klines", keyed, kline_logic_builder(step, stats))
     out: Any = op.merge("to_redis", updates, split.falses)
     op.output("redis_out", out, sink)
+    if rules is not None:
+        closed: Any = op.filter_map("closed_klines", updates, closed_of)
+        outcomes = op.stateful_batch("rules", closed, rules_builder(rules.config))
+        op.output("signals_out", outcomes, rules.sink)
     return flow
 
 
-__all__ = ["KlineUpdate", "SinkItem", "SymbolBatch", "build_kline_flow"]
+__all__ = ["KlineUpdate", "RulesStage", "SinkItem", "SymbolBatch", "build_kline_flow"]

@@ -20,6 +20,7 @@ from flows.dataflows.klines_flow import build_kline_flow
 from flows.domain.clock import SYSTEM_CLOCK, Clock
 from flows.domain.keys import KeySpace
 from flows.domain.stats import RunStats
+from flows.signals.book import Book
 from flows.sinks.redis_sink import RedisKlineSink, writer_factory
 from flows.sources.readers import ReadOptions
 from flows.sources.replay_source import ReplaySource
@@ -39,6 +40,8 @@ class ReplayJob:
     dead_letter_maxlen: int = 100_000
     fresh: bool = False
     clock: Clock = SYSTEM_CLOCK
+    database_url: str | None = None  # set: evaluate the traders stored there, write signals
+    book: Book | None = None  # these traders instead of the database's (tests, traders test)
 
 
 def run_replay(job: ReplayJob, stats: RunStats | None = None) -> RunStats:
@@ -71,6 +74,25 @@ def run_replay(job: ReplayJob, stats: RunStats | None = None) -> RunStats:
         ),
         stats,
     )
-    flow = build_kline_flow("replay", ReplaySource(job.paths, job.read, stats), step, sink, stats)
+    rules = None
+    if job.database_url is not None:
+        from flows.signals import rules_stage
+
+        rules = rules_stage(
+            job.database_url,
+            job.redis_url,
+            job.intervals,
+            job.keys,
+            watch=False,
+            record_latency=False,  # event time is not now: a latency would mean nothing
+            clock=job.clock,
+            book=job.book,
+        )
+    source = ReplaySource(job.paths, job.read, stats)
+    flow = build_kline_flow(
+        "replay", source, step, sink, stats, rules.stage if rules is not None else None
+    )
     run_main(flow)  # type: ignore[no-untyped-call]
+    if rules is not None:
+        stats.rules = rules.summary()
     return stats

@@ -12,7 +12,7 @@ from typing import NamedTuple
 
 import msgspec
 
-from flows.domain.money import ZERO_TEXT, format_units
+from flows.domain.money import ZERO_TEXT, format_units, parse_units
 
 Trade = tuple[int, int, int, int, int, bool]
 
@@ -72,3 +72,21 @@ class Kline(NamedTuple):
 def decode_member(member: bytes) -> list[int | str]:
     """A stored member back to its 12-element array."""
     return msgspec.json.decode(member, type=list[int | str])
+
+
+def kline_of_row(row: list[int | str]) -> Kline:
+    """A REST /api/v3/klines array (or a stored member, decoded) back to a Kline."""
+    p = parse_units
+    return Kline(
+        int(row[0]),
+        int(row[6]),
+        p(str(row[1])),
+        p(str(row[2])),
+        p(str(row[3])),
+        p(str(row[4])),
+        p(str(row[5])),
+        p(str(row[7])),
+        int(row[8]),
+        p(str(row[9])),
+        p(str(row[10])),
+    )

@@ -9,8 +9,17 @@ tiny tolerance.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
+from flows.indicators.extra import (
+    Pattern,
+    Pvi,
+    RsiDivergence,
+    StochRsi,
+    VolumeProfile,
+    Vwap,
+)
 from flows.indicators.library import (
     Adx,
     Atr,
@@ -49,6 +58,12 @@ REGISTRY: dict[str, Callable[..., Indicator]] = {
     "highest": Highest,
     "lowest": Lowest,
     "avg_volume": AvgVolume,
+    "stochrsi": StochRsi,
+    "vwap": Vwap,
+    "pvi": Pvi,
+    "vprofile": VolumeProfile,
+    "rsi_divergence": RsiDivergence,
+    "pattern": Pattern,
 }
 
 
@@ -95,9 +110,19 @@ class IndicatorSet:
         """Each distinct indicator once, in creation order."""
         return list(self._distinct)
 
-    def on_bar(self, open: float, high: float, low: float, close: float, volume: float) -> None:
+    def on_bar(
+        self,
+        open: float,
+        high: float,
+        low: float,
+        close: float,
+        volume: float,
+        quote_volume: float = math.nan,
+        trades: float = math.nan,
+        time: float = math.nan,
+    ) -> None:
         """Append one closed bar and update every indicator once."""
-        self.series.append(open, high, low, close, volume)
+        self.series.append(open, high, low, close, volume, quote_volume, trades, time)
         for ind in self._distinct:
             self._values[ind.spec] = ind.update(self.series)
 

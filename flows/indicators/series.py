@@ -15,12 +15,15 @@ import numpy.typing as npt
 
 FloatArray = npt.NDArray[np.float64]
 
-FIELDS: tuple[str, ...] = ("open", "high", "low", "close", "volume")
+PRICE_FIELDS: tuple[str, ...] = ("open", "high", "low", "close", "volume")
+# every column held: the five TA-Lib inputs, then the kline's quote volume, its trade count
+# and its open time in ms (exact in a float64 until the year 287,000)
+FIELDS: tuple[str, ...] = (*PRICE_FIELDS, "quote_volume", "trades", "time")
 _ROW = {name: row for row, name in enumerate(FIELDS)}
 
 
 class BarSeries:
-    """The last ``capacity`` closed bars (open, high, low, close, volume), oldest first."""
+    """The last ``capacity`` closed bars (see ``FIELDS``), oldest first."""
 
     __slots__ = ("_buf", "_cap", "_held", "_pos", "_total")
 
@@ -45,8 +48,18 @@ class BarSeries:
     def __len__(self) -> int:
         return self._held
 
-    def append(self, open: float, high: float, low: float, close: float, volume: float) -> None:
-        col = (open, high, low, close, volume)
+    def append(
+        self,
+        open: float,
+        high: float,
+        low: float,
+        close: float,
+        volume: float,
+        quote_volume: float = math.nan,
+        trades: float = math.nan,
+        time: float = math.nan,
+    ) -> None:
+        col = (open, high, low, close, volume, quote_volume, trades, time)
         self._buf[:, self._pos] = col
         self._buf[:, self._pos + self._cap] = col
         self._pos = (self._pos + 1) % self._cap

@@ -2,16 +2,17 @@
 
 User text is never handed to Python's own compiler: a small tokenizer and a
 precedence-climbing parser build frozen AST nodes, and ``check`` validates them against a
-registry of declared helpers. Evaluation comes later.
+registry of declared helpers; ``flows.rules.evaluate`` compiles a checked rule into closures.
 
 >>> rule = parse_rule('rsi(14) < 30 and close > highest(high, 20)[1]')
 >>> rule.helper_calls, rule.lookback
-(('rsi(14)', 'highest(high, 20)'), 21)
+(('rsi(14)', 'highest(high, 20)'), 20)
 """
 
 from flows.rules.check import CheckedRule, check, parse_rule
 from flows.rules.errors import RuleError
-from flows.rules.registry import DEFAULT_REGISTRY, Arg, HelperSpec, Registry
+from flows.rules.helpers import DEFAULT_REGISTRY
+from flows.rules.registry import Arg, HelperSpec, Registry
 from flows.rules.syntax import (
     Binary,
     Bool,

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 from flows.domain.intervals import INTERVAL_NAMES
 from flows.rules.errors import RuleError
-from flows.rules.registry import DEFAULT_REGISTRY, Arg, HelperSpec, Registry, ValueType
+from flows.rules.helpers import DEFAULT_REGISTRY
+from flows.rules.registry import Arg, HelperSpec, Registry, ValueType
 from flows.rules.syntax import (
     Bool,
     Call,
@@ -34,23 +35,39 @@ _KIND_WORDS: dict[ValueType, str] = {"number": "a number", "bool": "a condition"
 
 
 @dataclass(frozen=True, slots=True)
+class CallInfo:
+    """A checked helper call: its canonical text and what computing it needs."""
+
+    text: str  # e.g. 'rsi(14, tf="1h")', defaults filled in
+    spec: HelperSpec
+    literals: tuple[int | float | None, ...]  # positional values, defaults filled in
+    keywords: dict[str, int | float | None]  # declared keywords' literal values
+    tf: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class CheckedRule:
     ast: Expr
     lookback: int  # earlier bars the rule needs (max over the tree)
     helper_calls: tuple[str, ...]  # distinct normalized calls, inner calls first
     series: frozenset[str]  # bare series names used
     intervals: frozenset[str]  # tf= values used
+    calls: dict[Call, CallInfo]  # every call node of the tree
 
 
-def parse_rule(text: str, registry: Registry = DEFAULT_REGISTRY) -> CheckedRule:
-    """Parse and check rule text; raises RuleError (and only RuleError) on bad input."""
-    return check(parse(text), registry)
+def parse_rule(
+    text: str, registry: Registry = DEFAULT_REGISTRY, condition: bool = True
+) -> CheckedRule:
+    """Parse and check rule text; raises RuleError (and only RuleError) on bad input.
+
+    ``condition=False`` accepts any value (a number to plot, say) instead of a condition."""
+    return check(parse(text), registry, condition)
 
 
-def check(ast: Expr, registry: Registry) -> CheckedRule:
+def check(ast: Expr, registry: Registry, condition: bool = True) -> CheckedRule:
     checker = _Checker(registry)
     kind, lookback = checker.visit(ast)
-    if kind != "bool":
+    if condition and kind != "bool":
         raise RuleError(ast.pos, f"a rule must be a condition, found {_KIND_WORDS[kind]}")
     return CheckedRule(
         ast=ast,
@@ -58,6 +75,7 @@ def check(ast: Expr, registry: Registry) -> CheckedRule:
         helper_calls=tuple(checker.calls),
         series=frozenset(checker.series),
         intervals=frozenset(checker.intervals),
+        calls=checker.call_info,
     )
 
 
@@ -111,6 +129,7 @@ class _Checker:
         self.calls: dict[str, None] = {}  # ordered set
         self.series: set[str] = set()
         self.intervals: set[str] = set()
+        self.call_info: dict[Call, CallInfo] = {}
 
     def visit(self, node: Expr) -> tuple[ValueType, int]:
         """Type and lookback of a node (recursion is bounded by the parser's depth cap)."""
@@ -206,6 +225,7 @@ class _Checker:
                 parts.append(_number_text(value if value is not None else 0))
             literals.append(value)
         keywords = {k.name: k for k in node.kwargs}
+        keyword_values: dict[str, int | float | None] = {}
         for keyword in node.kwargs:
             if keyword.name not in spec.keywords:
                 allowed = ", ".join(sorted(spec.keywords))
@@ -218,16 +238,21 @@ class _Checker:
             if key in keywords:
                 label = f"keyword '{key}' of {node.name}"
                 self.not_a_string(keywords[key], label)
-                _, arg_lb = self.argument(keywords[key].value, declared, label)
+                value, arg_lb = self.argument(keywords[key].value, declared, label)
                 lookback = max(lookback, arg_lb)
+                keyword_values[key] = value
                 parts.append(f"{key}={to_text(keywords[key].value)}")
             elif declared.default is not None:
+                keyword_values[key] = declared.default
                 parts.append(f"{key}={_number_text(declared.default)}")
+        tf = None
         if "tf" in keywords:
             tf = self.interval(keywords["tf"])
             parts.append(f'tf="{tf}"')
         lookback += spec.lookback(literals)
-        self.calls[f"{node.name}({', '.join(parts)})"] = None
+        text = f"{node.name}({', '.join(parts)})"
+        self.calls[text] = None
+        self.call_info[node] = CallInfo(text, spec, tuple(literals), keyword_values, tf)
         return spec.returns, lookback
 
     def not_a_string(self, keyword: Keyword, label: str) -> None:

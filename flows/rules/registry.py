@@ -1,10 +1,22 @@
-"""Which names a rule may use: price series and declared helpers.
+"""Which names a rule may use: price series and declared helpers, with how each is computed.
 
-A data engineer adds a helper by decorating its implementation::
+A helper is computed one of two ways, and a data engineer adds one with one decorator:
 
-    @registry.helper(name="rsi", args=(Arg("period", 14),), returns="number",
-                     lookback=lambda a: int(a[0]) + 1)
-    def rsi(...): ...
+* backed by an incremental indicator (``flows.indicators``), computed once per symbol and
+  shared by every rule that uses it; one class may serve several helpers, one per output::
+
+    @registry.indicator("pvi", lookback=lambda a: 1, reference=batch_pvi)
+    class Pvi(Indicator): ...
+
+* a function of the symbol's bars and of its arguments' values at earlier bars::
+
+    @registry.function("crosses_above", args=("number", "number"), returns="bool",
+                       lookback=lambda a: 1, reference=batch_crosses_above)
+    def crosses_above(frame, back, a, b): return a(back) > b(back) and a(back + 1) <= b(back + 1)
+
+``reference`` is the batch definition of the helper (numpy arrays in, one array out, NaN
+where undefined; conditions as 1.0/0.0): the contract tests run every registered helper
+bar by bar through the evaluator and compare it with its reference at every bar.
 
 Argument kinds:
 
@@ -22,7 +34,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
+
+from flows.indicators import REGISTRY as INDICATOR_CLASSES
+from flows.indicators import Indicator, Spec
 
 ValueType = Literal["number", "bool"]
 ArgKind = Literal["period", "factor", "number", "bool"]
@@ -44,6 +59,9 @@ SERIES: frozenset[str] = frozenset(
 )
 
 F = TypeVar("F", bound=Callable[..., object])
+C = TypeVar("C", bound=type[Indicator])
+Reference = Callable[..., Any]
+SpecOf = Callable[[LiteralArgs], Spec]
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +81,24 @@ def _no_lookback(_: LiteralArgs) -> int:
 
 
 @dataclass(frozen=True, slots=True)
+class IndicatorBinding:
+    """The helper's value is output ``output`` (None: the whole value) of a shared indicator."""
+
+    spec_of: SpecOf  # literal arguments -> the indicator's spec
+    output: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FunctionBinding:
+    """The helper's value is ``func(frame, back, *arguments)``: literal arguments as values,
+    expression arguments as callables ``arg(back) -> value``. ``needs`` names the shared
+    indicators the function reads through ``frame.value``."""
+
+    func: Callable[..., object]
+    needs: Callable[[LiteralArgs], Sequence[Spec]] = lambda _: ()
+
+
+@dataclass(frozen=True, slots=True)
 class HelperSpec:
     name: str
     args: tuple[Arg, ...]
@@ -70,6 +106,10 @@ class HelperSpec:
     returns: ValueType
     lookback: Lookback = _no_lookback
     impl: Callable[..., object] | None = field(default=None, compare=False)
+    binding: IndicatorBinding | FunctionBinding | None = field(default=None, compare=False)
+    reference: Reference | None = field(default=None, compare=False)
+    reference_output: int | None = None  # which output of a multi-output reference
+    doc: str = ""
 
     @property
     def min_args(self) -> int:
@@ -95,6 +135,8 @@ class Registry:
     def __init__(self, series: frozenset[str] = SERIES) -> None:
         self.series = series
         self._helpers: dict[str, HelperSpec] = {}
+        # indicator name -> class, for the frames that compute this registry's helpers
+        self.factories: dict[str, Callable[..., Indicator]] = dict(INDICATOR_CLASSES)
 
     def declare(
         self,
@@ -104,6 +146,10 @@ class Registry:
         returns: ValueType = "number",
         lookback: Lookback = _no_lookback,
         impl: Callable[..., object] | None = None,
+        binding: IndicatorBinding | FunctionBinding | None = None,
+        reference: Reference | None = None,
+        reference_output: int | None = None,
+        doc: str = "",
     ) -> HelperSpec:
         if not name.isidentifier() or not name.isascii() or name.startswith("_"):
             raise ValueError(f"invalid helper name {name!r}")
@@ -116,7 +162,18 @@ class Registry:
         keyword_args = {k: _as_arg(v) for k, v in (kwargs or {}).items()}
         if "tf" in keyword_args:
             raise ValueError(f"{name}: tf= is implicit, do not declare it")
-        spec = HelperSpec(name, declared, keyword_args, returns, lookback, impl)
+        spec = HelperSpec(
+            name,
+            declared,
+            keyword_args,
+            returns,
+            lookback,
+            impl,
+            binding,
+            reference,
+            reference_output,
+            doc,
+        )
         self._helpers[name] = spec
         return spec
 
@@ -128,14 +185,121 @@ class Registry:
         kwargs: Mapping[str, Arg | ArgKind] | None = None,
         returns: ValueType = "number",
         lookback: Lookback = _no_lookback,
+        reference: Reference | None = None,
     ) -> Callable[[F], F]:
-        """Decorator form of ``declare`` that also records the implementation."""
+        """Decorator form of ``declare`` for a function helper with keyword arguments too:
+        ``func(frame, back, *args, **kwargs)``."""
 
         def register(func: F) -> F:
-            self.declare(name, args, kwargs, returns, lookback, impl=func)
+            self.declare(
+                name,
+                args,
+                kwargs,
+                returns,
+                lookback,
+                impl=func,
+                binding=FunctionBinding(func),
+                reference=reference,
+            )
             return func
 
         return register
+
+    def indicator(
+        self,
+        *names: str,
+        args: Sequence[Arg | ArgKind] = (),
+        returns: ValueType = "number",
+        lookback: Lookback = _no_lookback,
+        reference: Reference | None = None,
+        key: str | None = None,
+        doc: str = "",
+    ) -> Callable[[C], C]:
+        """Decorate an ``Indicator`` class: each name becomes a helper reading one output
+        (in order) of one shared instance per symbol, built as ``cls(*literal_args)``."""
+
+        def register(cls: C) -> C:
+            ind_key = key or names[0]
+            if self.factories.get(ind_key, cls) is not cls:
+                raise ValueError(f"indicator {ind_key!r} is already registered")
+            self.factories[ind_key] = cls
+
+            def spec_of(literals: LiteralArgs) -> Spec:
+                return (ind_key, tuple(literals))
+
+            for index, name in enumerate(names):
+                output = index if len(names) > 1 else None
+                self.declare(
+                    name,
+                    args,
+                    returns=returns,
+                    lookback=lookback,
+                    binding=IndicatorBinding(spec_of, output),
+                    reference=reference,
+                    reference_output=output,
+                    doc=doc,
+                )
+            return cls
+
+        return register
+
+    def function(
+        self,
+        name: str,
+        *,
+        args: Sequence[Arg | ArgKind] = (),
+        returns: ValueType = "number",
+        lookback: Lookback = _no_lookback,
+        reference: Reference | None = None,
+        needs: Callable[[LiteralArgs], Sequence[Spec]] | None = None,
+        reference_output: int | None = None,
+        doc: str = "",
+    ) -> Callable[[F], F]:
+        """Decorate ``func(frame, back, *args)`` computing the helper at ``back`` bars ago."""
+
+        def register(func: F) -> F:
+            binding = FunctionBinding(func, needs) if needs else FunctionBinding(func)
+            self.declare(
+                name,
+                args,
+                returns=returns,
+                lookback=lookback,
+                impl=func,
+                binding=binding,
+                reference=reference,
+                reference_output=reference_output,
+                doc=doc,
+            )
+            return func
+
+        return register
+
+    def bind_indicator(
+        self,
+        name: str,
+        spec_of: SpecOf,
+        *,
+        args: Sequence[Arg | ArgKind] = (),
+        returns: ValueType = "number",
+        lookback: Lookback = _no_lookback,
+        output: int | None = None,
+        reference: Reference | None = None,
+        doc: str = "",
+    ) -> HelperSpec:
+        """Declare a helper over an already registered indicator (e.g. one per pattern)."""
+        return self.declare(
+            name,
+            args,
+            returns=returns,
+            lookback=lookback,
+            binding=IndicatorBinding(spec_of, output),
+            reference=reference,
+            reference_output=output,
+            doc=doc,
+        )
+
+    def helpers(self) -> list[HelperSpec]:
+        return [self._helpers[name] for name in sorted(self._helpers)]
 
     def get(self, name: str) -> HelperSpec | None:
         return self._helpers.get(name)
@@ -147,75 +311,3 @@ class Registry:
     @property
     def names(self) -> frozenset[str]:
         return self.series | self.helper_names
-
-
-def _first(values: LiteralArgs) -> int:
-    return int(values[0] or 0)
-
-
-def _second(values: LiteralArgs) -> int:
-    return int(values[1] or 0)
-
-
-def _total(values: LiteralArgs) -> int:
-    return sum(int(v) for v in values if v is not None)
-
-
-def _macd_lookback(values: LiteralArgs) -> int:
-    fast, slow, signal = (int(v or 0) for v in values)
-    return max(fast, slow) + signal
-
-
-def _one(_: LiteralArgs) -> int:
-    return 1
-
-
-def _default_registry() -> Registry:
-    reg = Registry()
-    period = Arg("period")
-
-    def with_default(value: int) -> Arg:
-        return Arg("period", value)
-
-    for ma in ("sma", "ema", "wma"):
-        reg.declare(ma, [period], lookback=_first)
-    reg.declare("rsi", [with_default(14)], lookback=lambda a: _first(a) + 1)
-    macd_args = [with_default(12), with_default(26), with_default(9)]
-    for name in ("macd", "macd_signal", "macd_hist"):
-        reg.declare(
-            name, macd_args, lookback=lambda a: int(max(a[0] or 0, a[1] or 0) + (a[2] or 0))
-        )
-    for name in ("bb_upper", "bb_middle", "bb_lower"):
-        reg.declare(name, [with_default(20), Arg("factor", 2)], lookback=_first)
-    reg.declare("stoch_k", [with_default(14), with_default(3)], lookback=_total)
-    reg.declare("stoch_d", [with_default(14), with_default(3), with_default(3)], lookback=_total)
-    stochrsi = [with_default(14), with_default(14), with_default(3)]
-    reg.declare("stochrsi_k", stochrsi, lookback=lambda a: _total(a) + 1)
-    reg.declare("stochrsi_d", [*stochrsi, with_default(3)], lookback=lambda a: _total(a) + 1)
-    reg.declare("adx", [with_default(14)], lookback=lambda a: 2 * _first(a))
-    reg.declare("atr", [with_default(14)], lookback=lambda a: _first(a) + 1)
-    reg.declare("cci", [with_default(20)], lookback=_first)
-    reg.declare("mfi", [with_default(14)], lookback=lambda a: _first(a) + 1)
-    reg.declare("obv", [], lookback=_one)
-    for name in ("highest", "lowest"):
-        reg.declare(name, ["number", period], lookback=_second)
-    reg.declare("avg_volume", [period], lookback=_first)
-    reg.declare("vwap", [])
-    for name in ("vwap_upper", "vwap_lower"):
-        reg.declare(name, [], kwargs={"mult": Arg("factor", 1)})
-    reg.declare("pvi", [], lookback=_one)
-    reg.declare("hvn_near", [with_default(100)], returns="bool", lookback=_first)
-    reg.declare("hvn_above", [with_default(100)], lookback=_first)
-    reg.declare("hvn_below", [with_default(100)], lookback=_first)
-    reg.declare("hvn_count", [with_default(100)], lookback=_first)
-    for name in ("rsi_bullish_divergence", "rsi_bearish_divergence"):
-        reg.declare(name, [with_default(14), with_default(30)], returns="bool", lookback=_total)
-    reg.declare("engulfing", [], returns="bool", lookback=_one)
-    for name in ("crosses_above", "crosses_below"):
-        reg.declare(name, ["number", "number"], returns="bool", lookback=_one)
-    for name in ("change", "pct_change"):
-        reg.declare(name, ["number", with_default(1)], lookback=_second)
-    return reg
-
-
-DEFAULT_REGISTRY = _default_registry()

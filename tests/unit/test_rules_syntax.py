@@ -24,7 +24,7 @@ from flows.rules import (
     parse_rule,
 )
 from flows.rules.check import to_text
-from flows.rules.registry import DEFAULT_REGISTRY
+from flows.rules.helpers import DEFAULT_REGISTRY
 
 ISSUE_HELPERS = [
     "sma",
@@ -85,7 +85,7 @@ def error_of(text: str) -> RuleError:
         "not (volume > 2 * avg_volume(20))",
         "price_change_pct_24h > 5 or -close < -3.5e2",
         "true",
-        "engulfing() and hvn_near()",
+        "engulfing() > 0 and hvn_near()",
         "(close > open) == (close[1] > open[1])",
         'bb_upper(20, 2.5) > close and vwap_upper(mult=1.5, tf="4h") > vwap()',
         "change(close, 3) % 2 != 0 or pct_change(quote_volume_24h) >= 1e-3",
@@ -111,13 +111,13 @@ def test_checked_rule_summary() -> None:
 
 def test_defaults_are_filled_in_normalized_calls() -> None:
     rule = parse_rule("rsi() > 50 and macd() > macd(12, 26, 9) and vwap_upper() > close")
-    assert rule.helper_calls == ("rsi(14)", "macd(12, 26, 9)", "vwap_upper(mult=1)")
+    assert rule.helper_calls == ("rsi(14)", "macd(12, 26, 9)", "vwap_upper(0, mult=1)")
     assert rule.series == frozenset({"close"})
 
 
 def test_lookback_adds_index_and_nested_helpers() -> None:
-    assert parse_rule("close > highest(high, 20)[1]").lookback == 21
-    assert parse_rule("highest(rsi(14), 20)[5] > 70").lookback == 15 + 20 + 5
+    assert parse_rule("close > highest(high, 20)[1]").lookback == 20
+    assert parse_rule("highest(rsi(14), 20)[5] > 70").lookback == 15 + 19 + 5
     assert parse_rule("close[1000] > 0").lookback == 1000
 
 
@@ -317,7 +317,7 @@ def test_error_str_format() -> None:
             "argument 1 of crosses_above must be a number, found a condition",
         ),
         (
-            "highest(engulfing(), 3) > 1",
+            "highest(hvn_near(), 3) > 1",
             8,
             "argument 1 of highest must be a number, found a condition",
         ),

@@ -1,0 +1,83 @@
+"""Traders evaluated in the dataflow, and the signals they raise in PostgreSQL.
+
+``rules_stage`` assembles what a job needs: the book of traders (watched live, or loaded
+once for a replay), the per-symbol rules step's configuration, and the signals sink.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from flows.domain.clock import SYSTEM_CLOCK, Clock
+from flows.domain.keys import KeySpace
+from flows.signals.book import Book, BookHolder
+from flows.signals.step import RulesConfig, RulesStage, SignalSink, redis_seeder
+from flows.signals.store import BookWatcher, SignalWriter
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RulesRuntime:
+    stage: RulesStage
+    holder: BookHolder
+    watcher: BookWatcher | None
+
+    def stop(self) -> None:
+        if self.watcher is not None:
+            self.watcher.stop()
+
+    def summary(self) -> dict[str, int]:
+        c = self.stage.config.counters
+        out = {
+            "traders": len(self.holder.book.traders),
+            "evaluations": c.evaluations,
+            "fires": c.fires,
+            "rule_failures": c.failures,
+        }
+        for writer in self.stage.sink.writers:
+            out["signals_new"] = out.get("signals_new", 0) + writer.counters.new
+            out["signals_repeat"] = out.get("signals_repeat", 0) + writer.counters.repeats
+            out["signals_duplicate"] = out.get("signals_duplicate", 0) + writer.counters.duplicates
+        return out
+
+
+def rules_stage(
+    database_url: str,
+    redis_url: str | None,
+    intervals: Sequence[str],
+    keys: KeySpace = KeySpace(),
+    watch: bool = True,
+    record_latency: bool = True,
+    clock: Clock = SYSTEM_CLOCK,
+    book: Book | None = None,
+) -> RulesRuntime:
+    """The rules stage of a job. ``watch``: follow trader changes while running (live);
+    otherwise the traders are read once (a replay decides with one fixed set). ``book``:
+    use these traders instead of PostgreSQL's (tests, ``traders test``)."""
+    holder = BookHolder()
+    watcher = None
+    if book is not None:
+        holder.set(book)
+    else:
+        watcher = BookWatcher(database_url, holder, intervals)
+        if watch:
+            watcher.start()
+            if not watcher.connected.wait(10.0):
+                log.warning("traders not loaded yet: PostgreSQL at start-up is unreachable; "
+                            "rules run once it answers")  # fmt: skip
+        else:
+            watcher.load_once()
+            watcher = None
+    seeder = redis_seeder(redis_url, keys) if redis_url else None
+    config = RulesConfig(holder, seeder, clock)
+
+    def make_writer() -> SignalWriter:
+        return SignalWriter(database_url, clock, record_latency=record_latency)
+
+    return RulesRuntime(RulesStage(config, SignalSink(make_writer)), holder, watcher)
+
+
+__all__ = ["RulesRuntime", "rules_stage"]

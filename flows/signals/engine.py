@@ -1,0 +1,268 @@
+"""Evaluate every trader watching one symbol on each of its closed klines.
+
+``SymbolEngine`` is the per-symbol state of the rules step: one ``Frame`` per interval any
+of the symbol's traders reads (its own interval and every ``tf=``), and the traders switched
+off for this symbol because their evaluation raised. Everything else is derived:
+
+* whether a rule holds is a function of the frames only, and ``on_change`` compares the
+  rule at this bar with the rule at the previous bar (both from the frames), so a restart,
+  a replay or a late-added trader decides exactly as an engine that ran all along;
+* the cooldown (a repeat within N bars bumps the earlier signal's repeat count) is applied
+  where the signals are, in PostgreSQL (``klineflow_record_signal``), so it survives
+  restarts and replays without state here.
+
+Closed klines are taken in groups of the same end time, oldest first. Within a group every
+frame takes its bar before any rule is evaluated, so a 5m rule that reads ``tf="1h"`` at
+10:00 sees the 1h bar that closed at 10:00, and never a bar that closed later.
+
+Frames are seeded when first needed (and rebuilt when the rules need more of them) from the
+klines already stored, through ``Seeder``: rules are valid at once after a start, a new
+trader or an edit, instead of waiting for their lookback to pass.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from flows.domain.intervals import INTERVALS
+from flows.domain.kline import Kline
+from flows.domain.money import format_units
+from flows.indicators import Indicator
+from flows.rules.frame import Frame, Requirements
+from flows.rules.helpers import DEFAULT_REGISTRY
+from flows.signals.book import Book, CompiledTrader
+
+log = logging.getLogger(__name__)
+
+# (symbol, interval, end_ms, count) -> up to `count` closed klines with close_ms < end_ms,
+# the newest ones, oldest first
+Seeder = Callable[[str, str, int, int], list[Kline]]
+
+
+class Fire(NamedTuple):
+    """A rule held (for on_change: started to hold) at a closed kline."""
+
+    id: str
+    trader_id: int
+    trader_version: int
+    symbol: str
+    interval: str
+    open_ms: int
+    close_ms: int
+    window_start_ms: int  # signals of this trader+symbol opening since then are "the same"
+    price: str  # the kline's close, exact decimal text
+    values: dict[str, float | bool | None]
+    closed_at_ms: int  # wall clock when the engine took the kline (for latency)
+
+
+class RuleFailure(NamedTuple):
+    trader_id: int
+    trader_version: int
+    symbol: str
+    open_ms: int
+    error: str
+
+
+def signal_id(trader_id: int, symbol: str, interval: str, open_ms: int) -> str:
+    """Deterministic: the same trader, symbol and kline always give the same id."""
+    return f"{trader_id}-{symbol}-{interval}-{open_ms}"
+
+
+@dataclass
+class EngineCounters:
+    evaluations: int = 0
+    fires: int = 0
+    not_ready: int = 0
+    failures: int = 0
+    seeded_klines: int = 0
+
+
+class SymbolEngine:
+    """The rules state of one symbol (pickles into recovery snapshots)."""
+
+    def __init__(self, symbol: str) -> None:
+        self.symbol = symbol
+        self.frames: dict[str, Frame] = {}
+        self.failed: dict[tuple[int, int], str] = {}  # (trader id, version) -> error
+        self.book_version = -1
+        self._traders: list[CompiledTrader] = []  # not pickled: re-derived from the book
+
+    def __getstate__(self) -> dict[str, object]:
+        return {"symbol": self.symbol, "frames": self.frames, "failed": self.failed}
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.symbol = state["symbol"]  # type: ignore[assignment]
+        self.frames = state["frames"]  # type: ignore[assignment]
+        self.failed = state["failed"]  # type: ignore[assignment]
+        self.book_version = -1
+        self._traders = []
+
+    # ------------------------------------------------------------------ book changes
+
+    def sync(
+        self,
+        book: Book,
+        end_ms: int,
+        seeder: Seeder | None,
+        factories: Mapping[str, Callable[..., Indicator]],
+        counters: EngineCounters,
+    ) -> None:
+        """Adopt ``book``: frames for what its traders need, seeded up to ``end_ms``."""
+        self.book_version = book.version
+        self._traders = book.for_symbol(self.symbol)
+        wanted: dict[str, Requirements] = {}
+        for trader in self._traders:
+            for interval, req in trader.program.requirements.items():
+                wanted.setdefault(interval, Requirements()).merge(req)
+        live = {(t.row.id, t.row.version) for t in self._traders}
+        self.failed = {k: v for k, v in self.failed.items() if k in live}
+        frames: dict[str, Frame] = {}
+        for interval, req in wanted.items():
+            frame = self.frames.get(interval)
+            if frame is not None and req.covered_by(frame.requirements):
+                frames[interval] = frame
+                continue
+            merged = Requirements()
+            merged.merge(req)
+            frames[interval] = self._seeded(interval, merged, frame, end_ms, seeder, factories)
+            counters.seeded_klines += frames[interval].bars
+        self.frames = frames
+
+    def _seeded(
+        self,
+        interval: str,
+        req: Requirements,
+        old: Frame | None,
+        end_ms: int,
+        seeder: Seeder | None,
+        factories: Mapping[str, Callable[..., Indicator]],
+    ) -> Frame:
+        fresh = Frame(interval, req, factories)
+        held = len(old.series) if old is not None else 0
+        if old is not None and held >= fresh.capacity:
+            return old.rebuilt(req, factories)
+        older: list[Kline] = []
+        if seeder is not None:
+            # klines closing before the oldest bar held (or before this group's end)
+            bound = int(old.series.last("time", held - 1)) if old is not None and held else end_ms
+            try:
+                older = seeder(self.symbol, interval, bound, fresh.capacity - held)
+            except Exception as exc:  # storage unavailable: start from what is held
+                log.warning(
+                    "seeding symbol=%s interval=%s failed (%s); rules warm up from new bars",
+                    self.symbol,
+                    interval,
+                    exc,
+                )
+        if old is not None:
+            return old.rebuilt(req, factories, older)
+        for k in older:
+            fresh.on_bar(k)
+        return fresh
+
+    # ------------------------------------------------------------------ evaluation
+
+    def process(
+        self,
+        closed: Iterable[tuple[str, Kline]],
+        book: Book,
+        seeder: Seeder | None,
+        now_ms: int,
+        counters: EngineCounters,
+        factories: Mapping[str, Callable[..., Indicator]] = DEFAULT_REGISTRY.factories,
+    ) -> tuple[list[Fire], list[RuleFailure]]:
+        """Take closed klines (any intervals, any order) and evaluate the traders."""
+        groups: dict[int, list[tuple[str, Kline]]] = {}
+        for interval, k in closed:
+            groups.setdefault(k.close_ms + 1, []).append((interval, k))
+        fires: list[Fire] = []
+        failures: list[RuleFailure] = []
+        for end in sorted(groups):
+            group = groups[end]
+            if book.version != self.book_version:
+                self.sync(book, end, seeder, factories, counters)
+            if not self._traders:
+                continue
+            closing: dict[str, Kline] = {}
+            for interval, k in group:
+                frame = self.frames.get(interval)
+                if frame is not None:
+                    frame.on_bar(k)
+                closing[interval] = k
+            for trader in self._traders:
+                k_closing = closing.get(trader.row.interval)
+                if k_closing is not None:
+                    self._evaluate(trader, k_closing, now_ms, counters, fires, failures)
+        return fires, failures
+
+    def _evaluate(
+        self,
+        trader: CompiledTrader,
+        k: Kline,
+        now_ms: int,
+        counters: EngineCounters,
+        fires: list[Fire],
+        failures: list[RuleFailure],
+    ) -> None:
+        row = trader.row
+        if (row.id, row.version) in self.failed:
+            return
+        frames = self.frames
+        main = frames.get(row.interval)
+        if main is None or main.last_open != k.open_ms:
+            return  # this kline was older than the frame's newest (a re-delivery)
+        program = trader.program
+        counters.evaluations += 1
+        try:
+            if not program.ready(frames):
+                counters.not_ready += 1
+                return
+            now = program.holds(frames, 0)
+            if now is None:
+                counters.not_ready += 1
+                return
+            if not now:
+                return
+            if row.trigger_mode == "on_change" and program.holds(frames, 1) is not False:
+                return
+            values = program.values(frames, 0)
+        except Exception as exc:  # a helper's own bug, a numeric library error, ...
+            message = f"{type(exc).__name__}: {exc}"
+            self.failed[(row.id, row.version)] = message
+            counters.failures += 1
+            failures.append(RuleFailure(row.id, row.version, self.symbol, k.open_ms, message))
+            log.warning("trader id=%d switched off for symbol=%s: %s", row.id, self.symbol, message)
+            return
+        interval = INTERVALS[row.interval]
+        window_start = k.open_ms
+        if row.cooldown_bars:
+            window_start = k.open_ms - row.cooldown_bars * interval.length_ms
+            if interval.calendar_month:
+                window_start = _months_before(k.open_ms, row.cooldown_bars)
+        counters.fires += 1
+        fires.append(
+            Fire(
+                signal_id(row.id, self.symbol, row.interval, k.open_ms),
+                row.id,
+                row.version,
+                self.symbol,
+                row.interval,
+                k.open_ms,
+                k.close_ms,
+                window_start,
+                format_units(k.close),
+                values,
+                now_ms,
+            )
+        )
+
+
+def _months_before(open_ms: int, months: int) -> int:
+    from datetime import UTC, datetime
+
+    d = datetime.fromtimestamp(open_ms / 1000, tz=UTC)
+    total = d.year * 12 + (d.month - 1) - months
+    return int(datetime(total // 12, total % 12 + 1, 1, tzinfo=UTC).timestamp()) * 1000

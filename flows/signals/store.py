@@ -1,0 +1,389 @@
+"""PostgreSQL side of traders and signals: reading traders, writing signals, watching changes.
+
+* ``SignalWriter`` records a batch of fires and rule failures in ONE transaction (a pipeline
+  of ``klineflow_record_signal`` calls: new row, repeat or duplicate is decided there). If the
+  server is away the batch is kept and retried with the next one (bounded; signals are
+  idempotent, so a retry after an unclear commit is harmless) and the flow runs on.
+* ``BookWatcher`` keeps a ``BookHolder`` current: it LISTENs on channel ``traders`` and
+  rebuilds the book at each notification (and every ``poll_s`` as a safety net), reconnecting
+  after a lost connection.
+* ``TraderStore`` is the command line's CRUD on traders (as the migrating owner).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+
+from flows.domain.clock import SYSTEM_CLOCK, Clock
+from flows.signals.book import Book, BookHolder, TraderRow, build_book
+from flows.signals.engine import Fire, RuleFailure
+
+log = logging.getLogger(__name__)
+
+TRADER_COLUMNS = (
+    "id, owner_id, name, description, expression, interval, symbols_mode, symbols, "
+    "symbols_pattern, trigger_mode, cooldown_bars, enabled, version"
+)
+
+
+def row_of(record: dict[str, Any]) -> TraderRow:
+    return TraderRow(
+        id=int(record["id"]),
+        owner_id=int(record["owner_id"]),
+        name=record["name"],
+        description=record["description"],
+        expression=record["expression"],
+        interval=record["interval"],
+        symbols_mode=record["symbols_mode"],
+        symbols=tuple(record["symbols"] or ()),
+        symbols_pattern=record["symbols_pattern"],
+        trigger_mode=record["trigger_mode"],
+        cooldown_bars=int(record["cooldown_bars"]),
+        enabled=bool(record["enabled"]),
+        version=int(record["version"]),
+    )
+
+
+def load_traders(conn: psycopg.Connection[Any], enabled_only: bool = True) -> list[TraderRow]:
+    where = "WHERE enabled" if enabled_only else ""
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(f"SELECT {TRADER_COLUMNS} FROM traders {where} ORDER BY id")
+        return [row_of(r) for r in cur.fetchall()]
+
+
+# ------------------------------------------------------------------------- writing signals
+
+_RECORD = "SELECT klineflow_record_signal(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s)"
+_FAILURE = (
+    "INSERT INTO trader_errors (trader_id, trader_version, symbol, error, kline_open_ms) "
+    "VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING"
+)
+
+
+@dataclass
+class WriterCounters:
+    new: int = 0
+    repeats: int = 0
+    duplicates: int = 0
+    failures_recorded: int = 0
+    batches: int = 0
+    retries: int = 0
+    dropped: int = 0  # fires lost because the retry buffer was full
+    latencies_ms: list[float] = field(default_factory=list)  # recent close -> commit
+
+
+class SignalWriter:
+    def __init__(
+        self,
+        url: str,
+        clock: Clock = SYSTEM_CLOCK,
+        record_latency: bool = True,
+        max_pending: int = 100_000,
+    ) -> None:
+        self._url = url
+        self._clock = clock
+        self._record_latency = record_latency
+        self._max_pending = max_pending
+        self._conn: psycopg.Connection[Any] | None = None
+        self._pending: list[Fire | RuleFailure] = []
+        self.counters = WriterCounters()
+
+    def _connect(self) -> psycopg.Connection[Any]:
+        if self._conn is None or self._conn.closed:
+            self._conn = psycopg.connect(self._url, autocommit=False, connect_timeout=5)
+        return self._conn
+
+    def write(self, items: Iterable[Fire | RuleFailure]) -> bool:
+        """Record ``items`` (and any left from failed attempts); False if the server is away."""
+        self._pending.extend(items)
+        if not self._pending:
+            return True
+        batch = self._pending
+        try:
+            results = self._write(batch)
+        except psycopg.Error as exc:
+            self.counters.retries += 1
+            log.warning("signals not written yet (%d waiting): %s", len(batch), exc)
+            self._close()
+            if len(batch) > self._max_pending:
+                dropped = len(batch) - self._max_pending
+                self.counters.dropped += dropped
+                log.error("signal buffer full: %d oldest fires dropped", dropped)
+                del batch[:dropped]
+            return False
+        self._pending = []
+        c = self.counters
+        c.batches += 1
+        for outcome in results:
+            if outcome == "new":
+                c.new += 1
+            elif outcome == "repeat":
+                c.repeats += 1
+            elif outcome == "duplicate":
+                c.duplicates += 1
+        return True
+
+    def _write(self, batch: Sequence[Fire | RuleFailure]) -> list[str]:
+        conn = self._connect()
+        now = self._clock.now_ms()
+        failures = [f for f in batch if isinstance(f, RuleFailure)]
+        fires = [f for f in batch if isinstance(f, Fire)]
+        outcomes: list[str] = []
+        with conn.transaction(), conn.cursor() as cur:
+            if failures:
+                cur.executemany(
+                    _FAILURE,
+                    [(f.trader_id, f.trader_version, f.symbol, f.error[:2000], f.open_ms)
+                     for f in failures],
+                )  # fmt: skip
+            if fires:
+                cur.executemany(_RECORD, [self._params(f, now) for f in fires], returning=True)
+                while True:
+                    row = cur.fetchone()
+                    outcomes.append(str(row[0]) if row else "duplicate")
+                    if not cur.nextset():
+                        break
+        self.counters.failures_recorded += len(failures)
+        if self._record_latency and fires:
+            recent = self.counters.latencies_ms
+            recent.extend(float(now - f.closed_at_ms) for f in fires)
+            del recent[: max(0, len(recent) - 10_000)]
+        return outcomes
+
+    def _params(self, f: Fire, now_ms: int) -> tuple[Any, ...]:
+        latency = float(now_ms - (f.close_ms + 1)) if self._record_latency else None
+        return (
+            f.id,
+            f.trader_id,
+            f.trader_version,
+            f.symbol,
+            f.interval,
+            f.open_ms,
+            f.close_ms,
+            f.window_start_ms,
+            f.price,
+            json.dumps(f.values, allow_nan=False, sort_keys=True),
+            latency,
+        )
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    def _close(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(psycopg.Error):
+                self._conn.close()
+        self._conn = None
+
+    def close(self) -> None:
+        self._close()
+
+
+# ------------------------------------------------------------------------- watching traders
+
+
+class BookWatcher(threading.Thread):
+    """Keeps ``holder.book`` equal to the enabled traders in PostgreSQL."""
+
+    def __init__(
+        self,
+        url: str,
+        holder: BookHolder,
+        intervals: Sequence[str] | None = None,
+        poll_s: float = 30.0,
+        on_errors: Any = None,
+    ) -> None:
+        super().__init__(name="klineflow-traders", daemon=True)
+        self._url = url
+        self.holder = holder
+        self._intervals = list(intervals) if intervals is not None else None
+        self._poll_s = poll_s
+        self._stop = threading.Event()
+        self._on_errors = on_errors
+        self.reloads = 0
+        self.connected = threading.Event()
+
+    def load(self, conn: psycopg.Connection[Any]) -> Book:
+        rows = load_traders(conn)
+        conn.commit()
+        book = build_book(rows, self._intervals, self.holder.book)
+        if book is not self.holder.book:
+            self.reloads += 1
+            log.info("traders loaded: %d active, %d left out", len(book.traders),
+                     len(book.errors))  # fmt: skip
+        self.holder.set(book)
+        return book
+
+    def load_once(self) -> Book:
+        with psycopg.connect(self._url, connect_timeout=5) as conn:
+            return self.load(conn)
+
+    def run(self) -> None:
+        backoff = 0.5
+        while not self._stop.is_set():
+            try:
+                with psycopg.connect(self._url, autocommit=True, connect_timeout=5) as conn:
+                    conn.execute("LISTEN traders")
+                    self.load(conn)
+                    self.connected.set()
+                    backoff = 0.5
+                    while not self._stop.is_set():
+                        changed = False
+                        for _ in conn.notifies(timeout=self._poll_s, stop_after=1):
+                            changed = True
+                        # drain what else arrived with it, then reload once
+                        for _ in conn.notifies(timeout=0.05):
+                            pass
+                        if changed:
+                            log.debug("traders changed")
+                        self.load(conn)  # on a change, and every poll_s as a safety net
+            except psycopg.Error as exc:
+                self.connected.clear()
+                log.warning("traders watch lost (%s); retrying in %.1fs", exc, backoff)
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, 10.0)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+# ------------------------------------------------------------------------- the command line
+
+
+class TraderError(ValueError):
+    """A trader command could not be carried out (unknown trader, bad field value)."""
+
+
+class TraderStore:
+    def __init__(self, url: str) -> None:
+        self._url = url
+
+    def _conn(self) -> psycopg.Connection[Any]:
+        return psycopg.connect(self._url, connect_timeout=5)
+
+    def owner_id(self, conn: psycopg.Connection[Any], name: str) -> int:
+        row = conn.execute(
+            "INSERT INTO users (name) VALUES (%s) ON CONFLICT (name) DO UPDATE "
+            "SET name = EXCLUDED.name RETURNING id",
+            (name,),
+        ).fetchone()
+        assert row is not None
+        return int(row[0])
+
+    def add(self, row: TraderRow, owner: str = "local") -> TraderRow:
+        with self._conn() as conn:
+            owner_id = self.owner_id(conn, owner)
+            try:
+                new = conn.execute(
+                    "INSERT INTO traders (owner_id, name, description, expression, interval, "
+                    "symbols_mode, symbols, symbols_pattern, trigger_mode, cooldown_bars, "
+                    "enabled) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
+                    (
+                        owner_id,
+                        row.name,
+                        row.description,
+                        row.expression,
+                        row.interval,
+                        row.symbols_mode,
+                        list(row.symbols),
+                        row.symbols_pattern,
+                        row.trigger_mode,
+                        row.cooldown_bars,
+                        row.enabled,
+                    ),
+                ).fetchone()
+            except psycopg.errors.UniqueViolation:
+                raise TraderError(f"{owner} already has a trader named {row.name!r}") from None
+            except psycopg.errors.CheckViolation as exc:
+                raise TraderError(f"rejected by the database: {exc.diag.message_primary}") from None
+            assert new is not None
+            return self._get(conn, int(new[0]))
+
+    def _get(self, conn: psycopg.Connection[Any], trader_id: int) -> TraderRow:
+        with conn.cursor(row_factory=dict_row) as cur:
+            cur.execute(f"SELECT {TRADER_COLUMNS} FROM traders WHERE id = %s", (trader_id,))
+            record = cur.fetchone()
+        if record is None:
+            raise TraderError(f"no trader with id {trader_id}")
+        return row_of(record)
+
+    def get(self, trader_id: int) -> TraderRow:
+        with self._conn() as conn:
+            return self._get(conn, trader_id)
+
+    def find(self, ref: str) -> TraderRow:
+        """A trader by id or by (unique) name."""
+        with self._conn() as conn:
+            if ref.isdigit():
+                return self._get(conn, int(ref))
+            ids = conn.execute("SELECT id FROM traders WHERE name = %s", (ref,)).fetchall()
+            if not ids:
+                raise TraderError(f"no trader named {ref!r}")
+            if len(ids) > 1:
+                raise TraderError(f"several traders are named {ref!r}; use the id")
+            return self._get(conn, int(ids[0][0]))
+
+    def all(self) -> list[TraderRow]:
+        with self._conn() as conn:
+            return load_traders(conn, enabled_only=False)
+
+    def update(self, trader_id: int, **changes: Any) -> TraderRow:
+        allowed = {
+            "name",
+            "description",
+            "expression",
+            "interval",
+            "symbols_mode",
+            "symbols",
+            "symbols_pattern",
+            "trigger_mode",
+            "cooldown_bars",
+            "enabled",
+        }
+        unknown = set(changes) - allowed
+        if unknown:
+            raise TraderError(f"cannot change {', '.join(sorted(unknown))}")
+        if not changes:
+            return self.get(trader_id)
+        sets = ", ".join(f"{name} = %s" for name in changes)
+        values = [list(v) if isinstance(v, tuple) else v for v in changes.values()]
+        with self._conn() as conn:
+            try:
+                done = conn.execute(
+                    f"UPDATE traders SET {sets} WHERE id = %s RETURNING id",
+                    (*values, trader_id),
+                ).fetchone()
+            except psycopg.errors.CheckViolation as exc:
+                raise TraderError(f"rejected by the database: {exc.diag.message_primary}") from None
+            if done is None:
+                raise TraderError(f"no trader with id {trader_id}")
+            return self._get(conn, trader_id)
+
+    def signals(self, trader_id: int, limit: int = 20) -> list[dict[str, Any]]:
+        with self._conn() as conn, conn.cursor(row_factory=dict_row) as cur:
+            cur.execute(
+                'SELECT id, symbol, interval, kline_open_ms, price, repeat_count, "values", '
+                "latency_ms, created_at FROM signals WHERE trader_id = %s "
+                "ORDER BY kline_open_ms DESC LIMIT %s",
+                (trader_id, limit),
+            )
+            return list(cur.fetchall())
+
+    def errors(self, trader_id: int) -> list[dict[str, Any]]:
+        with self._conn() as conn, conn.cursor(row_factory=dict_row) as cur:
+            cur.execute(
+                "SELECT trader_version, symbol, error, kline_open_ms, created_at "
+                "FROM trader_errors WHERE trader_id = %s ORDER BY created_at DESC",
+                (trader_id,),
+            )
+            return list(cur.fetchall())
