@@ -71,3 +71,27 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"the real Binance recordings are not at {SHARED_DATA} (a clone elsewhere)")
     return SHARED_DATA
+
+
+@pytest.fixture
+def signals_db(database_url: str) -> Iterator[str]:
+    """A database of this test's own with every migration applied; dropped afterwards.
+    (Roles are cluster-wide: the migrations tolerate finding them there.)"""
+    import secrets
+
+    import psycopg
+    from psycopg import sql
+    from psycopg.conninfo import make_conninfo
+
+    from flows.storage.migrations import apply_migrations
+
+    name = f"kf_sig_{secrets.token_hex(6)}"
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    url = make_conninfo(database_url, dbname=name)
+    apply_migrations(url)
+    yield url
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )

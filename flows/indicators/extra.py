@@ -123,9 +123,9 @@ class Vwap(Indicator):
     Arithmetic, for bit-for-bit batch checks: ``tp = (high + low + close) / 3.0``; three sums
     ``sv += v``, ``spv += v * tp``, ``spv2 += v * tp * tp`` (evaluated left to right), each
     started from 0.0 and added oldest bar first (kept running for sessions, recomputed over the
-    window for ``period >= 1``); ``vwap = spv / sv``; ``stdev = sqrt(max(0.0, spv2 / sv - vwap**2))``
-    (``**`` is libm's pow, which now and then differs in the last bit from ``vwap * vwap``).
-    Both are NaN while ``sv == 0``.
+    window for ``period >= 1``); ``vwap = spv / sv``;
+    ``stdev = sqrt(max(0.0, spv2 / sv - vwap**2))`` (``**`` is libm's pow, which now and then
+    differs in the last bit from ``vwap * vwap``). Both are NaN while ``sv == 0``.
     """
 
     def __init__(self, period: int = 0) -> None:

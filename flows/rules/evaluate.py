@@ -176,8 +176,12 @@ class _Compiler:
         if isinstance(node, Name):
             return self.series(node.name, depth)
         if isinstance(node, Index):
-            target = self.compile(node.target, depth + node.bars)
-            bars = node.bars
+            bars, inner = node.bars, node.target
+            while isinstance(inner, Index):
+                bars, inner = bars + inner.bars, inner.target
+            if isinstance(inner, Call) and self.rule.calls[inner].tf not in (None, self.interval):
+                return self.call(inner, depth, offset=bars)  # bars of the call's own interval
+            target = self.compile(inner, depth + bars)
             return lambda frames, back: target(frames, back + bars)
         if isinstance(node, Unary):
             operand = self.compile(node.operand, depth)
@@ -244,10 +248,31 @@ class _Compiler:
 
         return read
 
-    def call(self, node: Call, depth: int) -> Fn:
+    def call(self, node: Call, depth: int, offset: int = 0) -> Fn:
+        """A call at ``back`` bars of this compiler's interval. A call with another
+        ``tf=`` reads the bar of its interval that was the newest closed one at that time,
+        then ``offset`` bars of its own interval before it."""
+        tf = self.rule.calls[node].tf
+        if tf is None or tf == self.interval:
+            here = self.call_here(node, depth + offset)
+            if not offset:
+                return here
+            return lambda frames, back: here(frames, back + offset)
+        home, length = self.interval, INTERVALS[self.interval].length_ms
+        reach = -(-depth * length // INTERVALS[tf].length_ms) + 1 + offset
+        sub = _Compiler(self.rule, tf, self.registry, self.requirements)
+        inner = sub.call_here(node, reach)
+        self.need(home).series_depth = max(self.need(home).series_depth, depth)
+
+        def other_interval(frames: Frames, back: int) -> Any:
+            return inner(frames, _bars_since(frames, home, tf, back) + offset)
+
+        return other_interval
+
+    def call_here(self, node: Call, depth: int) -> Fn:
         info = self.rule.calls[node]
         spec = info.spec
-        interval = info.tf or self.interval
+        interval = self.interval
         binding = spec.binding
         if binding is None:
             raise RuleError(node.pos, f"helper '{spec.name}' has no implementation")
@@ -292,6 +317,27 @@ class _Compiler:
             return result
 
         return function
+
+
+def _bars_since(frames: Frames, home: str, other: str, back: int) -> int:
+    """How many bars of ``other`` closed after the ``home`` bar ``back`` bars ago closed:
+    the offset in ``other`` of the bar that was its newest closed one then."""
+    try:
+        home_open = int(frames[home].series.last("time", back))
+        newest = int(frames[other].series.last("time", 0))
+    except IndexError:
+        raise UNDEFINED from None
+    home_end = INTERVALS[home].next_open(home_open)
+    iv = INTERVALS[other]
+    if iv.next_open(newest) <= home_end:
+        return 0
+    if not iv.calendar_month:
+        return -(-(iv.next_open(newest) - home_end) // iv.length_ms)
+    count, open_ms = 0, newest
+    while iv.next_open(open_ms) > home_end:
+        count += 1
+        open_ms = iv.open_time(open_ms - 1)
+    return count
 
 
 def _thunk(fn: Fn, frames: Frames, back: int) -> Any:

@@ -298,6 +298,10 @@ class Registry:
             doc=doc,
         )
 
+    def remove(self, name: str) -> None:
+        """Forget a helper (a plugin unloading, a test cleaning up)."""
+        del self._helpers[name]
+
     def helpers(self) -> list[HelperSpec]:
         return [self._helpers[name] for name in sorted(self._helpers)]
 

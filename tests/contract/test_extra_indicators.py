@@ -181,8 +181,7 @@ def ref_vwap(data: Arrays, period: int) -> list[tuple[float, float]]:
         if sv == 0.0:
             return (math.nan, math.nan)
         mean = spv / sv
-        var = spv2 / sv - mean * mean
-        return (mean, math.sqrt(var) if var > 0.0 else 0.0)
+        return (mean, math.sqrt(max(0.0, spv2 / sv - mean**2)))
 
     out = []
     sv = spv = spv2 = 0.0
@@ -220,23 +219,23 @@ def ref_pvi(data: Arrays) -> list[float]:
 def ref_nodes(data: Arrays, i: int, period: int, bins: int) -> tuple[float, ...]:
     if i < period - 1:
         return (math.nan,)
-    s = slice(i - period + 1, i + 1)
-    h, lo, c, v = (data[f][s] for f in ("high", "low", "close", "volume"))
-    bottom, top = float(lo.min()), float(h.max())
-    if float(v.sum()) == 0.0:
-        return ()
+    rows = range(i - period + 1, i + 1)
+    h, lo, c, v = (data[f].tolist() for f in ("high", "low", "close", "volume"))
+    bottom, top = min(lo[k] for k in rows), max(h[k] for k in rows)
     if bottom == top:
         return (bottom,)
-    tp = np.clip((h + lo + c) / 3.0, bottom, top)
-    hist, edges = np.histogram(tp, bins=bins, range=(bottom, top), weights=v)
-    assert hist.sum() == pytest.approx(v.sum())  # every bar's volume is in some bin
-    mean = float(hist.sum()) / bins
+    width = (top - bottom) / bins
+    hist = [0.0] * bins
+    for k in rows:
+        tp = (h[k] + lo[k] + c[k]) / 3.0
+        hist[max(0, min(int((tp - bottom) / width), bins - 1))] += v[k]
+    mean = sum(hist) / bins
     nodes = []
     for b in range(bins):
         left = hist[b - 1] if b > 0 else -math.inf
         right = hist[b + 1] if b < bins - 1 else -math.inf
         if hist[b] >= 1.5 * mean and hist[b] > left and hist[b] >= right:
-            nodes.append((float(edges[b]) + float(edges[b + 1])) / 2.0)
+            nodes.append(bottom + (b + 0.5) * width)
     return tuple(nodes)
 
 
@@ -441,10 +440,11 @@ def test_volume_profile_edge_cases() -> None:
     assert len(iset.value(spec)) == 1 and math.isnan(iset.value(spec)[0])
     iset.on_bar(5.0, 5.0, 5.0, 5.0, 0.0, time=float(START + MINUTE))
     iset.on_bar(5.0, 5.0, 5.0, 5.0, 0.0, time=float(START + 2 * MINUTE))
-    assert iset.value(spec) == ()  # no volume, no nodes
+    assert iset.value(spec) == (5.0,)  # flat range: its one price, volume or not
     iset.on_bar(5.0, 5.0, 5.0, 5.0, 7.0, time=float(START + 3 * MINUTE))
-    assert iset.value(spec) == (5.0,)  # flat range: its one price
-    # range [0, 8]: bins of 2; typical prices 1 (bin 0), 7 and 8 (bin 3, which holds hi)
+    assert iset.value(spec) == (5.0,)
+    # range [0, 8]: bins of 2; typical prices 1 (bin 0), 7 and 8 (bin 3, which holds hi);
+    # volumes [1, 0, 0, 10], mean 2.75: bin 3 is the only node, centred at 7
     iset.on_bar(0.0, 3.0, 0.0, 0.0, 1.0, time=float(START + 4 * MINUTE))
     iset.on_bar(7.0, 8.0, 6.0, 7.0, 5.0, time=float(START + 5 * MINUTE))
     iset.on_bar(8.0, 8.0, 8.0, 8.0, 5.0, time=float(START + 6 * MINUTE))

@@ -1,0 +1,616 @@
+"""`klineflow traders`: trader rules in PostgreSQL, and a dry run of a rule on stored klines.
+
+Every command that touches the database first applies the migrations not applied yet, so it
+works on a fresh database. Rules are checked with the flow's own compiler before anything is
+saved: a rule the command line accepts is a rule the flow can run (given its intervals).
+
+Failures are one clear line on stderr and a non-zero exit: 2 for bad input (a rule that does
+not compile, an unknown interval, conflicting options), 1 for everything else (an unknown
+trader, a database or Redis that cannot be reached, a symbol without klines).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import typer
+from rich.cells import cell_len
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+from rich.text import Text
+
+from flows.domain.clock import SYSTEM_CLOCK
+from flows.domain.intervals import IntervalError, get_interval
+from flows.domain.keys import KeySpace
+from flows.rules.errors import RuleError
+from flows.settings import Settings, load_settings
+from flows.signals.book import TraderRow, compile_trader
+
+if TYPE_CHECKING:  # psycopg, redis and the engine load only in the commands that use them
+    from flows.domain.kline import Kline
+    from flows.signals.preview import PreviewResult
+    from flows.signals.store import TraderStore
+
+traders_app = typer.Typer(
+    no_args_is_help=True,
+    help="Trader rules: add, list, show, edit, enable/disable, and test a rule on stored klines.",
+)
+console = Console(stderr=True)
+out = Console()
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+DEFAULT_COOLDOWN = 50  # the schema's default too
+
+
+class Trigger(StrEnum):
+    every_close = "every_close"
+    on_change = "on_change"
+
+
+DatabaseUrl = Annotated[
+    str | None, typer.Option("--database-url", help="PostgreSQL URL (default: embedded)")
+]
+RedisUrl = Annotated[str | None, typer.Option("--redis-url", help="Redis URL (default: embedded)")]
+Namespace = Annotated[str | None, typer.Option("--namespace", help="prefix for every Redis key")]
+Ref = Annotated[str, typer.Argument(help="the trader's id or its (unique) name")]
+SymbolsOpt = Annotated[
+    str | None, typer.Option("--symbols", help="watch only these symbols, e.g. BTCUSDT,ETHUSDT")
+]
+PatternOpt = Annotated[
+    str | None,
+    typer.Option("--pattern", help="watch the symbols this regular expression fully matches"),
+]
+
+
+# ------------------------------------------------------------------------------ small helpers
+
+
+def _fail(message: str, code: int = 1) -> NoReturn:
+    console.print(f"[red]error:[/red] {escape(message)}", soft_wrap=True, highlight=False)
+    raise typer.Exit(code)
+
+
+def _say(text: str) -> None:
+    """Plain text on stdout: user text is never read as markup, lines are never wrapped."""
+    out.print(text, markup=False, highlight=False, soft_wrap=True)
+
+
+def _settings(**overrides: object) -> Settings:
+    try:
+        return load_settings(**overrides)
+    except Exception as e:  # pydantic's ValidationError names the bad setting
+        _fail(f"configuration error: {e}", 2)
+
+
+def _utc(ms: int) -> str:
+    return (EPOCH + timedelta(milliseconds=ms)).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _check_interval(interval: str) -> None:
+    try:
+        get_interval(interval)
+    except IntervalError as e:
+        _fail(str(e), 2)
+
+
+def _bad_rule(expression: str, error: RuleError) -> NoReturn:
+    """The rule, a caret under the offending character, and what is wrong; exit 2."""
+    pos = max(0, min(error.position, len(expression)))
+    line_no = expression.count("\n", 0, pos)
+    column = pos - (expression.rfind("\n", 0, pos) + 1)
+    console.print(f"[red]bad rule:[/red] {escape(error.message)}", soft_wrap=True)
+    for number, line in enumerate(expression.split("\n")):
+        console.print("  " + line, markup=False, highlight=False, soft_wrap=True)
+        if number == line_no:
+            # one blank cell per character before the error (tabs kept, so they line up)
+            pad = "".join("\t" if c == "\t" else " " * cell_len(c) for c in line[:column])
+            console.print("  " + pad + "^", markup=False, highlight=False, soft_wrap=True)
+    raise typer.Exit(2)
+
+
+def _validate(row: TraderRow) -> None:
+    """Everything the flow will check about a trader, before it is saved."""
+    _check_interval(row.interval)
+    if row.symbols_mode == "pattern":
+        try:
+            re.compile(row.symbols_pattern or "")
+        except re.error as e:
+            _fail(f"bad --pattern {row.symbols_pattern!r}: {e}", 2)
+    try:
+        compile_trader(row)
+    except RuleError as e:
+        _bad_rule(row.expression, e)
+
+
+def _symbol_list(text: str) -> tuple[str, ...]:
+    symbols = tuple(dict.fromkeys(s.strip().upper() for s in text.split(",") if s.strip()))
+    if not symbols:
+        _fail("--symbols needs at least one symbol, e.g. --symbols BTCUSDT,ETHUSDT", 2)
+    return symbols
+
+
+def _symbol_choice(
+    symbols: str | None, pattern: str | None, all_symbols: bool = False
+) -> dict[str, Any] | None:
+    """The symbols_mode/symbols/symbols_pattern columns for the options given, or None."""
+    given = [name for name, on in (("--symbols", symbols is not None),
+                                   ("--pattern", pattern is not None),
+                                   ("--all-symbols", all_symbols)) if on]  # fmt: skip
+    if len(given) > 1:
+        _fail(f"{' and '.join(given)} exclude each other: give one", 2)
+    if symbols is not None:
+        return {"symbols_mode": "list", "symbols": _symbol_list(symbols), "symbols_pattern": None}
+    if pattern is not None:
+        if not pattern:
+            _fail("--pattern needs a regular expression, e.g. --pattern '.*USDT'", 2)
+        return {"symbols_mode": "pattern", "symbols": (), "symbols_pattern": pattern}
+    if all_symbols:
+        return {"symbols_mode": "all", "symbols": (), "symbols_pattern": None}
+    return None
+
+
+def _symbols_text(row: TraderRow) -> str:
+    if row.symbols_mode == "list":
+        return ",".join(row.symbols)
+    if row.symbols_mode == "pattern":
+        return f"matching {row.symbols_pattern}"
+    return "all"
+
+
+def _label(row: TraderRow) -> str:
+    return f"trader {row.id} {row.name!r}"
+
+
+# ------------------------------------------------------------------------------ secrets
+
+
+def _password_of(url: str) -> str | None:
+    if "://" in url:
+        with contextlib.suppress(ValueError):
+            parts = urlsplit(url)
+            if parts.password:
+                return parts.password
+            for key, value in parse_qsl(parts.query):
+                if key == "password" and value:
+                    return value
+        return None
+    found = re.search(r"(?:^|\s)password\s*=\s*('(?:[^'\\]|\\.)*'|\S+)", url)
+    return found.group(1).strip("'") if found else None
+
+
+def _redacted(url: str) -> str:
+    """The URL (or key=value conninfo) without its password, for messages."""
+    if "://" in url:
+        try:
+            parts = urlsplit(url)
+            netloc = parts.netloc
+            if parts.password is not None:
+                userinfo, _, hostport = netloc.rpartition("@")
+                netloc = f"{userinfo.split(':', 1)[0]}:***@{hostport}"
+            query = urlencode(
+                [(k, "***" if k == "password" else v) for k, v in parse_qsl(parts.query)]
+            )
+            return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+        except ValueError:
+            return "the configured URL"
+    return re.sub(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", r"\1***", url)
+
+
+def _scrubbed(text: str, url: str) -> str:
+    """A server's or driver's message, on one line and without the URL's password."""
+    password = _password_of(url)
+    if password:
+        text = text.replace(password, "***")
+    return " ".join(text.split())
+
+
+# ------------------------------------------------------------------------------ the database
+
+
+@dataclass(frozen=True)
+class _Db:
+    url: str
+    store: TraderStore
+
+
+def _database_url(database_url: str | None) -> str:
+    from flows.services import Services
+
+    settings = _settings(database_url=database_url)
+    configured = settings.database_url_value()
+    if configured:
+        return configured
+    try:
+        return Services(settings.data_dir).database_url(None)
+    except Exception as e:  # the embedded server failed to start (disk, permissions, ...)
+        _fail(f"could not start the embedded PostgreSQL: {' '.join(str(e).split())}")
+
+
+@contextlib.contextmanager
+def _database(database_url: str | None) -> Iterator[_Db]:
+    """The migrated database; its failures become one-line messages and exit codes."""
+    import psycopg
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    from flows.signals.store import TraderError, TraderStore
+    from flows.storage.migrations import MigrationError, apply_migrations
+
+    url = _database_url(database_url)
+    try:
+        migrate_url = url
+        with contextlib.suppress(psycopg.Error):
+            if "connect_timeout" not in conninfo_to_dict(url):
+                migrate_url = make_conninfo(url, connect_timeout=5)  # fail fast when unreachable
+        apply_migrations(migrate_url)
+        yield _Db(url, TraderStore(url))
+    except TraderError as e:
+        _fail(str(e))
+    except MigrationError as e:
+        _fail(f"cannot migrate the database: {e}")
+    except psycopg.OperationalError as e:
+        _fail(f"cannot reach PostgreSQL at {_redacted(url)}: {_scrubbed(str(e), url)}")
+    except psycopg.Error as e:
+        primary = e.diag.message_primary if e.diag.message_primary else str(e)
+        _fail(f"database error: {_scrubbed(primary, url)}")
+
+
+def _row_json(row: TraderRow) -> str:
+    return json.dumps(asdict(row), separators=(",", ":"), ensure_ascii=False)
+
+
+# ------------------------------------------------------------------------------ commands
+
+
+@traders_app.command()
+def add(
+    name: Annotated[str, typer.Argument(help="a name, unique among the owner's traders")],
+    expression: Annotated[str, typer.Argument(help='the rule, e.g. "rsi(14) < 30"')],
+    interval: Annotated[str, typer.Option("--interval", help="evaluated on these klines")],
+    symbols: SymbolsOpt = None,
+    pattern: PatternOpt = None,
+    trigger: Annotated[
+        Trigger, typer.Option(help="signal on every close where it holds, or when it starts to")
+    ] = Trigger.on_change,
+    cooldown: Annotated[
+        int, typer.Option(min=0, help="bars within which a new fire counts as a repeat")
+    ] = DEFAULT_COOLDOWN,
+    description: Annotated[str, typer.Option(help="free text")] = "",
+    owner: Annotated[str, typer.Option(help="the user the trader belongs to")] = "local",
+    disabled: Annotated[bool, typer.Option("--disabled", help="save it switched off")] = False,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Check a rule and save it as a new trader (watching every symbol unless told)."""
+    if not name.strip():
+        _fail("the name must not be empty", 2)
+    choice = _symbol_choice(symbols, pattern) or {"symbols_mode": "all"}
+    row = TraderRow(
+        id=0,
+        name=name,
+        expression=expression,
+        interval=interval,
+        description=description,
+        trigger_mode=trigger.value,
+        cooldown_bars=cooldown,
+        enabled=not disabled,
+        **choice,
+    )
+    _validate(row)
+    with _database(database_url) as db:
+        saved = db.store.add(row, owner=owner)
+    state = "" if saved.enabled else ", disabled"
+    _say(f"added {_label(saved)}: id {saved.id}, version {saved.version}{state}")
+
+
+@traders_app.command("list")
+def list_traders(
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON object per line")] = False,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Every trader, enabled or not."""
+    with _database(database_url) as db:
+        rows = db.store.all()
+    if as_json:
+        for row in rows:
+            _say(_row_json(row))
+        return
+    if not rows:
+        _say("no traders yet (add one with: klineflow traders add NAME EXPR --interval 1m)")
+        return
+    table = Table(title="traders")
+    for column in ("id", "name", "interval", "symbols", "trigger", "cooldown", "enabled",
+                   "version"):  # fmt: skip
+        table.add_column(
+            column, justify="right" if column in ("id", "cooldown", "version") else "left"
+        )
+    table.add_column("expression", overflow="fold")
+    for row in rows:
+        table.add_row(
+            str(row.id),
+            Text(row.name),
+            row.interval,
+            Text(_symbols_text(row)),
+            row.trigger_mode,
+            str(row.cooldown_bars),
+            "yes" if row.enabled else "no",
+            str(row.version),
+            Text(row.expression),
+        )
+    out.print(table)
+
+
+@traders_app.command()
+def show(
+    ref: Ref,
+    signals: Annotated[int, typer.Option(min=0, help="how many recent signals to list")] = 10,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """One trader: every field, its signals and the rule errors the flow recorded."""
+    import psycopg
+
+    with _database(database_url) as db:
+        row = db.store.find(ref)
+        recent = db.store.signals(row.id, limit=signals) if signals else []
+        errors = db.store.errors(row.id)
+        with psycopg.connect(db.url, connect_timeout=5) as conn:
+            counted = conn.execute(
+                "SELECT count(*), coalesce(sum(repeat_count), 0) FROM signals WHERE trader_id = %s",
+                (row.id,),
+            ).fetchone()
+    total, fires = (int(counted[0]), int(counted[1])) if counted else (0, 0)
+    fields = [
+        ("id", str(row.id)),
+        ("name", row.name),
+        ("owner id", str(row.owner_id)),
+        ("description", row.description or "-"),
+        ("expression", row.expression),
+        ("interval", row.interval),
+        ("symbols", _symbols_text(row)),
+        ("trigger", row.trigger_mode),
+        ("cooldown", f"{row.cooldown_bars} bars"),
+        ("enabled", "yes" if row.enabled else "no"),
+        ("version", str(row.version)),
+        ("signals", f"{total} ({fires} fires counting repeats)"),
+        ("rule errors", str(len(errors))),
+    ]
+    for label, value in fields:
+        _say(f"{label + ':':<13} {value}")
+    if recent:
+        table = Table(title=f"last {len(recent)} signals")
+        table.add_column("kline open (UTC)")
+        table.add_column("symbol")
+        table.add_column("price", justify="right")
+        table.add_column("repeats", justify="right")
+        table.add_column("version", justify="right")
+        for s in recent:
+            table.add_row(
+                _utc(int(s["kline_open_ms"])),
+                Text(str(s["symbol"])),
+                str(s["price"]),
+                str(s["repeat_count"]),
+                str(s["trader_version"]) if "trader_version" in s else "",
+            )
+        out.print(table)
+    if errors:
+        table = Table(title="rule errors (the trader is off for these symbols)")
+        table.add_column("version", justify="right")
+        table.add_column("symbol")
+        table.add_column("kline open (UTC)")
+        table.add_column("error", overflow="fold")
+        for e in errors:
+            table.add_row(
+                str(e["trader_version"]),
+                Text(str(e["symbol"])),
+                _utc(int(e["kline_open_ms"])),
+                Text(str(e["error"])),
+            )
+        out.print(table)
+
+
+def _switch(ref: str, enabled: bool, database_url: str | None) -> None:
+    with _database(database_url) as db:
+        row = db.store.find(ref)
+        was = row.enabled
+        if was != enabled:
+            row = db.store.update(row.id, enabled=enabled)
+    state = "enabled" if enabled else "disabled"
+    _say(f"{_label(row)} {'was already' if was == enabled else 'is now'} {state}")
+
+
+@traders_app.command()
+def enable(ref: Ref, database_url: DatabaseUrl = None) -> None:
+    """Switch a trader on (the running flow picks it up at once)."""
+    _switch(ref, True, database_url)
+
+
+@traders_app.command()
+def disable(ref: Ref, database_url: DatabaseUrl = None) -> None:
+    """Switch a trader off; its signals stay."""
+    _switch(ref, False, database_url)
+
+
+@traders_app.command()
+def edit(
+    ref: Ref,
+    expr: Annotated[str | None, typer.Option("--expr", help="a new rule")] = None,
+    interval: Annotated[str | None, typer.Option(help="a new interval")] = None,
+    symbols: SymbolsOpt = None,
+    pattern: PatternOpt = None,
+    all_symbols: Annotated[bool, typer.Option("--all-symbols", help="watch every symbol")] = False,
+    trigger: Annotated[Trigger | None, typer.Option(help="every_close or on_change")] = None,
+    cooldown: Annotated[int | None, typer.Option(min=0, help="bars of cooldown")] = None,
+    name: Annotated[str | None, typer.Option(help="a new name")] = None,
+    description: Annotated[str | None, typer.Option(help="a new description")] = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Change a trader. A new rule or interval is checked first and makes a new version."""
+    import psycopg
+
+    changes: dict[str, Any] = {}
+    if expr is not None:
+        changes["expression"] = expr
+    if interval is not None:
+        changes["interval"] = interval
+    changes.update(_symbol_choice(symbols, pattern, all_symbols) or {})
+    if trigger is not None:
+        changes["trigger_mode"] = trigger.value
+    if cooldown is not None:
+        changes["cooldown_bars"] = cooldown
+    if name is not None:
+        if not name.strip():
+            _fail("the name must not be empty", 2)
+        changes["name"] = name
+    if description is not None:
+        changes["description"] = description
+    if not changes:
+        _fail("nothing to change: give at least one option (see --help)", 2)
+    if interval is not None:
+        _check_interval(interval)
+    with _database(database_url) as db:
+        before = db.store.find(ref)
+        after = TraderRow(**{**asdict(before), **changes})
+        _validate(after)
+        try:
+            saved = db.store.update(before.id, **changes)
+        except psycopg.errors.UniqueViolation:
+            _fail(f"the owner of {_label(before)} already has a trader named {name!r}")
+    if saved.version != before.version:
+        _say(f"{_label(saved)} saved: version {saved.version} (was {before.version})")
+    else:
+        _say(f"{_label(saved)} saved: version {saved.version} (the rule is unchanged)")
+
+
+# ------------------------------------------------------------------------------ dry run
+
+
+def _value_text(value: object) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{value:.10g}"
+    return str(value)
+
+
+@traders_app.command("test")
+def test_rule(
+    expression: Annotated[str, typer.Argument(help='the rule, e.g. "rsi(14) < 30"')],
+    symbol: Annotated[str, typer.Option("--symbol", help="the symbol's stored klines")],
+    interval: Annotated[str, typer.Option("--interval", help="the rule's interval")],
+    trigger: Annotated[
+        Trigger, typer.Option(help="every_close or on_change")
+    ] = Trigger.every_close,
+    bars: Annotated[int, typer.Option(min=1, help="newest closed klines read per interval")] = 1000,
+    rows: Annotated[int, typer.Option(min=0, help="newest fires listed (0: all)")] = 50,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="every fire as a JSON line (the summary on stderr)")
+    ] = False,
+    redis_url: RedisUrl = None,
+    namespace: Namespace = None,
+) -> None:
+    """Where a rule would have fired over the klines stored in Redis (no cooldown applied)."""
+    import redis
+
+    from flows.services import Services
+    from flows.signals.preview import preview
+    from flows.signals.step import redis_seeder
+
+    _check_interval(interval)
+    try:
+        compile_trader(TraderRow(0, "test", expression, interval, trigger_mode=trigger.value))
+    except RuleError as e:
+        _bad_rule(expression, e)
+    settings = _settings(redis_url=redis_url, namespace=namespace)
+    configured = settings.redis_url_value()
+    try:
+        url = configured or Services(settings.data_dir).redis_url(None)
+    except Exception as e:  # the embedded server failed to start
+        _fail(f"could not start the embedded Redis: {' '.join(str(e).split())}")
+    sym = symbol.strip().upper()
+    seed = redis_seeder(url, KeySpace(settings.namespace))
+    # The newest member of a key may be the kline still open: only klines that closed before
+    # now are read (the seeder keeps those with close_ms < end_ms, the newest `bars` of them).
+    end_ms = SYSTEM_CLOCK.now_ms()
+    read: dict[str, Sequence[Kline]] = {}
+
+    def klines(iv: str) -> Sequence[Kline]:
+        if iv not in read:
+            read[iv] = seed(sym, iv, end_ms, bars)
+        return read[iv]
+
+    try:
+        if not klines(interval):
+            where = f" in namespace {settings.namespace!r}" if settings.namespace else ""
+            _fail(f"no closed {interval} klines of {sym} are stored{where}")
+        result = preview(expression, interval, sym, klines, trigger.value)
+    except RuleError as e:  # already checked above; kept for a rule the preview rejects
+        _bad_rule(expression, e)
+    except redis.RedisError as e:
+        _fail(f"cannot reach Redis at {_redacted(url)}: {_scrubbed(str(e), url)}")
+    if as_json:
+        for fire in result.fires:
+            _say(
+                json.dumps(
+                    {
+                        "open_ms": fire.open_ms,
+                        "open_time": _utc(fire.open_ms),
+                        "close_ms": fire.close_ms,
+                        "close": fire.price,
+                        "values": fire.values,
+                    },
+                    separators=(",", ":"),
+                )
+            )
+    else:
+        _print_fires(expression, sym, interval, result, rows)
+    _print_test_summary(result, interval, read, console if as_json else out)
+
+
+def _print_fires(
+    expression: str, symbol: str, interval: str, result: PreviewResult, rows: int
+) -> None:
+    fires = result.fires
+    if not fires:
+        _say(f"{expression} did not fire on {symbol} {interval}")
+        return
+    shown = fires[-rows:] if rows else fires
+    calls = [k for k in fires[0].values if k != "close"]
+    table = Table(title=Text(f"{expression} on {symbol} {interval}"))
+    table.add_column("open time (UTC)")
+    table.add_column("close", justify="right")
+    for call in calls:
+        table.add_column(Text(call), justify="right")
+    for fire in shown:
+        table.add_row(
+            _utc(fire.open_ms), fire.price, *(_value_text(fire.values.get(c)) for c in calls)
+        )
+    out.print(table)
+    if len(shown) < len(fires):
+        _say(f"(the newest {len(shown)} of {len(fires)} fires; --rows 0 lists them all)")
+
+
+def _print_test_summary(
+    result: PreviewResult, interval: str, read: dict[str, Sequence[Kline]], target: Console
+) -> None:
+    table = Table(title="summary", show_header=False)
+    main = read.get(interval, ())
+    span = f" ({_utc(main[0].open_ms)} to {_utc(main[-1].open_ms)})" if main else ""
+    table.add_row(f"klines read {interval}", f"{result.klines:,}{span}")
+    for iv in sorted(set(read) - {interval}):
+        table.add_row(f"klines read {iv} (tf=)", f"{len(read[iv]):,}")
+    table.add_row("evaluated", f"{result.evaluated:,}")
+    table.add_row("not ready (warm-up)", f"{result.not_ready:,}")
+    table.add_row("fired", f"{len(result.fires):,}")
+    target.print(table)
+
+
+__all__ = ["traders_app"]
