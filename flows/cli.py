@@ -19,6 +19,7 @@ from flows.domain.clock import SYSTEM_CLOCK
 from flows.domain.intervals import IntervalError, get_interval
 from flows.domain.keys import KeySpace
 from flows.settings import Settings, load_settings
+from flows.traders_cli import traders_app
 
 if TYPE_CHECKING:  # the heavy imports stay inside the commands that need them
     from flows.dataflows.universe_cli import Exchange
@@ -29,11 +30,15 @@ app = typer.Typer(
 )
 services_app = typer.Typer(no_args_is_help=True, help="The embedded Redis and PostgreSQL servers.")
 app.add_typer(services_app, name="services")
+app.add_typer(traders_app, name="traders")
 console = Console(stderr=True)
 out = Console()
 
 RedisUrl = Annotated[str | None, typer.Option("--redis-url", help="Redis URL (default: embedded)")]
 Namespace = Annotated[str | None, typer.Option("--namespace", help="prefix for every Redis key")]
+DatabaseUrl = Annotated[
+    str | None, typer.Option("--database-url", help="PostgreSQL URL (default: embedded)")
+]
 
 
 def _settings(**overrides: object) -> Settings:
@@ -42,6 +47,23 @@ def _settings(**overrides: object) -> Settings:
     except Exception as e:  # pydantic's ValidationError names the bad setting
         console.print(f"[red]configuration error:[/red] {e}")
         raise typer.Exit(2) from e
+
+
+def _database(settings: Settings) -> str:
+    """The PostgreSQL URL (configured, or the embedded server started), migrated."""
+    from flows.services import Services
+    from flows.storage.migrations import MigrationError, apply_migrations
+
+    url = Services(settings.data_dir).database_url(settings.database_url_value())
+    try:
+        apply_migrations(url)
+    except MigrationError as e:
+        console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(1) from e
+    except Exception as e:  # psycopg.OperationalError and friends: say where, not a traceback
+        console.print(f"[red]error:[/red] cannot reach PostgreSQL ({type(e).__name__}: {e})")
+        raise typer.Exit(1) from e
+    return url
 
 
 def _redis_url(settings: Settings) -> str:
@@ -213,12 +235,18 @@ def demo(
 
     settings = _settings(redis_url=redis_url, namespace=namespace)
     from flows.services import Services
+    from flows.signals.examples import seed_examples
+    from flows.signals.store import TraderStore
 
     services = Services(settings.data_dir)
     url = services.redis_url(settings.redis_url_value())
-    db_url = services.database_url(settings.database_url_value())
+    db_url = _database(settings)
     console.print(f"Redis:      {url}", soft_wrap=True)
     console.print(f"PostgreSQL: {db_url}", soft_wrap=True)
+    added = seed_examples(TraderStore(db_url))
+    if added:
+        console.print(f"example traders added: {', '.join(added)}", soft_wrap=True)
+    console.print("Traders:    klineflow traders list", soft_wrap=True)
     job = DemoJob(
         redis_url=url,
         keys=KeySpace(settings.namespace),
@@ -229,6 +257,7 @@ def demo(
         rate=rate,
         duration_s=duration,
         port=port,
+        database_url=db_url,
     )
     run_demo(job, console)
 
@@ -290,18 +319,26 @@ def up(
         bool, typer.Option(help="Bytewax recovery snapshots (kill -9 safe)")
     ] = True,
     duration: Annotated[float | None, typer.Option(help="stop after this many seconds")] = None,
+    rules: Annotated[
+        bool, typer.Option(help="evaluate the traders in PostgreSQL and write signals")
+    ] = True,
+    database_url: DatabaseUrl = None,
     redis_url: RedisUrl = None,
     namespace: Namespace = None,
 ) -> None:
-    """Run the live flow: Binance's trade streams -> klines in Redis, surviving restarts."""
+    """Run the live flow: Binance's trade streams -> klines in Redis and signals in
+    PostgreSQL, surviving restarts."""
     from flows.dataflows.live import LiveJob, run_live
     from flows.dataflows.universe_cli import exchange_urls
 
     if kind not in ("aggTrade", "trade"):
         console.print(f"[red]error:[/red] --kind must be aggTrade or trade, got {kind!r}")
         raise typer.Exit(2)
-    settings = _settings(intervals=intervals, redis_url=redis_url, namespace=namespace)
+    settings = _settings(
+        intervals=intervals, redis_url=redis_url, namespace=namespace, database_url=database_url
+    )
     exchange = exchange_urls(exchange_url, ws_url, rest_url)
+    db_url = _database(settings) if rules else None
     universe = _universe(exchange, symbols, top, quote)
     console.print(f"{len(universe)} symbols from {exchange.ws_url}: {', '.join(universe[:8])}"
                   f"{', ...' if len(universe) > 8 else ''}", soft_wrap=True)  # fmt: skip
@@ -326,6 +363,7 @@ def up(
         if recovery
         else None,
         duration_s=duration,
+        database_url=db_url,
     )
     try:
         stats = run_live(job)
@@ -334,6 +372,11 @@ def up(
             recorder_stop()
     out.print(f"trades: {stats.trades_read:,}; backfilled: {stats.trades_backfilled:,}")
     out.print(f"gaps that could not be filled: {stats.gaps}")
+    if stats.rules:
+        r = stats.rules
+        new, repeats = r.get("signals_new", 0), r.get("signals_repeat", 0)
+        out.print(f"rule evaluations: {r.get('evaluations', 0):,}; "
+                  f"signals: {new:,} new, {repeats:,} repeats")  # fmt: skip
     if reconcile:
         equal, differ = stats.reconciled, stats.reconcile_mismatches
         out.print(f"reconciled with Binance: {equal:,} equal, {differ} differ")

@@ -22,21 +22,23 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import typer
+from rich import box
 from rich.cells import cell_len
 from rich.console import Console
 from rich.markup import escape
+from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
 from flows.domain.clock import SYSTEM_CLOCK
 from flows.domain.intervals import IntervalError, get_interval
 from flows.domain.keys import KeySpace
-from flows.rules.errors import RuleError
 from flows.settings import Settings, load_settings
-from flows.signals.book import TraderRow, compile_trader
 
-if TYPE_CHECKING:  # psycopg, redis and the engine load only in the commands that use them
+if TYPE_CHECKING:  # the engine, psycopg and redis load only in the commands that use them
     from flows.domain.kline import Kline
+    from flows.rules.errors import RuleError
+    from flows.signals.book import TraderRow
     from flows.signals.preview import PreviewResult
     from flows.signals.store import TraderStore
 
@@ -44,8 +46,9 @@ traders_app = typer.Typer(
     no_args_is_help=True,
     help="Trader rules: add, list, show, edit, enable/disable, and test a rule on stored klines.",
 )
-console = Console(stderr=True)
-out = Console()
+# user text (rules, names) may contain ":name:" sequences: never turned into emoji
+console = Console(stderr=True, emoji=False)
+out = Console(emoji=False)
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 DEFAULT_COOLDOWN = 50  # the schema's default too
@@ -107,7 +110,7 @@ def _bad_rule(expression: str, error: RuleError) -> NoReturn:
     pos = max(0, min(error.position, len(expression)))
     line_no = expression.count("\n", 0, pos)
     column = pos - (expression.rfind("\n", 0, pos) + 1)
-    console.print(f"[red]bad rule:[/red] {escape(error.message)}", soft_wrap=True)
+    console.print(f"[red]bad rule:[/red] {escape(error.message)}", soft_wrap=True, highlight=False)
     for number, line in enumerate(expression.split("\n")):
         console.print("  " + line, markup=False, highlight=False, soft_wrap=True)
         if number == line_no:
@@ -119,6 +122,9 @@ def _bad_rule(expression: str, error: RuleError) -> NoReturn:
 
 def _validate(row: TraderRow) -> None:
     """Everything the flow will check about a trader, before it is saved."""
+    from flows.rules.errors import RuleError
+    from flows.signals.book import compile_trader
+
     _check_interval(row.interval)
     if row.symbols_mode == "pattern":
         try:
@@ -129,6 +135,13 @@ def _validate(row: TraderRow) -> None:
         compile_trader(row)
     except RuleError as e:
         _bad_rule(row.expression, e)
+
+
+def _check_name(name: str) -> None:
+    if not name.strip():
+        _fail("the name must not be empty", 2)
+    if name.isdigit():
+        _fail(f"the name {name!r} would read as an id: use some letters", 2)
 
 
 def _symbol_list(text: str) -> tuple[str, ...]:
@@ -246,10 +259,12 @@ def _database(database_url: str | None) -> Iterator[_Db]:
 
     url = _database_url(database_url)
     try:
-        migrate_url = url
-        with contextlib.suppress(psycopg.Error):
-            if "connect_timeout" not in conninfo_to_dict(url):
-                migrate_url = make_conninfo(url, connect_timeout=5)  # fail fast when unreachable
+        given = conninfo_to_dict(url)
+    except psycopg.Error as e:
+        _fail(f"bad PostgreSQL URL {_redacted(url)}: {_scrubbed(str(e), url)}", 2)
+    # fail fast when the server cannot be reached (the store's own connections do too)
+    migrate_url = url if "connect_timeout" in given else make_conninfo(url, connect_timeout=5)
+    try:
         apply_migrations(migrate_url)
         yield _Db(url, TraderStore(url))
     except TraderError as e:
@@ -289,8 +304,9 @@ def add(
     database_url: DatabaseUrl = None,
 ) -> None:
     """Check a rule and save it as a new trader (watching every symbol unless told)."""
-    if not name.strip():
-        _fail("the name must not be empty", 2)
+    from flows.signals.book import TraderRow
+
+    _check_name(name)
     choice = _symbol_choice(symbols, pattern) or {"symbols_mode": "all"}
     row = TraderRow(
         id=0,
@@ -307,7 +323,7 @@ def add(
     with _database(database_url) as db:
         saved = db.store.add(row, owner=owner)
     state = "" if saved.enabled else ", disabled"
-    _say(f"added {_label(saved)}: id {saved.id}, version {saved.version}{state}")
+    _say(f"added trader {saved.name!r}: id {saved.id}, version {saved.version}{state}")
 
 
 @traders_app.command("list")
@@ -325,15 +341,28 @@ def list_traders(
     if not rows:
         _say("no traders yet (add one with: klineflow traders add NAME EXPR --interval 1m)")
         return
-    table = Table(title="traders")
+    wide = _traders_table(rows, with_expression=True)
+    needed = Measurement.get(out, out.options.update_width(10_000), wide).maximum
+    if needed <= out.width:
+        out.print(wide)
+        return
+    # a narrow terminal: the rules below the table, one per line, rather than cut to shreds
+    out.print(_traders_table(rows, with_expression=False))
+    _say("expressions, by id:")
+    for row in rows:
+        _say(f"{row.id:>4}  {row.expression}")
+
+
+def _traders_table(rows: Sequence[TraderRow], with_expression: bool) -> Table:
+    table = Table(title="traders", box=box.SIMPLE_HEAD)
     for column in ("id", "name", "interval", "symbols", "trigger", "cooldown", "enabled",
                    "version"):  # fmt: skip
-        table.add_column(
-            column, justify="right" if column in ("id", "cooldown", "version") else "left"
-        )
-    table.add_column("expression", overflow="fold")
+        right = column in ("id", "cooldown", "version")
+        table.add_column(column, overflow="fold", justify="right" if right else "left")
+    if with_expression:
+        table.add_column("expression", overflow="fold")
     for row in rows:
-        table.add_row(
+        cells: list[str | Text] = [
             str(row.id),
             Text(row.name),
             row.interval,
@@ -342,9 +371,11 @@ def list_traders(
             str(row.cooldown_bars),
             "yes" if row.enabled else "no",
             str(row.version),
-            Text(row.expression),
-        )
-    out.print(table)
+        ]
+        if with_expression:
+            cells.append(Text(row.expression))
+        table.add_row(*cells)
+    return table
 
 
 @traders_app.command()
@@ -389,25 +420,23 @@ def show(
         table.add_column("symbol")
         table.add_column("price", justify="right")
         table.add_column("repeats", justify="right")
-        table.add_column("version", justify="right")
         for s in recent:
             table.add_row(
                 _utc(int(s["kline_open_ms"])),
                 Text(str(s["symbol"])),
                 str(s["price"]),
                 str(s["repeat_count"]),
-                str(s["trader_version"]) if "trader_version" in s else "",
             )
         out.print(table)
     if errors:
-        table = Table(title="rule errors (the trader is off for these symbols)")
+        table = Table(title="rule errors (that version of the rule is off for the symbol)")
         table.add_column("version", justify="right")
         table.add_column("symbol")
         table.add_column("kline open (UTC)")
         table.add_column("error", overflow="fold")
         for e in errors:
             table.add_row(
-                str(e["trader_version"]),
+                f"{e['trader_version']}{'' if e['trader_version'] == row.version else ' (old)'}",
                 Text(str(e["symbol"])),
                 _utc(int(e["kline_open_ms"])),
                 Text(str(e["error"])),
@@ -454,6 +483,8 @@ def edit(
     """Change a trader. A new rule or interval is checked first and makes a new version."""
     import psycopg
 
+    from flows.signals.book import TraderRow
+
     changes: dict[str, Any] = {}
     if expr is not None:
         changes["expression"] = expr
@@ -465,8 +496,7 @@ def edit(
     if cooldown is not None:
         changes["cooldown_bars"] = cooldown
     if name is not None:
-        if not name.strip():
-            _fail("the name must not be empty", 2)
+        _check_name(name)
         changes["name"] = name
     if description is not None:
         changes["description"] = description
@@ -520,7 +550,9 @@ def test_rule(
     """Where a rule would have fired over the klines stored in Redis (no cooldown applied)."""
     import redis
 
+    from flows.rules.errors import RuleError
     from flows.services import Services
+    from flows.signals.book import TraderRow, compile_trader
     from flows.signals.preview import preview
     from flows.signals.step import redis_seeder
 
@@ -556,6 +588,15 @@ def test_rule(
         _bad_rule(expression, e)
     except redis.RedisError as e:
         _fail(f"cannot reach Redis at {_redacted(url)}: {_scrubbed(str(e), url)}")
+    for iv in sorted(set(read) - {interval}):
+        if not read[iv]:
+            console.print(
+                f"note: no closed {iv} klines of {sym} are stored, so what the rule reads with "
+                f'tf="{iv}" is never ready',
+                markup=False,
+                highlight=False,
+                soft_wrap=True,
+            )
     if as_json:
         for fire in result.fires:
             _say(
@@ -610,6 +651,8 @@ def _print_test_summary(
     table.add_row("evaluated", f"{result.evaluated:,}")
     table.add_row("not ready (warm-up)", f"{result.not_ready:,}")
     table.add_row("fired", f"{len(result.fires):,}")
+    for failure in result.failures:
+        table.add_row("rule raised", f"{_utc(failure.open_ms)}: {failure.error}")
     target.print(table)
 
 

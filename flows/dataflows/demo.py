@@ -34,6 +34,7 @@ class DemoJob:
     port: int = 8000
     host: str = "127.0.0.1"
     clock: Clock = SYSTEM_CLOCK
+    database_url: str | None = None  # traders and signals (migrated and seeded by the caller)
 
 
 def start_api_thread(job: DemoJob) -> uvicorn.Server:
@@ -92,6 +93,7 @@ def run_demo(job: DemoJob, console: Console) -> RunStats:
             clock=job.clock,
             initial_positions=positions,
             recovery_dir=None,
+            database_url=job.database_url,
         )
         stats = RunStats()
         try:
@@ -107,4 +109,11 @@ def run_demo(job: DemoJob, console: Console) -> RunStats:
         f"klines closed: {closed}",
         soft_wrap=True,
     )
+    if stats.rules:
+        r = stats.rules
+        console.print(
+            f"traders: {r.get('traders', 0)}; rule evaluations: {r.get('evaluations', 0):,}; "
+            f"signals: {r.get('signals_new', 0):,} new, {r.get('signals_repeat', 0):,} repeats",
+            soft_wrap=True,
+        )
     return stats

@@ -1,4 +1,5 @@
-"""The live flow: Binance (or the simulator) -> klines in Redis, with crash recovery.
+"""The live flow: Binance (or the simulator) -> klines in Redis (and, with a database,
+trader rules -> signals in PostgreSQL), with crash recovery.
 
 Recovery is on by default: Bytewax snapshots the source's per-symbol positions and the kline
 state together every `epoch_s`; after any stop (`kill -9` included) a restart resumes from the
@@ -59,6 +60,7 @@ class LiveJob:
     reconcile: frozenset[str] = frozenset()  # compare these symbols' 1m klines with Binance's
     stop: threading.Event | None = None  # set it to end the flow (tests, embedding)
     clock: Clock = SYSTEM_CLOCK
+    database_url: str | None = None  # set: evaluate its traders, write signals there
 
 
 def run_live(job: LiveJob, stats: RunStats | None = None) -> RunStats:
@@ -100,12 +102,26 @@ def run_live(job: LiveJob, stats: RunStats | None = None) -> RunStats:
     sink = RedisKlineSink(
         writer_factory(job.redis_url, keys=job.keys, retention=job.retention), stats
     )
-    flow = build_kline_flow("live", source, step, sink, stats)
+    rules = None
+    if job.database_url is not None:
+        from flows.signals import rules_stage
+
+        rules = rules_stage(
+            job.database_url, job.redis_url, job.intervals, job.keys, clock=job.clock
+        )
+    flow = build_kline_flow(
+        "live", source, step, sink, stats, rules.stage if rules is not None else None
+    )
     recovery = None
     if job.recovery_dir is not None:
         if not job.recovery_dir.exists():
             job.recovery_dir.mkdir(parents=True)
             init_db_dir(job.recovery_dir, RECOVERY_PARTITIONS)  # type: ignore[no-untyped-call]
         recovery = RecoveryConfig(str(job.recovery_dir))  # type: ignore[no-untyped-call]
-    run_main(flow, epoch_interval=timedelta(seconds=job.epoch_s), recovery_config=recovery)  # type: ignore[no-untyped-call]
+    try:
+        run_main(flow, epoch_interval=timedelta(seconds=job.epoch_s), recovery_config=recovery)  # type: ignore[no-untyped-call]
+    finally:
+        if rules is not None:
+            rules.stop()
+            stats.rules = rules.summary()
     return stats

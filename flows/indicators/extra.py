@@ -30,48 +30,13 @@ import numpy as np
 import talib as _talib_module
 from talib import abstract as _abstract_module
 
-from flows.indicators.library import NAN, Indicator
+from flows.indicators.library import NAN, Indicator, TalibRsi
 from flows.indicators.series import BarSeries, FloatArray
 
 _talib = cast(Any, _talib_module)
 _abstract = cast(Any, _abstract_module)
 
 _DAY_MS = 86_400_000
-
-
-class _TalibRsi:
-    """RSI exactly as the bundled TA-Lib build computes it (see the module docstring)."""
-
-    def __init__(self, period: int) -> None:
-        if period < 2:
-            raise ValueError("bad rsi period")
-        self.period = period
-        self._inv = 1.0 / period
-        self._n = 0
-        self._prev = 0.0
-        self._gain = self._loss = 0.0
-
-    def push(self, close: float) -> float:
-        self._n += 1
-        prev, self._prev = self._prev, close
-        if self._n == 1:
-            return NAN
-        diff = close - prev
-        up = diff if diff > 0.0 else 0.0
-        down = up - diff  # -diff on a fall, 0.0 otherwise
-        p = self.period
-        if self._n <= p + 1:  # seed: plain sums of the first ``period`` moves
-            self._gain += up
-            self._loss += down
-            if self._n < p + 1:
-                return NAN
-            self._gain *= self._inv
-            self._loss *= self._inv
-        else:
-            self._gain = (self._gain * (p - 1) + up) * self._inv
-            self._loss = (self._loss * (p - 1) + down) * self._inv
-        total = self._gain + self._loss
-        return 100.0 * (self._gain / total) if total > 0.0 else 0.0
 
 
 class StochRsi(Indicator):
@@ -87,7 +52,7 @@ class StochRsi(Indicator):
         self.fastk, self.fastd = fastk, fastd
         self.warmup_bars = period + fastk + fastd - 1
         self.window = 1
-        self._rsi = _TalibRsi(period)
+        self._rsi = TalibRsi(period)
         self._rsis: deque[float] = deque(maxlen=fastk)
         self._ks: deque[float] = deque(maxlen=fastd)
         self._total = 0.0  # running sum of %K, kept the way TA-Lib's SMA keeps it
@@ -322,7 +287,7 @@ class RsiDivergence(Indicator):
         self.lookback = lookback
         self.warmup_bars = period + 1 + lookback
         self.window = lookback + 1
-        self._rsi = _TalibRsi(period)
+        self._rsi = TalibRsi(period)
         self._rsis: deque[float] = deque(maxlen=lookback + 1)  # aligned with the ring's bars
 
     def update(self, series: BarSeries) -> tuple[float, float]:

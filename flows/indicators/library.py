@@ -161,35 +161,55 @@ class Ema(Indicator):
         return self._ema.push(series.last("close"))
 
 
+class TalibRsi:
+    """RSI exactly as the TA-Lib build in the ``ta-lib`` wheel computes it: the averages are
+    multiplied by a precomputed 1/period (not divided by period), and the value is 0 only when
+    gain + loss is not positive (the classic C code's 1e-8 threshold would give 0 for any pair
+    priced around 1e-7). Bit-exact with ``talib.RSI``."""
+
+    def __init__(self, period: int) -> None:
+        if period < 2:
+            raise ValueError("bad rsi period")
+        self.period = period
+        self._inv = 1.0 / period
+        self._n = 0
+        self._prev = 0.0
+        self._gain = self._loss = 0.0
+
+    def push(self, close: float) -> float:
+        self._n += 1
+        prev, self._prev = self._prev, close
+        if self._n == 1:
+            return NAN
+        diff = close - prev
+        up = diff if diff > 0.0 else 0.0
+        down = up - diff  # -diff on a fall, 0.0 otherwise
+        p = self.period
+        if self._n <= p + 1:  # seed: plain sums of the first ``period`` moves
+            self._gain += up
+            self._loss += down
+            if self._n < p + 1:
+                return NAN
+            self._gain *= self._inv
+            self._loss *= self._inv
+        else:
+            self._gain = (self._gain * (p - 1) + up) * self._inv
+            self._loss = (self._loss * (p - 1) + down) * self._inv
+        total = self._gain + self._loss
+        return 100.0 * (self._gain / total) if total > 0.0 else 0.0
+
+
 class Rsi(Indicator):
     def __init__(self, period: int = 14) -> None:
         super().__init__()
-        if period < 2:
-            raise ValueError("bad rsi period")
         self.spec = ("rsi", (period,))
         self.period = period
         self.warmup_bars = period + 1
-        self._gain = self._loss = 0.0
+        self._rsi = TalibRsi(period)
 
     def update(self, series: BarSeries) -> float:
         self._n += 1
-        if self._n == 1:
-            return NAN
-        diff = series.last("close") - series.last("close", 1)
-        p = self.period
-        if self._n > p + 1:
-            self._loss *= p - 1
-            self._gain *= p - 1
-        if diff < 0:
-            self._loss -= diff
-        else:
-            self._gain += diff
-        if self._n < p + 1:
-            return NAN
-        self._loss /= p
-        self._gain /= p
-        total = self._gain + self._loss
-        return 0.0 if _is_zero(total) else 100.0 * (self._gain / total)
+        return self._rsi.push(series.last("close"))
 
 
 class Atr(Indicator):

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from flows.domain.kline import Kline
 from flows.signals.book import Book, TraderRow, compile_trader
-from flows.signals.engine import EngineCounters, Fire, SymbolEngine
+from flows.signals.engine import EngineCounters, Fire, RuleFailure, SymbolEngine
 
 
 @dataclass(frozen=True)
@@ -17,6 +17,7 @@ class PreviewResult:
     evaluated: int  # klines the rule was evaluated at
     not_ready: int  # ... where it could not be evaluated yet (warm-up)
     klines: int  # closed klines of the rule's interval that were read
+    failures: list[RuleFailure]  # the rule raised (it is then off for the rest of the run)
 
 
 def preview(
@@ -42,5 +43,5 @@ def preview(
             main_count = len(got)
     engine = SymbolEngine(symbol)
     counters = EngineCounters()
-    fires, _ = engine.process(closed, book, None, 0, counters)
-    return PreviewResult(fires, counters.evaluations, counters.not_ready, main_count)
+    fires, failures = engine.process(closed, book, None, 0, counters)
+    return PreviewResult(fires, counters.evaluations, counters.not_ready, main_count, failures)

@@ -363,6 +363,10 @@ class TraderStore:
                     f"UPDATE traders SET {sets} WHERE id = %s RETURNING id",
                     (*values, trader_id),
                 ).fetchone()
+            except psycopg.errors.UniqueViolation:
+                raise TraderError(
+                    f"another trader of this owner is named {changes.get('name')!r}"
+                ) from None
             except psycopg.errors.CheckViolation as exc:
                 raise TraderError(f"rejected by the database: {exc.diag.message_primary}") from None
             if done is None:
