@@ -481,7 +481,6 @@ def edit(
     database_url: DatabaseUrl = None,
 ) -> None:
     """Change a trader. A new rule or interval is checked first and makes a new version."""
-    import psycopg
 
     from flows.signals.book import TraderRow
 
@@ -508,10 +507,7 @@ def edit(
         before = db.store.find(ref)
         after = TraderRow(**{**asdict(before), **changes})
         _validate(after)
-        try:
-            saved = db.store.update(before.id, **changes)
-        except psycopg.errors.UniqueViolation:
-            _fail(f"the owner of {_label(before)} already has a trader named {name!r}")
+        saved = db.store.update(before.id, **changes)
     if saved.version != before.version:
         _say(f"{_label(saved)} saved: version {saved.version} (was {before.version})")
     else:

@@ -365,7 +365,8 @@ class TraderStore:
                 ).fetchone()
             except psycopg.errors.UniqueViolation:
                 raise TraderError(
-                    f"another trader of this owner is named {changes.get('name')!r}"
+                    f"the owner of trader {trader_id} already has a trader named "
+                    f"{changes.get('name')!r}"
                 ) from None
             except psycopg.errors.CheckViolation as exc:
                 raise TraderError(f"rejected by the database: {exc.diag.message_primary}") from None
