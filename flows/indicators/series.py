@@ -25,13 +25,16 @@ _ROW = {name: row for row, name in enumerate(FIELDS)}
 class BarSeries:
     """The last ``capacity`` closed bars (see ``FIELDS``), oldest first."""
 
-    __slots__ = ("_buf", "_cap", "_held", "_pos", "_total")
+    __slots__ = ("_buf", "_cap", "_held", "_pos", "_py", "_total")
 
     def __init__(self, capacity: int = 64) -> None:
         if capacity < 1:
             raise ValueError("capacity must be >= 1")
         self._cap = capacity
         self._buf: FloatArray = np.full((len(FIELDS), 2 * capacity), math.nan)
+        # the same values as Python floats: reading one value from a list is several times
+        # cheaper than from a numpy array, and rules read single values all the time
+        self._py: list[list[float]] = self._buf.tolist()
         self._pos = 0  # next write slot, in [0, capacity)
         self._held = 0
         self._total = 0
@@ -60,9 +63,12 @@ class BarSeries:
         time: float = math.nan,
     ) -> None:
         col = (open, high, low, close, volume, quote_volume, trades, time)
-        self._buf[:, self._pos] = col
-        self._buf[:, self._pos + self._cap] = col
-        self._pos = (self._pos + 1) % self._cap
+        pos, cap = self._pos, self._cap
+        self._buf[:, pos] = col
+        self._buf[:, pos + cap] = col
+        for row, value in zip(self._py, col, strict=True):
+            row[pos] = row[pos + cap] = value
+        self._pos = (pos + 1) % cap
         self._held = min(self._held + 1, self._cap)
         self._total += 1
 
@@ -80,7 +86,15 @@ class BarSeries:
         """The value ``back`` bars before the newest one (0 = newest)."""
         if not 0 <= back < self._held:
             raise IndexError("not enough bars held")
-        return float(self._buf[_ROW[field], self._end() - 1 - back])
+        pos = self._pos
+        return self._py[_ROW[field]][(pos + self._cap if pos else 2 * self._cap) - 1 - back]
+
+    def recent(self, field: str, back: int, n: int) -> list[float]:
+        """The ``n`` values ending ``back`` bars before the newest one, oldest first."""
+        if back < 0 or n < 1 or back + n > self._held:
+            raise IndexError("not enough bars held")
+        end = self._end() - back
+        return self._py[_ROW[field]][end - n : end]
 
     def arrays(self, n: int | None = None) -> dict[str, FloatArray]:
         """Copies of every field's newest ``n`` values (all held if None), oldest first."""
@@ -96,6 +110,7 @@ class BarSeries:
         self._buf = np.full((len(FIELDS), 2 * capacity), math.nan)
         self._buf[:, :n] = held
         self._buf[:, capacity : capacity + n] = held
+        self._py = self._buf.tolist()
         self._pos = n % capacity
 
     def __getstate__(self) -> tuple[FloatArray, int, int, int, int]:
@@ -103,3 +118,4 @@ class BarSeries:
 
     def __setstate__(self, state: tuple[FloatArray, int, int, int, int]) -> None:
         self._buf, self._cap, self._pos, self._held, self._total = state
+        self._py = self._buf.tolist()

@@ -27,13 +27,21 @@ from typing import Any
 from flows.domain.intervals import INTERVALS
 from flows.rules.check import CheckedRule, parse_rule
 from flows.rules.errors import RuleError
-from flows.rules.frame import UNDEFINED, Frame, Requirements, Undefined, ticker_24h
+from flows.rules.frame import (
+    UNDEFINED,
+    Frame,
+    Requirements,
+    SeriesRef,
+    Undefined,
+    ticker_24h,
+)
 from flows.rules.helpers import DEFAULT_REGISTRY
 from flows.rules.registry import FunctionBinding, IndicatorBinding, Registry
 from flows.rules.syntax import Binary, Bool, Call, Compare, Expr, Index, Name, Number, Unary
 
 MAX_COST = 20_000
 TICKER_SERIES = frozenset({"price_change_pct_24h", "quote_volume_24h"})
+PLAIN_SERIES = frozenset({"open", "high", "low", "close", "volume", "quote_volume", "trades"})
 DAY_BARS_1M = 1440
 
 Frames = Mapping[str, Frame]
@@ -297,11 +305,16 @@ class _Compiler:
         self.need(interval).series_depth = max(self.need(interval).series_depth, reach)
         args: list[Any] = []
         thunks: list[int] = []
+        series_refs: dict[int, str] = {}
         for index, declared in enumerate(spec.args):
             if declared.literal:
                 args.append(info.literals[index])
+                continue
+            arg = node.args[index]
+            args.append(self.compile(arg, reach))
+            if isinstance(arg, Name) and arg.name in PLAIN_SERIES:
+                series_refs[index] = arg.name  # helpers may slice the series directly
             else:
-                args.append(self.compile(node.args[index], reach))
                 thunks.append(index)
         kwargs = {k: v for k, v in info.keywords.items()}
         func = binding.func
@@ -311,6 +324,8 @@ class _Compiler:
             values = list(args)
             for i in thunks:
                 values[i] = partial(_thunk, args[i], frames)
+            for i, field_name in series_refs.items():
+                values[i] = SeriesRef(frames[interval], field_name)
             result = func(frames[interval], back, *values, **kwargs)
             if as_number and result != result:
                 raise UNDEFINED

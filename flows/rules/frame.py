@@ -183,6 +183,35 @@ class Frame:
         return frame
 
 
+class SeriesRef:
+    """A bare series passed to a function helper: callable like any argument
+    (``x(back)``), and ``window(back, n)`` gives n values at once, oldest first."""
+
+    __slots__ = ("field", "frame")
+
+    def __init__(self, frame: Frame, field: str) -> None:
+        self.frame = frame
+        self.field = field
+
+    def __call__(self, back: int) -> float:
+        try:
+            value = self.frame.series.last(self.field, back)
+        except IndexError:
+            raise UNDEFINED from None
+        if value != value:
+            raise UNDEFINED
+        return value
+
+    def window(self, back: int, n: int) -> list[float]:
+        try:
+            values = self.frame.series.recent(self.field, back, n)
+        except IndexError:
+            raise UNDEFINED from None
+        if any(v != v for v in values):
+            raise UNDEFINED
+        return values
+
+
 def ticker_24h(frames: Mapping[str, Frame], interval: str, back: int) -> tuple[float, float]:
     """(price change %, quote volume) over exactly the 24 hours of 1m klines that end where
     the ``interval`` bar ``back`` bars ago ends; Undefined unless all 1,440 are held."""

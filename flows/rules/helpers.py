@@ -29,7 +29,7 @@ from flows.indicators.extra import (
     hvn_near,
     pattern_lookback,
 )
-from flows.rules.frame import UNDEFINED, Frame
+from flows.rules.frame import UNDEFINED, Frame, SeriesRef
 from flows.rules.registry import Arg, FunctionBinding, LiteralArgs, Registry
 
 Arrays = Mapping[str, npt.NDArray[np.float64]]
@@ -486,6 +486,8 @@ def _functions(reg: Registry) -> None:
         doc="the highest value of x over the last N bars (this one included)",
     )
     def _highest(frame: Frame, back: int, x: Thunk, n: int) -> float:
+        if isinstance(x, SeriesRef):
+            return max(x.window(back, n))
         return max(x(back + i) for i in range(n))
 
     @reg.function(
@@ -496,6 +498,8 @@ def _functions(reg: Registry) -> None:
         doc="the lowest value of x over the last N bars (this one included)",
     )
     def _lowest(frame: Frame, back: int, x: Thunk, n: int) -> float:
+        if isinstance(x, SeriesRef):
+            return min(x.window(back, n))
         return min(x(back + i) for i in range(n))
 
     @reg.function(
