@@ -34,6 +34,7 @@ test: lint typecheck pytest
 
 bench: $(STAMP)
 	$(BIN)/python bench/replay_bench.py
+	$(BIN)/python bench/rules_bench.py
 
 services-stop: $(STAMP)
 	$(BIN)/klineflow services stop

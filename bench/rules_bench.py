@@ -20,6 +20,7 @@ machine of PERFORMANCE.md (json.loads of one aggTrade frame: 2.3 us there).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import sys
@@ -221,6 +222,29 @@ def latency(rounds: int, per_round: int) -> None:
         tmp.cleanup()
 
 
+def limits() -> None:
+    """Time each hostile or heavy rule of the limits test: compile (or reject) + evaluate."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "unit"))
+    from test_rules_evaluation_limits import BOUNDED, REJECTED, full_frame
+
+    from flows.rules.errors import RuleError
+    from flows.rules.evaluate import compile_rule
+
+    worst: tuple[float, str] = (0.0, "")
+    for text in REJECTED:
+        started = time.perf_counter()
+        with contextlib.suppress(RuleError):
+            compile_rule(text, "1m")
+        worst = max(worst, ((time.perf_counter() - started) * 1000, text[:40]))
+    for text in BOUNDED:
+        program, frames = full_frame(text)
+        started = time.perf_counter()
+        program.holds(frames)  # type: ignore[attr-defined]
+        worst = max(worst, ((time.perf_counter() - started) * 1000, text[:40]))
+    print(f"{len(REJECTED)} hostile rules rejected, {len(BOUNDED)} heavy ones evaluated: "
+          f"slowest {worst[0]:.2f} ms ({worst[1]!r}; target 50 ms each)")  # fmt: skip
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -232,6 +256,7 @@ def main() -> None:
     cal = calibrate()
     print(f"calibration: json.loads of one aggTrade frame {cal:.2f} us here, 2.3 us on the "
           f"reference machine (x{cal / 2.3:.2f})")  # fmt: skip
+    limits()
     evaluation(args.symbols, args.rounds)
     latency(args.latency_rounds, 20)
 
