@@ -338,8 +338,8 @@ def up(
         intervals=intervals, redis_url=redis_url, namespace=namespace, database_url=database_url
     )
     exchange = exchange_urls(exchange_url, ws_url, rest_url)
-    db_url = _database(settings) if rules else None
     universe = _universe(exchange, symbols, top, quote)
+    db_url = _database(settings) if rules else None
     console.print(f"{len(universe)} symbols from {exchange.ws_url}: {', '.join(universe[:8])}"
                   f"{', ...' if len(universe) > 8 else ''}", soft_wrap=True)  # fmt: skip
     recorder_stop = _start_recorder(exchange.ws_url, universe, kind, record) if record else None

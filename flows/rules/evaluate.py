@@ -100,9 +100,12 @@ class Program:
         return out
 
     def ready(self, frames: Frames) -> bool:
-        """Whether every frame holds at least the rule's lookback plus one bars."""
+        """Whether the rule's own interval has a bar. Warm-up is decided value by value:
+        every helper is undefined until its full lookback has passed (exactly where TA-Lib's
+        batch function starts giving values), and an undefined value makes the rule not
+        ready, so no signal comes from an indicator still warming up."""
         main = frames.get(self.interval)
-        return main is not None and main.bars > self.lookback
+        return main is not None and main.bars > 0
 
 
 def compile_rule(

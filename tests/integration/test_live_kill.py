@@ -1,20 +1,29 @@
 """`kill -9` of the live flow at five random moments, with restarts: Redis ends equal to the
 reference (0 missing, 0 extra, 0 duplicate klines), thanks to Bytewax recovery snapshots, the
-source's per-symbol positions and the REST backfill."""
+source's per-symbol positions and the REST backfill; and PostgreSQL holds exactly the signals
+an independent evaluation of those klines gives (the rules' state is in the same snapshots,
+re-delivered closes are idempotent)."""
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
 import subprocess
 import sys
 import threading
+from decimal import Decimal
 from pathlib import Path
 
+import numpy as np
+import psycopg
 import redis
+import talib
 
 from flows.domain.keys import KeySpace
+from flows.signals.book import TraderRow
+from flows.signals.store import TraderStore
 from flows.simulator import Simulator
 from tests.integration.test_live import M, _check_equal, _complete, _market, _reference, _wait
 
@@ -22,19 +31,21 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def _start_flow(
-    base: str, symbols: list[str], redis_url: str, keys: KeySpace, data_dir: Path, log: Path
-) -> subprocess.Popen[bytes]:
+    base: str, symbols: list[str], redis_url: str, keys: KeySpace, data_dir: Path, log: Path,
+    database_url: str,
+) -> subprocess.Popen[bytes]:  # fmt: skip
     env = dict(os.environ, PYTHONPATH=str(REPO), KLINEFLOW_DATA_DIR=str(data_dir))
     args = [sys.executable, "-m", "flows.cli", "up", "--exchange-url", base]
     args += ["--symbols", ",".join(symbols), "--intervals", "1m,3m", "--grace-ms", "500"]
     args += ["--redis-url", redis_url, "--namespace", keys.namespace]
+    args += ["--database-url", database_url]
     return subprocess.Popen(
         args, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT, cwd=REPO
     )
 
 
 def test_kill_9_at_five_random_moments(
-    redis_url: str, redis_client: redis.Redis, keys: KeySpace, tmp_path: Path
+    redis_url: str, redis_client: redis.Redis, keys: KeySpace, tmp_path: Path, signals_db: str
 ) -> None:
     cfg = _market(end_ms=_market().start_ms + 6 * M, speed=15.0)  # 24 s of wall time
     want = _reference(cfg)
@@ -43,9 +54,14 @@ def test_kill_9_at_five_random_moments(
     moments = sorted(rng.uniform(1.0, 20.0) for _ in range(5))
     log = tmp_path / "flow.log"
     pause = threading.Event()
+    store = TraderStore(signals_db)
+    up = store.add(TraderRow(0, "up", "close > open", "1m", trigger_mode="every_close",
+                             cooldown_bars=0))  # fmt: skip
+    strong = store.add(TraderRow(0, "strong", "rsi(5) > 50", "1m", trigger_mode="every_close",
+                                 cooldown_bars=0))  # fmt: skip
     with Simulator(cfg) as sim:
         base = sim.base_url
-        proc = _start_flow(base, symbols, redis_url, keys, tmp_path, log)
+        proc = _start_flow(base, symbols, redis_url, keys, tmp_path, log, signals_db)
         elapsed = 0.0
         kills = 0
         try:
@@ -56,7 +72,7 @@ def test_kill_9_at_five_random_moments(
                 proc.send_signal(signal.SIGKILL)
                 proc.wait(timeout=10)
                 kills += 1
-                proc = _start_flow(base, symbols, redis_url, keys, tmp_path, log)
+                proc = _start_flow(base, symbols, redis_url, keys, tmp_path, log, signals_db)
             assert _wait(lambda: _complete(redis_client, keys, want), 90), log.read_text()[-3000:]
         finally:
             proc.send_signal(signal.SIGKILL)
@@ -64,3 +80,29 @@ def test_kill_9_at_five_random_moments(
     assert kills == 5
     assert _check_equal(redis_client, keys, want) >= 4 * (6 + 2)
     assert (tmp_path / "recovery").is_dir()  # the snapshots the restarts resumed from
+
+    # the signals: exactly those an independent evaluation of the final klines gives
+    expected: set[str] = set()
+    debug: dict[str, object] = {}
+    last_open = {s: int(want[s]["1m"][-1][0]) for s in symbols}  # type: ignore[call-overload]
+    for symbol in symbols:
+        rows = [json.loads(m) for m in redis_client.zrange(keys.klines(symbol, "1m"), 0, -1)]
+        rows = [r for r in rows if int(r[0]) <= last_open[symbol]]
+        closes = np.array([float(r[4]) for r in rows])
+        rsi = talib.RSI(closes, 5)
+        debug[symbol] = [(r[0], r[4], float(v)) for r, v in zip(rows, rsi, strict=True)][-4:]
+        for i, r in enumerate(rows):
+            if Decimal(r[4]) > Decimal(r[1]):
+                expected.add(f"{up.id}-{symbol}-1m-{r[0]}")
+            if not np.isnan(rsi[i]) and rsi[i] > 50:
+                expected.add(f"{strong.id}-{symbol}-1m-{r[0]}")
+
+    def written() -> set[str]:
+        with psycopg.connect(signals_db) as conn:
+            rows = conn.execute("SELECT id, symbol, kline_open_ms FROM signals").fetchall()
+        return {sid for sid, symbol, open_ms in rows if open_ms <= last_open[symbol]}
+
+    _wait(lambda: written() >= expected, 30)  # the last closes' signals may still be on the way
+    got = written()
+    assert got == expected, (sorted(got ^ expected), debug)
+    assert len(expected) >= 10  # 6 minutes of 4 symbols: both traders fired several times
