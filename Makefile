@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint typecheck pytest bench clean services-stop
+.PHONY: install demo test lint typecheck pytest bench clean services-stop browser
 
 install: $(STAMP)
 
@@ -30,7 +30,17 @@ typecheck: $(STAMP)
 pytest: $(STAMP)
 	$(BIN)/python -m pytest
 
-test: lint typecheck pytest
+# The dashboard's end-to-end test drives Debian's chromium (never a downloaded browser).
+# Elsewhere, install Chromium yourself and point KLINEFLOW_CHROMIUM at it.
+browser:
+	@if [ -n "$$KLINEFLOW_CHROMIUM" ] || command -v chromium >/dev/null 2>&1; then :; \
+	elif command -v apt-get >/dev/null 2>&1; then \
+		echo "installing Debian's chromium for the dashboard's browser test"; \
+		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium >/dev/null; \
+	else echo "the browser test needs Chromium: install it and set KLINEFLOW_CHROMIUM"; exit 1; fi
+
+test: lint typecheck browser pytest
 
 bench: $(STAMP)
 	$(BIN)/python bench/replay_bench.py

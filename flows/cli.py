@@ -22,6 +22,7 @@ from flows.settings import Settings, load_settings
 from flows.traders_cli import traders_app
 
 if TYPE_CHECKING:  # the heavy imports stay inside the commands that need them
+    from flows.dashboard_server import DashboardProcess
     from flows.dataflows.universe_cli import Exchange
     from flows.domain.stats import RunStats
 
@@ -36,6 +37,10 @@ out = Console()
 
 RedisUrl = Annotated[str | None, typer.Option("--redis-url", help="Redis URL (default: embedded)")]
 Namespace = Annotated[str | None, typer.Option("--namespace", help="prefix for every Redis key")]
+DashboardOpt = Annotated[
+    bool, typer.Option("--dashboard/--no-dashboard", help="also start the Streamlit dashboard")
+]
+DashboardPort = Annotated[int, typer.Option("--dashboard-port", help="port of the dashboard")]
 DatabaseUrl = Annotated[
     str | None, typer.Option("--database-url", help="PostgreSQL URL (default: embedded)")
 ]
@@ -64,6 +69,20 @@ def _database(settings: Settings) -> str:
         console.print(f"[red]error:[/red] cannot reach PostgreSQL ({type(e).__name__}: {e})")
         raise typer.Exit(1) from e
     return url
+
+
+def _start_dashboard(
+    settings: Settings, redis_url: str, database_url: str | None, port: int
+) -> DashboardProcess:
+    from flows.dashboard_server import start_dashboard
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    proc = start_dashboard(
+        redis_url, database_url, settings.namespace, port=port,
+        log=settings.data_dir / "dashboard.log",
+    )  # fmt: skip
+    console.print(f"Dashboard:  {proc.url} (log: {settings.data_dir / 'dashboard.log'})")
+    return proc
 
 
 def _redis_url(settings: Settings) -> str:
@@ -227,10 +246,13 @@ def demo(
     rate: Annotated[float, typer.Option(help="trades per second, all symbols together")] = 50.0,
     duration: Annotated[float | None, typer.Option(help="stop after this many seconds")] = None,
     port: Annotated[int, typer.Option(help="port of the klines API")] = 8000,
+    dashboard: DashboardOpt = True,
+    dashboard_port: DashboardPort = 8501,
     redis_url: RedisUrl = None,
     namespace: Namespace = None,
 ) -> None:
-    """Run the pipeline on a seeded synthetic market, with the klines API, on embedded servers."""
+    """Run the pipeline on a seeded synthetic market, with the klines API and the dashboard,
+    on embedded servers."""
     from flows.dataflows.demo import DemoJob, run_demo
 
     settings = _settings(redis_url=redis_url, namespace=namespace)
@@ -259,7 +281,12 @@ def demo(
         port=port,
         database_url=db_url,
     )
-    run_demo(job, console)
+    board = _start_dashboard(settings, url, db_url, dashboard_port) if dashboard else None
+    try:
+        run_demo(job, console)
+    finally:
+        if board is not None:
+            board.stop()
 
 
 ExchangeUrl = Annotated[
@@ -322,6 +349,8 @@ def up(
     rules: Annotated[
         bool, typer.Option(help="evaluate the traders in PostgreSQL and write signals")
     ] = True,
+    dashboard: DashboardOpt = True,
+    dashboard_port: DashboardPort = 8501,
     database_url: DatabaseUrl = None,
     redis_url: RedisUrl = None,
     namespace: Namespace = None,
@@ -365,11 +394,14 @@ def up(
         duration_s=duration,
         database_url=db_url,
     )
+    board = _start_dashboard(settings, job.redis_url, db_url, dashboard_port) if dashboard else None
     try:
         stats = run_live(job)
     finally:
         if recorder_stop is not None:
             recorder_stop()
+        if board is not None:
+            board.stop()
     out.print(f"trades: {stats.trades_read:,}; backfilled: {stats.trades_backfilled:,}")
     out.print(f"gaps that could not be filled: {stats.gaps}")
     if stats.rules:
@@ -501,6 +533,30 @@ def simulate(
         )
 
     serve(config, on_start=ready)
+
+
+@app.command("dashboard")
+def dashboard_cmd(
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port")] = 8501,
+    database_url: DatabaseUrl = None,
+    redis_url: RedisUrl = None,
+    namespace: Namespace = None,
+) -> None:
+    """Serve the Streamlit dashboard alone (the flow runs elsewhere: `up` or `demo`)."""
+    from flows.dashboard_server import start_dashboard
+
+    settings = _settings(redis_url=redis_url, namespace=namespace, database_url=database_url)
+    redis = _redis_url(settings)
+    db = _database(settings)
+    proc = start_dashboard(redis, db, settings.namespace, host=host, port=port)
+    console.print(f"Dashboard: {proc.url}  (Ctrl-C to stop)")
+    try:
+        proc.process.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        proc.stop()
 
 
 @app.command()

@@ -89,6 +89,8 @@ def test_up_records_alongside(
             "--intervals",
             "1m",
             "--no-recovery",
+            "--no-dashboard",
+            "--no-rules",
         ]
         args += ["--record", str(tmp_path / "rec"), "--duration", "4", "--redis-url", redis_url]
         args += ["--namespace", keys.namespace]
