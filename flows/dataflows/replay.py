@@ -21,6 +21,7 @@ from flows.domain.clock import SYSTEM_CLOCK, Clock
 from flows.domain.keys import KeySpace
 from flows.domain.stats import RunStats
 from flows.signals.book import Book
+from flows.signals.step import RulesStage
 from flows.sinks.redis_sink import RedisKlineSink, writer_factory
 from flows.sources.readers import ReadOptions
 from flows.sources.replay_source import ReplaySource
@@ -42,6 +43,7 @@ class ReplayJob:
     clock: Clock = SYSTEM_CLOCK
     database_url: str | None = None  # set: evaluate the traders stored there, write signals
     book: Book | None = None  # these traders instead of the database's (tests, traders test)
+    stage: RulesStage | None = None  # a ready rules stage (backtests collect fires in memory)
 
 
 def run_replay(job: ReplayJob, stats: RunStats | None = None) -> RunStats:
@@ -89,9 +91,8 @@ def run_replay(job: ReplayJob, stats: RunStats | None = None) -> RunStats:
             book=job.book,
         )
     source = ReplaySource(job.paths, job.read, stats)
-    flow = build_kline_flow(
-        "replay", source, step, sink, stats, rules.stage if rules is not None else None
-    )
+    stage = job.stage or (rules.stage if rules is not None else None)
+    flow = build_kline_flow("replay", source, step, sink, stats, stage)
     run_main(flow)  # type: ignore[no-untyped-call]
     if rules is not None:
         stats.rules = rules.summary()

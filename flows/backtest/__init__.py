@@ -1,0 +1,1 @@
+"""Backtests: recorded trades through the very dataflow that runs live, signals collected."""
