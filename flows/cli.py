@@ -156,9 +156,9 @@ def replay(
     _print_summary(stats, SYSTEM_CLOCK.monotonic_s() - started, settings.intervals)
 
 
-def _progress_loop(stats: RunStats, stop: threading.Event) -> None:
+def _progress_loop(stats: RunStats, stop: threading.Event, label: str = "replay") -> None:
     with Progress(
-        TextColumn("replay"),
+        TextColumn(label),
         BarColumn(),
         TextColumn("{task.percentage:>5.1f}%"),
         TextColumn("{task.fields[trades]:>12,} trades"),
@@ -533,6 +533,137 @@ def simulate(
         )
 
     serve(config, on_start=ready)
+
+
+def _when(text: str | None) -> int | None:
+    """A time given as epoch ms or an ISO date/time (UTC unless it says)."""
+    if text is None:
+        return None
+    if text.isdigit():
+        return int(text)
+    from datetime import UTC, datetime
+
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        console.print(f"[red]error:[/red] {text!r} is neither epoch ms nor an ISO time")
+        raise typer.Exit(2) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp() * 1000)
+
+
+@app.command()
+def backtest(
+    data: Annotated[list[Path], typer.Option("--data", help="recordings, captures or dumps")],
+    trader: Annotated[
+        list[str] | None, typer.Option("--trader", help="a stored trader (id or name)")
+    ] = None,
+    expr: Annotated[str | None, typer.Option("--expr", help="a rule instead of traders")] = None,
+    interval: Annotated[str, typer.Option(help="the --expr rule's interval")] = "1m",
+    trigger: Annotated[str, typer.Option(help="every_close or on_change (--expr)")] = "on_change",
+    cooldown: Annotated[int, typer.Option(help="cooldown in bars (--expr)")] = 0,
+    symbols: Annotated[str | None, typer.Option(help="only these symbols")] = None,
+    start: Annotated[str | None, typer.Option("--from", help="ms or ISO time")] = None,
+    end: Annotated[str | None, typer.Option("--to", help="ms or ISO time")] = None,
+    out_file: Annotated[
+        Path | None, typer.Option("--out", help="export: .parquet, else CSV")
+    ] = None,
+    store: Annotated[bool, typer.Option(help="keep the run in PostgreSQL")] = True,
+    progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
+    database_url: DatabaseUrl = None,
+    redis_url: RedisUrl = None,
+) -> None:
+    """Replay recorded trades through the live dataflow with traders; print their signals'
+    statistics (forward returns after 1, 5, 15, 60 bars, excursions, signals per day)."""
+    from flows.backtest.report import export, outcomes, summary
+    from flows.backtest.run import run_backtest
+    from flows.backtest.store import finish_run, start_run
+    from flows.domain.stats import RunStats
+    from flows.rules.errors import RuleError
+    from flows.signals.book import Book, TraderRow, compile_trader
+    from flows.signals.store import TraderError, TraderStore
+    from flows.sources.readers import FormatError
+
+    if (expr is None) == (not trader):
+        console.print("[red]error:[/red] give --trader REF (one or more) or --expr RULE")
+        raise typer.Exit(2)
+    settings = _settings(redis_url=redis_url, database_url=database_url)
+    db = _database(settings) if (store or trader) else None
+    rows: list[TraderRow] = []
+    if expr is not None:
+        rows.append(TraderRow(0, "command line", expr, interval, trigger_mode=trigger,
+                              cooldown_bars=cooldown))  # fmt: skip
+    else:
+        assert db is not None and trader is not None
+        try:
+            rows = [TraderStore(db).find(ref) for ref in trader]
+        except TraderError as e:
+            console.print(f"[red]error:[/red] {e}")
+            raise typer.Exit(1) from e
+    try:
+        compiled = tuple(compile_trader(r) for r in rows)
+    except RuleError as e:
+        console.print(f"[red]bad rule:[/red] {e.message} (at {e.position})")
+        raise typer.Exit(2) from e
+    book = Book(compiled, version=1)
+    needed = sorted({iv for t in compiled for iv in (*t.program.requirements, t.row.interval)})
+    wanted = frozenset(s.strip().upper() for s in symbols.split(",")) if symbols else None
+    params = {"symbols": sorted(wanted) if wanted else None, "from": start, "to": end,
+              "intervals": needed}  # fmt: skip
+    run_id = start_run(db, {}, book, params) if (store and db) else None
+    stats = RunStats()
+    started = SYSTEM_CLOCK.monotonic_s()
+    stop = threading.Event()
+    bar = threading.Thread(target=_progress_loop, args=(stats, stop, "backtest"), daemon=True)
+    if progress:
+        bar.start()
+    try:
+        result = run_backtest(data, book, tuple(needed), _redis_url(settings), wanted,
+                              _when(start), _when(end), stats=stats)  # fmt: skip
+    except (FileNotFoundError, FormatError) as e:
+        console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(1) from e
+    finally:
+        stop.set()
+        if progress:
+            bar.join()
+    seconds = SYSTEM_CLOCK.monotonic_s() - started
+    rows_out = outcomes(result.signals, result.klines)
+    if run_id is not None and db is not None:
+        import json as _json
+
+        import psycopg
+
+        with psycopg.connect(db) as conn:
+            files = [{"path": p, "sha256": h} for p, h in sorted(result.input_hashes.items())]
+            conn.execute("UPDATE backtest_runs SET inputs = %s WHERE id = %s",
+                         (_json.dumps(files), run_id))  # fmt: skip
+        klines = sum(stats.klines_closed.values())
+        finish_run(db, run_id, rows_out, stats.trades_read, klines, seconds)
+    if out_file is not None:
+        export(rows_out, out_file)
+    spans = [ks[-1].close_ms - ks[0].open_ms for ks in result.klines.values() if ks]
+    table = Table(title=f"backtest{f' run {run_id}' if run_id else ''}: {stats.trades_read:,} "
+                  f"trades in {seconds:.1f} s")  # fmt: skip
+    for column in ("trader", "symbol", "signals", "per day", "ret1", "ret5", "ret15", "ret60",
+                   "hit15", "mfe15", "mae15"):  # fmt: skip
+        table.add_column(column, justify="left" if column in ("trader", "symbol") else "right")
+
+    def pct(v: object) -> str:
+        return "" if v is None else f"{float(v) * 100:.2f}%"  # type: ignore[arg-type]
+
+    for line in summary(rows_out, max(spans, default=0)):
+        table.add_row(str(line["trader_id"]), str(line["symbol"]), str(line["signals"]),
+                      f"{float(line['signals_per_day'] or 0):.1f}",
+                      pct(line["ret1_mean"]), pct(line["ret5_mean"]), pct(line["ret15_mean"]),
+                      pct(line["ret60_mean"]), pct(line["ret15_hit_rate"]),
+                      pct(line["mfe15_mean"]), pct(line["mae15_mean"]))  # fmt: skip
+    out.print(table)
+    if result.failures:
+        out.print(f"rule failures: {len(result.failures)} (first: {result.failures[0].error})")
+    if out_file is not None:
+        out.print(f"signals written to {out_file}")
 
 
 @app.command("dashboard")

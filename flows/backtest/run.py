@@ -114,6 +114,7 @@ def run_backtest(
     end_ms: int | None = None,
     keep_klines: bool = False,
     namespace: str | None = None,
+    stats: RunStats | None = None,
 ) -> BacktestResult:
     """Replay ``paths`` through the dataflow with ``book``'s traders; signals whose kline
     opens in [start_ms, end_ms) are kept (indicators still warm up on the bars before)."""
@@ -133,7 +134,7 @@ def run_backtest(
     hashes = {str(p): file_sha256(p) for p in paths}
     klines: dict[tuple[str, str], list[Kline]] = {}
     try:
-        stats = run_replay(job)
+        stats = run_replay(job, stats)
         fires = [f for f in sink.items if isinstance(f, Fire)]
         fires = [
             f

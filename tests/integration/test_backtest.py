@@ -11,7 +11,7 @@ import psycopg
 import pytest
 
 from flows.backtest.report import export, outcomes, summary
-from flows.backtest.run import run_backtest
+from flows.backtest.run import file_sha256, run_backtest
 from flows.dataflows.replay import ReplayJob, run_replay
 from flows.domain.keys import KeySpace
 from flows.signals.book import TraderRow, build_book
@@ -92,3 +92,32 @@ def test_backtests_read_a_dump_and_a_capture(
     for (sym, _), ks in result.klines.items():
         fired = sorted(s.fire.open_ms for s in result.signals if s.fire.symbol == sym)
         assert fired == [k.open_ms for k in ks[:-1]]
+
+
+def test_the_backtest_command_stores_the_run_and_exports_it(
+    shared_data: Path, redis_url: str, signals_db: str, tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    out = tmp_path / "signals.csv"
+    args = ["backtest", "--data", str(shared_data / XRPETH), "--expr", "close > open",
+            "--interval", "5m", "--trigger", "every_close", "--out", str(out), "--no-progress",
+            "--redis-url", redis_url, "--database-url", signals_db]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    lines = out.read_text().splitlines()
+    assert lines[0].startswith("id,trader_id,trader_version,symbol,interval")
+    with psycopg.connect(signals_db) as conn:
+        run = conn.execute(
+            "SELECT id, status, inputs, traders, trades FROM backtest_runs"
+        ).fetchall()
+        stored = conn.execute("SELECT count(*) FROM backtest_signals").fetchone()
+    assert len(run) == 1
+    run_id, status, inputs, traders, trades = run[0]
+    assert status == "done" and trades == 12_477
+    assert inputs[0]["sha256"] == file_sha256(shared_data / XRPETH)
+    assert traders[0]["expression"] == "close > open"
+    assert stored is not None and stored[0] == len(lines) - 1 > 300
+    assert f"backtest run {run_id}" in result.output

@@ -1,0 +1,68 @@
+"""Backtest runs in PostgreSQL (sql/0003_backtests.sql): one transaction per run."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+import psycopg
+
+from flows.backtest.report import HORIZONS, SignalOutcome
+from flows.signals.book import Book
+
+
+def package_version() -> str:
+    try:
+        return version("klineflow")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def start_run(url: str, inputs: dict[str, str], book: Book, params: dict[str, Any]) -> int:
+    traders = [
+        {"id": t.row.id, "version": t.row.version, "name": t.row.name,
+         "expression": t.row.expression, "interval": t.row.interval,
+         "trigger_mode": t.row.trigger_mode, "cooldown_bars": t.row.cooldown_bars}
+        for t in book.traders
+    ]  # fmt: skip
+    files = [{"path": p, "sha256": h} for p, h in sorted(inputs.items())]
+    with psycopg.connect(url) as conn:
+        row = conn.execute(
+            "INSERT INTO backtest_runs (inputs, traders, params, package_version) "
+            "VALUES (%s, %s, %s, %s) RETURNING id",
+            (json.dumps(files), json.dumps(traders), json.dumps(params), package_version()),
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def finish_run(
+    url: str, run_id: int, rows: Sequence[SignalOutcome], trades: int, klines: int,
+    seconds: float, failed: bool = False,
+) -> None:  # fmt: skip
+    params = []
+    for r in rows:
+        f = r.signal.fire
+        outcome = {}
+        for n in HORIZONS:
+            outcome[f"ret{n}"], outcome[f"mfe{n}"] = r.returns[n], r.mfe[n]
+            outcome[f"mae{n}"] = r.mae[n]
+        params.append(
+            (run_id, f.id, f.trader_id, f.trader_version, f.symbol, f.interval, f.open_ms,
+             f.close_ms, f.price, json.dumps(f.values, sort_keys=True, allow_nan=False),
+             r.signal.repeat_count, json.dumps(outcome))
+        )  # fmt: skip
+    with psycopg.connect(url) as conn, conn.transaction(), conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO backtest_signals (run_id, id, trader_id, trader_version, symbol, "
+            'interval, kline_open_ms, kline_close_ms, price, "values", repeat_count, outcomes) '
+            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+            params,
+        )
+        cur.execute(
+            "UPDATE backtest_runs SET status = %s, trades = %s, klines = %s, seconds = %s, "
+            "finished_at = now() WHERE id = %s",
+            ("failed" if failed else "done", trades, klines, seconds, run_id),
+        )
