@@ -96,4 +96,8 @@ def run_replay(job: ReplayJob, stats: RunStats | None = None) -> RunStats:
     run_main(flow)  # type: ignore[no-untyped-call]
     if rules is not None:
         stats.rules = rules.summary()
+    elif job.stage is not None:
+        c = job.stage.config.counters
+        stats.rules = {"evaluations": c.evaluations, "fires": c.fires,
+                       "rule_failures": c.failures}  # fmt: skip
     return stats
