@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from dashboard.users_cli import users_app
 from flows.domain.clock import SYSTEM_CLOCK
 from flows.domain.intervals import IntervalError, get_interval
 from flows.domain.keys import KeySpace
@@ -32,6 +33,7 @@ app = typer.Typer(
 services_app = typer.Typer(no_args_is_help=True, help="The embedded Redis and PostgreSQL servers.")
 app.add_typer(services_app, name="services")
 app.add_typer(traders_app, name="traders")
+app.add_typer(users_app, name="users")
 console = Console(stderr=True)
 out = Console()
 

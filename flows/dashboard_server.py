@@ -58,6 +58,7 @@ def start_dashboard(
         sys.executable, "-m", "streamlit", "run", str(APP),
         "--server.address", host, "--server.port", str(port), "--server.headless", "true",
         "--browser.gatherUsageStats", "false", "--global.developmentMode", "false",
+        "--client.toolbarMode", "minimal",
     ]  # fmt: skip
     out = log.open("ab") if log is not None else subprocess.DEVNULL
     process = subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT)

@@ -1,0 +1,310 @@
+"""PostgreSQL for the dashboard: one connection pool per process, every user's query in a
+transaction that first becomes the dashboard role and names the user.
+
+    SET LOCAL ROLE klineflow_dashboard
+    SELECT set_config('klineflow.user_id', '<id>', true)
+
+Both end with the transaction, so a pooled connection never carries one user's identity
+into another's request, and row-level security (not a Python filter) decides what a user
+reads and writes. Reads answer a `Fetched`: when PostgreSQL is unreachable, the last good
+answer for the same user and question, marked stale.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+import psycopg
+import psycopg_pool
+from psycopg.rows import dict_row
+
+from flows.signals.book import TraderRow
+from flows.signals.store import TRADER_COLUMNS, load_traders, row_of
+
+from .stale import Fetched, LastGood
+
+DB_ERRORS: tuple[type[BaseException], ...] = (
+    psycopg.OperationalError,
+    psycopg.InterfaceError,
+    psycopg_pool.PoolTimeout,
+    psycopg_pool.PoolClosed,
+)
+SIGNAL_COLUMNS = (
+    "s.id, s.trader_id, t.name AS trader, s.trader_version, s.symbol, s.interval, "
+    's.kline_open_ms, s.kline_close_ms, s.price, s."values", s.repeat_count, s.status, '
+    "s.latency_ms, s.created_at"
+)
+WRITABLE = frozenset(
+    {
+        "name",
+        "description",
+        "expression",
+        "interval",
+        "symbols_mode",
+        "symbols",
+        "symbols_pattern",
+        "trigger_mode",
+        "cooldown_bars",
+        "enabled",
+    }
+)
+
+
+class WriteRefused(ValueError):
+    """A change the database refused (a duplicate name, a failed check, not the user's)."""
+
+
+@dataclass(frozen=True)
+class SignalRow:
+    id: str
+    trader_id: int
+    trader: str
+    trader_version: int
+    symbol: str
+    interval: str
+    kline_open_ms: int
+    kline_close_ms: int
+    price: Decimal
+    values: dict[str, Any]
+    repeat_count: int
+    status: str
+    latency_ms: float | None
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class SignalFilter:
+    trader_ids: tuple[int, ...] = ()
+    symbols: tuple[str, ...] = ()
+    intervals: tuple[str, ...] = ()
+    since: datetime | None = None  # recorded at or after
+    limit: int = 500
+
+
+@dataclass(frozen=True)
+class RuleErrorRow:
+    trader_id: int
+    trader: str
+    trader_version: int
+    symbol: str
+    error: str
+    kline_open_ms: int
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class DbStatus:
+    reachable: bool
+    server_version: str
+
+
+class Database:
+    def __init__(self, url: str, max_size: int = 8, last_good: LastGood | None = None) -> None:
+        self.url = url
+        self.pool = psycopg_pool.ConnectionPool(
+            url,
+            min_size=1,
+            max_size=max_size,
+            open=False,
+            check=psycopg_pool.ConnectionPool.check_connection,
+            kwargs={"connect_timeout": 3},
+            timeout=3,
+            reconnect_timeout=30,
+            name="klineflow-dashboard",
+        )
+        self.pool.open(wait=False)
+        self.last_good = last_good or LastGood("PostgreSQL")
+        self.last_good.server_changed()
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        self.pool.close()
+
+    # -- transactions -------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def user_tx(self, user_id: int) -> Iterator[psycopg.Connection[Any]]:
+        """A transaction acting for one user under row-level security."""
+        with self.pool.connection() as conn, conn.transaction():
+            conn.execute("SET LOCAL ROLE klineflow_dashboard")
+            conn.execute("SELECT set_config('klineflow.user_id', %s, true)", (str(int(user_id)),))
+            yield conn
+
+    @contextlib.contextmanager
+    def public_tx(self) -> Iterator[psycopg.Connection[Any]]:
+        """A transaction as the dashboard role with no user: row-level security shows no
+        trader or signal (for questions about the server itself)."""
+        with self.pool.connection() as conn, conn.transaction():
+            conn.execute("SET LOCAL ROLE klineflow_dashboard")
+            yield conn
+
+    # -- reads --------------------------------------------------------------------------------
+    def signals(self, user_id: int, flt: SignalFilter = SignalFilter()) -> Fetched[list[SignalRow]]:
+        def read() -> list[SignalRow]:
+            where = ["true"]
+            params: list[Any] = []
+            if flt.trader_ids:
+                where.append("s.trader_id = ANY(%s)")
+                params.append(list(flt.trader_ids))
+            if flt.symbols:
+                where.append("s.symbol = ANY(%s)")
+                params.append(list(flt.symbols))
+            if flt.intervals:
+                where.append("s.interval = ANY(%s)")
+                params.append(list(flt.intervals))
+            if flt.since is not None:
+                where.append("s.created_at >= %s")
+                params.append(flt.since)
+            sql = (
+                f"SELECT {SIGNAL_COLUMNS} FROM signals s JOIN traders t ON t.id = s.trader_id "
+                f"WHERE {' AND '.join(where)} ORDER BY s.created_at DESC, s.id DESC LIMIT %s"
+            )
+            with self.user_tx(user_id) as conn, conn.cursor(row_factory=dict_row) as cur:
+                cur.execute(sql, (*params, flt.limit))
+                return [_signal(r) for r in cur.fetchall()]
+
+        return self.last_good.fetch(("signals", user_id, flt), read, [], DB_ERRORS)
+
+    def signal(self, user_id: int, signal_id: str) -> Fetched[SignalRow | None]:
+        def read() -> SignalRow | None:
+            with self.user_tx(user_id) as conn, conn.cursor(row_factory=dict_row) as cur:
+                cur.execute(
+                    f"SELECT {SIGNAL_COLUMNS} FROM signals s "
+                    "JOIN traders t ON t.id = s.trader_id WHERE s.id = %s",
+                    (signal_id,),
+                )
+                row = cur.fetchone()
+                return _signal(row) if row else None
+
+        return self.last_good.fetch(("signal", user_id, signal_id), read, None, DB_ERRORS)
+
+    def signals_on(
+        self, user_id: int, symbol: str, interval: str, start_ms: int, end_ms: int
+    ) -> Fetched[list[SignalRow]]:
+        """The user's signals on one chart: klines opened in [start_ms, end_ms]."""
+
+        def read() -> list[SignalRow]:
+            with self.user_tx(user_id) as conn, conn.cursor(row_factory=dict_row) as cur:
+                cur.execute(
+                    f"SELECT {SIGNAL_COLUMNS} FROM signals s "
+                    "JOIN traders t ON t.id = s.trader_id "
+                    "WHERE s.symbol = %s AND s.interval = %s "
+                    "AND s.kline_open_ms BETWEEN %s AND %s ORDER BY s.kline_open_ms",
+                    (symbol, interval, start_ms, end_ms),
+                )
+                return [_signal(r) for r in cur.fetchall()]
+
+        key = ("signals_on", user_id, symbol, interval, start_ms, end_ms)
+        return self.last_good.fetch(key, read, [], DB_ERRORS)
+
+    def traders(self, user_id: int) -> Fetched[list[TraderRow]]:
+        def read() -> list[TraderRow]:
+            with self.user_tx(user_id) as conn:
+                return load_traders(conn, enabled_only=False)
+
+        return self.last_good.fetch(("traders", user_id), read, [], DB_ERRORS)
+
+    def rule_errors(self, user_id: int) -> Fetched[list[RuleErrorRow]]:
+        def read() -> list[RuleErrorRow]:
+            with self.user_tx(user_id) as conn, conn.cursor(row_factory=dict_row) as cur:
+                cur.execute(
+                    "SELECT e.trader_id, t.name AS trader, e.trader_version, e.symbol, e.error, "
+                    "e.kline_open_ms, e.created_at FROM trader_errors e "
+                    "JOIN traders t ON t.id = e.trader_id ORDER BY e.created_at DESC LIMIT 200"
+                )
+                return [RuleErrorRow(**r) for r in cur.fetchall()]
+
+        return self.last_good.fetch(("rule_errors", user_id), read, [], DB_ERRORS)
+
+    def status(self) -> Fetched[DbStatus]:
+        def read() -> DbStatus:
+            with self.public_tx() as conn:
+                version = conn.execute("SHOW server_version").fetchone()
+            assert version is not None
+            return DbStatus(True, str(version[0]))
+
+        return self.last_good.fetch(("status",), read, DbStatus(False, ""), DB_ERRORS)
+
+    # -- writes (never from a stale copy: errors propagate) ------------------------------------
+    def add_trader(self, user_id: int, row: TraderRow) -> TraderRow:
+        with _refusals(), self.user_tx(user_id) as conn, conn.cursor(row_factory=dict_row) as cur:
+            cur.execute(
+                "INSERT INTO traders (owner_id, name, description, expression, interval, "
+                "symbols_mode, symbols, symbols_pattern, trigger_mode, cooldown_bars, enabled) "
+                f"VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING {TRADER_COLUMNS}",
+                (
+                    user_id,
+                    row.name,
+                    row.description,
+                    row.expression,
+                    row.interval,
+                    row.symbols_mode,
+                    list(row.symbols),
+                    row.symbols_pattern,
+                    row.trigger_mode,
+                    row.cooldown_bars,
+                    row.enabled,
+                ),
+            )
+            saved = cur.fetchone()
+        assert saved is not None
+        return row_of(saved)
+
+    def update_trader(self, user_id: int, trader_id: int, **changes: Any) -> TraderRow:
+        unknown = set(changes) - WRITABLE
+        if unknown:
+            raise WriteRefused(f"cannot change {', '.join(sorted(unknown))}")
+        sets = ", ".join(f"{name} = %s" for name in changes) or "name = name"
+        values = [list(v) if isinstance(v, tuple) else v for v in changes.values()]
+        with _refusals(), self.user_tx(user_id) as conn, conn.cursor(row_factory=dict_row) as cur:
+            cur.execute(
+                f"UPDATE traders SET {sets} WHERE id = %s RETURNING {TRADER_COLUMNS}",
+                (*values, trader_id),
+            )
+            saved = cur.fetchone()
+        if saved is None:
+            raise WriteRefused(f"you have no trader with id {trader_id}")
+        return row_of(saved)
+
+    def set_status(self, user_id: int, signal_ids: Sequence[str], status: str) -> int:
+        with _refusals(), self.user_tx(user_id) as conn:
+            cur = conn.execute(
+                "UPDATE signals SET status = %s WHERE id = ANY(%s)", (status, list(signal_ids))
+            )
+            return cur.rowcount
+
+
+@contextlib.contextmanager
+def _refusals() -> Iterator[None]:
+    try:
+        yield
+    except psycopg.errors.UniqueViolation:
+        raise WriteRefused("you already have a trader with that name") from None
+    except psycopg.errors.CheckViolation as exc:
+        raise WriteRefused(f"rejected by the database: {exc.diag.message_primary}") from None
+    except psycopg.errors.InsufficientPrivilege as exc:
+        raise WriteRefused(f"not allowed: {exc.diag.message_primary}") from None
+
+
+def _signal(r: dict[str, Any]) -> SignalRow:
+    return SignalRow(
+        id=r["id"],
+        trader_id=int(r["trader_id"]),
+        trader=r["trader"],
+        trader_version=int(r["trader_version"]),
+        symbol=r["symbol"],
+        interval=r["interval"],
+        kline_open_ms=int(r["kline_open_ms"]),
+        kline_close_ms=int(r["kline_close_ms"]),
+        price=r["price"],
+        values=dict(r["values"] or {}),
+        repeat_count=int(r["repeat_count"]),
+        status=r["status"],
+        latency_ms=r["latency_ms"],
+        created_at=r["created_at"],
+    )

@@ -1,0 +1,1 @@
+"""Pieces shared by the dashboard's pages: sign-in, banners, formatting, charts."""

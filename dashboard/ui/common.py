@@ -1,0 +1,70 @@
+"""Small helpers every page uses."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+
+import streamlit as st
+
+from dashboard.data.stale import Fetched
+
+USER_ID = "klineflow_user_id"
+USER_NAME = "klineflow_user_name"
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:])")
+
+
+def current_user() -> tuple[int, str] | None:
+    """(id, name) of the signed-in user of this session, or None."""
+    user_id = st.session_state.get(USER_ID)
+    if user_id is None:
+        return None
+    return int(user_id), str(st.session_state.get(USER_NAME, ""))
+
+
+def sign_in(user_id: int, name: str) -> None:
+    st.session_state[USER_ID] = user_id
+    st.session_state[USER_NAME] = name
+
+
+def sign_out() -> None:
+    st.session_state.pop(USER_ID, None)
+    st.session_state.pop(USER_NAME, None)
+
+
+def md_escape(text: str) -> str:
+    """Text shown inside Markdown-rendering elements (st.error, st.caption, ...) as typed:
+    every Markdown special character escaped. (HTML is never enabled anyway.)"""
+    return _MD_SPECIAL.sub(r"\\\1", text)
+
+
+def banner(*answers: Fetched[object]) -> None:
+    """One warning per unreachable server among these answers."""
+    shown: set[str] = set()
+    for a in answers:
+        if a.stale and a.server not in shown:
+            shown.add(a.server)
+            st.warning(a.banner, icon="⚠️")
+
+
+def utc(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, UTC)
+
+
+def utc_text(ms: int) -> str:
+    return utc(ms).strftime("%Y-%m-%d %H:%M")
+
+
+def query_param(name: str) -> str | None:
+    value = st.query_params.get(name)
+    return value if value else None
+
+
+def int_param(name: str) -> int | None:
+    value = query_param(name)
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        return None

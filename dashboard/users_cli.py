@@ -1,0 +1,108 @@
+"""`klineflow users`: the dashboard's accounts (user name and argon2 password hash).
+
+    klineflow users add ana            # prompts for the password (twice)
+    klineflow users add ana --password 'correct horse battery staple'
+    klineflow users list
+
+The database is found like every command's: --database-url, else KLINEFLOW_DATABASE_URL,
+else the embedded PostgreSQL (started or reused); pending migrations are applied first.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, NoReturn
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+from rich.text import Text
+
+users_app = typer.Typer(no_args_is_help=True, help="Dashboard accounts: add and list users.")
+console = Console(stderr=True, emoji=False)
+out = Console(emoji=False)
+
+DatabaseUrl = Annotated[
+    str | None, typer.Option("--database-url", help="PostgreSQL URL (default: embedded)")
+]
+
+
+def _fail(message: str, code: int = 1) -> NoReturn:
+    console.print(f"[red]error:[/red] {escape(message)}", soft_wrap=True, highlight=False)
+    raise typer.Exit(code)
+
+
+def _database(database_url: str | None) -> str:
+    """The migrated database's URL; failures become one line and an exit code."""
+    import psycopg
+
+    from flows.services import Services
+    from flows.settings import load_settings
+    from flows.storage.migrations import MigrationError, apply_migrations
+
+    try:
+        settings = load_settings(database_url=database_url)
+    except Exception as e:  # pydantic names the bad setting
+        _fail(f"configuration error: {e}", 2)
+    configured = settings.database_url_value()
+    try:
+        url = configured or Services(settings.data_dir).database_url(None)
+    except Exception as e:  # the embedded server failed to start
+        _fail(f"could not start the embedded PostgreSQL: {' '.join(str(e).split())}")
+    try:
+        apply_migrations(url)
+    except MigrationError as e:
+        _fail(f"cannot migrate the database: {e}")
+    except psycopg.Error as e:
+        _fail(f"cannot reach PostgreSQL: {type(e).__name__}")
+    return url
+
+
+@users_app.command()
+def add(
+    name: Annotated[str, typer.Argument(help="the user name to sign in with")],
+    password: Annotated[
+        str | None, typer.Option("--password", help="the password (prompted for if not given)")
+    ] = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Create a dashboard user (or give a password to one that has none yet)."""
+    import psycopg
+
+    from dashboard.data.users import UserError, add_user
+
+    if password is None:
+        password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    url = _database(database_url)
+    try:
+        user_id = add_user(url, name, password)
+    except UserError as e:
+        _fail(str(e), 2)
+    except psycopg.Error as e:
+        _fail(f"database error: {type(e).__name__}")
+    out.print(Text(f"added user {name.strip()!r}: id {user_id}"), soft_wrap=True)
+
+
+@users_app.command("list")
+def list_users_command(database_url: DatabaseUrl = None) -> None:
+    """Every user: id, name, whether a password is set, when created."""
+    from dashboard.data.users import list_users
+
+    users = list_users(_database(database_url))
+    if not users:
+        out.print("no users yet (add one with: klineflow users add NAME)")
+        return
+    table = Table(title="users")
+    for column in ("id", "name", "password", "created (UTC)"):
+        table.add_column(column, justify="right" if column == "id" else "left")
+    for u in users:
+        table.add_row(
+            str(u.id),
+            Text(u.name),
+            "set" if u.has_password else "-",
+            u.created_at.strftime("%Y-%m-%d %H:%M"),
+        )
+    out.print(table)
+
+
+__all__ = ["users_app"]

@@ -1,0 +1,1 @@
+"""The dashboard's pages: each file is a page script (`st.Page`) with a `render()`."""

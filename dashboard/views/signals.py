@@ -1,0 +1,186 @@
+"""Signals: the signed-in user's signals, newest first, live.
+
+The table refreshes every second from the process's listener (a NOTIFY bumps its `seq`, and
+only then is PostgreSQL asked again, under row-level security); when the listener is down
+it falls back to asking every few seconds. Selecting a row links to the Market page at that
+signal's kline.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pandas as pd  # type: ignore[import-untyped]
+import streamlit as st
+
+from dashboard.data import sources
+from dashboard.data.db import SignalFilter, SignalRow
+from dashboard.data.stale import Fetched
+from dashboard.ui.common import banner, current_user, md_escape, utc, utc_text
+from flows.domain.clock import SYSTEM_CLOCK
+
+REFRESH_S = 1.0
+FALLBACK_POLL_S = 5.0  # the listener is down: ask PostgreSQL this often
+RECHECK_S = 15.0  # repeat counts and statuses change without a NOTIFY
+RANGES = {
+    "All": None,
+    "Last hour": timedelta(hours=1),
+    "Last 24 hours": timedelta(days=1),
+    "Last 7 days": timedelta(days=7),
+}
+CACHE = "klineflow_signals_cache"
+SEEN = "klineflow_signals_seen"
+TABLE = "signals_table"
+
+
+def render() -> None:
+    st.header("Signals")
+    user = current_user()
+    if user is None:
+        st.info("Sign in to see your signals")
+        return
+    cfg = sources.config()
+    db = sources.database(cfg)
+    sources.listener(cfg)  # started on first use
+    traders = db.traders(user[0])
+    symbols = sources.market(cfg).symbols()
+    banner(traders, symbols)
+    names = {t.name: t.id for t in traders.value}
+    c1, c2, c3, c4 = st.columns(4)
+    picked = c1.multiselect("Trader", sorted(names))
+    syms = c2.multiselect("Symbol", symbols.value)
+    ivs = c3.multiselect("Interval", list(cfg.intervals))
+    span = c4.selectbox("Recorded", list(RANGES))
+    delta = RANGES[span]
+    since = utc(SYSTEM_CLOCK.now_ms()) - delta if delta is not None else None
+    flt = SignalFilter(
+        trader_ids=tuple(sorted(names[n] for n in picked)),
+        symbols=tuple(syms),
+        intervals=tuple(ivs),
+        since=since.replace(second=0, microsecond=0) if since is not None else None,
+    )
+    notify = st.toggle("Notify me of new signals", value=True)
+
+    @st.fragment(run_every=REFRESH_S)
+    def table() -> None:
+        live_table(user[0], flt, notify)
+
+    table()
+
+
+def _rows(user_id: int, flt: SignalFilter) -> Fetched[list[SignalRow]]:
+    """The user's signals, asked again only when something may have changed."""
+    lis = sources.listener()
+    now = SYSTEM_CLOCK.monotonic_s()
+    cached: dict[str, Any] | None = st.session_state.get(CACHE)
+    due = (
+        cached is None
+        or cached["user"] != user_id
+        or cached["filter"] != flt
+        or cached["seq"] != lis.seq
+        or now - cached["at"] >= (RECHECK_S if lis.connected.is_set() else FALLBACK_POLL_S)
+    )
+    if not due:
+        assert cached is not None
+        answer: Fetched[list[SignalRow]] = cached["answer"]
+        return answer
+    seq = lis.seq  # read before the query: a signal arriving meanwhile triggers another
+    answer = sources.database().signals(user_id, flt)
+    st.session_state[CACHE] = {"user": user_id, "filter": flt, "seq": seq, "at": now,
+                               "answer": answer}  # fmt: skip
+    return answer
+
+
+def live_table(user_id: int, flt: SignalFilter, notify: bool) -> None:
+    answer = _rows(user_id, flt)
+    rows = answer.value
+    market = sources.market()
+    symbols = sorted({r.symbol for r in rows})
+    prices = market.last_prices(symbols)
+    tickers = market.tickers()
+    banner(answer, prices, tickers)
+    _toast_new(rows, notify)
+    if rows:
+        newest = rows[0]
+        st.caption(f"Latest: {md_escape(newest.trader)} · {newest.symbol} · {newest.interval}")
+    else:
+        st.caption("Latest: none yet")
+    volume = {t.symbol: t.quote_volume for t in tickers.value}
+    frame = signals_frame(rows, prices.value, volume)
+    event: Any = st.dataframe(
+        frame,
+        hide_index=True,
+        on_select="rerun",
+        selection_mode="single-row",
+        key=TABLE,
+        column_config={
+            "time": st.column_config.DatetimeColumn("time (UTC)", format="YYYY-MM-DD HH:mm"),
+            "recorded": st.column_config.DatetimeColumn(
+                "recorded (UTC)", format="YYYY-MM-DD HH:mm:ss"
+            ),
+            "change %": st.column_config.NumberColumn(format="%.2f"),
+            "24h volume": st.column_config.NumberColumn(format="%.2f"),
+            "price at signal": st.column_config.NumberColumn(format="%.8f"),
+            "current price": st.column_config.NumberColumn(format="%.8f"),
+        },
+    )
+    st.caption(f"{len(rows)} signals shown (newest {flt.limit} at most).")
+    selected = list(event.selection.rows) if event is not None else []
+    if selected and selected[0] < len(rows):
+        sig = rows[selected[0]]
+        st.page_link(
+            "views/market.py",
+            label=f"Open {sig.symbol} {sig.interval} at {utc_text(sig.kline_open_ms)} UTC",
+            icon="📈",
+            query_params={
+                "symbol": sig.symbol,
+                "interval": sig.interval,
+                "open_ms": str(sig.kline_open_ms),
+                "signal": sig.id,
+            },
+        )
+
+
+def signals_frame(
+    rows: list[SignalRow], prices: dict[str, float], volume: dict[str, float]
+) -> pd.DataFrame:
+    records = []
+    for r in rows:
+        at_signal = float(r.price)
+        now = prices.get(r.symbol)
+        change = (now - at_signal) / at_signal * 100 if now is not None and at_signal else None
+        records.append(
+            {
+                "time": utc(r.kline_close_ms + 1),
+                "symbol": r.symbol,
+                "trader": r.trader,
+                "interval": r.interval,
+                "price at signal": at_signal,
+                "current price": now,
+                "change %": change,
+                "24h volume": volume.get(r.symbol),
+                "repeats": r.repeat_count,
+                "status": r.status,
+                "recorded": r.created_at,
+                "id": r.id,
+            }
+        )
+    columns = ["time", "symbol", "trader", "interval", "price at signal", "current price",
+               "change %", "24h volume", "repeats", "status", "recorded", "id"]  # fmt: skip
+    return pd.DataFrame.from_records(records, columns=columns)
+
+
+def _toast_new(rows: list[SignalRow], notify: bool) -> None:
+    ids = {r.id for r in rows}
+    seen: set[str] | None = st.session_state.get(SEEN)
+    st.session_state[SEEN] = ids if seen is None else seen | ids
+    if seen is None or not notify:
+        return
+    fresh = [r for r in rows if r.id not in seen][:3]
+    for r in fresh:
+        st.toast(f"New signal: {md_escape(r.trader)} · {r.symbol} · {r.interval}", icon="🔔")
+
+
+if __name__ == "__main__":
+    render()

@@ -1,0 +1,129 @@
+"""Status: can the dashboard reach its servers, and how is the flow doing, as far as the
+stored data tells (the flow publishes no heartbeat or feed connection states: the age of
+the newest kline of each series is the closest sign of life)."""
+
+from __future__ import annotations
+
+import pandas as pd  # type: ignore[import-untyped]
+import streamlit as st
+
+from dashboard.data import sources
+from dashboard.ui.common import banner, current_user, utc_text
+
+SERVER_TIME = "klineflow_status"
+
+
+def _age(now_ms: int, ms: int | None) -> str:
+    if ms is None:
+        return "-"
+    seconds = max(0, (now_ms - ms) // 1000)
+    if seconds < 120:
+        return f"{seconds} s"
+    if seconds < 7200:
+        return f"{seconds // 60} min"
+    if seconds < 172_800:
+        return f"{seconds // 3600} h"
+    return f"{seconds // 86_400} d"
+
+
+def render() -> None:
+    st.header("Status")
+    cfg = sources.config()
+    redis_answer = sources.market(cfg).status()
+    db_answer = sources.database(cfg).status()
+    banner(redis_answer, db_answer)
+    rs = redis_answer.value
+    ds = db_answer.value
+    c1, c2, c3, c4 = st.columns(4)
+    c1.metric("Redis", "reachable" if not redis_answer.stale else "unreachable")
+    c2.metric("PostgreSQL", "reachable" if not db_answer.stale else "unreachable")
+    c3.metric("Symbols", rs.symbols)
+    c4.metric("Dead letters", rs.dead_letters)
+    if ds.server_version:
+        st.caption(f"PostgreSQL {ds.server_version}; Redis key namespace {cfg.namespace!r}")
+
+    st.subheader("Klines")
+    st.caption(
+        "The flow publishes no heartbeat and no feed connection states; what the stored "
+        "klines show is below: the newest kline of each series and the newest closed one, "
+        "with their age. A live flow writes the forming kline about every second."
+    )
+    now = rs.now_ms
+    if rs.series:
+        st.dataframe(
+            pd.DataFrame(
+                [
+                    {
+                        "symbol": s.symbol,
+                        "interval": s.interval,
+                        "stored": s.stored,
+                        "newest open (UTC)": utc_text(s.newest_open_ms)
+                        if s.newest_open_ms
+                        else "-",
+                        "newest age": _age(now, s.newest_open_ms),
+                        "last closed (UTC)": utc_text(s.last_closed_ms)
+                        if s.last_closed_ms
+                        else "-",
+                        "last closed age": _age(now, s.last_closed_ms),
+                        "forming": s.newest_open_ms is not None
+                        and s.last_closed_ms is not None
+                        and s.newest_open_ms > s.last_closed_ms,
+                    }
+                    for s in rs.series
+                ]
+            ),
+            hide_index=True,
+            key="status_series",
+        )
+    for note in rs.notes:
+        st.caption(note)
+
+    st.subheader("Rejected input and data quality")
+    d1, d2, d3, d4 = st.columns(4)
+    d1.metric("Late trades", rs.dead_letter_reasons.get("late", 0))
+    d2.metric("Data-quality records", rs.data_quality)
+    d3.metric("Gaps (incomplete ranges)", sum(rs.gaps.values()))
+    d4.metric("Reconcile mismatches", rs.reconcile_mismatches)
+    st.caption(
+        f"Dead letters by reason among the newest {rs.dead_letters_scanned:,} of "
+        f"{rs.dead_letters:,} (the stream is capped, so counts are of what it still holds)."
+    )
+    if rs.dead_letter_reasons:
+        st.dataframe(
+            pd.DataFrame(
+                sorted(rs.dead_letter_reasons.items()), columns=["reason", "dead letters"]
+            ),
+            hide_index=True,
+            key="status_reasons",
+        )
+    if rs.recent_dead_letters:
+        with st.expander("Newest dead letters"):
+            st.dataframe(pd.DataFrame(rs.recent_dead_letters), hide_index=True)
+    if rs.gaps:
+        st.dataframe(
+            pd.DataFrame(sorted(rs.gaps.items()), columns=["symbol", "gaps"]),
+            hide_index=True,
+            key="status_gaps",
+        )
+    if rs.recent_data_quality:
+        with st.expander("Newest data-quality records"):
+            st.dataframe(pd.DataFrame(rs.recent_data_quality), hide_index=True)
+
+    user = current_user()
+    if user is not None:
+        st.subheader("Your traders' rule errors")
+        errors = sources.database(cfg).rule_errors(user[0])
+        if errors.value:
+            st.dataframe(
+                pd.DataFrame(
+                    [{"trader": e.trader, "symbol": e.symbol, "error": e.error}
+                     for e in errors.value]
+                ),
+                hide_index=True,
+            )  # fmt: skip
+        else:
+            st.caption("None recorded.")
+
+
+if __name__ == "__main__":
+    render()
