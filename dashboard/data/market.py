@@ -7,6 +7,7 @@ function answers a `Fetched`: when Redis is unreachable, the last good answer, m
 
 from __future__ import annotations
 
+import json
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
@@ -88,6 +89,7 @@ class RedisStatus:
     reconcile_mismatches: int
     now_ms: int = 0
     notes: list[str] = field(default_factory=list)
+    heartbeat: dict[str, Any] | None = None  # the live flow's, if one is running (or just ran)
 
 
 def _client(url: str) -> redis.Redis:
@@ -263,6 +265,7 @@ class MarketData:
         pipe.xlen(k.data_quality)
         pipe.xrevrange(k.data_quality, count=20)
         pipe.xlen(k.reconcile)
+        pipe.hgetall(k.heartbeat)
         results: list[Any] = pipe.execute()
         series: list[SeriesStatus] = []
         gaps: dict[str, int] = {}
@@ -284,7 +287,7 @@ class MarketData:
             if results[i]:
                 gaps[s] = int(results[i])
             i += 1
-        dl_len, dl_recent, dq_len, dq_recent, rec_len = results[i : i + 5]
+        dl_len, dl_recent, dq_len, dq_recent, rec_len, beat = results[i : i + 6]
         letters = [_text_fields(fields) for _, fields in dl_recent]
         notes = []
         if len(symbols) > max_symbols:
@@ -303,7 +306,24 @@ class MarketData:
             reconcile_mismatches=int(rec_len),
             now_ms=self._clock.now_ms(),
             notes=notes,
+            heartbeat=_heartbeat(beat),
         )
+
+
+def _heartbeat(fields: dict[bytes, bytes]) -> dict[str, Any] | None:
+    """The flow's heartbeat hash, decoded (numbers as ints, JSON fields parsed)."""
+    if not fields:
+        return None
+    out: dict[str, Any] = {}
+    for key, raw in fields.items():
+        name, text = key.decode(), raw.decode(errors="replace")
+        if name in ("feeds", "klines_closed"):
+            out[name] = json.loads(text)
+        elif text.lstrip("-").isdigit():
+            out[name] = int(text)
+        else:
+            out[name] = text
+    return out
 
 
 def _text_fields(fields: dict[bytes, bytes]) -> dict[str, str]:

@@ -1,6 +1,6 @@
-"""Status: can the dashboard reach its servers, and how is the flow doing, as far as the
-stored data tells (the flow publishes no heartbeat or feed connection states: the age of
-the newest kline of each series is the closest sign of life)."""
+"""Status: can the dashboard reach its servers, and how is the flow doing: the live flow's
+heartbeat (its counters and each feed connection's state, rewritten every few seconds) and
+what the stored klines show (the age of the newest kline of each series)."""
 
 from __future__ import annotations
 
@@ -42,13 +42,47 @@ def render() -> None:
     if ds.server_version:
         st.caption(f"PostgreSQL {ds.server_version}; Redis key namespace {cfg.namespace!r}")
 
+    now = rs.now_ms
+    st.subheader("Flow")
+    beat = rs.heartbeat
+    if beat is None:
+        st.caption("No live flow heartbeat: no `klineflow up` or `demo` is running on this "
+                   "Redis and namespace (replays and backtests publish none).")  # fmt: skip
+    else:
+        f1, f2, f3, f4 = st.columns(4)
+        beat_age = _age(now, beat.get("ts_ms"))
+        f1.metric("Flow", str(beat.get("state", "?")), f"heartbeat {beat_age} ago",
+                  delta_color="off")  # fmt: skip
+        f2.metric("Trades read", f"{int(beat.get('trades_read', 0)):,}")
+        f3.metric("Late / duplicate", f"{beat.get('late', 0)} / {beat.get('duplicates', 0)}")
+        f4.metric("Reconnects / gaps", f"{beat.get('feed_reconnects', 0)} / {beat.get('gaps', 0)}")
+        feeds = beat.get("feeds") or []
+        if feeds:
+            st.dataframe(
+                pd.DataFrame(
+                    [
+                        {
+                            "connection": f["connection"],
+                            "streams": f["streams"],
+                            "state": f["state"],
+                            "last message": "-"
+                            if f["last_message_age_s"] is None
+                            else f"{f['last_message_age_s']:.1f} s ago",
+                            "reconnects": f["reconnects"],
+                            "frames": f["frames"],
+                        }
+                        for f in feeds
+                    ]
+                ),
+                hide_index=True,
+                key="status_feeds",
+            )
+
     st.subheader("Klines")
     st.caption(
-        "The flow publishes no heartbeat and no feed connection states; what the stored "
-        "klines show is below: the newest kline of each series and the newest closed one, "
-        "with their age. A live flow writes the forming kline about every second."
+        "The newest kline of each series and the newest closed one, with their age. A live "
+        "flow writes the forming kline about every second."
     )
-    now = rs.now_ms
     if rs.series:
         st.dataframe(
             pd.DataFrame(

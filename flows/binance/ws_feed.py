@@ -106,6 +106,15 @@ class _Session:
 class StreamFeed:
     """One logical connection to a fixed set of streams (it may be two during a rotation)."""
 
+    def state(self) -> tuple[str, float | None]:
+        """("connecting" | "connected" | "reconnecting", seconds since the last frame)."""
+        now = self._clock.monotonic_s()
+        last = max((s.last_frame_s for s in list(self._sessions)), default=None)
+        age = None if last is None else max(0.0, now - last)
+        if self.connected:
+            return "connected", age
+        return ("reconnecting" if self.stats.connects else "connecting"), age
+
     def __init__(
         self,
         streams: list[str],

@@ -20,6 +20,7 @@ from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.testing import run_main
 
 from flows.binance.ws_feed import FeedConfig
+from flows.dataflows.heartbeat import Heartbeat
 from flows.dataflows.kline_step import KlineStepConfig
 from flows.dataflows.klines_flow import build_kline_flow
 from flows.domain.clock import SYSTEM_CLOCK, Clock
@@ -118,9 +119,12 @@ def run_live(job: LiveJob, stats: RunStats | None = None) -> RunStats:
             job.recovery_dir.mkdir(parents=True)
             init_db_dir(job.recovery_dir, RECOVERY_PARTITIONS)  # type: ignore[no-untyped-call]
         recovery = RecoveryConfig(str(job.recovery_dir))  # type: ignore[no-untyped-call]
+    heartbeat = Heartbeat(job.redis_url, job.keys, source, stats, clock=job.clock)
+    heartbeat.start()
     try:
         run_main(flow, epoch_interval=timedelta(seconds=job.epoch_s), recovery_config=recovery)  # type: ignore[no-untyped-call]
     finally:
+        heartbeat.stop()
         if rules is not None:
             rules.stop()
             stats.rules = rules.summary()

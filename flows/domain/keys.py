@@ -54,6 +54,12 @@ class KeySpace:
         """Capped stream of klines that differ from Binance's own (ours and theirs)."""
         return self._k("klineflow:reconcile_mismatches")
 
+    @property
+    def heartbeat(self) -> str:
+        """Hash the live flow rewrites every few seconds: its time, counters and the state
+        of each feed connection (expires when the flow stops writing it)."""
+        return self._k("klineflow:heartbeat")
+
     def gaps(self, symbol: str) -> str:
         """Sorted set of a symbol's unfilled gaps: score = from_ms, member = "from:to:ids"."""
         return self._k(f"klines:gaps:{symbol}")

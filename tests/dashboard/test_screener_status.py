@@ -71,4 +71,38 @@ def test_status_shows_reachability_series_dead_letters_and_gaps(
         "late": 3,
         "malformed": 1,
     }
-    assert any("publishes no heartbeat" in c.value for c in at.caption)
+    assert any("No live flow heartbeat" in c.value for c in at.caption)
+
+
+def test_status_shows_the_flow_heartbeat_and_each_feed_connection(
+    filled: Filled, app_env: None
+) -> None:
+    client = redis.Redis.from_url(filled.redis_url)
+    feeds = [
+        {"connection": 0, "streams": 200, "state": "connected", "last_message_age_s": 0.4,
+         "reconnects": 1, "frames": 52_000},
+        {"connection": 1, "streams": 37, "state": "reconnecting", "last_message_age_s": 31.0,
+         "reconnects": 3, "frames": 9_000},
+    ]  # fmt: skip
+    now_ms = int(at_now())
+    client.hset(filled.keys.heartbeat, mapping={
+        "ts_ms": now_ms, "started_ms": now_ms - 60_000, "state": "running",
+        "trades_read": 123_456, "trades_backfilled": 10, "feed_reconnects": 4, "gaps": 0,
+        "duplicates": 7, "late": 2, "klines_closed": json.dumps({"1m": 12}),
+        "feeds": json.dumps(feeds),
+    })  # fmt: skip
+    at = page("views/status.py")
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Flow"] == "running"
+    assert metrics["Trades read"] == "123,456"
+    assert metrics["Late / duplicate"] == "2 / 7"
+    assert metrics["Reconnects / gaps"] == "4 / 0"
+    table = at.dataframe[0].value
+    assert list(table["state"]) == ["connected", "reconnecting"]
+    assert list(table["last message"]) == ["0.4 s ago", "31.0 s ago"]
+
+
+def at_now() -> int:
+    from flows.domain.clock import SYSTEM_CLOCK
+
+    return SYSTEM_CLOCK.now_ms()

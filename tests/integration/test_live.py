@@ -249,3 +249,29 @@ def test_reconciliation_with_the_exchange_kline_stream(
     assert stats.reconciled >= minutes - len(want)  # every closed minute (the first may be cut)
     assert stats.reconcile_mismatches == 0
     assert redis_client.xlen(keys.reconcile) == 0
+
+
+def test_the_flow_publishes_a_heartbeat_with_each_feed_state(
+    redis_url: str, redis_client: redis.Redis, keys: KeySpace
+) -> None:
+    import json as _json
+
+    def beat() -> dict[bytes, bytes]:
+        return redis_client.hgetall(keys.heartbeat)  # type: ignore[return-value]
+
+    cfg = _market()
+    with _live(cfg, redis_url, keys, per_connection=2) as (_, stats, _stop):
+        assert _wait(lambda: bool(beat()) and stats.trades_read > 0, 30)
+        assert _wait(lambda: int(beat()[b"trades_read"]) > 0, 10)
+        running = beat()
+        feeds = _json.loads(running[b"feeds"])
+        assert running[b"state"] == b"running"
+        assert len(feeds) == 2 and {f["streams"] for f in feeds} == {2}  # 4 symbols, 2 a feed
+        assert _wait(lambda: all(f["state"] == "connected"
+                                 for f in _json.loads(beat()[b"feeds"])), 10)  # fmt: skip
+        ages = [f["last_message_age_s"] for f in _json.loads(beat()[b"feeds"])]
+        assert all(a is not None and a >= 0 for a in ages)
+    stopped = beat()
+    assert stopped[b"state"] == b"stopped"
+    assert {f["state"] for f in _json.loads(stopped[b"feeds"])} == {"disconnected"}
+    assert 0 < redis_client.ttl(keys.heartbeat) <= 10
