@@ -83,6 +83,31 @@ def add(
     out.print(Text(f"added user {name.strip()!r}: id {user_id}"), soft_wrap=True)
 
 
+@users_app.command("password")
+def password_command(
+    name: Annotated[str, typer.Argument(help="the user whose password changes")],
+    password: Annotated[
+        str | None, typer.Option("--password", help="the new password (prompted for if not given)")
+    ] = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Set a new password for an existing user."""
+    import psycopg
+
+    from dashboard.data.users import UserError, set_password
+
+    if password is None:
+        password = typer.prompt("New password", hide_input=True, confirmation_prompt=True)
+    url = _database(database_url)
+    try:
+        set_password(url, name.strip(), password)
+    except UserError as e:
+        _fail(str(e), 2)
+    except psycopg.Error as e:
+        _fail(f"database error: {type(e).__name__}")
+    out.print(Text(f"password of {name.strip()!r} changed"), soft_wrap=True)
+
+
 @users_app.command("list")
 def list_users_command(database_url: DatabaseUrl = None) -> None:
     """Every user: id, name, whether a password is set, when created."""

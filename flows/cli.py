@@ -87,6 +87,22 @@ def _start_dashboard(
     return proc
 
 
+def _demo_sign_in(db_url: str) -> str | None:
+    """Give the demo's user `local` a password if it has none, so the dashboard's Signals and
+    Traders pages can be opened at once; returns it (None when one was set before)."""
+    import psycopg
+
+    from dashboard.data.users import set_password
+
+    with psycopg.connect(db_url) as conn:
+        row = conn.execute("SELECT password_hash FROM users WHERE name = 'local'").fetchone()
+    if row is None or row[0] is not None:
+        return None
+    password = "local-demo"
+    set_password(db_url, "local", password)
+    return password
+
+
 def _redis_url(settings: Settings) -> str:
     from flows.services import Services
 
@@ -270,6 +286,11 @@ def demo(
     added = seed_examples(TraderStore(db_url))
     if added:
         console.print(f"example traders added: {', '.join(added)}", soft_wrap=True)
+    demo_password = _demo_sign_in(db_url)
+    if demo_password:
+        console.print(f"Sign in:    user local, password {demo_password} (owner of the "
+                      "example traders; `klineflow users password local` changes it)",
+                      soft_wrap=True)  # fmt: skip
     console.print("Traders:    klineflow traders list", soft_wrap=True)
     job = DemoJob(
         redis_url=url,

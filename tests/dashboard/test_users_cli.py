@@ -29,3 +29,25 @@ def test_add_with_a_prompt_and_list(signals_db: str) -> None:
     assert listed.exit_code == 0, listed.output
     for name in ("local", "ana", "bob"):
         assert name in listed.output
+
+
+def test_password_changes_an_existing_users_password(signals_db: str) -> None:
+    runner = CliRunner()
+    runner.invoke(users_app, ["add", "cy", "--password", "first password",
+                              "--database-url", signals_db])  # fmt: skip
+    got = runner.invoke(users_app, ["password", "cy", "--password", "second password",
+                                    "--database-url", signals_db])  # fmt: skip
+    assert got.exit_code == 0, got.output
+    assert verify(signals_db, "cy", "second password") is not None
+    assert verify(signals_db, "cy", "first password") is None
+    missing = runner.invoke(users_app, ["password", "nobody", "--password", "whatever pw",
+                                        "--database-url", signals_db])  # fmt: skip
+    assert missing.exit_code == 2 and "no user named 'nobody'" in missing.output
+
+
+def test_the_demo_gives_its_local_user_a_password_once(signals_db: str) -> None:
+    from flows.cli import _demo_sign_in
+
+    password = _demo_sign_in(signals_db)
+    assert password is not None and verify(signals_db, "local", password) is not None
+    assert _demo_sign_in(signals_db) is None  # set before: left alone, not printed again
