@@ -29,6 +29,10 @@ class Settings(BaseSettings):
     )
     database_url: SecretStr | None = Field(None, description="PostgreSQL to use; unset = embedded")
     data_dir: Path = Field(Path(".klineflow"), description="where embedded servers keep their data")
+    recordings_dir: Path | None = Field(
+        None,
+        description="recordings the dashboard's backtests offer; unset = <data_dir>/recordings",
+    )
     namespace: str = Field("", description="prefix for every Redis key (scratch runs, tests)")
     intervals: Annotated[tuple[str, ...], NoDecode] = DEFAULT_INTERVALS
     open_kline_throttle_ms: int = Field(

@@ -1,0 +1,344 @@
+"""Backtests from the dashboard: the stored recordings, a run in a background thread of the
+Streamlit process, and the user's stored runs (read under row-level security).
+
+A run goes exactly as `klineflow backtest` goes: `start_run`, `run_backtest` (the live
+dataflow over the recordings, into a scratch Redis namespace), the signals' outcomes, then
+`finish_run`. The only addition is the owner: `flows.backtest.store.start_run` records a
+run without one (a command-line run, visible to every dashboard user), so right after it the
+run is given to the signed-in user by an UPDATE on the dashboard's pooled connection as its
+own login, without `SET ROLE`. The dashboard role may only read `backtest_runs`; the login
+that owns the tables (the embedded setup, and any deployment that runs the migrations with
+the dashboard's URL) may write them, so this is the one write here that row-level security
+does not cover. Reads of runs and their signals always go through `Database.user_tx`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import tempfile
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+
+from flows.backtest.report import HORIZONS, SignalOutcome, export, outcomes, summary
+from flows.backtest.run import Signal, run_backtest
+from flows.backtest.store import finish_run, start_run
+from flows.domain.kline import Kline
+from flows.domain.stats import RunStats
+from flows.settings import load_settings
+from flows.signals.book import Book, TraderRow, compile_trader
+from flows.signals.engine import Fire
+
+from .db import DB_ERRORS, Database
+from .stale import Fetched
+
+RECORDINGS_ENV = "KLINEFLOW_RECORDINGS_DIR"
+RECORDING_SUFFIXES = (".jsonl.gz", ".csv", ".zip", ".txt", ".json", ".json.gz")
+RUNS_LISTED = 50
+
+Stats = list[dict[str, float | int | str | None]]
+
+
+# -- recordings ---------------------------------------------------------------------------------
+def recordings_dir() -> Path:
+    """KLINEFLOW_RECORDINGS_DIR (a setting like the others), else `recordings` in the data
+    directory."""
+    settings = load_settings()
+    if settings.recordings_dir is not None:
+        return settings.recordings_dir.expanduser()
+    return settings.data_dir / "recordings"
+
+
+def recordings(folder: Path | None = None) -> list[Path]:
+    """The recordings a backtest can read, by name (sub-folders included)."""
+    root = folder or recordings_dir()
+    if not root.is_dir():
+        return []
+    found = [
+        p
+        for p in root.rglob("*")
+        if p.is_file() and any(p.name.lower().endswith(s) for s in RECORDING_SUFFIXES)
+    ]
+    return sorted(found, key=lambda p: str(p.relative_to(root)))
+
+
+# -- what a run reports -------------------------------------------------------------------------
+def span_ms(klines: Mapping[tuple[str, str], Sequence[Kline]]) -> int:
+    """The longest stretch of klines a run's signals were on (signals per day use it), as the
+    command line computes it."""
+    return max((ks[-1].close_ms - ks[0].open_ms for ks in klines.values() if ks), default=0)
+
+
+def needed_intervals(book: Book) -> tuple[str, ...]:
+    """Every interval the traders read (their own and the ones their rules ask for)."""
+    return tuple(
+        sorted({iv for t in book.traders for iv in (*t.program.requirements, t.row.interval)})
+    )
+
+
+def returns_of(rows: Sequence[SignalOutcome], horizon: int) -> list[float]:
+    """The forward returns after `horizon` bars that exist (the data went far enough)."""
+    return [v for r in rows if (v := r.returns.get(horizon)) is not None]
+
+
+def export_csv(rows: Sequence[SignalOutcome]) -> bytes:
+    """The run's export (flows.backtest.report.export) as CSV bytes."""
+    with tempfile.TemporaryDirectory(prefix="klineflow-export-") as tmp:
+        path = Path(tmp) / "signals.csv"
+        export(rows, path)
+        return path.read_bytes()
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    paths: tuple[Path, ...]
+    traders: tuple[TraderRow, ...]
+    symbols: frozenset[str] | None = None
+
+
+@dataclass(frozen=True)
+class Finished:
+    run_id: int
+    rows: list[SignalOutcome]
+    span_ms: int
+    klines: dict[tuple[str, str], list[Kline]]
+    failures: int
+    trades: int
+    seconds: float
+
+
+@dataclass
+class BacktestJob:
+    """One run in a thread of its own; the page polls `stats`, `done` and `error`."""
+
+    request: RunRequest
+    owner_id: int
+    redis_url: str
+    db: Database
+    stats: RunStats = field(default_factory=RunStats)
+    run_id: int | None = None
+    finished: Finished | None = None
+    error: str | None = None
+    started_s: float = field(default_factory=time.monotonic)
+    _thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="klineflow-backtest", daemon=True)
+        self._thread.start()
+
+    @property
+    def done(self) -> bool:
+        return self.finished is not None or self.error is not None
+
+    def wait(self, timeout: float | None = None) -> bool:
+        if self._thread is not None:
+            self._thread.join(timeout)
+        return self.done
+
+    def progress(self) -> tuple[float, float | None]:
+        """(fraction of the input bytes read, estimated seconds left or None)."""
+        total = self.stats.bytes_total
+        if total <= 0:
+            return 0.0, None
+        frac = min(self.stats.bytes_done / total, 1.0)
+        elapsed = time.monotonic() - self.started_s
+        eta = elapsed * (1.0 - frac) / frac if frac > 0 else None
+        return frac, eta
+
+    def _run(self) -> None:
+        try:
+            book = Book(tuple(compile_trader(r) for r in self.request.traders), version=1)
+            intervals = needed_intervals(book)
+            params = {
+                "symbols": sorted(self.request.symbols) if self.request.symbols else None,
+                "from": None,
+                "to": None,
+                "intervals": list(intervals),
+                "source": "dashboard",
+            }
+            self.run_id = start_run(self.db.url, {}, book, params)
+            claim_run(self.db, self.run_id, self.owner_id)
+        except Exception as exc:  # shown on the page
+            self.error = _one_line(exc)
+            return
+        started = time.monotonic()
+        try:
+            result = run_backtest(
+                list(self.request.paths),
+                book,
+                intervals,
+                self.redis_url,
+                self.request.symbols,
+                stats=self.stats,
+            )
+            rows = outcomes(result.signals, result.klines)
+            span = span_ms(result.klines)
+            seconds = time.monotonic() - started
+            record_inputs(self.db, self.run_id, result.input_hashes, span)
+            closed = sum(self.stats.klines_closed.values())
+            finish_run(self.db.url, self.run_id, rows, self.stats.trades_read, closed,
+                       seconds)  # fmt: skip
+        except Exception as exc:  # shown on the page; the run is marked failed
+            self.error = _one_line(exc)
+            with contextlib.suppress(psycopg.Error):
+                finish_run(self.db.url, self.run_id, [], self.stats.trades_read, 0,
+                           time.monotonic() - started, failed=True)  # fmt: skip
+            return
+        self.finished = Finished(self.run_id, rows, span, result.klines, len(result.failures),
+                                 self.stats.trades_read, seconds)  # fmt: skip
+
+
+def start_backtest(request: RunRequest, owner_id: int, redis_url: str, db: Database) -> BacktestJob:
+    job = BacktestJob(request, owner_id, redis_url, db)
+    job.start()
+    return job
+
+
+# -- writes as the dashboard's login (see the module's docstring) --------------------------------
+def claim_run(db: Database, run_id: int, owner_id: int) -> None:
+    """Give a just started run to its user (no SET ROLE: the dashboard role cannot write)."""
+    with db.pool.connection() as conn, conn.transaction():
+        conn.execute(
+            "UPDATE backtest_runs SET owner_id = %s WHERE id = %s AND owner_id IS NULL",
+            (owner_id, run_id),
+        )
+
+
+def record_inputs(db: Database, run_id: int, hashes: Mapping[str, str], span: int) -> None:
+    """The input files with their SHA-256 (known once read) and the span the statistics use."""
+    files = [{"path": p, "sha256": h} for p, h in sorted(hashes.items())]
+    with db.pool.connection() as conn, conn.transaction():
+        conn.execute(
+            "UPDATE backtest_runs SET inputs = %s, "
+            "params = params || jsonb_build_object('span_ms', %s::bigint) WHERE id = %s",
+            (json.dumps(files), span, run_id),
+        )
+
+
+# -- the user's stored runs (row-level security) -------------------------------------------------
+@dataclass(frozen=True)
+class RunRow:
+    id: int
+    owner_id: int | None
+    status: str
+    inputs: list[dict[str, Any]]
+    traders: list[dict[str, Any]]
+    params: dict[str, Any]
+    trades: int | None
+    klines: int | None
+    seconds: float | None
+    created_at: datetime
+    finished_at: datetime | None
+    signals: int
+
+    @property
+    def trader_names(self) -> dict[int, str]:
+        return {int(t["id"]): str(t.get("name", "")) for t in self.traders}
+
+
+def runs(db: Database, user_id: int, limit: int = RUNS_LISTED) -> Fetched[list[RunRow]]:
+    """The runs this user may see (her own, and command-line runs), newest first."""
+
+    def read() -> list[RunRow]:
+        with db.user_tx(user_id) as conn, conn.cursor(row_factory=dict_row) as cur:
+            cur.execute(
+                "SELECT r.id, r.owner_id, r.status, r.inputs, r.traders, r.params, r.trades, "
+                "r.klines, r.seconds, r.created_at, r.finished_at, "
+                "(SELECT count(*) FROM backtest_signals s WHERE s.run_id = r.id) AS signals "
+                "FROM backtest_runs r ORDER BY r.id DESC LIMIT %s",
+                (limit,),
+            )
+            return [_run_row(r) for r in cur.fetchall()]
+
+    return db.last_good.fetch(("backtest_runs", user_id, limit), read, [], DB_ERRORS)
+
+
+def run_signals(db: Database, user_id: int, run_id: int) -> Fetched[list[SignalOutcome]]:
+    """A stored run's signals with the outcomes recorded for them."""
+
+    def read() -> list[SignalOutcome]:
+        with db.user_tx(user_id) as conn, conn.cursor(row_factory=dict_row) as cur:
+            cur.execute(
+                "SELECT id, trader_id, trader_version, symbol, interval, kline_open_ms, "
+                'kline_close_ms, price, "values", repeat_count, outcomes FROM backtest_signals '
+                "WHERE run_id = %s ORDER BY trader_id, symbol, interval, kline_open_ms",
+                (run_id,),
+            )
+            return [_outcome(r) for r in cur.fetchall()]
+
+    return db.last_good.fetch(("backtest_signals", user_id, run_id), read, [], DB_ERRORS)
+
+
+def stored_span_ms(run: RunRow, rows: Sequence[SignalOutcome]) -> int:
+    """The span the run's statistics were computed over; for runs that did not record it
+    (the command line), from its first signal's kline to its last one's close."""
+    recorded = run.params.get("span_ms")
+    if isinstance(recorded, int):
+        return recorded
+    if not rows:
+        return 0
+    first = min(r.signal.fire.open_ms for r in rows)
+    last = max(r.signal.fire.close_ms for r in rows)
+    return last - first
+
+
+def stored_stats(run: RunRow, rows: Sequence[SignalOutcome]) -> Stats:
+    return summary(rows, stored_span_ms(run, rows))
+
+
+def _run_row(r: dict[str, Any]) -> RunRow:
+    return RunRow(
+        id=int(r["id"]),
+        owner_id=None if r["owner_id"] is None else int(r["owner_id"]),
+        status=str(r["status"]),
+        inputs=list(r["inputs"] or []),
+        traders=list(r["traders"] or []),
+        params=dict(r["params"] or {}),
+        trades=r["trades"],
+        klines=r["klines"],
+        seconds=r["seconds"],
+        created_at=r["created_at"],
+        finished_at=r["finished_at"],
+        signals=int(r["signals"]),
+    )
+
+
+def _number(v: Any) -> float | None:
+    return None if v is None else float(v)
+
+
+def _outcome(r: dict[str, Any]) -> SignalOutcome:
+    price: Decimal = r["price"]
+    fire = Fire(
+        id=str(r["id"]),
+        trader_id=int(r["trader_id"]),
+        trader_version=int(r["trader_version"]),
+        symbol=str(r["symbol"]),
+        interval=str(r["interval"]),
+        open_ms=int(r["kline_open_ms"]),
+        close_ms=int(r["kline_close_ms"]),
+        window_start_ms=int(r["kline_open_ms"]),
+        price=str(price),
+        values=dict(r["values"] or {}),
+        closed_at_ms=0,
+    )
+    stored: dict[str, Any] = dict(r["outcomes"] or {})
+    return SignalOutcome(
+        Signal(fire, int(r["repeat_count"])),
+        {n: _number(stored.get(f"ret{n}")) for n in HORIZONS},
+        {n: _number(stored.get(f"mfe{n}")) for n in HORIZONS},
+        {n: _number(stored.get(f"mae{n}")) for n in HORIZONS},
+    )
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
