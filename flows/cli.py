@@ -689,6 +689,88 @@ def backtest(
         out.print(f"signals written to {out_file}")
 
 
+@app.command()
+def status(
+    redis_url: RedisUrl = None,
+    namespace: Namespace = None,
+    database_url: DatabaseUrl = None,
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON object")] = False,
+) -> None:
+    """The pipeline's health at a glance: servers, the live flow's heartbeat and feeds.
+    Exits 1 when a server is unreachable or the flow's heartbeat is stale or missing."""
+    import json as _json
+
+    import psycopg
+    import redis as _redis
+
+    from flows.services import Services
+
+    settings = _settings(redis_url=redis_url, namespace=namespace, database_url=database_url)
+    services = Services(settings.data_dir)
+    rurl = settings.redis_url_value() or services.redis.url
+    report: dict[str, object] = {"redis": "unreachable", "postgresql": "unreachable"}
+    beat: dict[str, object] | None = None
+    try:
+        client = _redis.Redis.from_url(rurl, socket_timeout=3, socket_connect_timeout=3)
+        client.ping()
+        report["redis"] = "reachable"
+        raw = client.hgetall(KeySpace(settings.namespace).heartbeat)
+        if raw:
+            beat = {k.decode(): v.decode() for k, v in raw.items()}  # type: ignore[union-attr]
+    except (_redis.RedisError, OSError):
+        pass
+    durl = settings.database_url_value()
+    if durl is None and services.postgres.running():
+        durl = services.database_url(None)
+    if durl:
+        try:
+            with psycopg.connect(durl, connect_timeout=3) as conn:
+                conn.execute("SELECT 1")
+            report["postgresql"] = "reachable"
+        except psycopg.Error:
+            pass
+    now = SYSTEM_CLOCK.now_ms()
+    healthy = report["redis"] == "reachable" and report["postgresql"] == "reachable"
+    if beat is None:
+        report["flow"] = "no heartbeat (no live flow on this Redis and namespace)"
+        healthy = False
+    else:
+        age_s = (now - int(str(beat["ts_ms"]))) / 1000
+        feeds = _json.loads(str(beat.get("feeds", "[]")))
+        report["flow"] = {
+            "state": beat.get("state"),
+            "heartbeat_age_s": round(age_s, 1),
+            "trades_read": int(str(beat.get("trades_read", 0))),
+            "late": int(str(beat.get("late", 0))),
+            "duplicates": int(str(beat.get("duplicates", 0))),
+            "gaps": int(str(beat.get("gaps", 0))),
+            "feeds": feeds,
+        }
+        stale_feed = any(f["state"] != "connected" for f in feeds)
+        healthy = healthy and beat.get("state") == "running" and age_s < 10 and not stale_feed
+    report["healthy"] = healthy
+    if as_json:
+        out.print_json(_json.dumps(report))
+    else:
+        out.print(f"redis       {report['redis']}")
+        out.print(f"postgresql  {report['postgresql']}")
+        flow = report["flow"]
+        if isinstance(flow, dict):
+            out.print(f"flow        {flow['state']}, heartbeat {flow['heartbeat_age_s']} s ago, "
+                      f"{flow['trades_read']:,} trades, {flow['late']} late, "
+                      f"{flow['duplicates']} duplicates, {flow['gaps']} gaps")  # fmt: skip
+            for f in flow["feeds"]:
+                age = f["last_message_age_s"]
+                out.print(f"  feed {f['connection']}: {f['state']}, {f['streams']} streams, "
+                          f"last message {'-' if age is None else f'{age:.1f} s'} ago, "
+                          f"{f['reconnects']} reconnects")  # fmt: skip
+        else:
+            out.print(f"flow        {flow}")
+        out.print("healthy" if healthy else "NOT healthy")
+    if not healthy:
+        raise typer.Exit(1)
+
+
 @app.command("dashboard")
 def dashboard_cmd(
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",

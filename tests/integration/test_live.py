@@ -252,9 +252,19 @@ def test_reconciliation_with_the_exchange_kline_stream(
 
 
 def test_the_flow_publishes_a_heartbeat_with_each_feed_state(
-    redis_url: str, redis_client: redis.Redis, keys: KeySpace
+    redis_url: str, redis_client: redis.Redis, keys: KeySpace, database_url: str
 ) -> None:
     import json as _json
+
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    def status() -> tuple[int, dict[str, object]]:
+        got = CliRunner().invoke(app, ["status", "--json", "--redis-url", redis_url,
+                                       "--namespace", keys.namespace,
+                                       "--database-url", database_url])  # fmt: skip
+        return got.exit_code, _json.loads(got.stdout)
 
     def beat() -> dict[bytes, bytes]:
         return redis_client.hgetall(keys.heartbeat)  # type: ignore[return-value]
@@ -271,6 +281,12 @@ def test_the_flow_publishes_a_heartbeat_with_each_feed_state(
                                  for f in _json.loads(beat()[b"feeds"])), 10)  # fmt: skip
         ages = [f["last_message_age_s"] for f in _json.loads(beat()[b"feeds"])]
         assert all(a is not None and a >= 0 for a in ages)
+        code, report = status()  # `klineflow status`: healthy while it runs
+        assert code == 0 and report["healthy"] is True, report
+        assert report["redis"] == "reachable" and report["postgresql"] == "reachable"
+    code, report = status()
+    assert code == 1 and report["healthy"] is False
+    assert report["flow"]["state"] == "stopped"  # type: ignore[index]
     stopped = beat()
     assert stopped[b"state"] == b"stopped"
     assert {f["state"] for f in _json.loads(stopped[b"feeds"])} == {"disconnected"}
