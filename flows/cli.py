@@ -374,6 +374,10 @@ def up(
     ] = True,
     dashboard: DashboardOpt = True,
     dashboard_port: DashboardPort = 8501,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(help="serve /metrics (Prometheus) and /healthz on this port; 0: none"),
+    ] = 9108,
     database_url: DatabaseUrl = None,
     redis_url: RedisUrl = None,
     namespace: Namespace = None,
@@ -416,6 +420,7 @@ def up(
         else None,
         duration_s=duration,
         database_url=db_url,
+        metrics_port=metrics_port or None,
     )
     board = _start_dashboard(settings, job.redis_url, db_url, dashboard_port) if dashboard else None
     try:

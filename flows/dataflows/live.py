@@ -15,12 +15,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.testing import run_main
 
 from flows.binance.ws_feed import FeedConfig
-from flows.dataflows.heartbeat import Heartbeat
+from flows.dataflows.heartbeat import Heartbeat, feeds
 from flows.dataflows.kline_step import KlineStepConfig
 from flows.dataflows.klines_flow import build_kline_flow
 from flows.domain.clock import SYSTEM_CLOCK, Clock
@@ -28,9 +29,13 @@ from flows.domain.intervals import INTERVALS
 from flows.domain.keys import KeySpace
 from flows.domain.stats import RunStats
 from flows.klines.builder import base_interval_for
+from flows.metrics import FlowView, MetricsServer
 from flows.sinks.redis_sink import RedisKlineSink, writer_factory
 from flows.sources.live_source import LiveConfig, LiveSource
 from flows.storage.redis_klines import RetentionPolicy
+
+if TYPE_CHECKING:
+    from flows.signals import RulesRuntime
 
 log = logging.getLogger(__name__)
 RECOVERY_PARTITIONS = 1  # one worker in one process; fixed once the directory exists
@@ -62,6 +67,40 @@ class LiveJob:
     stop: threading.Event | None = None  # set it to end the flow (tests, embedding)
     clock: Clock = SYSTEM_CLOCK
     database_url: str | None = None  # set: evaluate its traders, write signals there
+    metrics_port: int | None = None  # set: /metrics and /healthz on 127.0.0.1:PORT (0: any)
+    metrics_host: str = "127.0.0.1"
+
+
+def _metrics(
+    job: LiveJob, source: LiveSource, stats: RunStats, rules: RulesRuntime | None
+) -> MetricsServer:
+    import psycopg
+    import redis
+
+    client = redis.Redis.from_url(job.redis_url, socket_timeout=3, socket_connect_timeout=3)
+    checks: dict[str, Callable[[], bool]] = {"redis": lambda: bool(client.ping())}
+    if job.database_url is not None:
+        url = job.database_url
+
+        def postgres() -> bool:
+            with psycopg.connect(url, connect_timeout=3) as conn:
+                conn.execute("SELECT 1")
+            return True
+
+        checks["postgresql"] = postgres
+    view = FlowView(
+        stats,
+        feeds=lambda: feeds(source),
+        rules=rules.summary if rules is not None else (lambda: {}),
+        checks=checks,
+    )
+    server = MetricsServer(view, job.metrics_host, job.metrics_port or 0).start()
+    log.info("metrics on http://%s:%d/metrics", job.metrics_host, server.port)
+    job_ports.append(server.port)
+    return server
+
+
+job_ports: list[int] = []  # where the metrics servers of this process listen (tests)
 
 
 def run_live(job: LiveJob, stats: RunStats | None = None) -> RunStats:
@@ -121,10 +160,13 @@ def run_live(job: LiveJob, stats: RunStats | None = None) -> RunStats:
         recovery = RecoveryConfig(str(job.recovery_dir))  # type: ignore[no-untyped-call]
     heartbeat = Heartbeat(job.redis_url, job.keys, source, stats, clock=job.clock)
     heartbeat.start()
+    metrics = _metrics(job, source, stats, rules) if job.metrics_port is not None else None
     try:
         run_main(flow, epoch_interval=timedelta(seconds=job.epoch_s), recovery_config=recovery)  # type: ignore[no-untyped-call]
     finally:
         heartbeat.stop()
+        if metrics is not None:
+            metrics.stop()
         if rules is not None:
             rules.stop()
             stats.rules = rules.summary()

@@ -31,7 +31,7 @@ class RunStats:
     bytes_done: int = 0
     bytes_total: int = 0
     files_done: int = 0
-    rules: dict[str, int] = field(default_factory=dict)  # the rules stage's summary, if any
+    rules: dict[str, float] = field(default_factory=dict)  # the rules stage's summary, if any
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def add_dead(self, reason: str, n: int = 1) -> None:

@@ -29,18 +29,24 @@ class RulesRuntime:
         if self.watcher is not None:
             self.watcher.stop()
 
-    def summary(self) -> dict[str, int]:
+    def summary(self) -> dict[str, float]:
         c = self.stage.config.counters
         out = {
             "traders": len(self.holder.book.traders),
             "evaluations": c.evaluations,
             "fires": c.fires,
             "rule_failures": c.failures,
+            "evaluation_seconds": c.evaluation_seconds,
+            "pending": sum(w.pending for w in self.stage.sink.writers),
         }
+        recent = sorted(x for w in self.stage.sink.writers for x in w.counters.latencies_ms)
+        if recent:
+            out["latency_p99_s"] = recent[int(0.99 * (len(recent) - 1))] / 1000
         for writer in self.stage.sink.writers:
-            out["signals_new"] = out.get("signals_new", 0) + writer.counters.new
-            out["signals_repeat"] = out.get("signals_repeat", 0) + writer.counters.repeats
-            out["signals_duplicate"] = out.get("signals_duplicate", 0) + writer.counters.duplicates
+            c_w = writer.counters
+            out["signals_new"] = out.get("signals_new", 0) + c_w.new
+            out["signals_repeat"] = out.get("signals_repeat", 0) + c_w.repeats
+            out["signals_duplicate"] = out.get("signals_duplicate", 0) + c_w.duplicates
         return out
 
 

@@ -78,6 +78,7 @@ class EngineCounters:
     not_ready: int = 0
     failures: int = 0
     seeded_klines: int = 0
+    evaluation_seconds: float = 0.0  # in the rules step (indicators, rules, seeding)
 
 
 class SymbolEngine:

@@ -10,6 +10,7 @@ provisional (the next replay continues them), and a rule must only see finished 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -54,9 +55,11 @@ class RulesLogic(StatefulBatchLogic[Closed, Outcome, SymbolEngine]):
         engine = self._engine
         if engine is None:
             engine = self._engine = SymbolEngine(values[0][0])
+        started = time.perf_counter()
         fires, failures = engine.process(
             closed, book, cfg.seeder, cfg.clock.now_ms(), cfg.counters, DEFAULT_REGISTRY.factories
         )
+        cfg.counters.evaluation_seconds += time.perf_counter() - started
         out: Outcome = [*failures, *fires]
         return ([out] if out else []), StatefulBatchLogic.RETAIN
 

@@ -291,3 +291,68 @@ def test_the_flow_publishes_a_heartbeat_with_each_feed_state(
     assert stopped[b"state"] == b"stopped"
     assert {f["state"] for f in _json.loads(stopped[b"feeds"])} == {"disconnected"}
     assert 0 < redis_client.ttl(keys.heartbeat) <= 10
+
+
+def test_metrics_are_scraped_and_move_and_health_follows_the_flow(
+    redis_url: str, redis_client: redis.Redis, keys: KeySpace, signals_db: str
+) -> None:
+    import urllib.error
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from flows.dataflows import live as live_module
+    from flows.signals.book import TraderRow
+    from flows.signals.store import TraderStore
+
+    TraderStore(signals_db).add(TraderRow(0, "up", "close > open", "1m",
+                                          trigger_mode="every_close", cooldown_bars=0))  # fmt: skip
+
+    def scrape(port: int) -> dict[str, float]:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+            text = r.read().decode()
+        out: dict[str, float] = {}
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
+                out[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
+        return out
+
+    def healthz(port: int) -> int:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as r:
+                return int(r.status)
+        except urllib.error.HTTPError as e:
+            return int(e.code)
+
+    before = len(live_module.job_ports)
+    cfg = _market()
+    with _live(cfg, redis_url, keys, metrics_port=0, database_url=signals_db) as (_, stats, _s):
+        assert _wait(lambda: len(live_module.job_ports) > before, 10)
+        port = live_module.job_ports[-1]
+        assert _wait(lambda: scrape(port).get("klineflow_trades_in_total", 0) > 0, 30)
+        first = scrape(port)
+        assert _wait(lambda: healthz(port) == 200, 20)
+        assert _wait(lambda: scrape(port).get("klineflow_signals_total", 0) > 0, 90)
+        assert _wait(lambda: scrape(port)["klineflow_trades_in_total"]
+                     > first["klineflow_trades_in_total"], 20)  # fmt: skip
+        now = scrape(port)
+    for name in (
+        "klineflow_trades_in_total", "klineflow_trades_backfilled_total",
+        "klineflow_duplicate_trades_total", "klineflow_feed_reconnects_total",
+        "klineflow_gaps_total", "klineflow_dead_letters_total{reason=late}",
+        "klineflow_dead_letters_total{reason=invalid}",
+        "klineflow_klines_written_total{interval=1m}",
+        "klineflow_open_kline_writes_total", "klineflow_rule_evaluations_total",
+        "klineflow_rule_evaluation_seconds_total", "klineflow_rule_failures_total",
+        "klineflow_signals_total", "klineflow_signal_repeats_total",
+        "klineflow_signal_latency_p99_seconds", "klineflow_signals_pending",
+        "klineflow_feed_connected{connection=0}",
+        "klineflow_feed_last_message_age_seconds{connection=0}",
+    ):  # fmt: skip
+        assert name in now, name
+    assert now["klineflow_klines_written_total{interval=1m}"] > 0
+    assert now["klineflow_rule_evaluation_seconds_total"] > 0
+    assert now["klineflow_signals_total"] > 0
+    assert now["klineflow_feed_connected{connection=0}"] == 1.0
+    assert stats.trades_read >= now["klineflow_trades_in_total"]

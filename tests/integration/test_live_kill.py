@@ -38,7 +38,7 @@ def _start_flow(
     args = [sys.executable, "-m", "flows.cli", "up", "--exchange-url", base]
     args += ["--symbols", ",".join(symbols), "--intervals", "1m,3m", "--grace-ms", "500"]
     args += ["--redis-url", redis_url, "--namespace", keys.namespace]
-    args += ["--database-url", database_url, "--no-dashboard"]
+    args += ["--database-url", database_url, "--no-dashboard", "--metrics-port", "0"]
     return subprocess.Popen(
         args, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT, cwd=REPO
     )

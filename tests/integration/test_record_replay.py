@@ -91,6 +91,8 @@ def test_up_records_alongside(
             "--no-recovery",
             "--no-dashboard",
             "--no-rules",
+            "--metrics-port",
+            "0",
         ]
         args += ["--record", str(tmp_path / "rec"), "--duration", "4", "--redis-url", redis_url]
         args += ["--namespace", keys.namespace]

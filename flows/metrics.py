@@ -1,0 +1,149 @@
+"""Prometheus metrics and a health check for the live flow, on one small HTTP server.
+
+Nothing is counted twice: a custom collector reads the flow's own counters (RunStats, the
+rules engine's counters, the signal writers, the feeds) when Prometheus scrapes. `/healthz`
+answers 200 when Redis answers, PostgreSQL answers (if the flow writes signals) and every
+feed connection is connected and heard from within `stale_after_s`; else 503 with the reasons.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from flows.domain.stats import RunStats
+
+
+@dataclass
+class FlowView:
+    """What the collector reads; every part optional (a flow without rules has none)."""
+
+    stats: RunStats
+    feeds: Callable[[], list[dict[str, Any]]] = lambda: []
+    rules: Callable[[], dict[str, float]] = lambda: {}
+    checks: dict[str, Callable[[], bool]] = field(default_factory=dict)  # name -> reachable?
+
+
+class FlowCollector(Collector):
+    def __init__(self, view: FlowView) -> None:
+        self.view = view
+
+    def collect(self) -> Iterable[CounterMetricFamily | GaugeMetricFamily]:
+        s = self.view.stats
+
+        def counter(name: str, doc: str, value: float) -> CounterMetricFamily:
+            return CounterMetricFamily(f"klineflow_{name}", doc, value=value)
+
+        yield counter("trades_in", "trades taken from the feed or files", s.trades_read)
+        yield counter("trades_backfilled", "trades fetched over REST to fill gaps",
+                      s.trades_backfilled)  # fmt: skip
+        yield counter("duplicate_trades", "trades seen before (dropped)", s.duplicates)
+        yield counter("feed_reconnects", "feed connections lost and made again",
+                      s.feed_reconnects)  # fmt: skip
+        yield counter("gaps", "trade ranges that could not be fetched", s.gaps)
+        dead = CounterMetricFamily("klineflow_dead_letters", "rejected input by reason",
+                                   labels=["reason"])  # fmt: skip
+        for reason in ("late", "invalid", "malformed", "unknown"):
+            dead.add_metric([reason], s.dead_letters[reason])
+        yield dead
+        klines = CounterMetricFamily("klineflow_klines_written", "closed klines written",
+                                     labels=["interval"])  # fmt: skip
+        for interval, n in sorted(s.klines_closed.items()):
+            klines.add_metric([interval], n)
+        yield klines
+        yield counter("open_kline_writes", "open (forming) kline writes", s.open_kline_writes)
+        rules = self.view.rules()
+        yield counter("rule_evaluations", "trader rules evaluated", rules.get("evaluations", 0))
+        yield counter("rule_evaluation_seconds", "time spent evaluating rules and indicators",
+                      rules.get("evaluation_seconds", 0.0))  # fmt: skip
+        yield counter("rule_failures", "evaluations that raised", rules.get("rule_failures", 0))
+        yield counter("signals", "new signal rows written", rules.get("signals_new", 0))
+        yield counter("signal_repeats", "repeats counted on earlier signals",
+                      rules.get("signals_repeat", 0))  # fmt: skip
+        yield GaugeMetricFamily(
+            "klineflow_signal_latency_p99_seconds",
+            "kline close handed to the engines -> signal committed, p99 of the recent ones",
+            value=rules.get("latency_p99_s", 0.0),
+        )
+        yield GaugeMetricFamily("klineflow_signals_pending", "signals waiting for PostgreSQL",
+                                value=rules.get("pending", 0))  # fmt: skip
+        state = GaugeMetricFamily("klineflow_feed_connected", "1 when the feed is connected",
+                                  labels=["connection"])  # fmt: skip
+        age = GaugeMetricFamily(
+            "klineflow_feed_last_message_age_seconds",
+            "seconds since the feed's last message",
+            labels=["connection"],
+        )
+        for f in self.view.feeds():
+            state.add_metric([str(f["connection"])], 1.0 if f["state"] == "connected" else 0.0)
+            if f["last_message_age_s"] is not None:
+                age.add_metric([str(f["connection"])], f["last_message_age_s"])
+        yield state
+        yield age
+
+
+def health(view: FlowView, stale_after_s: float = 30.0) -> tuple[bool, list[str]]:
+    problems = []
+    for name, check in view.checks.items():
+        try:
+            ok = check()
+        except Exception:  # a check that raises is a server that does not answer
+            ok = False
+        if not ok:
+            problems.append(f"{name} unreachable")
+    for f in view.feeds():
+        if f["state"] != "connected":
+            problems.append(f"feed {f['connection']} {f['state']}")
+        elif f["last_message_age_s"] is not None and f["last_message_age_s"] > stale_after_s:
+            problems.append(f"feed {f['connection']} silent for {f['last_message_age_s']:.0f} s")
+    return not problems, problems
+
+
+class MetricsServer:
+    """`/metrics` (Prometheus text format) and `/healthz` (JSON) on host:port."""
+
+    def __init__(self, view: FlowView, host: str = "127.0.0.1", port: int = 9108) -> None:
+        registry = CollectorRegistry()
+        registry.register(FlowCollector(view))
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                if self.path.startswith("/metrics"):
+                    body, code, kind = generate_latest(registry), 200, "text/plain; version=0.0.4"
+                elif self.path.startswith("/healthz"):
+                    ok, problems = health(view, outer.stale_after_s)
+                    body = json.dumps({"healthy": ok, "problems": problems}).encode()
+                    code, kind = (200 if ok else 503), "application/json"
+                else:
+                    body, code, kind = b"not found", 404, "text/plain"
+                self.send_response(code)
+                self.send_header("Content-Type", kind)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass  # scrapes every few seconds are not news
+
+        self.stale_after_s = 30.0
+        self.server = ThreadingHTTPServer((host, port), Handler)
+        self.port = int(self.server.server_address[1])
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True,
+                                       name="klineflow-metrics")  # fmt: skip
+
+    def start(self) -> MetricsServer:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
