@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -854,9 +853,9 @@ def services_status() -> None:
 
 
 def main() -> None:
-    logging.basicConfig(
-        level=logging.WARNING, format="%(levelname)s %(name)s %(message)s", stream=sys.stderr
-    )
+    from flows.logs import setup
+
+    setup(logging.WARNING)
     app()
 
 
