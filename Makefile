@@ -37,7 +37,7 @@ browser:
 	elif command -v apt-get >/dev/null 2>&1; then \
 		echo "installing Debian's chromium for the dashboard's browser test"; \
 		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
-		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; \
+		$$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	else echo "the browser test needs Chromium: install it and set KLINEFLOW_CHROMIUM"; exit 1; fi
 
 test: lint typecheck browser pytest
