@@ -73,7 +73,7 @@ class LiveJob:
 
 def _metrics(
     job: LiveJob, source: LiveSource, stats: RunStats, rules: RulesRuntime | None
-) -> MetricsServer:
+) -> MetricsServer | None:
     import psycopg
     import redis
 
@@ -94,7 +94,11 @@ def _metrics(
         rules=rules.summary if rules is not None else (lambda: {}),
         checks=checks,
     )
-    server = MetricsServer(view, job.metrics_host, job.metrics_port or 0).start()
+    try:
+        server = MetricsServer(view, job.metrics_host, job.metrics_port or 0).start()
+    except OSError as exc:  # port taken (another flow on this machine): run on without metrics
+        log.warning("metrics not served on %s:%s: %s", job.metrics_host, job.metrics_port, exc)
+        return None
     log.info("metrics on http://%s:%d/metrics", job.metrics_host, server.port)
     job_ports.append(server.port)
     return server
