@@ -60,6 +60,16 @@ class FlowCollector(Collector):
             klines.add_metric([interval], n)
         yield klines
         yield counter("open_kline_writes", "open (forming) kline writes", s.open_kline_writes)
+        lags = sorted(s.lag_ms)
+        lag = GaugeMetricFamily(
+            "klineflow_lag_seconds",
+            "trade time -> its kline written to Redis, over the recent writes",
+            labels=["quantile"],
+        )
+        if lags:
+            for q in (0.5, 0.99):
+                lag.add_metric([str(q)], lags[int(q * (len(lags) - 1))] / 1000)
+        yield lag
         rules = self.view.rules()
         yield counter("rule_evaluations", "trader rules evaluated", rules.get("evaluations", 0))
         yield counter("rule_evaluation_seconds", "time spent evaluating rules and indicators",

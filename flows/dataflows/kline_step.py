@@ -31,6 +31,7 @@ class KlineUpdate:
     dead: list[DeadLetter] = field(default_factory=list)
     state: dict[str, Any] | None = None  # the builder state to keep (end of a replay)
     mismatches: list[tuple[Kline, Kline]] = field(default_factory=list)  # (ours, Binance's)
+    newest_trade_ms: int = -1  # time of the newest trade taken in this activation
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,7 @@ class KlineLogic(StatefulBatchLogic[SymbolBatch, KlineUpdate, dict[str, Any]]):
         dups = 0
         for batch in values:
             if batch.trades:
+                update.newest_trade_ms = max(update.newest_trade_ms, batch.trades[-1][4])
                 late, d = sk.process(batch.trades, update.closed)
                 dups += d
                 if late:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 
 
@@ -31,7 +31,12 @@ class RunStats:
     bytes_done: int = 0
     bytes_total: int = 0
     files_done: int = 0
-    rules: dict[str, float] = field(default_factory=dict)  # the rules stage's summary, if any
+    rules: dict[str, float] = field(default_factory=dict)
+    # live: wall clock at the Redis write minus the newest trade's time in what was written
+    # (exchange time, so it includes clock skew), the most recent ones
+    lag_ms: deque[int] = field(
+        default_factory=lambda: deque(maxlen=2000)
+    )  # the rules stage's summary, if any
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def add_dead(self, reason: str, n: int = 1) -> None:

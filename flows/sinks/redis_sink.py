@@ -12,6 +12,7 @@ import redis
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
 from flows.dataflows.kline_step import KlineUpdate
+from flows.domain.clock import SYSTEM_CLOCK
 from flows.domain.stats import RunStats
 from flows.sources.items import SourceReport
 from flows.storage.redis_klines import KlineWriter
@@ -26,6 +27,7 @@ class _RedisPartition(StatelessSinkPartition[SinkItem]):
 
     def write_batch(self, items: list[SinkItem]) -> None:
         w = self._writer
+        newest = -1
         for item in items:
             if isinstance(item, SourceReport):
                 for letter in item.dead:
@@ -34,6 +36,7 @@ class _RedisPartition(StatelessSinkPartition[SinkItem]):
                     w.gap(gap)
                 continue
             symbol, update = item
+            newest = max(newest, update.newest_trade_ms)
             w.add_many(symbol, update.closed, closed=True)
             w.add_many(symbol, update.opened, closed=False)
             for letter in update.dead:
@@ -43,6 +46,8 @@ class _RedisPartition(StatelessSinkPartition[SinkItem]):
             if update.state is not None:
                 w.save_state(symbol, update.state)
         w.flush()
+        if newest > 0:
+            self._stats.lag_ms.append(SYSTEM_CLOCK.now_ms() - newest)
 
 
 class RedisKlineSink(DynamicSink[SinkItem]):

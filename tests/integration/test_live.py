@@ -349,6 +349,7 @@ def test_metrics_are_scraped_and_move_and_health_follows_the_flow(
         "klineflow_signal_latency_p99_seconds", "klineflow_signals_pending",
         "klineflow_feed_connected{connection=0}",
         "klineflow_feed_last_message_age_seconds{connection=0}",
+        "klineflow_lag_seconds{quantile=0.5}", "klineflow_lag_seconds{quantile=0.99}",
     ):  # fmt: skip
         assert name in now, name
     assert now["klineflow_klines_written_total{interval=1m}"] > 0
