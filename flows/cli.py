@@ -603,8 +603,8 @@ def backtest(
 ) -> None:
     """Replay recorded trades through the live dataflow with traders; print their signals'
     statistics (forward returns after 1, 5, 15, 60 bars, excursions, signals per day)."""
-    from flows.backtest.report import export, outcomes, summary
-    from flows.backtest.run import run_backtest
+    from flows.backtest.report import export, outcomes, span_ms, summary
+    from flows.backtest.run import needed_intervals, run_backtest
     from flows.backtest.store import finish_run, start_run
     from flows.domain.stats import RunStats
     from flows.rules.errors import RuleError
@@ -634,7 +634,7 @@ def backtest(
         console.print(f"[red]bad rule:[/red] {e.message} (at {e.position})")
         raise typer.Exit(2) from e
     book = Book(compiled, version=1)
-    needed = sorted({iv for t in compiled for iv in (*t.program.requirements, t.row.interval)})
+    needed = needed_intervals(book)
     wanted = frozenset(s.strip().upper() for s in symbols.split(",")) if symbols else None
     params = {"symbols": sorted(wanted) if wanted else None, "from": start, "to": end,
               "intervals": needed}  # fmt: skip
@@ -657,20 +657,13 @@ def backtest(
             bar.join()
     seconds = SYSTEM_CLOCK.monotonic_s() - started
     rows_out = outcomes(result.signals, result.klines)
+    span = span_ms(result.klines)
     if run_id is not None and db is not None:
-        import json as _json
-
-        import psycopg
-
-        with psycopg.connect(db) as conn:
-            files = [{"path": p, "sha256": h} for p, h in sorted(result.input_hashes.items())]
-            conn.execute("UPDATE backtest_runs SET inputs = %s WHERE id = %s",
-                         (_json.dumps(files), run_id))  # fmt: skip
         klines = sum(stats.klines_closed.values())
-        finish_run(db, run_id, rows_out, stats.trades_read, klines, seconds)
+        finish_run(db, run_id, rows_out, stats.trades_read, klines, seconds,
+                   inputs=result.input_hashes, span_ms=span)  # fmt: skip
     if out_file is not None:
         export(rows_out, out_file)
-    spans = [ks[-1].close_ms - ks[0].open_ms for ks in result.klines.values() if ks]
     table = Table(title=f"backtest{f' run {run_id}' if run_id else ''}: {stats.trades_read:,} "
                   f"trades in {seconds:.1f} s")  # fmt: skip
     for column in ("trader", "symbol", "signals", "per day", "ret1", "ret5", "ret15", "ret60",
@@ -680,7 +673,7 @@ def backtest(
     def pct(v: object) -> str:
         return "" if v is None else f"{float(v) * 100:.2f}%"  # type: ignore[arg-type]
 
-    for line in summary(rows_out, max(spans, default=0)):
+    for line in summary(rows_out, span):
         table.add_row(str(line["trader_id"]), str(line["symbol"]), str(line["signals"]),
                       f"{float(line['signals_per_day'] or 0):.1f}",
                       pct(line["ret1_mean"]), pct(line["ret5_mean"]), pct(line["ret15_mean"]),

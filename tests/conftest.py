@@ -6,12 +6,16 @@ from __future__ import annotations
 
 import itertools
 import os
+import secrets
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 import redis
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
 
 from flows.domain.keys import KeySpace
 from flows.services import EmbeddedPostgres, EmbeddedRedis
@@ -73,25 +77,45 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+NewDatabase = Callable[[], str]
+
+
+def _create_database(server_url: str) -> tuple[str, str]:
+    """A new empty database on the server: (its name, its URL)."""
+    name = f"kf_db_{secrets.token_hex(6)}"
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    return name, make_conninfo(server_url, dbname=name)
+
+
+def _drop_databases(server_url: str, names: list[str]) -> None:
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        for name in names:
+            drop = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)")
+            conn.execute(drop.format(sql.Identifier(name)))
+
+
+@pytest.fixture(scope="module")
+def new_database(database_url: str) -> Iterator[NewDatabase]:
+    """Make empty databases on the session's server; all are dropped when the module ends."""
+    created: list[str] = []
+
+    def make() -> str:
+        name, url = _create_database(database_url)
+        created.append(name)
+        return url
+
+    yield make
+    _drop_databases(database_url, created)
+
+
 @pytest.fixture
 def signals_db(database_url: str) -> Iterator[str]:
     """A database of this test's own with every migration applied; dropped afterwards.
     (Roles are cluster-wide: the migrations tolerate finding them there.)"""
-    import secrets
-
-    import psycopg
-    from psycopg import sql
-    from psycopg.conninfo import make_conninfo
-
     from flows.storage.migrations import apply_migrations
 
-    name = f"kf_sig_{secrets.token_hex(6)}"
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    url = make_conninfo(database_url, dbname=name)
+    name, url = _create_database(database_url)
     apply_migrations(url)
     yield url
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        conn.execute(
-            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-        )
+    _drop_databases(database_url, [name])

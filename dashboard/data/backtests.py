@@ -3,23 +3,22 @@ Streamlit process, and the user's stored runs (read under row-level security).
 
 A run goes exactly as `klineflow backtest` goes: `start_run`, `run_backtest` (the live
 dataflow over the recordings, into a scratch Redis namespace), the signals' outcomes, then
-`finish_run`. The only addition is the owner: `flows.backtest.store.start_run` records a
-run without one (a command-line run, visible to every dashboard user), so right after it the
-run is given to the signed-in user by an UPDATE on the dashboard's pooled connection as its
-own login, without `SET ROLE`. The dashboard role may only read `backtest_runs`; the login
-that owns the tables (the embedded setup, and any deployment that runs the migrations with
-the dashboard's URL) may write them, so this is the one write here that row-level security
-does not cover. Reads of runs and their signals always go through `Database.user_tx`.
+`finish_run`. The only difference is the owner: `start_run` records the signed-in user as the run's
+owner (a command-line run has none and is visible to every dashboard user). Runs are written
+with the dashboard's own login, not as the restricted dashboard role, which may only read
+`backtest_runs`: the login that owns the tables (the embedded setup, and any deployment that
+runs the migrations with the dashboard's URL) may write them, so this is the one write here
+that row-level security does not cover. Reads of runs and their signals always go through
+`Database.user_tx`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import tempfile
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -29,8 +28,8 @@ from typing import Any
 import psycopg
 from psycopg.rows import dict_row
 
-from flows.backtest.report import HORIZONS, SignalOutcome, export, outcomes, summary
-from flows.backtest.run import Signal, run_backtest
+from flows.backtest.report import HORIZONS, SignalOutcome, export, outcomes, span_ms, summary
+from flows.backtest.run import Signal, needed_intervals, run_backtest
 from flows.backtest.store import finish_run, start_run
 from flows.domain.kline import Kline
 from flows.domain.stats import RunStats
@@ -72,19 +71,6 @@ def recordings(folder: Path | None = None) -> list[Path]:
 
 
 # -- what a run reports -------------------------------------------------------------------------
-def span_ms(klines: Mapping[tuple[str, str], Sequence[Kline]]) -> int:
-    """The longest stretch of klines a run's signals were on (signals per day use it), as the
-    command line computes it."""
-    return max((ks[-1].close_ms - ks[0].open_ms for ks in klines.values() if ks), default=0)
-
-
-def needed_intervals(book: Book) -> tuple[str, ...]:
-    """Every interval the traders read (their own and the ones their rules ask for)."""
-    return tuple(
-        sorted({iv for t in book.traders for iv in (*t.program.requirements, t.row.interval)})
-    )
-
-
 def returns_of(rows: Sequence[SignalOutcome], horizon: int) -> list[float]:
     """The forward returns after `horizon` bars that exist (the data went far enough)."""
     return [v for r in rows if (v := r.returns.get(horizon)) is not None]
@@ -165,8 +151,7 @@ class BacktestJob:
                 "intervals": list(intervals),
                 "source": "dashboard",
             }
-            self.run_id = start_run(self.db.url, {}, book, params)
-            claim_run(self.db, self.run_id, self.owner_id)
+            self.run_id = start_run(self.db.url, {}, book, params, owner_id=self.owner_id)
         except Exception as exc:  # shown on the page
             self.error = _one_line(exc)
             return
@@ -183,10 +168,9 @@ class BacktestJob:
             rows = outcomes(result.signals, result.klines)
             span = span_ms(result.klines)
             seconds = time.monotonic() - started
-            record_inputs(self.db, self.run_id, result.input_hashes, span)
             closed = sum(self.stats.klines_closed.values())
             finish_run(self.db.url, self.run_id, rows, self.stats.trades_read, closed,
-                       seconds)  # fmt: skip
+                       seconds, inputs=result.input_hashes, span_ms=span)  # fmt: skip
         except Exception as exc:  # shown on the page; the run is marked failed
             self.error = _one_line(exc)
             with contextlib.suppress(psycopg.Error):
@@ -201,27 +185,6 @@ def start_backtest(request: RunRequest, owner_id: int, redis_url: str, db: Datab
     job = BacktestJob(request, owner_id, redis_url, db)
     job.start()
     return job
-
-
-# -- writes as the dashboard's login (see the module's docstring) --------------------------------
-def claim_run(db: Database, run_id: int, owner_id: int) -> None:
-    """Give a just started run to its user (no SET ROLE: the dashboard role cannot write)."""
-    with db.pool.connection() as conn, conn.transaction():
-        conn.execute(
-            "UPDATE backtest_runs SET owner_id = %s WHERE id = %s AND owner_id IS NULL",
-            (owner_id, run_id),
-        )
-
-
-def record_inputs(db: Database, run_id: int, hashes: Mapping[str, str], span: int) -> None:
-    """The input files with their SHA-256 (known once read) and the span the statistics use."""
-    files = [{"path": p, "sha256": h} for p, h in sorted(hashes.items())]
-    with db.pool.connection() as conn, conn.transaction():
-        conn.execute(
-            "UPDATE backtest_runs SET inputs = %s, "
-            "params = params || jsonb_build_object('span_ms', %s::bigint) WHERE id = %s",
-            (json.dumps(files), span, run_id),
-        )
 
 
 # -- the user's stored runs (row-level security) -------------------------------------------------

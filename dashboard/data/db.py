@@ -25,7 +25,7 @@ import psycopg_pool
 from psycopg.rows import dict_row
 
 from flows.signals.book import TraderRow
-from flows.signals.store import TRADER_COLUMNS, load_traders, row_of
+from flows.signals.store import TRADER_COLUMNS, WRITABLE_TRADER_FIELDS, load_traders, row_of
 
 from .stale import Fetched, LastGood
 
@@ -40,20 +40,7 @@ SIGNAL_COLUMNS = (
     's.kline_open_ms, s.kline_close_ms, s.price, s."values", s.repeat_count, s.status, '
     "s.latency_ms, s.created_at"
 )
-WRITABLE = frozenset(
-    {
-        "name",
-        "description",
-        "expression",
-        "interval",
-        "symbols_mode",
-        "symbols",
-        "symbols_pattern",
-        "trigger_mode",
-        "cooldown_bars",
-        "enabled",
-    }
-)
+WRITABLE = WRITABLE_TRADER_FIELDS
 
 
 class WriteRefused(ValueError):

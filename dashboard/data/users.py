@@ -14,6 +14,8 @@ import psycopg
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
+from flows.signals.store import ensure_user
+
 _hasher = PasswordHasher()
 _DUMMY_HASH = _hasher.hash("klineflow: no such user")
 OIDC_PREFIX = "oidc:"  # names of accounts made from a single sign-on identity
@@ -99,13 +101,7 @@ def oidc_user(db_url: str, subject: str) -> tuple[int, str]:
     if name == OIDC_PREFIX:
         raise UserError("the identity provider gave neither an e-mail nor a subject")
     with _connect(db_url) as conn:
-        row = conn.execute(
-            "INSERT INTO users (name) VALUES (%s) ON CONFLICT (name) DO UPDATE "
-            "SET name = EXCLUDED.name RETURNING id",
-            (name,),
-        ).fetchone()
-    assert row is not None
-    return int(str(row[0])), name
+        return ensure_user(conn, name), name
 
 
 def list_users(db_url: str) -> list[User]:

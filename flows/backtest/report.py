@@ -56,6 +56,11 @@ def outcomes(
     return out
 
 
+def span_ms(klines: Mapping[tuple[str, str], Sequence[Kline]]) -> int:
+    """The longest stretch of klines a run's signals were on: signals per day count over it."""
+    return max((ks[-1].close_ms - ks[0].open_ms for ks in klines.values() if ks), default=0)
+
+
 def summary(
     rows: Sequence[SignalOutcome], span_ms: int
 ) -> list[dict[str, float | int | str | None]]:

@@ -65,6 +65,13 @@ class CollectSink(DynamicSink[tuple[str, Outcome]]):
         return _Collect(self.items, self._lock)
 
 
+def needed_intervals(book: Book) -> tuple[str, ...]:
+    """Every interval the traders read: their own and those their rules ask for."""
+    return tuple(
+        sorted({iv for t in book.traders for iv in (*t.program.requirements, t.row.interval)})
+    )
+
+
 def group_repeats(fires: Sequence[Fire]) -> list[Signal]:
     """The cooldown, as PostgreSQL applies it, over fires in any order."""
     ordered = sorted(fires, key=lambda f: (f.trader_id, f.symbol, f.interval, f.open_ms))

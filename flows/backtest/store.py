@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
@@ -20,28 +20,42 @@ def package_version() -> str:
         return "unknown"
 
 
-def start_run(url: str, inputs: dict[str, str], book: Book, params: dict[str, Any]) -> int:
+def _files(inputs: Mapping[str, str]) -> str:
+    return json.dumps([{"path": p, "sha256": h} for p, h in sorted(inputs.items())])
+
+
+def start_run(
+    url: str,
+    inputs: Mapping[str, str],
+    book: Book,
+    params: dict[str, Any],
+    owner_id: int | None = None,
+) -> int:
+    """Record a run as started; `owner_id` None: a command-line run, seen by every user."""
     traders = [
         {"id": t.row.id, "version": t.row.version, "name": t.row.name,
          "expression": t.row.expression, "interval": t.row.interval,
          "trigger_mode": t.row.trigger_mode, "cooldown_bars": t.row.cooldown_bars}
         for t in book.traders
     ]  # fmt: skip
-    files = [{"path": p, "sha256": h} for p, h in sorted(inputs.items())]
     with psycopg.connect(url) as conn:
         row = conn.execute(
-            "INSERT INTO backtest_runs (inputs, traders, params, package_version) "
-            "VALUES (%s, %s, %s, %s) RETURNING id",
-            (json.dumps(files), json.dumps(traders), json.dumps(params), package_version()),
-        ).fetchone()
+            "INSERT INTO backtest_runs (inputs, traders, params, package_version, owner_id) "
+            "VALUES (%s, %s, %s, %s, %s) RETURNING id",
+            (_files(inputs), json.dumps(traders), json.dumps(params), package_version(),
+             owner_id),
+        ).fetchone()  # fmt: skip
     assert row is not None
     return int(row[0])
 
 
 def finish_run(
     url: str, run_id: int, rows: Sequence[SignalOutcome], trades: int, klines: int,
-    seconds: float, failed: bool = False,
+    seconds: float, failed: bool = False, inputs: Mapping[str, str] | None = None,
+    span_ms: int | None = None,
 ) -> None:  # fmt: skip
+    """Store the signals and the figures; `inputs` (path -> SHA-256, known once the files were
+    read) and `span_ms` (what signals per day are counted over) go into the run too."""
     params = []
     for r in rows:
         f = r.signal.fire
@@ -63,6 +77,9 @@ def finish_run(
         )
         cur.execute(
             "UPDATE backtest_runs SET status = %s, trades = %s, klines = %s, seconds = %s, "
-            "finished_at = now() WHERE id = %s",
-            ("failed" if failed else "done", trades, klines, seconds, run_id),
-        )
+            "finished_at = now(), inputs = coalesce(%s::jsonb, inputs), "
+            "params = CASE WHEN %s::bigint IS NULL THEN params "
+            "ELSE params || jsonb_build_object('span_ms', %s::bigint) END WHERE id = %s",
+            ("failed" if failed else "done", trades, klines, seconds,
+             _files(inputs) if inputs is not None else None, span_ms, span_ms, run_id),
+        )  # fmt: skip

@@ -85,29 +85,27 @@ class Frame:
         self.interval = interval
         self.requirements = requirements
         self.last_open = -1
+        # one instance per canonical spec (`("rsi", ())` and `("rsi", (14,))` are one), its
+        # history as deep as the deepest of the specs that name it
         self._ind: dict[Spec, Indicator] = {}
-        self._hist: dict[Spec, deque[Value]] = {}
-        self._distinct: list[tuple[Indicator, deque[Value]]] = []
-        capacity = max(MIN_CAPACITY, requirements.series_depth + 1)
+        canonical: dict[Spec, Indicator] = {}
+        depths: dict[Spec, int] = {}
         for spec, depth in requirements.specs.items():
             name, args = spec
             ind = factories[name](*args)
-            canonical = self._ind.get(ind.spec)
-            hist = self._hist.get(ind.spec)
-            if canonical is None or hist is None:
-                canonical, hist = ind, deque(maxlen=depth + 1)
-                self._ind[ind.spec] = ind
-                self._hist[ind.spec] = hist
-                self._distinct.append((ind, hist))
-            elif hist.maxlen is not None and hist.maxlen < depth + 1:
-                grown: deque[Value] = deque(maxlen=depth + 1)
-                self._hist[ind.spec] = grown
-                self._distinct = [(i, grown if i is canonical else h) for i, h in self._distinct]
-                hist = grown
-            self._ind[spec] = canonical
-            capacity = max(capacity, canonical.window + depth)
-        for spec in requirements.specs:  # aliases follow their (possibly grown) canonical
-            self._hist[spec] = self._hist[self._ind[spec].spec]
+            ind = canonical.setdefault(ind.spec, ind)
+            self._ind[spec] = ind
+            depths[ind.spec] = max(depths.get(ind.spec, 0), depth)
+        self._distinct: list[tuple[Indicator, deque[Value]]] = [
+            (ind, deque(maxlen=depths[key] + 1)) for key, ind in canonical.items()
+        ]
+        self._hist: dict[Spec, deque[Value]] = {ind.spec: hist for ind, hist in self._distinct}
+        for spec, ind in self._ind.items():
+            self._hist[spec] = self._hist[ind.spec]
+        capacity = max(
+            [MIN_CAPACITY, requirements.series_depth + 1]
+            + [ind.window + depths[key] for key, ind in canonical.items()]
+        )
         self.series = BarSeries(capacity)
 
     @property

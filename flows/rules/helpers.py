@@ -14,7 +14,7 @@ undefined.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, cast
 
 import numpy as np
@@ -366,6 +366,30 @@ def _vwap_band_reference(sign: float) -> Callable[..., Series]:
     return reference
 
 
+def _crosses(above: bool) -> Callable[..., bool]:
+    def crosses(frame: Frame, back: int, a: Thunk, b: Thunk) -> bool:
+        a0, b0, a1, b1 = a(back), b(back), a(back + 1), b(back + 1)  # all four must exist
+        return (a0 > b0 and a1 <= b1) if above else (a0 < b0 and a1 >= b1)
+
+    return crosses
+
+
+def _crosses_reference(above: bool) -> Callable[..., Series]:
+    def reference(bars: Arrays, a: Series, b: Series) -> Series:
+        return batch_crosses(a, b, above=above)
+
+    return reference
+
+
+def _extreme(pick: Callable[[Iterable[float]], float]) -> Callable[..., float]:
+    def extreme(frame: Frame, back: int, x: Thunk, n: int) -> float:
+        if isinstance(x, SeriesRef):  # a plain series: one slice instead of n calls
+            return pick(x.window(back, n))
+        return pick(x(back + i) for i in range(n))
+
+    return extreme
+
+
 def _finite(value: float) -> float:
     if value != value:  # NaN
         raise UNDEFINED
@@ -454,53 +478,24 @@ def _functions(reg: Registry) -> None:
     def _hvn_count(frame: Frame, back: int, period: int, pct: float) -> float:
         return _finite(hvn_count(nodes(frame, back, period), close_at(frame, back), pct))
 
-    @reg.function(
-        "crosses_above",
-        args=["number", "number"],
-        returns="bool",
-        lookback=_one,
-        reference=lambda bars, a, b: batch_crosses(a, b, above=True),
-        doc="a is above b at this bar and was not at the previous one",
-    )
-    def _crosses_above(frame: Frame, back: int, a: Thunk, b: Thunk) -> bool:
-        a0, b0, a1, b1 = a(back), b(back), a(back + 1), b(back + 1)  # all four must exist
-        return a0 > b0 and a1 <= b1
-
-    @reg.function(
-        "crosses_below",
-        args=["number", "number"],
-        returns="bool",
-        lookback=_one,
-        reference=lambda bars, a, b: batch_crosses(a, b, above=False),
-        doc="a is below b at this bar and was not at the previous one",
-    )
-    def _crosses_below(frame: Frame, back: int, a: Thunk, b: Thunk) -> bool:
-        a0, b0, a1, b1 = a(back), b(back), a(back + 1), b(back + 1)
-        return a0 < b0 and a1 >= b1
-
-    @reg.function(
-        "highest",
-        args=["number", Arg("period")],
-        lookback=lambda a: _second(a) - 1,
-        reference=lambda bars, x, n: _talib.MAX(x, n),
-        doc="the highest value of x over the last N bars (this one included)",
-    )
-    def _highest(frame: Frame, back: int, x: Thunk, n: int) -> float:
-        if isinstance(x, SeriesRef):
-            return max(x.window(back, n))
-        return max(x(back + i) for i in range(n))
-
-    @reg.function(
-        "lowest",
-        args=["number", Arg("period")],
-        lookback=lambda a: _second(a) - 1,
-        reference=lambda bars, x, n: _talib.MIN(x, n),
-        doc="the lowest value of x over the last N bars (this one included)",
-    )
-    def _lowest(frame: Frame, back: int, x: Thunk, n: int) -> float:
-        if isinstance(x, SeriesRef):
-            return min(x.window(back, n))
-        return min(x(back + i) for i in range(n))
+    for above in (True, False):
+        word = "above" if above else "below"
+        reg.function(
+            f"crosses_{word}",
+            args=["number", "number"],
+            returns="bool",
+            lookback=_one,
+            reference=_crosses_reference(above),
+            doc=f"a is {word} b at this bar and was not at the previous one",
+        )(_crosses(above))
+    for name, pick, func in (("highest", max, "MAX"), ("lowest", min, "MIN")):
+        reg.function(
+            name,
+            args=["number", Arg("period")],
+            lookback=lambda a: _second(a) - 1,
+            reference=_talib_over(func),
+            doc=f"the {name} value of x over the last N bars (this one included)",
+        )(_extreme(pick))
 
     @reg.function(
         "change",

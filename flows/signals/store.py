@@ -35,6 +35,34 @@ TRADER_COLUMNS = (
 )
 
 
+# the columns of `traders` a user may change (the rest are keys, owner and bookkeeping)
+WRITABLE_TRADER_FIELDS = frozenset(
+    {
+        "name",
+        "description",
+        "expression",
+        "interval",
+        "symbols_mode",
+        "symbols",
+        "symbols_pattern",
+        "trigger_mode",
+        "cooldown_bars",
+        "enabled",
+    }
+)
+
+
+def ensure_user(conn: psycopg.Connection[Any], name: str) -> int:
+    """The id of the user `name`, made (without a password) if there is none."""
+    row = conn.execute(
+        "INSERT INTO users (name) VALUES (%s) ON CONFLICT (name) DO UPDATE "
+        "SET name = EXCLUDED.name RETURNING id",
+        (name,),
+    ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
 def row_of(record: dict[str, Any]) -> TraderRow:
     return TraderRow(
         id=int(record["id"]),
@@ -201,7 +229,6 @@ class BookWatcher(threading.Thread):
         holder: BookHolder,
         intervals: Sequence[str] | None = None,
         poll_s: float = 30.0,
-        on_errors: Any = None,
     ) -> None:
         super().__init__(name="klineflow-traders", daemon=True)
         self._url = url
@@ -209,7 +236,6 @@ class BookWatcher(threading.Thread):
         self._intervals = list(intervals) if intervals is not None else None
         self._poll_s = poll_s
         self._stop = threading.Event()
-        self._on_errors = on_errors
         self.reloads = 0
         self.connected = threading.Event()
 
@@ -238,15 +264,13 @@ class BookWatcher(threading.Thread):
                     self.connected.set()
                     backoff = 0.5
                     while not self._stop.is_set():
-                        changed = False
+                        # wait for a change (or poll_s, the safety net), drain what arrived
+                        # with it, then reload once
                         for _ in conn.notifies(timeout=self._poll_s, stop_after=1):
-                            changed = True
-                        # drain what else arrived with it, then reload once
+                            pass
                         for _ in conn.notifies(timeout=0.05):
                             pass
-                        if changed:
-                            log.debug("traders changed")
-                        self.load(conn)  # on a change, and every poll_s as a safety net
+                        self.load(conn)
             except psycopg.Error as exc:
                 self.connected.clear()
                 log.warning("traders watch lost (%s); retrying in %.1fs", exc, backoff)
@@ -271,18 +295,9 @@ class TraderStore:
     def _conn(self) -> psycopg.Connection[Any]:
         return psycopg.connect(self._url, connect_timeout=5)
 
-    def owner_id(self, conn: psycopg.Connection[Any], name: str) -> int:
-        row = conn.execute(
-            "INSERT INTO users (name) VALUES (%s) ON CONFLICT (name) DO UPDATE "
-            "SET name = EXCLUDED.name RETURNING id",
-            (name,),
-        ).fetchone()
-        assert row is not None
-        return int(row[0])
-
     def add(self, row: TraderRow, owner: str = "local") -> TraderRow:
         with self._conn() as conn:
-            owner_id = self.owner_id(conn, owner)
+            owner_id = ensure_user(conn, owner)
             try:
                 new = conn.execute(
                     "INSERT INTO traders (owner_id, name, description, expression, interval, "
@@ -338,19 +353,7 @@ class TraderStore:
             return load_traders(conn, enabled_only=False)
 
     def update(self, trader_id: int, **changes: Any) -> TraderRow:
-        allowed = {
-            "name",
-            "description",
-            "expression",
-            "interval",
-            "symbols_mode",
-            "symbols",
-            "symbols_pattern",
-            "trigger_mode",
-            "cooldown_bars",
-            "enabled",
-        }
-        unknown = set(changes) - allowed
+        unknown = set(changes) - WRITABLE_TRADER_FIELDS
         if unknown:
             raise TraderError(f"cannot change {', '.join(sorted(unknown))}")
         if not changes:

@@ -11,14 +11,12 @@ from __future__ import annotations
 import secrets
 import shutil
 import threading
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import LiteralString
 
 import psycopg
 import pytest
-from psycopg import errors, sql
-from psycopg.conninfo import make_conninfo
+from psycopg import errors
 
 from flows.storage.migrations import (
     MIGRATIONS_DIR,
@@ -27,28 +25,7 @@ from flows.storage.migrations import (
     apply_migrations,
     migration_files,
 )
-
-NewDatabase = Callable[[], str]
-
-
-@pytest.fixture(scope="module")
-def new_database(database_url: str) -> Iterator[NewDatabase]:
-    """Make empty databases on the session's server; all are dropped when the module ends."""
-    created: list[str] = []
-
-    def make() -> str:
-        name = f"kf_mig_{secrets.token_hex(6)}"
-        with psycopg.connect(database_url, autocommit=True) as conn:
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-        created.append(name)
-        return make_conninfo(database_url, dbname=name)
-
-    yield make
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        for name in created:
-            conn.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
+from tests.conftest import NewDatabase
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import re
 import secrets
-from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,8 +20,6 @@ import pytest
 import redis
 import talib
 import typer
-from psycopg import sql
-from psycopg.conninfo import make_conninfo
 from typer.testing import CliRunner, Result
 
 from flows.domain.keys import KeySpace
@@ -33,6 +30,7 @@ from flows.signals.store import SignalWriter
 from flows.storage.migrations import applied, migration_files
 from flows.storage.redis_klines import KlineWriter, RetentionPolicy
 from flows.traders_cli import traders_app
+from tests.conftest import NewDatabase
 
 runner = CliRunner()
 app = typer.Typer()
@@ -44,30 +42,8 @@ T0 = 1_700_000_000_000 // 3_600_000 * 3_600_000  # an hour boundary (2023-11-14 
 FAR_FUTURE_OPEN = 4_102_444_800_000  # 2100-01-01: a kline that cannot have closed yet
 WIDE = {"COLUMNS": "250"}  # tables unwrapped, so cells can be read back
 
-NewDatabase = Callable[[], str]
-
 
 # ------------------------------------------------------------------------------ fixtures
-
-
-@pytest.fixture(scope="module")
-def new_database(database_url: str) -> Iterator[NewDatabase]:
-    """Empty databases on the session's server, all dropped when the module ends."""
-    created: list[str] = []
-
-    def make() -> str:
-        name = f"kf_trd_{secrets.token_hex(6)}"
-        with psycopg.connect(database_url, autocommit=True) as conn:
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-        created.append(name)
-        return make_conninfo(database_url, dbname=name)
-
-    yield make
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        for name in created:
-            conn.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
 
 
 @pytest.fixture(scope="module")
