@@ -25,7 +25,14 @@ import psycopg_pool
 from psycopg.rows import dict_row
 
 from flows.signals.book import TraderRow
-from flows.signals.store import TRADER_COLUMNS, WRITABLE_TRADER_FIELDS, load_traders, row_of
+from flows.signals.store import (
+    INSERT_TRADER,
+    TRADER_COLUMNS,
+    WRITABLE_TRADER_FIELDS,
+    load_traders,
+    row_of,
+    trader_params,
+)
 
 from .stale import Fetched, LastGood
 
@@ -220,24 +227,7 @@ class Database:
     # -- writes (never from a stale copy: errors propagate) ------------------------------------
     def add_trader(self, user_id: int, row: TraderRow) -> TraderRow:
         with _refusals(), self.user_tx(user_id) as conn, conn.cursor(row_factory=dict_row) as cur:
-            cur.execute(
-                "INSERT INTO traders (owner_id, name, description, expression, interval, "
-                "symbols_mode, symbols, symbols_pattern, trigger_mode, cooldown_bars, enabled) "
-                f"VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING {TRADER_COLUMNS}",
-                (
-                    user_id,
-                    row.name,
-                    row.description,
-                    row.expression,
-                    row.interval,
-                    row.symbols_mode,
-                    list(row.symbols),
-                    row.symbols_pattern,
-                    row.trigger_mode,
-                    row.cooldown_bars,
-                    row.enabled,
-                ),
-            )
+            cur.execute(INSERT_TRADER, trader_params(user_id, row))
             saved = cur.fetchone()
         assert saved is not None
         return row_of(saved)

@@ -63,6 +63,30 @@ def ensure_user(conn: psycopg.Connection[Any], name: str) -> int:
     return int(row[0])
 
 
+INSERT_TRADER = (
+    "INSERT INTO traders (owner_id, name, description, expression, interval, symbols_mode, "
+    "symbols, symbols_pattern, trigger_mode, cooldown_bars, enabled) "
+    f"VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING {TRADER_COLUMNS}"
+)
+
+
+def trader_params(owner_id: int, row: TraderRow) -> tuple[Any, ...]:
+    """The values of INSERT_TRADER for a new trader of `owner_id`."""
+    return (
+        owner_id,
+        row.name,
+        row.description,
+        row.expression,
+        row.interval,
+        row.symbols_mode,
+        list(row.symbols),
+        row.symbols_pattern,
+        row.trigger_mode,
+        row.cooldown_bars,
+        row.enabled,
+    )
+
+
 def row_of(record: dict[str, Any]) -> TraderRow:
     return TraderRow(
         id=int(record["id"]),
@@ -299,30 +323,15 @@ class TraderStore:
         with self._conn() as conn:
             owner_id = ensure_user(conn, owner)
             try:
-                new = conn.execute(
-                    "INSERT INTO traders (owner_id, name, description, expression, interval, "
-                    "symbols_mode, symbols, symbols_pattern, trigger_mode, cooldown_bars, "
-                    "enabled) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
-                    (
-                        owner_id,
-                        row.name,
-                        row.description,
-                        row.expression,
-                        row.interval,
-                        row.symbols_mode,
-                        list(row.symbols),
-                        row.symbols_pattern,
-                        row.trigger_mode,
-                        row.cooldown_bars,
-                        row.enabled,
-                    ),
-                ).fetchone()
+                with conn.cursor(row_factory=dict_row) as cur:
+                    cur.execute(INSERT_TRADER, trader_params(owner_id, row))
+                    new = cur.fetchone()
             except psycopg.errors.UniqueViolation:
                 raise TraderError(f"{owner} already has a trader named {row.name!r}") from None
             except psycopg.errors.CheckViolation as exc:
                 raise TraderError(f"rejected by the database: {exc.diag.message_primary}") from None
             assert new is not None
-            return self._get(conn, int(new[0]))
+            return row_of(new)
 
     def _get(self, conn: psycopg.Connection[Any], trader_id: int) -> TraderRow:
         with conn.cursor(row_factory=dict_row) as cur:
