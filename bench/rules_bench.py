@@ -214,12 +214,36 @@ def latency(rounds: int, per_round: int) -> None:
               f"{rounds} rounds, one transaction each): p50 {statistics.median(lat):.2f} ms, "
               f"p99 {lat[int(0.99 * (len(lat) - 1))]:.2f} ms, max {lat[-1]:.2f} ms "
               f"(target p99 20 ms); {len(started_at) - len(lat)} missing")  # fmt: skip
+        hot_reload(dburl, trader.id)
     finally:
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
         if server is not None:
             server.stop()
         tmp.cleanup()
+
+
+def hot_reload(dburl: str, trader_id: int, edits: int = 20) -> None:
+    """An edit committed in PostgreSQL -> the running flow's book holds the new version."""
+    from flows.signals.book import BookHolder
+    from flows.signals.store import BookWatcher, TraderStore
+
+    holder = BookHolder()
+    watcher = BookWatcher(dburl, holder, poll_s=60.0)
+    watcher.start()
+    assert watcher.connected.wait(10)
+    store = TraderStore(dburl)
+    took = []
+    for i in range(edits):
+        started = time.perf_counter()
+        version = store.update(trader_id, expression=f"close > {i}").version
+        while not any(t.row.version == version for t in holder.book.traders):
+            time.sleep(0.001)
+        took.append((time.perf_counter() - started) * 1000)
+    watcher.stop()
+    took.sort()
+    print(f"trader edit -> new rule in the running book, {edits} edits: median "
+          f"{statistics.median(took):.1f} ms, max {took[-1]:.1f} ms (target 2 s)")  # fmt: skip
 
 
 def limits() -> None:
