@@ -424,6 +424,9 @@ def up(
     board = _start_dashboard(settings, job.redis_url, db_url, dashboard_port) if dashboard else None
     try:
         stats = run_live(job)
+    except KeyboardInterrupt:
+        console.print("stopped")
+        raise typer.Exit(0) from None
     finally:
         if recorder_stop is not None:
             recorder_stop()

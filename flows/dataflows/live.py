@@ -17,6 +17,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from bytewax.errors import BytewaxRuntimeError
 from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.testing import run_main
 
@@ -107,6 +108,17 @@ def _metrics(
 job_ports: list[int] = []  # where the metrics servers of this process listen (tests)
 
 
+def _interrupted(exc: BaseException) -> bool:
+    """Whether Bytewax stopped because of Ctrl-C: it says "signal received" when the signal
+    came between steps, and wraps the KeyboardInterrupt when it came inside one."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, KeyboardInterrupt) or "signal received" in str(seen):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 def run_live(job: LiveJob, stats: RunStats | None = None) -> RunStats:
     stats = stats if stats is not None else RunStats()
     base_ms = INTERVALS[base_interval_for(job.intervals)].length_ms
@@ -167,6 +179,10 @@ def run_live(job: LiveJob, stats: RunStats | None = None) -> RunStats:
     metrics = _metrics(job, source, stats, rules) if job.metrics_port is not None else None
     try:
         run_main(flow, epoch_interval=timedelta(seconds=job.epoch_s), recovery_config=recovery)  # type: ignore[no-untyped-call]
+    except BytewaxRuntimeError as exc:
+        if _interrupted(exc):
+            raise KeyboardInterrupt from None
+        raise
     finally:
         heartbeat.stop()
         if metrics is not None:

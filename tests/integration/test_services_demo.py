@@ -117,3 +117,31 @@ def test_embedded_redis_under_a_relative_data_dir(monkeypatch, tmp_path: Path) -
         assert url == f"unix://{Path(d).resolve()}/.klineflow/redis/redis.sock"
         assert redis.Redis.from_url(url).ping()
         assert server.stop() is True
+
+
+def test_ctrl_c_stops_the_demo_with_its_summary_not_a_traceback(
+    redis_url: str, keys: KeySpace, signals_db: str, tmp_path: Path
+) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import threading
+
+    repo = Path(__file__).resolve().parents[2]
+    env = dict(os.environ, PYTHONPATH=str(repo), KLINEFLOW_DATA_DIR=str(tmp_path),
+               KLINEFLOW_DATABASE_URL=signals_db)  # fmt: skip
+    args = [sys.executable, "-m", "flows.cli", "demo", "--symbols", "3", "--history-hours",
+            "0.05", "--port", "0", "--no-dashboard", "--redis-url", redis_url,
+            "--namespace", keys.namespace]  # fmt: skip
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    client = redis.Redis.from_url(redis_url)
+    for _ in range(600):  # until the flow writes klines
+        if client.exists(keys.symbols) or proc.poll() is not None:
+            break
+        threading.Event().wait(0.1)
+    proc.send_signal(signal.SIGINT)
+    output = proc.communicate(timeout=60)[0].decode()
+    assert proc.returncode == 0, output
+    assert "stopped" in output and "klines closed" in output
+    assert "Traceback" not in output and "BytewaxRuntimeError" not in output
