@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -22,6 +23,7 @@ from flows.settings import Settings, load_settings
 from flows.traders_cli import traders_app
 
 if TYPE_CHECKING:  # the heavy imports stay inside the commands that need them
+    from flows.cluster import ClusterPlace
     from flows.dashboard_server import DashboardProcess
     from flows.dataflows.universe_cli import Exchange
     from flows.domain.stats import RunStats
@@ -377,18 +379,43 @@ def up(
         int | None,
         typer.Option(help="serve /metrics (Prometheus) and /healthz on this port; 0: none"),
     ] = 9108,
+    processes: Annotated[
+        int, typer.Option(help="run as a Bytewax cluster of this many local processes")
+    ] = 1,
+    process_id: Annotated[
+        int | None, typer.Option(help="run one member of a cluster: its index in --addresses")
+    ] = None,
+    addresses: Annotated[
+        str | None,
+        typer.Option(help='every member\'s host:port, ";"-separated, same order everywhere'),
+    ] = None,
     database_url: DatabaseUrl = None,
     redis_url: RedisUrl = None,
     namespace: Namespace = None,
 ) -> None:
     """Run the live flow: Binance's trade streams -> klines in Redis and signals in
     PostgreSQL, surviving restarts."""
+    from flows.cluster import SINGLE, ClusterMismatch, ClusterPlace
     from flows.dataflows.live import LiveJob, run_live
     from flows.dataflows.universe_cli import exchange_urls
 
     if kind not in ("aggTrade", "trade"):
         console.print(f"[red]error:[/red] --kind must be aggTrade or trade, got {kind!r}")
         raise typer.Exit(2)
+    place = SINGLE
+    try:
+        if processes < 1:
+            raise ValueError(f"--processes must be 1 or more, got {processes}")
+        if (process_id is None) != (addresses is None):
+            raise ValueError("--process-id and --addresses go together")
+        if process_id is not None and addresses is not None:
+            if processes != 1:
+                raise ValueError("--processes starts a local cluster; a member started with "
+                                 "--process-id takes its size from --addresses")  # fmt: skip
+            place = ClusterPlace.parse(process_id, addresses)
+    except ValueError as e:
+        console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(2) from e
     settings = _settings(
         intervals=intervals, redis_url=redis_url, namespace=namespace, database_url=database_url
     )
@@ -398,6 +425,10 @@ def up(
     console.print(f"{len(universe)} symbols from {exchange.ws_url}: {', '.join(universe[:8])}"
                   f"{', ...' if len(universe) > 8 else ''}", soft_wrap=True)  # fmt: skip
     recorder_stop = _start_recorder(exchange.ws_url, universe, kind, record) if record else None
+    if processes > 1:
+        _up_cluster(settings, processes, db_url, dashboard, dashboard_port, metrics_port,
+                    recorder_stop)  # fmt: skip
+        return
     job = LiveJob(
         ws_url=exchange.ws_url,
         rest_url=exchange.rest_url,
@@ -420,6 +451,7 @@ def up(
         duration_s=duration,
         database_url=db_url,
         metrics_port=metrics_port or None,
+        cluster=place,
     )
     board = _start_dashboard(settings, job.redis_url, db_url, dashboard_port) if dashboard else None
     try:
@@ -427,11 +459,16 @@ def up(
     except KeyboardInterrupt:
         console.print("stopped")
         raise typer.Exit(0) from None
+    except ClusterMismatch as e:
+        console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(2) from e
     finally:
         if recorder_stop is not None:
             recorder_stop()
         if board is not None:
             board.stop()
+    if place.processes > 1:
+        out.print(f"process {place.process_id} of {place.processes}:")
     out.print(f"trades: {stats.trades_read:,}; backfilled: {stats.trades_backfilled:,}")
     out.print(f"gaps that could not be filled: {stats.gaps}")
     if stats.rules:
@@ -442,6 +479,44 @@ def up(
     if reconcile:
         equal, differ = stats.reconciled, stats.reconcile_mismatches
         out.print(f"reconciled with Binance: {equal:,} equal, {differ} differ")
+
+
+def _up_cluster(
+    settings: Settings,
+    processes: int,
+    db_url: str | None,
+    dashboard: bool,
+    dashboard_port: int,
+    metrics_port: int | None,
+    recorder_stop: Callable[[], None] | None,
+) -> None:
+    """`up --processes N`: N members on this machine, supervised (restarted together when
+    one fails); the dashboard and the recorder run here, once."""
+    from flows.cluster import member_args, supervise
+
+    argv = sys.argv[sys.argv.index("up") + 1 :]
+
+    def command(place: ClusterPlace) -> list[str]:
+        port = metrics_port + place.process_id if metrics_port else 0
+        return [sys.executable, "-m", "flows.cli", "up", *member_args(argv, place, port)]
+
+    redis = _redis_url(settings)
+    board = _start_dashboard(settings, redis, db_url, dashboard_port) if dashboard else None
+    if metrics_port:
+        console.print(f"metrics: http://127.0.0.1:{metrics_port}..{metrics_port + processes - 1}"
+                      "/metrics (one port per process)")  # fmt: skip
+    try:
+        code = supervise(command, processes)
+    finally:
+        if recorder_stop is not None:
+            recorder_stop()
+        if board is not None:
+            board.stop()
+    if code == 130:
+        console.print("stopped")
+        return
+    if code != 0:
+        raise typer.Exit(code)
 
 
 def _refresher(rest_url: str, top: int, quote: str) -> Callable[[], list[str]]:

@@ -44,6 +44,7 @@ class KlineStepConfig:
     clock: Clock = SYSTEM_CLOCK
     timer_writes: bool = True  # write waiting open klines on a timer (off: replays)
     reconcile: bool = False  # compare closed 1m klines with Binance's @kline_1m
+    owns: Callable[[str], bool] | None = None  # cluster: whether this process ingests a symbol
 
 
 class KlineLogic(StatefulBatchLogic[SymbolBatch, KlineUpdate, dict[str, Any]]):
@@ -59,6 +60,7 @@ class KlineLogic(StatefulBatchLogic[SymbolBatch, KlineUpdate, dict[str, Any]]):
         self._dirty = False  # trades changed the open klines since they were last written
         self._references: dict[int, Kline] = {}  # Binance's closed 1m klines not compared yet
         self._ours: dict[int, Kline] = {}  # our recent closed 1m klines
+        self._foreign = False  # the symbol's trades came from another process of the cluster
 
     def _builder(self, symbol: str) -> SymbolKlines:
         self._symbol = symbol
@@ -68,6 +70,13 @@ class KlineLogic(StatefulBatchLogic[SymbolBatch, KlineUpdate, dict[str, Any]]):
             self._sk = SymbolKlines.restore(state, cfg.max_fill)
         else:
             self._sk = SymbolKlines(cfg.intervals, cfg.max_fill)
+        self._foreign = cfg.owns is not None and not cfg.owns(symbol)
+        if self._foreign:
+            log.warning(
+                "symbol=%s is ingested by another process of the cluster: its trades cross "
+                "processes (Bytewax routes keys differently than expected)",
+                symbol,
+            )
         return self._sk
 
     def on_batch(self, values: list[SymbolBatch]) -> tuple[list[KlineUpdate], bool]:
@@ -94,6 +103,8 @@ class KlineLogic(StatefulBatchLogic[SymbolBatch, KlineUpdate, dict[str, Any]]):
                 sk.advance(batch.watermark_ms, update.closed)  # the grace timer of live flows
         stats = self._stats
         stats.duplicates += dups
+        if self._foreign:
+            stats.foreign_batches += len(values)
         if update.dead:
             stats.add_dead(dl.LATE, len(update.dead))
         for interval, _ in update.closed:

@@ -19,9 +19,10 @@ from typing import TYPE_CHECKING
 
 from bytewax.errors import BytewaxRuntimeError
 from bytewax.recovery import RecoveryConfig, init_db_dir
-from bytewax.testing import run_main
+from bytewax.testing import cluster_main, run_main
 
 from flows.binance.ws_feed import FeedConfig
+from flows.cluster import SINGLE, ClusterPlace, claim_recovery_dir
 from flows.dataflows.heartbeat import Heartbeat, feeds
 from flows.dataflows.kline_step import KlineStepConfig
 from flows.dataflows.klines_flow import build_kline_flow
@@ -39,7 +40,6 @@ if TYPE_CHECKING:
     from flows.signals import RulesRuntime
 
 log = logging.getLogger(__name__)
-RECOVERY_PARTITIONS = 1  # one worker in one process; fixed once the directory exists
 
 
 @dataclass(frozen=True)
@@ -70,6 +70,7 @@ class LiveJob:
     database_url: str | None = None  # set: evaluate its traders, write signals there
     metrics_port: int | None = None  # set: /metrics and /healthz on 127.0.0.1:PORT (0: any)
     metrics_host: str = "127.0.0.1"
+    cluster: ClusterPlace = SINGLE  # this process's place in a cluster (one process: SINGLE)
 
 
 def _metrics(
@@ -119,8 +120,45 @@ def _interrupted(exc: BaseException) -> bool:
     return False
 
 
+def prepare_recovery(directory: Path, place: ClusterPlace, wait_s: float = 60.0) -> None:
+    """Create the recovery directory (one partition per process) on first use, and check it
+    fits this cluster. In a cluster the members share one directory (one disk, or a volume
+    every machine mounts): process 0 creates it, the others wait until it exists."""
+    marker = directory / "klineflow-cluster.json"
+    if place.process_id == 0:
+        if not any(directory.glob("part-*.sqlite3")):
+            directory.mkdir(parents=True, exist_ok=True)
+            init_db_dir(directory, place.processes)  # type: ignore[no-untyped-call]
+            claim_recovery_dir(directory, place.processes)
+        elif not marker.exists():
+            claim_recovery_dir(directory, 1)  # made before clusters existed: one process
+    else:
+        waited = threading.Event()
+        for _ in range(int(wait_s * 10)):
+            if marker.exists():
+                break
+            waited.wait(0.1)
+        else:
+            raise FileNotFoundError(
+                f"the recovery directory {directory} was not prepared by process 0 within "
+                f"{wait_s:.0f} s: every member of a cluster must see the same directory"
+            )
+    claim_recovery_dir(directory, place.processes)
+
+
 def run_live(job: LiveJob, stats: RunStats | None = None) -> RunStats:
     stats = stats if stats is not None else RunStats()
+    place = job.cluster
+    symbols = tuple(place.own(job.symbols))
+    refresh = job.refresh
+    if refresh is not None and place.processes > 1:
+        everything = refresh
+        refresh = lambda: place.own(everything())  # noqa: E731
+    if place.processes > 1:
+        log.info("cluster process=%d of %d owns %d of %d symbols", place.process_id,
+                 place.processes, len(symbols), len(job.symbols))  # fmt: skip
+        if not symbols:
+            log.warning("process=%d owns no symbol of this universe", place.process_id)
     base_ms = INTERVALS[base_interval_for(job.intervals)].length_ms
     by_length = sorted((INTERVALS[i] for i in job.intervals), key=lambda i: i.length_ms)
     warmup = [i for i in by_length if i.length_ms <= job.warmup_max_ms]
@@ -131,7 +169,7 @@ def run_live(job: LiveJob, stats: RunStats | None = None) -> RunStats:
         LiveConfig(
             feed=feed,
             rest_url=job.rest_url,
-            symbols=job.symbols,
+            symbols=symbols,
             kind=job.kind,
             per_connection=job.per_connection,
             grace_ms=job.grace_ms,
@@ -142,9 +180,10 @@ def run_live(job: LiveJob, stats: RunStats | None = None) -> RunStats:
             warmup_interval=warmup[-1] if warmup else None,
             longest_interval=by_length[-1],
             initial_positions=job.initial_positions or {},
-            refresh=job.refresh,
+            refresh=refresh,
             refresh_every_s=job.refresh_every_s,
-            reconcile=job.reconcile,
+            reconcile=job.reconcile & set(symbols),
+            part_prefix=f"p{place.process_id}of{place.processes}-" if place.processes > 1 else "",
         ),
         stats,
     )
@@ -154,6 +193,7 @@ def run_live(job: LiveJob, stats: RunStats | None = None) -> RunStats:
         close_at_eof=False,
         clock=job.clock,
         reconcile=bool(job.reconcile),
+        owns=place.owns if place.processes > 1 else None,
     )
     sink = RedisKlineSink(
         writer_factory(job.redis_url, keys=job.keys, retention=job.retention), stats
@@ -170,15 +210,18 @@ def run_live(job: LiveJob, stats: RunStats | None = None) -> RunStats:
     )
     recovery = None
     if job.recovery_dir is not None:
-        if not job.recovery_dir.exists():
-            job.recovery_dir.mkdir(parents=True)
-            init_db_dir(job.recovery_dir, RECOVERY_PARTITIONS)  # type: ignore[no-untyped-call]
+        prepare_recovery(job.recovery_dir, place)
         recovery = RecoveryConfig(str(job.recovery_dir))  # type: ignore[no-untyped-call]
-    heartbeat = Heartbeat(job.redis_url, job.keys, source, stats, clock=job.clock)
+    heartbeat = Heartbeat(job.redis_url, job.keys, source, stats, clock=job.clock, place=place)
     heartbeat.start()
     metrics = _metrics(job, source, stats, rules) if job.metrics_port is not None else None
+    epoch = timedelta(seconds=job.epoch_s)
     try:
-        run_main(flow, epoch_interval=timedelta(seconds=job.epoch_s), recovery_config=recovery)  # type: ignore[no-untyped-call]
+        if place.processes > 1:
+            cluster_main(flow, list(place.addresses), place.process_id, epoch_interval=epoch,
+                         recovery_config=recovery)  # type: ignore[no-untyped-call]  # fmt: skip
+        else:
+            run_main(flow, epoch_interval=epoch, recovery_config=recovery)  # type: ignore[no-untyped-call]
     except BytewaxRuntimeError as exc:
         if _interrupted(exc):
             raise KeyboardInterrupt from None

@@ -60,6 +60,10 @@ class KeySpace:
         of each feed connection (expires when the flow stops writing it)."""
         return self._k("klineflow:heartbeat")
 
+    def heartbeat_of(self, process: int) -> str:
+        """One cluster member's own heartbeat hash (the flow's is rebuilt from them)."""
+        return self._k(f"klineflow:heartbeat:{process}")
+
     def gaps(self, symbol: str) -> str:
         """Sorted set of a symbol's unfilled gaps: score = from_ms, member = "from:to:ids"."""
         return self._k(f"klines:gaps:{symbol}")

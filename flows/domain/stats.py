@@ -25,6 +25,7 @@ class RunStats:
     reconcile_mismatches: int = 0  # live: ... that differ (logged with both values)
     rest_requests: int = 0  # live: REST calls (backfill), retries included
     rest_rate_limited: int = 0  # live: 429/418 answers met (and waited out)
+    foreign_batches: int = 0  # cluster: trade batches that came from another process
     dead_letters: Counter[str] = field(default_factory=Counter)  # by reason
     klines_closed: Counter[str] = field(default_factory=Counter)  # by interval
     open_kline_writes: int = 0

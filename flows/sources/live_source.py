@@ -103,6 +103,7 @@ class LiveConfig:
     refresh: Callable[[], Sequence[str]] | None = field(default=None, compare=False)  # universe
     refresh_every_s: float = 3600.0
     reconcile: frozenset[str] = frozenset()  # also take Binance's @kline_1m for these
+    part_prefix: str = ""  # names this process's partitions apart in a cluster ("p0of2-")
 
 
 def symbol_streams(symbols: Sequence[str], kind: str, reconcile: frozenset[str]) -> list[str]:
@@ -519,12 +520,12 @@ class LiveSource(FixedPartitionedSource[SourceItem, dict[str, list[int]]]):
         self._refresher: threading.Thread | None = None
 
     def list_parts(self) -> list[str]:
-        return [f"conn-{i}" for i in range(len(self._groups))]
+        return [f"{self._cfg.part_prefix}conn-{i}" for i in range(len(self._groups))]
 
     def build_part(
         self, step_id: str, for_part: str, resume_state: dict[str, list[int]] | None
     ) -> _LivePartition:
-        index = int(for_part.split("-", 1)[1])
+        index = int(for_part.rsplit("-", 1)[1])
         streams = symbol_streams(
             self.universe.symbols_of(index), self._cfg.kind, self._cfg.reconcile
         )
