@@ -395,7 +395,7 @@ def up(
 ) -> None:
     """Run the live flow: Binance's trade streams -> klines in Redis and signals in
     PostgreSQL, surviving restarts."""
-    from flows.cluster import SINGLE, ClusterMismatch, ClusterPlace
+    from flows.cluster import SINGLE, ClusterMismatch, ClusterPlace, check_recovery_dir
     from flows.dataflows.live import LiveJob, run_live
     from flows.dataflows.universe_cli import exchange_urls
 
@@ -419,6 +419,13 @@ def up(
     settings = _settings(
         intervals=intervals, redis_url=redis_url, namespace=namespace, database_url=database_url
     )
+    recovery_dir = settings.data_dir / "recovery" / (settings.namespace or "default")
+    try:
+        if recovery:
+            check_recovery_dir(recovery_dir, max(processes, place.processes))
+    except ClusterMismatch as e:
+        console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(2) from e
     exchange = exchange_urls(exchange_url, ws_url, rest_url)
     universe = _universe(exchange, symbols, top, quote)
     db_url = _database(settings) if rules else None
@@ -445,9 +452,7 @@ def up(
         else None,
         refresh_every_s=refresh_every,
         reconcile=frozenset(universe[:reconcile]),
-        recovery_dir=(settings.data_dir / "recovery" / (settings.namespace or "default"))
-        if recovery
-        else None,
+        recovery_dir=recovery_dir if recovery else None,
         duration_s=duration,
         database_url=db_url,
         metrics_port=metrics_port or None,
@@ -467,10 +472,14 @@ def up(
             recorder_stop()
         if board is not None:
             board.stop()
+    lines = [
+        f"trades: {stats.trades_read:,}; backfilled: {stats.trades_backfilled:,}",
+        f"gaps that could not be filled: {stats.gaps}",
+    ]
     if place.processes > 1:
-        out.print(f"process {place.process_id} of {place.processes}:")
-    out.print(f"trades: {stats.trades_read:,}; backfilled: {stats.trades_backfilled:,}")
-    out.print(f"gaps that could not be filled: {stats.gaps}")
+        lines.insert(0, f"process {place.process_id} of {place.processes}:")
+        lines.append(f"trade batches from other processes: {stats.foreign_batches}")
+    out.print("\n".join(lines))
     if stats.rules:
         r = stats.rules
         new, repeats = r.get("signals_new", 0), r.get("signals_repeat", 0)

@@ -135,23 +135,35 @@ class ClusterMismatch(RuntimeError):
     pass
 
 
-def claim_recovery_dir(directory: Path, processes: int) -> None:
-    """Record how many processes a recovery directory serves, and refuse another count:
-    the source's resume positions are kept per process's connections, so they only fit the
-    cluster shape that wrote them."""
+def recovery_shape(directory: Path) -> int | None:
+    """How many processes a recovery directory was made for (None: not made yet). A directory
+    without the marker was made before clusters existed, by one process."""
     marker = directory / "klineflow-cluster.json"
     if marker.exists():
-        before = int(json.loads(marker.read_text())["processes"])
-        if before != processes:
-            raise ClusterMismatch(
-                f"the recovery directory {directory} was written by a flow of {before} "
-                f"process(es), not {processes}: run with {before}, or remove the directory "
-                "to start over (klines in Redis and signals in PostgreSQL are kept; the open "
-                "klines are rebuilt from Binance's REST trades)"
-            )
-        return
-    directory.mkdir(parents=True, exist_ok=True)
-    marker.write_text(json.dumps({"processes": processes}))
+        return int(json.loads(marker.read_text())["processes"])
+    return 1 if any(directory.glob("part-*.sqlite3")) else None
+
+
+def check_recovery_dir(directory: Path, processes: int) -> None:
+    """Refuse a recovery directory written by a cluster of another size: the source's resume
+    positions are kept per process's connections, so they only fit the shape that wrote them."""
+    before = recovery_shape(directory)
+    if before is not None and before != processes:
+        raise ClusterMismatch(
+            f"the recovery directory {directory} was written by a flow of {before} "
+            f"process(es), not {processes}: run with {before}, or remove the directory "
+            "to start over (klines in Redis and signals in PostgreSQL are kept; the open "
+            "klines are rebuilt from Binance's REST trades)"
+        )
+
+
+def claim_recovery_dir(directory: Path, processes: int) -> None:
+    """Check the directory fits `processes` and record that it serves that many."""
+    check_recovery_dir(directory, processes)
+    marker = directory / "klineflow-cluster.json"
+    if not marker.exists():
+        directory.mkdir(parents=True, exist_ok=True)
+        marker.write_text(json.dumps({"processes": processes}))
 
 
 # -- a local cluster: `klineflow up --processes N` ---------------------------------------------

@@ -14,6 +14,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
+from flows.settings import handing_over
+
 APP = Path(__file__).resolve().parent.parent / "dashboard" / "app.py"
 
 
@@ -48,9 +50,8 @@ def start_dashboard(
     port: int = 8501,
     log: Path | None = None,
 ) -> DashboardProcess:
-    env = dict(os.environ, KLINEFLOW_REDIS_URL=redis_url)
-    if database_url:
-        env["KLINEFLOW_DATABASE_URL"] = database_url
+    urls = {"redis_url": redis_url, **({"database_url": database_url} if database_url else {})}
+    env = handing_over(os.environ, **urls)  # resolved: passwords included, no *_FILE twice
     if namespace:
         env["KLINEFLOW_NAMESPACE"] = namespace
     env.setdefault("PYTHONPATH", str(APP.parent.parent))

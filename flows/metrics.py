@@ -49,6 +49,8 @@ class FlowCollector(Collector):
         yield counter("feed_reconnects", "feed connections lost and made again",
                       s.feed_reconnects)  # fmt: skip
         yield counter("gaps", "trade ranges that could not be fetched", s.gaps)
+        yield counter("foreign_batches", "trade batches received from another cluster process "
+                      "(0 when symbols are partitioned as planned)", s.foreign_batches)  # fmt: skip
         dead = CounterMetricFamily("klineflow_dead_letters", "rejected input by reason",
                                    labels=["reason"])  # fmt: skip
         for reason in ("late", "invalid", "malformed", "unknown"):
@@ -92,12 +94,19 @@ class FlowCollector(Collector):
             "seconds since the feed's last message",
             labels=["connection"],
         )
+        buffered = GaugeMetricFamily(
+            "klineflow_feed_buffered_frames",
+            "frames received and not yet taken by the flow",
+            labels=["connection"],
+        )
         for f in self.view.feeds():
+            buffered.add_metric([str(f["connection"])], f.get("buffered_frames", 0))
             state.add_metric([str(f["connection"])], 1.0 if f["state"] == "connected" else 0.0)
             if f["last_message_age_s"] is not None:
                 age.add_metric([str(f["connection"])], f["last_message_age_s"])
         yield state
         yield age
+        yield buffered
 
 
 def health(view: FlowView, stale_after_s: float = 30.0) -> tuple[bool, list[str]]:

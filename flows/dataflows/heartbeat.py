@@ -44,6 +44,7 @@ def feeds(source: LiveSource, stopped: bool = False) -> list[dict[str, Any]]:
                 "last_message_age_s": None if age is None else round(age, 3),
                 "reconnects": feed.stats.reconnects,
                 "frames": feed.stats.frames,
+                "buffered_frames": part.buffered_frames,
             }
         )
     return out
@@ -80,6 +81,7 @@ class Heartbeat(threading.Thread):
             "gaps": s.gaps,
             "duplicates": s.duplicates,
             "late": s.dead_letters["late"],
+            "foreign_batches": s.foreign_batches,
             "klines_closed": json.dumps(dict(s.klines_closed)),
             "feeds": json.dumps(feeds(self._source, stopped)),
         }
@@ -118,7 +120,8 @@ class Heartbeat(threading.Thread):
         self._client.close()
 
 
-_SUMMED = ("trades_read", "trades_backfilled", "feed_reconnects", "gaps", "duplicates", "late")
+_SUMMED = ("trades_read", "trades_backfilled", "feed_reconnects", "gaps", "duplicates", "late",
+           "foreign_batches")  # fmt: skip
 
 
 def combine(members: list[dict[str, str] | None], now_ms: int) -> dict[str, Any]:

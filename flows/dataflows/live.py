@@ -22,7 +22,7 @@ from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.testing import cluster_main, run_main
 
 from flows.binance.ws_feed import FeedConfig
-from flows.cluster import SINGLE, ClusterPlace, claim_recovery_dir
+from flows.cluster import SINGLE, ClusterPlace, claim_recovery_dir, recovery_shape
 from flows.dataflows.heartbeat import Heartbeat, feeds
 from flows.dataflows.kline_step import KlineStepConfig
 from flows.dataflows.klines_flow import build_kline_flow
@@ -124,18 +124,14 @@ def prepare_recovery(directory: Path, place: ClusterPlace, wait_s: float = 60.0)
     """Create the recovery directory (one partition per process) on first use, and check it
     fits this cluster. In a cluster the members share one directory (one disk, or a volume
     every machine mounts): process 0 creates it, the others wait until it exists."""
-    marker = directory / "klineflow-cluster.json"
     if place.process_id == 0:
-        if not any(directory.glob("part-*.sqlite3")):
+        if recovery_shape(directory) is None:
             directory.mkdir(parents=True, exist_ok=True)
             init_db_dir(directory, place.processes)  # type: ignore[no-untyped-call]
-            claim_recovery_dir(directory, place.processes)
-        elif not marker.exists():
-            claim_recovery_dir(directory, 1)  # made before clusters existed: one process
     else:
         waited = threading.Event()
         for _ in range(int(wait_s * 10)):
-            if marker.exists():
+            if (directory / "klineflow-cluster.json").exists():
                 break
             waited.wait(0.1)
         else:

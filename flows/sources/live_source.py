@@ -309,6 +309,11 @@ class _LivePartition(StatefulSourcePartition[SourceItem, dict[str, list[int]]]):
     def snapshot(self) -> dict[str, list[int]]:
         return {s: list(v) for s, v in self._state.items()}
 
+    @property
+    def buffered_frames(self) -> int:
+        """Frames received and not yet handed to the flow (the feed's queue)."""
+        return len(self._frames)
+
     def close(self) -> None:
         self._loop.call_soon_threadsafe(self._stop.set)
         self._thread.join(timeout=10)

@@ -327,15 +327,29 @@ def test_metrics_are_scraped_and_move_and_health_follows_the_flow(
 
     before = len(live_module.job_ports)
     cfg = _market()
-    with _live(cfg, redis_url, keys, metrics_port=0, database_url=signals_db) as (_, stats, _s):
+    moving = (  # each is made to move below: faults injected into the simulator
+        "klineflow_trades_in_total", "klineflow_trades_backfilled_total",
+        "klineflow_feed_reconnects_total", "klineflow_duplicate_trades_total",
+        "klineflow_dead_letters_total{reason=malformed}",
+        "klineflow_klines_written_total{interval=1m}", "klineflow_open_kline_writes_total",
+        "klineflow_rule_evaluations_total", "klineflow_rule_evaluation_seconds_total",
+        "klineflow_signals_total",
+    )  # fmt: skip
+    with _live(cfg, redis_url, keys, metrics_port=0, database_url=signals_db) as (base, stats, _s):
         assert _wait(lambda: len(live_module.job_ports) > before, 10)
         port = live_module.job_ports[-1]
         assert _wait(lambda: scrape(port).get("klineflow_trades_in_total", 0) > 0, 30)
         first = scrape(port)
         assert _wait(lambda: healthz(port) == 200, 20)
+        _post(base, "/_sim/garbage?count=3")  # malformed frames -> dead letters
+        _post(base, "/_sim/shutdown?lead_s=1")  # rotation with overlap -> duplicates dropped
+        assert _wait(lambda: scrape(port)["klineflow_duplicate_trades_total"] > 0, 30)
+        _post(base, "/_sim/drop")  # reconnect -> backfill over REST
+        assert _wait(lambda: scrape(port)["klineflow_feed_reconnects_total"] > 0, 30)
         assert _wait(lambda: scrape(port).get("klineflow_signals_total", 0) > 0, 90)
-        assert _wait(lambda: scrape(port)["klineflow_trades_in_total"]
-                     > first["klineflow_trades_in_total"], 20)  # fmt: skip
+        assert _wait(lambda: all(scrape(port).get(n, 0) > first.get(n, 0) for n in moving), 30), [
+            (n, first.get(n), scrape(port).get(n)) for n in moving
+        ]
         now = scrape(port)
     for name in (
         "klineflow_trades_in_total", "klineflow_trades_backfilled_total",
@@ -350,10 +364,14 @@ def test_metrics_are_scraped_and_move_and_health_follows_the_flow(
         "klineflow_feed_connected{connection=0}",
         "klineflow_feed_last_message_age_seconds{connection=0}",
         "klineflow_lag_seconds{quantile=0.5}", "klineflow_lag_seconds{quantile=0.99}",
+        "klineflow_feed_buffered_frames{connection=0}", "klineflow_foreign_batches_total",
     ):  # fmt: skip
         assert name in now, name
     assert now["klineflow_klines_written_total{interval=1m}"] > 0
     assert now["klineflow_rule_evaluation_seconds_total"] > 0
     assert now["klineflow_signals_total"] > 0
+    assert now["klineflow_signal_latency_p99_seconds"] > 0  # close -> committed and NOTIFYed
+    assert now["klineflow_lag_seconds{quantile=0.99}"] > 0
+    assert now["klineflow_foreign_batches_total"] == 0  # one process: nothing crosses
     assert now["klineflow_feed_connected{connection=0}"] == 1.0
     assert stats.trades_read >= now["klineflow_trades_in_total"]

@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 
@@ -30,15 +31,16 @@ from tests.integration.test_live import M, _check_equal, _complete, _market, _re
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _start_flow(
+def start_flow(
     base: str, symbols: list[str], redis_url: str, keys: KeySpace, data_dir: Path, log: Path,
-    database_url: str,
+    database_url: str, *extra: str,
 ) -> subprocess.Popen[bytes]:  # fmt: skip
+    """`klineflow up` in a subprocess on the simulator at `base` (`extra`: more options)."""
     env = dict(os.environ, PYTHONPATH=str(REPO), KLINEFLOW_DATA_DIR=str(data_dir))
     args = [sys.executable, "-m", "flows.cli", "up", "--exchange-url", base]
     args += ["--symbols", ",".join(symbols), "--intervals", "1m,3m", "--grace-ms", "500"]
     args += ["--redis-url", redis_url, "--namespace", keys.namespace]
-    args += ["--database-url", database_url, "--no-dashboard", "--metrics-port", "0"]
+    args += ["--database-url", database_url, "--no-dashboard", "--metrics-port", "0", *extra]
     return subprocess.Popen(
         args, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT, cwd=REPO
     )
@@ -61,7 +63,7 @@ def test_kill_9_at_five_random_moments(
                                  cooldown_bars=0))  # fmt: skip
     with Simulator(cfg) as sim:
         base = sim.base_url
-        proc = _start_flow(base, symbols, redis_url, keys, tmp_path, log, signals_db)
+        proc = start_flow(base, symbols, redis_url, keys, tmp_path, log, signals_db)
         elapsed = 0.0
         kills = 0
         try:
@@ -72,7 +74,7 @@ def test_kill_9_at_five_random_moments(
                 proc.send_signal(signal.SIGKILL)
                 proc.wait(timeout=10)
                 kills += 1
-                proc = _start_flow(base, symbols, redis_url, keys, tmp_path, log, signals_db)
+                proc = start_flow(base, symbols, redis_url, keys, tmp_path, log, signals_db)
             assert _wait(lambda: _complete(redis_client, keys, want), 90), log.read_text()[-3000:]
         finally:
             proc.send_signal(signal.SIGKILL)
@@ -82,27 +84,39 @@ def test_kill_9_at_five_random_moments(
     assert (tmp_path / "recovery").is_dir()  # the snapshots the restarts resumed from
 
     # the signals: exactly those an independent evaluation of the final klines gives
+    expected, written = expected_signals(redis_client, keys, want, signals_db, up.id, strong.id)
+    _wait(lambda: written() >= expected, 30)  # the last closes' signals may still be on the way
+    got = written()
+    assert got == expected, sorted(got ^ expected)
+    assert len(expected) >= 10  # 6 minutes of 4 symbols: both traders fired several times
+
+
+def expected_signals(
+    client: redis.Redis,
+    keys: KeySpace,
+    want: dict[str, dict[str, list[list[object]]]],
+    db: str,
+    up_id: int,
+    strong_id: int,
+) -> tuple[set[str], Callable[[], set[str]]]:
+    """The signal ids "close > open" (`up_id`) and "rsi(5) > 50" (`strong_id`), both 1m
+    every_close, must give on the klines stored in Redis, computed with TA-Lib; and a function
+    reading the ids written to PostgreSQL for those klines."""
     expected: set[str] = set()
-    debug: dict[str, object] = {}
-    last_open = {s: int(want[s]["1m"][-1][0]) for s in symbols}  # type: ignore[call-overload]
-    for symbol in symbols:
-        rows = [json.loads(m) for m in redis_client.zrange(keys.klines(symbol, "1m"), 0, -1)]
+    last_open = {s: int(want[s]["1m"][-1][0]) for s in want}  # type: ignore[call-overload]
+    for symbol in sorted(want):
+        rows = [json.loads(m) for m in client.zrange(keys.klines(symbol, "1m"), 0, -1)]
         rows = [r for r in rows if int(r[0]) <= last_open[symbol]]
-        closes = np.array([float(r[4]) for r in rows])
-        rsi = talib.RSI(closes, 5)
-        debug[symbol] = [(r[0], r[4], float(v)) for r, v in zip(rows, rsi, strict=True)][-4:]
+        rsi = talib.RSI(np.array([float(r[4]) for r in rows]), 5)
         for i, r in enumerate(rows):
             if Decimal(r[4]) > Decimal(r[1]):
-                expected.add(f"{up.id}-{symbol}-1m-{r[0]}")
+                expected.add(f"{up_id}-{symbol}-1m-{r[0]}")
             if not np.isnan(rsi[i]) and rsi[i] > 50:
-                expected.add(f"{strong.id}-{symbol}-1m-{r[0]}")
+                expected.add(f"{strong_id}-{symbol}-1m-{r[0]}")
 
     def written() -> set[str]:
-        with psycopg.connect(signals_db) as conn:
+        with psycopg.connect(db) as conn:
             rows = conn.execute("SELECT id, symbol, kline_open_ms FROM signals").fetchall()
         return {sid for sid, symbol, open_ms in rows if open_ms <= last_open[symbol]}
 
-    _wait(lambda: written() >= expected, 30)  # the last closes' signals may still be on the way
-    got = written()
-    assert got == expected, (sorted(got ^ expected), debug)
-    assert len(expected) >= 10  # 6 minutes of 4 symbols: both traders fired several times
+    return expected, written

@@ -1,0 +1,225 @@
+"""The live flow as a Bytewax cluster of 2 local processes (`up --processes 2`).
+
+- Over a real recording (the simulator replaying Binance's BTC/ETH/DOT capture), 2 processes
+  write exactly the klines and signals 1 process writes, and no trade batch crosses processes
+  (each member counts those it received for a symbol it does not ingest: 0).
+- `kill -9` of one member at random moments: the supervisor restarts the cluster from the
+  shared recovery directory, and Redis and PostgreSQL end with exactly the reference klines
+  and the signals an independent TA-Lib evaluation gives (what one process writes, proven
+  equal to the same reference by test_live_kill).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import psycopg
+import pytest
+import redis
+
+from flows.cluster import ClusterMismatch, ClusterPlace, claim_recovery_dir, worker_of
+from flows.domain.keys import KeySpace
+from flows.signals.book import TraderRow
+from flows.signals.store import TraderStore
+from flows.simulator import SimConfig, Simulator
+from flows.simulator.market import SimMarket
+from flows.storage.migrations import apply_migrations
+from tests.conftest import NewDatabase
+from tests.integration.test_live import M, _check_equal, _complete, _market, _reference, _wait
+from tests.integration.test_live_kill import expected_signals, start_flow
+
+REPO = Path(__file__).resolve().parents[2]
+CAPTURE = "ws-capture-2021-04-04-btc-eth-dot.txt"
+
+
+def _traders(db: str) -> tuple[int, int]:
+    store = TraderStore(db)
+    up = store.add(TraderRow(0, "up", "close > open", "1m", trigger_mode="every_close",
+                             cooldown_bars=0))  # fmt: skip
+    strong = store.add(TraderRow(0, "strong", "rsi(5) > 50", "1m", trigger_mode="every_close",
+                                 cooldown_bars=0))  # fmt: skip
+    return up.id, strong.id
+
+
+def _klines(client: redis.Redis, keys: KeySpace, symbols: list[str]) -> dict[str, object]:
+    """Every closed kline and last-closed marker the flow wrote, per symbol and interval."""
+    out: dict[str, object] = {}
+    for s in symbols:
+        for i in ("1m", "3m"):
+            last = client.get(keys.last_closed(s, i))
+            rows = [json.loads(m) for m in client.zrange(keys.klines(s, i), 0, -1)]
+            closed = [r for r in rows if last is not None and int(r[0]) <= int(last)]  # type: ignore[arg-type]
+            out[f"{s} {i}"] = (last, closed)
+    return out
+
+
+def _signals(db: str) -> list[tuple[object, ...]]:
+    with psycopg.connect(db) as conn:
+        return conn.execute(
+            "SELECT id, trader_id, symbol, interval, kline_open_ms, kline_close_ms, price,"
+            ' "values", repeat_count FROM signals ORDER BY id'
+        ).fetchall()
+
+
+def test_two_processes_write_what_one_process_writes(
+    shared_data: Path,
+    redis_url: str,
+    redis_client: redis.Redis,
+    new_database: NewDatabase,
+    tmp_path: Path,
+) -> None:
+    recording = shared_data / CAPTURE
+    symbols = SimMarket.from_recording(recording).symbols
+    # both processes get symbols of this recording (else the test would prove nothing)
+    assert {worker_of(s, 2) for s in symbols} == {0, 1}
+    results = {}
+    for processes in (1, 2):
+        keys = KeySpace(f"cl{os.getpid()}p{processes}")
+        db = new_database()
+        apply_migrations(db)
+        assert _traders(db) == (1, 2)  # the same trader ids in both databases
+        log = tmp_path / f"flow{processes}.log"
+        # 91 s of market at 20x; then the last minute closes once the exchange clock (estimated
+        # at 1x after the last trade) passes it plus the grace
+        with Simulator(SimConfig(recording=recording, speed=20.0)) as sim:
+            proc = start_flow(
+                sim.base_url, symbols, redis_url, keys, tmp_path / f"data{processes}", log, db,
+                "--intervals", "1m,3m", "--processes", str(processes), "--duration", "32",
+            )  # fmt: skip
+            assert proc.wait(timeout=120) == 0, log.read_text()[-3000:]
+        text = log.read_text()
+        results[processes] = (_klines(redis_client, keys, symbols), _signals(db), text)
+        for name in redis_client.scan_iter(match=f"{keys.namespace}:*", count=1000):
+            redis_client.delete(name)
+    one, two = results[1], results[2]
+    assert one[0] == two[0]
+    assert one[1] == two[1]
+    closed_1m = sum(len(v[1]) for k, v in one[0].items() if k.endswith("1m"))  # type: ignore[index, arg-type]
+    assert closed_1m >= 6, one[0]  # 20:03 and 20:04 of 3 symbols
+    assert len(one[1]) >= 3, one[1]  # "close > open" fired on some of them
+    # each member reported its share, and nothing came from the other process
+    assert two[2].count("process 0 of 2:") == 1 and two[2].count("process 1 of 2:") == 1, two[2]
+    assert re.findall(r"trade batches from other processes: (\d+)", two[2]) == ["0", "0"], two[2]
+    traded = [int(n.replace(",", "")) for n in re.findall(r"trades: ([\d,]+);", two[2])]
+    assert len(traded) == 2 and min(traded) > 0  # both processes ingested trades
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            state, ppid = stat.rsplit(")", 1)[1].split()[:2]
+            if int(ppid) == pid and state != "Z":  # a member already dead is not counted
+                out.append(int(entry.name))
+    return sorted(out)
+
+
+def test_kill_9_of_one_member_restarts_the_cluster_and_ends_identical(
+    redis_url: str, redis_client: redis.Redis, keys: KeySpace, tmp_path: Path, signals_db: str
+) -> None:
+    cfg = _market(symbols=6, end_ms=_market().start_ms + 6 * M, speed=15.0)  # 24 s of wall
+    want = _reference(cfg)
+    symbols = sorted(want)
+    assert {worker_of(s, 2) for s in symbols} == {0, 1}
+    up_id, strong_id = _traders(signals_db)
+    rng = random.Random(20261125)
+    moments = sorted(rng.uniform(4.0, 18.0) for _ in range(2))
+    log = tmp_path / "flow.log"
+    pause = threading.Event()
+    killed: list[int] = []
+    with Simulator(cfg) as sim:
+        sup = start_flow(sim.base_url, symbols, redis_url, keys, tmp_path, log, signals_db,
+                         "--intervals", "1m,3m", "--processes", "2")  # fmt: skip
+        try:
+            elapsed = 0.0
+            for at in moments:
+                pause.wait(at - elapsed)
+                elapsed = at
+                assert _wait(lambda: len(_children(sup.pid)) == 2, 20), log.read_text()
+                members = _children(sup.pid)
+                victim = rng.choice(members)
+                os.kill(victim, signal.SIGKILL)
+                killed.append(victim)
+                assert sup.poll() is None, log.read_text()[-3000:]
+            assert _wait(lambda: _complete(redis_client, keys, want), 120), log.read_text()[-3000:]
+        finally:
+            sup.send_signal(signal.SIGINT)  # Ctrl-C: the supervisor stops both members
+            try:
+                sup.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                sup.kill()
+                sup.wait()
+    text = log.read_text()
+    assert len(killed) == 2
+    assert text.count("restarting the cluster from its last snapshot") >= 2, text[-3000:]
+    assert _check_equal(redis_client, keys, want) >= 6 * (6 + 2)
+    assert (tmp_path / "recovery" / keys.namespace / "klineflow-cluster.json").is_file()
+    expected, written = expected_signals(redis_client, keys, want, signals_db, up_id, strong_id)
+    _wait(lambda: written() >= expected, 30)  # the last closes' signals may still be on the way
+    got = written()
+    assert got == expected, sorted(got ^ expected)
+    assert len(expected) >= 15
+
+
+def test_a_recovery_directory_serves_one_cluster_shape(tmp_path: Path) -> None:
+    claim_recovery_dir(tmp_path, 2)
+    claim_recovery_dir(tmp_path, 2)  # the same shape again: fine
+    with pytest.raises(ClusterMismatch, match="written by a flow of 2 process"):
+        claim_recovery_dir(tmp_path, 3)
+
+
+def test_up_refuses_a_recovery_directory_of_another_cluster_shape(tmp_path: Path) -> None:
+    recovery = tmp_path / "recovery" / "default"
+    claim_recovery_dir(recovery, 3)
+    (recovery / "part-0.sqlite3").write_bytes(b"")
+    env = dict(os.environ, PYTHONPATH=str(REPO), KLINEFLOW_DATA_DIR=str(tmp_path))
+    args = [sys.executable, "-m", "flows.cli", "up", "--exchange-url", "http://127.0.0.1:9",
+            "--symbols", "BTCUSDT", "--no-rules", "--no-dashboard", "--metrics-port", "0",
+            "--redis-url", "redis://127.0.0.1:9/0"]  # fmt: skip
+    done = subprocess.run(
+        args, check=False, env=env, capture_output=True, text=True, timeout=60, cwd=REPO
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "written by a flow of 3 process(es), not 1" in done.stdout + done.stderr
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--processes", "0"],
+        ["--process-id", "0"],
+        ["--process-id", "2", "--addresses", "a:1;b:2"],
+        ["--process-id", "0", "--addresses", "nohost"],
+        ["--processes", "2", "--process-id", "0", "--addresses", "a:1;b:2"],
+    ],
+)
+def test_bad_cluster_options_are_refused_with_a_reason(argv: list[str], tmp_path: Path) -> None:
+    env = dict(os.environ, PYTHONPATH=str(REPO), KLINEFLOW_DATA_DIR=str(tmp_path))
+    args = [sys.executable, "-m", "flows.cli", "up", "--symbols", "BTCUSDT", "--no-rules",
+            "--no-dashboard", "--redis-url", "redis://127.0.0.1:9/0", *argv]  # fmt: skip
+    done = subprocess.run(
+        args, check=False, env=env, capture_output=True, text=True, timeout=60, cwd=REPO
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "error" in done.stdout + done.stderr
+
+
+def test_every_symbol_has_exactly_one_owner() -> None:
+    addresses = ("h1:1", "h2:2", "h3:3")
+    symbols = [f"S{i}USDT" for i in range(300)]
+    owners = [[ClusterPlace(i, addresses).owns(s) for i in range(3)] for s in symbols]
+    assert all(sum(o) == 1 for o in owners)
+    shares = [sum(o[i] for o in owners) for i in range(3)]
+    assert min(shares) > 60  # spread over the processes, not all on one
