@@ -41,8 +41,11 @@ ENV PATH="/opt/venv/bin:$PATH" \
     PYTHONUNBUFFERED=1 \
     KLINEFLOW_DATA_DIR=/home/klineflow/.klineflow
 
+# /data: where compose mounts the flow's recovery volume (a new named volume takes the owner
+# of the directory it is mounted on, so the flow can write there)
 RUN groupadd --system --gid 10001 klineflow \
-    && useradd --system --uid 10001 --gid klineflow --create-home --home-dir /home/klineflow klineflow
+    && useradd --system --uid 10001 --gid klineflow --create-home --home-dir /home/klineflow klineflow \
+    && install -d -o klineflow -g klineflow -m 0750 /data
 
 COPY --from=builder /opt/venv /opt/venv
 

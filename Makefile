@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint typecheck pytest bench clean services-stop browser
+.PHONY: install demo test lint typecheck pytest bench clean services-stop browser secrets
 
 install: $(STAMP)
 
@@ -45,6 +45,10 @@ test: lint typecheck browser pytest
 bench: $(STAMP)
 	$(BIN)/python bench/replay_bench.py
 	$(BIN)/python bench/rules_bench.py
+
+# Random passwords for docker-compose.yml in ./secrets/ (ignored by git); existing ones are kept
+secrets:
+	$(PYTHON) deploy/make_secrets.py secrets
 
 services-stop: $(STAMP)
 	$(BIN)/klineflow services stop

@@ -38,7 +38,8 @@ def _database(database_url: str | None) -> str:
 
     from flows.services import Services
     from flows.settings import load_settings
-    from flows.storage.migrations import MigrationError, apply_migrations
+    from flows.storage.migrations import MigrationError
+    from flows.storage.pg_roles import ensure_schema
 
     try:
         settings = load_settings(database_url=database_url)
@@ -50,7 +51,7 @@ def _database(database_url: str | None) -> str:
     except Exception as e:  # the embedded server failed to start
         _fail(f"could not start the embedded PostgreSQL: {' '.join(str(e).split())}")
     try:
-        apply_migrations(url)
+        ensure_schema(url)  # the dashboard's own login may only check that it is current
     except MigrationError as e:
         _fail(f"cannot migrate the database: {e}")
     except psycopg.Error as e:

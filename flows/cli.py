@@ -16,6 +16,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 from rich.table import Table
 
 from dashboard.users_cli import users_app
+from flows.access_cli import access_app
 from flows.domain.clock import SYSTEM_CLOCK
 from flows.domain.intervals import IntervalError, get_interval
 from flows.domain.keys import KeySpace
@@ -35,6 +36,7 @@ services_app = typer.Typer(no_args_is_help=True, help="The embedded Redis and Po
 app.add_typer(services_app, name="services")
 app.add_typer(traders_app, name="traders")
 app.add_typer(users_app, name="users")
+app.add_typer(access_app, name="access")
 console = Console(stderr=True)
 out = Console()
 
@@ -60,11 +62,12 @@ def _settings(**overrides: object) -> Settings:
 def _database(settings: Settings) -> str:
     """The PostgreSQL URL (configured, or the embedded server started), migrated."""
     from flows.services import Services
-    from flows.storage.migrations import MigrationError, apply_migrations
+    from flows.storage.migrations import MigrationError
+    from flows.storage.pg_roles import ensure_schema
 
     url = Services(settings.data_dir).database_url(settings.database_url_value())
     try:
-        apply_migrations(url)
+        ensure_schema(url)  # a component's login only checks that the schema is current
     except MigrationError as e:
         console.print(f"[red]error:[/red] {e}")
         raise typer.Exit(1) from e
@@ -459,11 +462,13 @@ def up(
         cluster=place,
     )
     board = _start_dashboard(settings, job.redis_url, db_url, dashboard_port) if dashboard else None
+    from flows.domain.stats import RunStats
+
+    stats = RunStats()
     try:
-        stats = run_live(job)
-    except KeyboardInterrupt:
+        run_live(job, stats)
+    except KeyboardInterrupt:  # Ctrl-C (or the cluster's supervisor): the summary still
         console.print("stopped")
-        raise typer.Exit(0) from None
     except ClusterMismatch as e:
         console.print(f"[red]error:[/red] {e}")
         raise typer.Exit(2) from e
@@ -828,6 +833,8 @@ def status(
             "late": int(str(beat.get("late", 0))),
             "duplicates": int(str(beat.get("duplicates", 0))),
             "gaps": int(str(beat.get("gaps", 0))),
+            "processes": int(str(beat.get("processes", 1))),
+            "processes_seen": int(str(beat.get("processes_seen", 1))),
             "feeds": feeds,
         }
         stale_feed = any(f["state"] != "connected" for f in feeds)
@@ -843,6 +850,9 @@ def status(
             out.print(f"flow        {flow['state']}, heartbeat {flow['heartbeat_age_s']} s ago, "
                       f"{flow['trades_read']:,} trades, {flow['late']} late, "
                       f"{flow['duplicates']} duplicates, {flow['gaps']} gaps")  # fmt: skip
+            if flow["processes"] > 1:
+                out.print(f"  cluster: {flow['processes_seen']} of {flow['processes']} "
+                          "processes heard from")  # fmt: skip
             for f in flow["feeds"]:
                 age = f["last_message_age_s"]
                 out.print(f"  feed {f['connection']}: {f['state']}, {f['streams']} streams, "

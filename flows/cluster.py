@@ -229,7 +229,7 @@ def supervise(
     goes away), so the supervisor stops the rest and starts the whole cluster again; it
     resumes from the last snapshot in the shared recovery directory. Ctrl-C or SIGTERM stop
     every member. Returns 0 when the members ended by themselves (--duration), 1 when they
-    kept failing, 130 when interrupted.
+    kept failing, 2 when a member refused its configuration, 130 when interrupted.
     """
     policy = restarts or Restarts()
     failures: deque[float] = deque()
@@ -273,6 +273,9 @@ def supervise(
                     return 0
             _stop_all(procs, signal.SIGTERM, 10.0)
             codes = [p.returncode for p in procs]
+            if 2 in codes:  # a usage or configuration error: starting again cannot help
+                log.error("a cluster member refused its configuration (exit codes %s)", codes)
+                return 2
             now = clock.monotonic_s()
             failures.append(now)
             while failures and failures[0] < now - policy.window_s:

@@ -21,6 +21,7 @@ from pathlib import Path
 import redis
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
+from flows.backtest import SCRATCH_PREFIX
 from flows.dataflows.replay import ReplayJob, run_replay
 from flows.domain.keys import KeySpace
 from flows.domain.kline import Kline, decode_member, kline_of_row
@@ -125,7 +126,7 @@ def run_backtest(
 ) -> BacktestResult:
     """Replay ``paths`` through the dataflow with ``book``'s traders; signals whose kline
     opens in [start_ms, end_ms) are kept (indicators still warm up on the bars before)."""
-    keys = KeySpace(namespace or f"backtest-{uuid.uuid4().hex[:12]}")
+    keys = KeySpace(namespace or f"{SCRATCH_PREFIX}{uuid.uuid4().hex[:12]}")
     sink = CollectSink()
     stage = RulesStage(RulesConfig(BookHolder(book), redis_seeder(redis_url, keys)), sink)  # type: ignore[arg-type]
     job = ReplayJob(

@@ -10,6 +10,7 @@ make the re-delivered klines replace themselves.
 from __future__ import annotations
 
 import logging
+import tempfile
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -126,8 +127,14 @@ def prepare_recovery(directory: Path, place: ClusterPlace, wait_s: float = 60.0)
     every machine mounts): process 0 creates it, the others wait until it exists."""
     if place.process_id == 0:
         if recovery_shape(directory) is None:
-            directory.mkdir(parents=True, exist_ok=True)
-            init_db_dir(directory, place.processes)  # type: ignore[no-untyped-call]
+            # made aside and renamed into place, so no member ever sees it half made
+            directory.parent.mkdir(parents=True, exist_ok=True)
+            aside = Path(tempfile.mkdtemp(prefix=".recovery-", dir=directory.parent))
+            claim_recovery_dir(aside, place.processes)
+            init_db_dir(aside, place.processes)  # type: ignore[no-untyped-call]
+            if directory.is_dir() and not any(directory.iterdir()):
+                directory.rmdir()
+            aside.rename(directory)
     else:
         waited = threading.Event()
         for _ in range(int(wait_s * 10)):

@@ -8,6 +8,11 @@
   rebuilds the book at each notification (and every ``poll_s`` as a safety net), reconnecting
   after a lost connection.
 * ``TraderStore`` is the command line's CRUD on traders (as the migrating owner).
+
+The writer and the watcher work for the flow: their connections act as ``klineflow_flow``
+(``SET ROLE`` as they connect, flows.storage.pg_roles), so they have that role's rights and no
+more, whatever login the URL names. ``TraderStore`` uses the login as it is: adding and
+editing traders is the owner's (or a dashboard user's, through the dashboard).
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from psycopg.rows import dict_row
 from flows.domain.clock import SYSTEM_CLOCK, Clock
 from flows.signals.book import Book, BookHolder, TraderRow, build_book
 from flows.signals.engine import Fire, RuleFailure
+from flows.storage.pg_roles import FLOW_ROLE, connect_as
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +157,7 @@ class SignalWriter:
 
     def _connect(self) -> psycopg.Connection[Any]:
         if self._conn is None or self._conn.closed:
-            self._conn = psycopg.connect(self._url, autocommit=False, connect_timeout=5)
+            self._conn = connect_as(self._url, FLOW_ROLE, autocommit=False)
         return self._conn
 
     def write(self, items: Iterable[Fire | RuleFailure]) -> bool:
@@ -275,14 +281,14 @@ class BookWatcher(threading.Thread):
         return book
 
     def load_once(self) -> Book:
-        with psycopg.connect(self._url, connect_timeout=5) as conn:
+        with connect_as(self._url, FLOW_ROLE) as conn:
             return self.load(conn)
 
     def run(self) -> None:
         backoff = 0.5
         while not self._stop.is_set():
             try:
-                with psycopg.connect(self._url, autocommit=True, connect_timeout=5) as conn:
+                with connect_as(self._url, FLOW_ROLE, autocommit=True) as conn:
                     conn.execute("LISTEN traders")
                     self.load(conn)
                     self.connected.set()

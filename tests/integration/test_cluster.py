@@ -19,6 +19,7 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
@@ -33,7 +34,15 @@ from flows.simulator import SimConfig, Simulator
 from flows.simulator.market import SimMarket
 from flows.storage.migrations import apply_migrations
 from tests.conftest import NewDatabase
-from tests.integration.test_live import M, _check_equal, _complete, _market, _reference, _wait
+from tests.integration.test_live import (
+    M,
+    _check_equal,
+    _complete,
+    _market,
+    _post,
+    _reference,
+    _wait,
+)
 from tests.integration.test_live_kill import expected_signals, start_flow
 
 REPO = Path(__file__).resolve().parents[2]
@@ -49,11 +58,13 @@ def _traders(db: str) -> tuple[int, int]:
     return up.id, strong.id
 
 
-def _klines(client: redis.Redis, keys: KeySpace, symbols: list[str]) -> dict[str, object]:
+def _klines(
+    client: redis.Redis, keys: KeySpace, symbols: list[str], intervals: tuple[str, ...]
+) -> dict[str, object]:
     """Every closed kline and last-closed marker the flow wrote, per symbol and interval."""
     out: dict[str, object] = {}
     for s in symbols:
-        for i in ("1m", "3m"):
+        for i in intervals:
             last = client.get(keys.last_closed(s, i))
             rows = [json.loads(m) for m in client.zrange(keys.klines(s, i), 0, -1)]
             closed = [r for r in rows if last is not None and int(r[0]) <= int(last)]  # type: ignore[arg-type]
@@ -69,6 +80,71 @@ def _signals(db: str) -> list[tuple[object, ...]]:
         ).fetchall()
 
 
+def _connected(client: redis.Redis, keys: KeySpace, processes: int) -> bool:
+    """Whether the flow's heartbeat shows every process and every feed connected."""
+    beat = client.hgetall(keys.heartbeat)
+    if not beat:
+        return False
+    feeds = json.loads(beat[b"feeds"])
+    seen = int(beat.get(b"processes_seen", b"1"))
+    return seen == processes and bool(feeds) and all(f["state"] == "connected" for f in feeds)
+
+
+def _settler(db: str) -> Callable[[], bool]:
+    """A check that is true once the signals stopped changing between two looks."""
+    seen: list[int] = []
+
+    def settled() -> bool:
+        with psycopg.connect(db) as conn:
+            row = conn.execute("SELECT count(*) + coalesce(sum(repeat_count), 0) FROM signals")
+            n = row.fetchone()
+        seen.append(int(n[0]) if n else 0)
+        return len(seen) > 1 and seen[-1] == seen[-2]
+
+    return settled
+
+
+def _capture_run(
+    recording: Path,
+    symbols: list[str],
+    redis_url: str,
+    client: redis.Redis,
+    db: str,
+    tmp_path: Path,
+    processes: int,
+) -> tuple[dict[str, object], list[tuple[object, ...]], str]:
+    """`up --processes N` over the capture: (klines written, signals written, its output)."""
+    last_open = 1617566640000  # the capture's last minute, 20:04 UTC
+    keys = KeySpace(f"cl{os.getpid()}p{processes}")
+    log = tmp_path / f"flow{processes}.log"
+    with Simulator(SimConfig(recording=recording, speed=20.0)) as sim:
+        # the market waits until every feed of the flow is connected, so both runs see the
+        # whole recording live however long the processes take to start
+        _post(sim.base_url, "/_sim/pause")
+        proc = start_flow(
+            sim.base_url, symbols, redis_url, keys, tmp_path / f"data{processes}", log, db,
+            "--intervals", "1m", "--processes", str(processes),
+        )  # fmt: skip
+        try:
+            assert _wait(lambda: _connected(client, keys, processes), 60), log.read_text()
+            _post(sim.base_url, "/_sim/resume")
+
+            def done() -> bool:  # 91 s of market at 20x; the last minute closes once the
+                # exchange clock (estimated at 1x after the last trade) passes it + the grace
+                marks = [client.get(keys.last_closed(s, "1m")) for s in symbols]
+                return all(m is not None and int(m) >= last_open for m in marks)  # type: ignore[arg-type]
+
+            assert _wait(done, 60), log.read_text()[-3000:]
+            _wait(_settler(db), 10)
+        finally:
+            proc.send_signal(signal.SIGINT)
+            assert proc.wait(timeout=60) == 0, log.read_text()[-3000:]
+    out = (_klines(client, keys, symbols, ("1m",)), _signals(db), log.read_text())
+    for name in client.scan_iter(match=f"{keys.namespace}:*", count=1000):
+        client.delete(name)
+    return out
+
+
 def test_two_processes_write_what_one_process_writes(
     shared_data: Path,
     redis_url: str,
@@ -82,23 +158,12 @@ def test_two_processes_write_what_one_process_writes(
     assert {worker_of(s, 2) for s in symbols} == {0, 1}
     results = {}
     for processes in (1, 2):
-        keys = KeySpace(f"cl{os.getpid()}p{processes}")
         db = new_database()
         apply_migrations(db)
         assert _traders(db) == (1, 2)  # the same trader ids in both databases
-        log = tmp_path / f"flow{processes}.log"
-        # 91 s of market at 20x; then the last minute closes once the exchange clock (estimated
-        # at 1x after the last trade) passes it plus the grace
-        with Simulator(SimConfig(recording=recording, speed=20.0)) as sim:
-            proc = start_flow(
-                sim.base_url, symbols, redis_url, keys, tmp_path / f"data{processes}", log, db,
-                "--intervals", "1m,3m", "--processes", str(processes), "--duration", "32",
-            )  # fmt: skip
-            assert proc.wait(timeout=120) == 0, log.read_text()[-3000:]
-        text = log.read_text()
-        results[processes] = (_klines(redis_client, keys, symbols), _signals(db), text)
-        for name in redis_client.scan_iter(match=f"{keys.namespace}:*", count=1000):
-            redis_client.delete(name)
+        results[processes] = _capture_run(
+            recording, symbols, redis_url, redis_client, db, tmp_path, processes
+        )
     one, two = results[1], results[2]
     assert one[0] == two[0]
     assert one[1] == two[1]
@@ -154,6 +219,24 @@ def test_kill_9_of_one_member_restarts_the_cluster_and_ends_identical(
                 killed.append(victim)
                 assert sup.poll() is None, log.read_text()[-3000:]
             assert _wait(lambda: _complete(redis_client, keys, want), 120), log.read_text()[-3000:]
+            # `klineflow status` sees the whole cluster through the combined heartbeat
+            env = dict(os.environ, PYTHONPATH=str(REPO), KLINEFLOW_DATA_DIR=str(tmp_path))
+            status = [sys.executable, "-m", "flows.cli", "status", "--json"]
+            status += ["--redis-url", redis_url, "--namespace", keys.namespace]
+            status += ["--database-url", signals_db]
+
+            def healthy_cluster() -> bool:
+                done = subprocess.run(status, check=False, env=env, capture_output=True,
+                                      text=True, timeout=60, cwd=REPO)  # fmt: skip
+                report = json.loads(done.stdout)
+                flow = report["flow"]
+                return (
+                    bool(report["healthy"])
+                    and flow["processes_seen"] == 2
+                    and len({f["connection"].split("/")[0] for f in flow["feeds"]}) == 2
+                )
+
+            assert _wait(healthy_cluster, 30)
         finally:
             sup.send_signal(signal.SIGINT)  # Ctrl-C: the supervisor stops both members
             try:

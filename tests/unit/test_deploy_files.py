@@ -12,7 +12,7 @@ import copy
 import json
 import re
 import shlex
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,23 @@ import flows.cli
 REPO = Path(__file__).resolve().parents[2]
 DOCKERFILE = REPO / "Dockerfile"
 COMPOSE_FILE = REPO / "docker-compose.yml"
+GITIGNORE = REPO / ".gitignore"
+SECRETS_RUN_DIR = "/run/secrets/"
+# each component's services and the only secrets they may hold: their own credentials
+COMPONENT_SECRETS = {
+    "flow": {"redis_flow_password", "pg_flow_password"},
+    "api": {"redis_api_password"},
+    "dashboard": {"redis_dashboard_password", "pg_dashboard_password"},
+}
+# the one-shot services that prepare the servers hold the secrets they install, and only those
+PREPARER_SECRETS = {
+    "redis-acl": {"redis_flow_password", "redis_api_password", "redis_dashboard_password"},
+    "pg-login-flow": {"postgres_owner_password", "pg_flow_password"},
+    "pg-login-dashboard": {"postgres_owner_password", "pg_dashboard_password"},
+    "migrate": {"postgres_owner_password"},
+    "postgres": {"postgres_owner_password"},
+}
+FLOW_MEMBER = re.compile(r"^flow-(\d+)$")
 
 BASE_IMAGE = "python:3.11-slim"
 LOOPBACK = "127.0.0.1"
@@ -309,6 +326,19 @@ def compose_command_problems(compose: dict[str, Any], root: CliCommand) -> list[
     return problems
 
 
+def one_shots(compose: dict[str, Any]) -> set[str]:
+    """Services that run once and exit (never restarted; others wait for them to complete)."""
+    services = _services(compose)
+    awaited = {
+        dependency
+        for service in services.values()
+        if isinstance(service.get("depends_on"), dict)
+        for dependency, how in service["depends_on"].items()
+        if how.get("condition") == "service_completed_successfully"
+    }
+    return {n for n in awaited if n in services and services[n].get("restart") == "no"}
+
+
 def healthcheck_problems(compose: dict[str, Any]) -> list[str]:
     problems: list[str] = []
     services = _services(compose)
@@ -317,8 +347,9 @@ def healthcheck_problems(compose: dict[str, Any]) -> list[str]:
         for name in SERVICES_NEEDING_HEALTHCHECK
         if name not in services
     )
+    once = one_shots(compose)
     for name, service in services.items():
-        if "build" not in service and "image" not in service:
+        if ("build" not in service and "image" not in service) or name in once:
             continue
         check = service.get("healthcheck")
         if not isinstance(check, dict) or check.get("disable") or not check.get("test"):
@@ -359,17 +390,153 @@ def _environment(service: dict[str, Any]) -> dict[str, str]:
     return {str(k): "" if v is None else str(v) for k, v in env.items()}
 
 
+def _secrets_of(service: dict[str, Any]) -> set[str]:
+    return {s if isinstance(s, str) else str(s.get("source")) for s in service.get("secrets", [])}
+
+
 def secret_problems(compose: dict[str, Any]) -> list[str]:
-    """Passwords appear only as `${...}` references to the environment, never literally."""
+    """Passwords come only from secret files: a variable that names a password is a `*_FILE`
+    path to a secret the service mounts, no URL carries a password, and no value is written
+    out (not even as a `${...}` reference to the environment)."""
     problems = []
+    declared = set(compose.get("secrets") or {})
     for name, service in _services(compose).items():
+        mounted = _secrets_of(service)
+        problems.extend(f"service {name}: secret {s!r} is not declared"
+                        for s in sorted(mounted - declared))  # fmt: skip
         for key, value in _environment(service).items():
-            if _SECRET_KEY.search(key) and not _REFERENCE.fullmatch(value):
-                problems.append(f"service {name}: {key} is not a ${{...}} reference")
+            if not _SECRET_KEY.search(key):
+                continue
+            secret = value.removeprefix(SECRETS_RUN_DIR)
+            if not key.endswith("_FILE") or not value.startswith(SECRETS_RUN_DIR):
+                problems.append(f"service {name}: {key} is not a *_FILE path in {SECRETS_RUN_DIR}")
+            elif secret not in mounted:
+                problems.append(f"service {name}: {key} names {secret!r}, a secret it lacks")
     for text in _strings(compose):
-        for match in _URL_CREDENTIALS.finditer(text):
-            if not _REFERENCE.fullmatch(match["password"]):
-                problems.append(f"a URL carries a literal password: {text}")
+        if _URL_CREDENTIALS.search(text):
+            problems.append(f"a URL carries a password: {text}")
+    return problems
+
+
+def secret_file_problems(compose: dict[str, Any], gitignore: str) -> list[str]:
+    """Every secret is a file under ./secrets/, a folder git ignores."""
+    problems = []
+    ignored = {line.strip() for line in gitignore.splitlines()}
+    if not ignored & {"secrets/", "/secrets/", "/secrets"}:
+        problems.append(".gitignore does not ignore the secrets/ folder")
+    for name, secret in (compose.get("secrets") or {}).items():
+        path = str((secret or {}).get("file", ""))
+        if not path.startswith("./secrets/"):
+            problems.append(f"secret {name} is not a file under ./secrets/: {secret!r}")
+    return problems
+
+
+def _url_user(url: str) -> str:
+    match = re.match(r"^[a-z]+://([^:@/]+)@", url)
+    return match[1] if match else ""
+
+
+def _component(service: str) -> str | None:
+    return (
+        "flow" if FLOW_MEMBER.match(service) else service if service in COMPONENT_SECRETS else None
+    )
+
+
+def credential_problems(compose: dict[str, Any]) -> list[str]:
+    """Each component mounts exactly its own secrets and names its own users: a flow member
+    never sees the dashboard's password, the API no PostgreSQL password at all."""
+    problems = []
+    services = _services(compose)
+    holders: dict[str, set[str]] = {}
+    for name, service in services.items():
+        for secret in _secrets_of(service):
+            holders.setdefault(secret, set()).add(name)
+        component = _component(name)
+        if component is None:
+            continue
+        if _secrets_of(service) != COMPONENT_SECRETS[component]:
+            problems.append(f"service {name} mounts {sorted(_secrets_of(service))}, expected "
+                            f"{sorted(COMPONENT_SECRETS[component])}")  # fmt: skip
+        env = _environment(service)
+        for server in ("REDIS", "DATABASE"):
+            url = env.get(f"KLINEFLOW_{server}_URL")
+            if url is None:
+                continue
+            if _url_user(url) != component:
+                problems.append(f"service {name}: KLINEFLOW_{server}_URL logs in as "
+                                f"{_url_user(url)!r}, not {component!r}")  # fmt: skip
+            secret = env.get(f"KLINEFLOW_{server}_PASSWORD_FILE", "").removeprefix(SECRETS_RUN_DIR)
+            if secret not in COMPONENT_SECRETS[component]:
+                problems.append(f"service {name}: its {server.lower()} password is not its own")
+    owners = {s: c for c, secrets in COMPONENT_SECRETS.items() for s in secrets}
+    owners["postgres_owner_password"] = "the owner"
+    for secret, names in sorted(holders.items()):
+        for holder in sorted(names):
+            component = _component(holder)
+            own = COMPONENT_SECRETS[component] if component else PREPARER_SECRETS.get(holder, set())
+            if secret not in own:
+                problems.append(f"service {holder} mounts {secret}, {owners.get(secret)}'s secret")
+    return problems
+
+
+def _option(argv: list[str], option: str) -> str | None:
+    return argv[argv.index(option) + 1] if option in argv[:-1] else None
+
+
+def redis_acl_problems(compose: dict[str, Any]) -> list[str]:
+    """Redis starts from the ACL file that `klineflow access redis-acl` writes (the default
+    user off, one user per component) after that one-shot completed."""
+    services = _services(compose)
+    writers = {n: _argv(s.get("command", [])) for n, s in services.items()
+               if _argv(s.get("command", []))[:2] == ["access", "redis-acl"]}  # fmt: skip
+    if len(writers) != 1:
+        return [f"expected one service running `access redis-acl`, found {sorted(writers)}"]
+    ((writer, argv),) = writers.items()
+    problems = []
+    for user in ("flow", "api", "dashboard"):
+        given = _option(argv, f"--{user}-password-file")
+        if given != f"{SECRETS_RUN_DIR}redis_{user}_password":
+            problems.append(f"{writer}: the {user} password file is {given!r}")
+    redis_argv = _argv(services.get("redis", {}).get("command", []))
+    if _option(redis_argv, "--aclfile") is None:
+        problems.append("the redis service starts without --aclfile")
+    depends = services.get("redis", {}).get("depends_on") or {}
+    if (
+        not isinstance(depends, dict)
+        or (depends.get(writer) or {}).get("condition") != "service_completed_successfully"
+    ):
+        problems.append(f"redis does not wait for {writer} to complete")
+    return problems
+
+
+def cluster_problems(compose: dict[str, Any]) -> list[str]:
+    """The flow members run `up` as one cluster: member i is --process-id i, every member lists
+    the same --addresses (member i's own host at place i), and all share the recovery volume
+    mounted at their data directory."""
+    services = _services(compose)
+    members = sorted((int(m[1]), n) for n in services if (m := FLOW_MEMBER.match(n)))
+    if len(members) < 2 or [i for i, _ in members] != list(range(len(members))):
+        return [f"expected flow-0, flow-1, ...: found {[n for _, n in members]}"]
+    problems = []
+    addresses, mounts = set(), set()
+    for i, name in members:
+        service = services[name]
+        argv = _argv(service.get("command", []))
+        if argv[:1] != ["up"] or _option(argv, "--process-id") != str(i):
+            problems.append(f"{name} does not run `up --process-id {i}`")
+        listed = _option(argv, "--addresses") or ""
+        addresses.add(listed)
+        hosts = [a.rpartition(":")[0] for a in listed.split(";")]
+        if hosts != [n for _, n in members]:
+            problems.append(f"{name}: --addresses {listed!r} does not list the members in order")
+        data_dir = _environment(service).get("KLINEFLOW_DATA_DIR")
+        volume = [str(v).partition(":")[0] for v in service.get("volumes", [])
+                  if str(v).partition(":")[2].partition(":")[0] == data_dir]  # fmt: skip
+        mounts.add((data_dir, tuple(volume)))
+    if len(addresses) != 1:
+        problems.append(f"the members list different addresses: {sorted(addresses)}")
+    if len(mounts) != 1 or not next(iter(mounts))[1]:
+        problems.append(f"the members do not share one volume at their data dir: {mounts}")
     return problems
 
 
@@ -403,6 +570,10 @@ def compose_problems(compose: dict[str, Any], root: CliCommand) -> list[str]:
         *healthcheck_problems(compose),
         *port_problems(compose),
         *secret_problems(compose),
+        *secret_file_problems(compose, GITIGNORE.read_text(encoding="utf-8")),
+        *credential_problems(compose),
+        *redis_acl_problems(compose),
+        *cluster_problems(compose),
         *volume_problems(compose),
     ]
 
@@ -458,21 +629,66 @@ def test_compose_file_is_sound(compose: dict[str, Any], root: CliCommand) -> Non
 
 
 def test_compose_file_has_no_literal_password_text() -> None:
-    # Independent of the YAML structure: any "password" followed by a value must be a reference.
+    # Independent of the YAML structure: anything called a password is a file in /run/secrets/
+    # (a *_FILE variable) or a secret's file under ./secrets/.
     text = COMPOSE_FILE.read_text(encoding="utf-8")
-    for match in re.finditer(r"(?im)^\s*-?\s*\w*password\w*\s*[:=]\s*(\S.*)$", text):
-        assert _REFERENCE.fullmatch(match[1].strip().strip("\"'")), match[0]
+    found = re.findall(r"(?im)^[ \t]*-?[ \t]*(\w*password\w*)[ \t]*[:=][ \t]*(\S.*)$", text)
+    assert found
+    for key, value in found:
+        text_value = value.strip().strip("\"'")
+        assert key.upper().endswith("_FILE"), (key, value)
+        assert text_value.startswith(SECRETS_RUN_DIR), (key, value)
+    assert "${" not in text  # nothing is taken from the environment either
 
 
-def test_pipeline_services_wait_for_healthy_servers(compose: dict[str, Any]) -> None:
+def test_pipeline_services_wait_for_healthy_servers_and_their_logins(
+    compose: dict[str, Any],
+) -> None:
     services = _services(compose)
-    for name, needs in (("api", {"redis"}), ("flow", {"redis", "postgres"})):
+    needs = {"api": {"redis"}, "flow-0": {"redis", "postgres"}, "flow-1": {"redis", "postgres"},
+             "dashboard": {"redis", "postgres"}}  # fmt: skip
+    for name, servers in needs.items():
         depends = services[name]["depends_on"]
         assert isinstance(depends, dict)
-        for dependency in needs:
+        for dependency in servers:
             assert depends[dependency]["condition"] == "service_healthy", (name, dependency)
-        assert _environment(services[name])["KLINEFLOW_REDIS_URL"] == "redis://redis:6379/0"
-    assert "@postgres:5432/" in _environment(services["flow"])["KLINEFLOW_DATABASE_URL"]
+        user = name.partition("-")[0]
+        assert _environment(services[name])["KLINEFLOW_REDIS_URL"] == f"redis://{user}@redis:6379/0"
+        if "postgres" in servers:
+            login = depends[f"pg-login-{user}"]
+            assert login["condition"] == "service_completed_successfully"
+            url = _environment(services[name])["KLINEFLOW_DATABASE_URL"]
+            assert url == f"postgresql://{user}@postgres:5432/klineflow"
+    assert services["pg-login-flow"]["depends_on"]["migrate"]["condition"] == (
+        "service_completed_successfully"
+    )
+
+
+def test_one_shot_services_prepare_the_servers(compose: dict[str, Any]) -> None:
+    assert one_shots(compose) == {"redis-acl", "migrate", "pg-login-flow", "pg-login-dashboard"}
+    owner = "postgresql://klineflow@postgres:5432/klineflow"  # the owner, only here
+    for name in ("migrate", "pg-login-flow", "pg-login-dashboard"):
+        assert _environment(_services(compose)[name])["KLINEFLOW_DATABASE_URL"] == owner
+
+
+def test_the_acl_the_compose_file_generates_switches_the_default_user_off(
+    compose: dict[str, Any], tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    (writer,) = [s for s in _services(compose).values()
+                 if _argv(s.get("command", []))[:2] == ["access", "redis-acl"]]  # fmt: skip
+    argv = _argv(writer["command"])
+    for user in ("flow", "api", "dashboard"):  # the secrets, here made up
+        (tmp_path / f"redis_{user}_password").write_text(f"{user}-password-0123456789\n")
+    argv = [a.replace(SECRETS_RUN_DIR, f"{tmp_path}/") for a in argv]
+    argv[argv.index("--out") + 1] = str(tmp_path / "users.acl")
+    result = CliRunner().invoke(flows.cli.app, argv)
+    assert result.exit_code == 0, result.output
+    lines = (tmp_path / "users.acl").read_text().splitlines()
+    assert lines[0].split()[:3] == ["user", "default", "off"]
+    assert sorted(line.split()[1] for line in lines[1:]) == ["api", "dashboard", "flow"]
+    assert all(line.split()[2] == "on" for line in lines[1:])
 
 
 # --- the checkers catch what they should ----------------------------------------------------
@@ -481,7 +697,7 @@ def test_pipeline_services_wait_for_healthy_servers(compose: dict[str, Any]) -> 
 def test_the_checker_reports_a_nonexistent_command(
     broken: dict[str, Any], root: CliCommand
 ) -> None:
-    broken["services"]["flow"]["command"] = "klineflow frobnicate"
+    broken["services"]["api"]["command"] = "klineflow frobnicate"
     problems = compose_problems(broken, root)
     assert len(problems) == 1
     assert "frobnicate" in problems[0]
@@ -530,7 +746,7 @@ def test_missing_healthcheck_is_reported(broken: dict[str, Any], service: str) -
 
 
 def test_disabled_healthcheck_is_reported(broken: dict[str, Any]) -> None:
-    broken["services"]["flow"]["healthcheck"] = {"test": ["NONE"]}
+    broken["services"]["flow-0"]["healthcheck"] = {"test": ["NONE"]}
     broken["services"]["api"]["healthcheck"] = {"disable": True}
     assert len(healthcheck_problems(broken)) == 2
 
@@ -554,8 +770,11 @@ def test_loopback_long_form_port_passes(broken: dict[str, Any]) -> None:
     [
         ("postgres", {"POSTGRES_PASSWORD": "hunter2"}),
         ("postgres", ["POSTGRES_PASSWORD=hunter2"]),
-        ("postgres", {"POSTGRES_PASSWORD": "x${KLINEFLOW_PG_PASSWORD}"}),
-        ("flow", {"KLINEFLOW_DATABASE_URL": "postgresql://klineflow:hunter2@postgres:5432/k"}),
+        ("postgres", {"POSTGRES_PASSWORD": "${KLINEFLOW_PG_PASSWORD}"}),
+        ("postgres", {"POSTGRES_PASSWORD_FILE": "/etc/pw"}),
+        ("postgres", {"POSTGRES_PASSWORD_FILE": "/run/secrets/pg_flow_password"}),  # not its
+        ("flow-0", {"KLINEFLOW_DATABASE_URL": "postgresql://flow:hunter2@postgres:5432/k"}),
+        ("flow-0", {"KLINEFLOW_REDIS_URL": "redis://flow:${REDIS_PW}@redis:6379/0"}),
     ],
 )
 def test_literal_password_is_reported(
@@ -563,6 +782,86 @@ def test_literal_password_is_reported(
 ) -> None:
     broken["services"][service]["environment"] = environment
     assert len(secret_problems(broken)) == 1
+
+
+def test_a_secret_outside_the_ignored_folder_is_reported(broken: dict[str, Any]) -> None:
+    gitignore = GITIGNORE.read_text(encoding="utf-8")
+    assert secret_file_problems(broken, gitignore) == []
+    broken["secrets"]["pg_flow_password"] = {"file": "./pg_flow_password.txt"}
+    assert len(secret_file_problems(broken, gitignore)) == 1
+    problems = secret_file_problems(broken, "*.pyc\n")
+    assert problems[0] == ".gitignore does not ignore the secrets/ folder"
+    assert len(problems) == 2 and "pg_flow_password is not a file under" in problems[1]
+
+
+@pytest.mark.parametrize(
+    ("service", "change", "expected"),
+    [
+        ("flow-1", {"secrets": ["redis_flow_password", "pg_dashboard_password"]}, "mounts"),
+        ("api", {"secrets": ["redis_api_password", "pg_flow_password"]}, "flow's secret"),
+        ("redis", {"secrets": ["pg_dashboard_password"]}, "dashboard's secret"),
+        ("dashboard", {"environment": {"KLINEFLOW_REDIS_URL": "redis://flow@redis:6379/0"}},
+         "logs in as 'flow'"),
+        ("api", {"environment": {"KLINEFLOW_REDIS_URL": "redis://api@redis:6379/0",
+                                 "KLINEFLOW_REDIS_PASSWORD_FILE": "/run/secrets/x"}},
+         "not its own"),
+    ],
+)  # fmt: skip
+def test_a_component_with_anothers_credentials_is_reported(
+    broken: dict[str, Any], service: str, change: dict[str, object], expected: str
+) -> None:
+    assert credential_problems(broken) == []
+    broken["services"][service].update(change)
+    assert any(expected in p for p in credential_problems(broken)), credential_problems(broken)
+
+
+@pytest.mark.parametrize(
+    ("spoil", "expected"),
+    [
+        (lambda c: c["services"]["redis"].update(command=["redis-server"]), "without --aclfile"),
+        (lambda c: c["services"]["redis"].pop("depends_on"), "does not wait"),
+        (lambda c: c["services"]["redis-acl"]["command"].__setitem__(3, "/run/secrets/x"),
+         "flow password file"),
+        (lambda c: c["services"].pop("redis-acl"), "expected one service"),
+    ],
+)  # fmt: skip
+def test_redis_without_the_generated_acl_is_reported(
+    broken: dict[str, Any], spoil: Callable[[dict[str, Any]], object], expected: str
+) -> None:
+    assert redis_acl_problems(broken) == []
+    spoil(broken)
+    assert any(expected in p for p in redis_acl_problems(broken)), redis_acl_problems(broken)
+
+
+def _set_option(command: list[str], option: str, value: str) -> None:
+    command[command.index(option) + 1] = value
+
+
+@pytest.mark.parametrize(
+    ("spoil", "expected"),
+    [
+        (lambda s: _set_option(s["flow-1"]["command"], "--addresses", "flow-1:2101;flow-0:2101"),
+         "different addresses"),
+        (lambda s: [_set_option(s[f"flow-{i}"]["command"], "--addresses", "a:1;b:1")
+                    for i in (0, 1)], "in order"),
+        (lambda s: _set_option(s["flow-1"]["command"], "--process-id", "0"), "--process-id 1"),
+        (lambda s: s["flow-1"].update(volumes=["other:/data"]), "share one volume"),
+        (lambda s: s.pop("flow-1"), "expected flow-0, flow-1"),
+    ],
+)  # fmt: skip
+def test_flow_members_that_disagree_are_reported(
+    broken: dict[str, Any], spoil: Callable[[dict[str, Any]], object], expected: str
+) -> None:
+    assert cluster_problems(broken) == []
+    spoil(broken["services"])
+    assert any(expected in p for p in cluster_problems(broken)), cluster_problems(broken)
+
+
+def test_a_one_shot_needs_no_healthcheck_but_a_server_does(broken: dict[str, Any]) -> None:
+    assert "healthcheck" not in broken["services"]["migrate"]
+    assert healthcheck_problems(broken) == []
+    broken["services"]["migrate"]["restart"] = "unless-stopped"  # now a long-running service
+    assert healthcheck_problems(broken) == ["service migrate has no healthcheck"]
 
 
 def test_undeclared_volume_is_reported(broken: dict[str, Any]) -> None:

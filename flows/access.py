@@ -1,0 +1,179 @@
+"""Redis ACL users, one per component, each held to its keys and the commands its code sends.
+
+| user | keys | may |
+|---|---|---|
+| flow | every key of KeySpace; the backtest scratch namespaces | read and write |
+| api | klines, last closed, symbols | read |
+| dashboard | what its pages read (klines, symbols, gaps, streams, heartbeat) | read |
+|           | the backtest scratch namespaces (a run builds its klines there) | read and write |
+
+Key patterns are derived from `flows.domain.keys.KeySpace` (each key method called with `*`
+for its parameters, under the configured namespace), never written out a second time; a test
+walks KeySpace so that a new key must be given to someone here. The command lists come from
+reading every Redis call of the package and were checked by running the real flow, API and
+dashboard code as these users (tests/integration/test_redis_acl.py); SCAN is keyless in Redis,
+so it lists key names beyond a user's patterns (names only: reading them is still refused).
+
+Passwords are stored as SHA-256 (`#<hex>`), so the ACL file does not hold them in clear. The
+`default` user is switched off: a connection must name its user. Redis 7 can also make a key
+pattern read-only (`%R~`): the API's and the dashboard's live keys get it there, so on Redis 7
+the dashboard cannot write a live kline even with the write commands its backtests need. Redis
+6 has no such prefix (`redis_major=6`): the dashboard's key and command rights then combine.
+
+>>> print(acl_user("api", "a" * 16, KeySpace("demo")))  # doctest: +ELLIPSIS
+user api on #... resetkeys resetchannels %R~demo:klines:*:* ... -@all +ping +zrangebyscore ...
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from flows.backtest import SCRATCH_PREFIX
+from flows.domain.keys import KeySpace
+
+USERS = ("flow", "api", "dashboard")
+MIN_PASSWORD_LENGTH = 16
+
+# KeySpace members that are not keys: the PUBLISH channel, a pattern, the prefix itself
+NOT_KEYS = frozenset({"closed_channel", "replay_state_pattern", "namespace"})
+# every key the flow writes (KeySpace members): all of them
+FLOW_KEYS = frozenset(
+    {
+        "klines",
+        "last_closed",
+        "symbols",
+        "gaps",
+        "dead_letters",
+        "data_quality",
+        "reconcile",
+        "heartbeat",
+        "heartbeat_of",
+        "replay_state",
+    }
+)
+API_READS = frozenset({"klines", "last_closed", "symbols"})
+# the Market, Screener and Status pages (dashboard/data/market.py)
+DASHBOARD_READS = API_READS | {"gaps", "dead_letters", "data_quality", "reconcile", "heartbeat"}
+
+# Commands, by what sends them.
+CONNECT = ("ping",)  # health checks (AUTH needs no right)
+READ_KLINES = (  # flows.storage.kline_store.KlineStore
+    "zrangebyscore", "zrevrangebyscore", "zcard", "get", "smembers", "sismember",
+)  # fmt: skip
+READ_STATUS = ("zrevrange", "xlen", "xrevrange", "hgetall")  # dashboard/data/market.py
+WRITE_KLINES = (  # flows.storage.redis_klines.KlineWriter: a pipeline of EVALSHA and the rest
+    "evalsha", "script|load", "script|exists",  # redis-py loads the script when missing
+    "zremrangebyscore", "zadd", "zremrangebyrank", "get", "set", "publish",  # inside the Lua
+    "sadd", "xadd",
+)  # fmt: skip
+REPLAY_STATE = ("scan", "mget", "del")  # where the last replay left each symbol
+BACKTEST = ("zrange", "scan", "del")  # a run reads its klines back and drops its namespace
+HEARTBEAT = ("multi", "exec", "discard", "del", "hset", "expire", "hgetall")  # MULTI pipeline
+
+
+@dataclass(frozen=True, slots=True)
+class Rights:
+    """One user's rights: patterns it may only read, patterns it may write, channels it may
+    publish to, and commands."""
+
+    read: tuple[str, ...]
+    write: tuple[str, ...]
+    channels: tuple[str, ...]
+    commands: tuple[str, ...]
+
+
+def _glob_escape(text: str) -> str:
+    return re.sub(r"([*?\[\]\\])", r"\\\1", text)
+
+
+def key_patterns(keys: KeySpace, namespace_is_glob: bool = False) -> dict[str, str]:
+    """Every key KeySpace builds, as a glob: {member name: pattern}, parameters as `*` and the
+    namespace taken literally (unless it is a glob itself)."""
+    if re.search(r"\s", keys.namespace):
+        raise ValueError(f"namespace {keys.namespace!r}: no spaces in an ACL key pattern")
+    escaped = keys if namespace_is_glob else KeySpace(_glob_escape(keys.namespace))
+    out: dict[str, str] = {}
+    for name, member in inspect.getmembers(KeySpace):
+        if name.startswith("_") or name in NOT_KEYS:
+            continue
+        if isinstance(member, property):
+            out[name] = str(getattr(escaped, name))
+        elif inspect.isfunction(member):
+            arity = len(inspect.signature(member).parameters) - 1  # without self
+            out[name] = str(getattr(escaped, name)(*["*"] * arity))
+    return out
+
+
+_SCRATCH = KeySpace(SCRATCH_PREFIX + "*")  # a glob on purpose: every backtest run's namespace
+
+
+def _patterns(keys: KeySpace, members: frozenset[str], glob: bool = False) -> tuple[str, ...]:
+    found = key_patterns(keys, namespace_is_glob=glob)
+    return tuple(found[m] for m in sorted(members))
+
+
+def _commands(*groups: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(c for group in groups for c in group))
+
+
+def rights(user: str, keys: KeySpace = KeySpace()) -> Rights:
+    """What `user` may do under `keys`' namespace (backtests use namespaces of their own)."""
+    scratch = _SCRATCH
+    if user == "flow":
+        return Rights(
+            read=(),
+            write=_patterns(keys, FLOW_KEYS) + _patterns(scratch, FLOW_KEYS, glob=True),
+            channels=(_glob_escape(keys.closed_channel), scratch.closed_channel),
+            commands=_commands(
+                CONNECT, READ_KLINES, WRITE_KLINES, REPLAY_STATE, HEARTBEAT, BACKTEST
+            ),
+        )
+    if user == "api":
+        return Rights(_patterns(keys, API_READS), (), (), _commands(CONNECT, READ_KLINES))
+    if user == "dashboard":
+        return Rights(
+            read=_patterns(keys, DASHBOARD_READS),
+            write=_patterns(scratch, FLOW_KEYS, glob=True),
+            channels=(scratch.closed_channel,),
+            commands=_commands(
+                CONNECT, READ_KLINES, READ_STATUS, WRITE_KLINES, REPLAY_STATE, BACKTEST
+            ),
+        )
+    raise ValueError(f"Redis user {user!r} is not one of {', '.join(USERS)}")
+
+
+def password_hash(password: str) -> str:
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise ValueError(f"a Redis password needs at least {MIN_PASSWORD_LENGTH} characters")
+    return hashlib.sha256(password.encode("utf-8")).hexdigest()
+
+
+def acl_user(user: str, password: str, keys: KeySpace = KeySpace(), redis_major: int = 7) -> str:
+    """One `user ...` line of a Redis ACL file."""
+    r = rights(user, keys)
+    read = "%R~" if redis_major >= 7 else "~"
+    words = ["user", user, "on", "#" + password_hash(password), "resetkeys", "resetchannels"]
+    words += [read + p for p in r.read if p not in r.write]
+    words += ["~" + p for p in r.write]
+    words += ["&" + c for c in r.channels]
+    words += ["-@all", *("+" + c for c in r.commands)]
+    return " ".join(words)
+
+
+DEFAULT_OFF = "user default off resetpass resetkeys resetchannels -@all"
+
+
+def acl_file(passwords: Mapping[str, str], namespace: str = "", redis_major: int = 7) -> str:
+    """The whole ACL file: the default user off, then one line per component (all three)."""
+    missing = [u for u in USERS if u not in passwords]
+    if missing or set(passwords) - set(USERS):
+        raise ValueError(f"give a password for each of {', '.join(USERS)} (and no other)")
+    if len(set(passwords.values())) < len(USERS):
+        raise ValueError("each Redis user needs a password of its own")
+    keys = KeySpace(namespace)
+    lines = [DEFAULT_OFF, *(acl_user(u, passwords[u], keys, redis_major) for u in USERS)]
+    return "\n".join(lines) + "\n"
