@@ -26,7 +26,7 @@ import psycopg
 import pytest
 import redis
 
-from flows.cluster import ClusterMismatch, ClusterPlace, claim_recovery_dir, worker_of
+from flows.cluster import ClusterMismatch, claim_recovery_dir, worker_of
 from flows.domain.keys import KeySpace
 from flows.signals.book import TraderRow
 from flows.signals.store import TraderStore
@@ -297,12 +297,3 @@ def test_bad_cluster_options_are_refused_with_a_reason(argv: list[str], tmp_path
     )
     assert done.returncode == 2, done.stdout + done.stderr
     assert "error" in done.stdout + done.stderr
-
-
-def test_every_symbol_has_exactly_one_owner() -> None:
-    addresses = ("h1:1", "h2:2", "h3:3")
-    symbols = [f"S{i}USDT" for i in range(300)]
-    owners = [[ClusterPlace(i, addresses).owns(s) for i in range(3)] for s in symbols]
-    assert all(sum(o) == 1 for o in owners)
-    shares = [sum(o[i] for o in owners) for i in range(3)]
-    assert min(shares) > 60  # spread over the processes, not all on one
