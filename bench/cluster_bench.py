@@ -29,7 +29,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
 from datetime import timedelta
@@ -250,12 +249,15 @@ def live(processes: int, redis_url: str, a: argparse.Namespace, burst: bool) -> 
                 rss, hwm = _memory_mb(p)
                 per.append({"pid": p, "cpu_core_share": (_cpu_s(p) - cpu0[p]) / elapsed,
                             "rss_mb": rss, "peak_rss_mb": hwm})  # fmt: skip
-            out: dict[str, Any] = {"processes": processes, "symbols": len(symbols),
-                                   "rate": a.live_rate, "window_s": elapsed, "per_process": per}  # fmt: skip
+            out: dict[str, Any] = {
+                "processes": processes, "symbols": len(symbols), "rate": a.live_rate,
+                "window_s": elapsed, "per_process": per,
+            }  # fmt: skip
             if burst:
                 before = _lag_p99(metrics_port)
-                urllib.request.urlopen(urllib.request.Request(
-                    base + "/_sim/stall?seconds=25", method="POST", data=b""), timeout=10).read()  # fmt: skip
+                stall = urllib.request.Request(base + "/_sim/stall?seconds=25", method="POST",
+                                               data=b"")  # fmt: skip
+                urllib.request.urlopen(stall, timeout=10).read()
                 time.sleep(25.0)  # the stall: frames queue in the simulator
                 released = time.perf_counter()
                 peak, back = 0.0, None
@@ -334,8 +336,8 @@ def main() -> None:
         for m in r["per_process"]:
             print(f"live, {r['symbols']} symbols at {r['rate']:,.0f} trades/s, {n} process(es), "
                   f"pid {m['pid']}: CPU {100 * m['cpu_core_share']:.1f}% of one core over "
-                  f"{r['window_s']:.0f} s; RSS {m['rss_mb']:.0f} MB (peak {m['peak_rss_mb']:.0f} MB)",
-                  flush=True)  # fmt: skip
+                  f"{r['window_s']:.0f} s; RSS {m['rss_mb']:.0f} MB "
+                  f"(peak {m['peak_rss_mb']:.0f} MB)", flush=True)  # fmt: skip
         if "burst" in r:
             b = r["burst"]
             print(f"burst: {b['trades']:,} trades held 25 s then released at once; lag p99 "
