@@ -382,6 +382,9 @@ def up(
         int | None,
         typer.Option(help="serve /metrics (Prometheus) and /healthz on this port; 0: none"),
     ] = 9108,
+    metrics_host: Annotated[
+        str, typer.Option(help="address /metrics listens on (0.0.0.0: reachable from others)")
+    ] = "127.0.0.1",
     processes: Annotated[
         int, typer.Option(help="run as a Bytewax cluster of this many local processes")
     ] = 1,
@@ -459,6 +462,7 @@ def up(
         duration_s=duration,
         database_url=db_url,
         metrics_port=metrics_port or None,
+        metrics_host=metrics_host,
         cluster=place,
     )
     board = _start_dashboard(settings, job.redis_url, db_url, dashboard_port) if dashboard else None
