@@ -14,6 +14,7 @@ One worker per process: workers in one process share the GIL.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -260,6 +261,11 @@ def supervise(
             except KeyboardInterrupt:
                 interrupted.set()
             if interrupted.is_set():
+                # Ctrl-C in a terminal reached the members too: let them finish on their own
+                # (a second SIGINT could cut their summaries short), then ask those still up
+                for p in procs:
+                    with contextlib.suppress(subprocess.TimeoutExpired):
+                        p.wait(timeout=5.0)
                 _stop_all(procs, signal.SIGINT, 20.0)
                 return 130
             if first == 0:  # --duration: the others end on their own in a moment
