@@ -243,6 +243,7 @@ def supervise(
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, on_term)
     pause = threading.Event()
+    procs: list[subprocess.Popen[bytes]] = []
     try:
         while True:
             addresses = local_addresses(processes)
@@ -293,6 +294,11 @@ def supervise(
             log.warning("cluster member ended (exit codes %s); restarting the cluster from its "
                         "last snapshot in %.0f s", codes, policy.pause_s)  # fmt: skip
             pause.wait(policy.pause_s)
+            if interrupted.is_set():
+                return 130
+    except KeyboardInterrupt:  # between two clusters, or while one was ending
+        _stop_all(procs, signal.SIGINT, 20.0)
+        return 130
     finally:
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, previous)
