@@ -56,6 +56,10 @@ def render() -> None:
         f2.metric("Trades read", f"{int(beat.get('trades_read', 0)):,}")
         f3.metric("Late / duplicate", f"{beat.get('late', 0)} / {beat.get('duplicates', 0)}")
         f4.metric("Reconnects / gaps", f"{beat.get('feed_reconnects', 0)} / {beat.get('gaps', 0)}")
+        processes = int(beat.get("processes", 1))
+        if processes > 1:
+            st.caption(f"Cluster: {beat.get('processes_seen', 0)} of {processes} processes "
+                       "heard from; feeds are listed as process/connection.")  # fmt: skip
         feeds = beat.get("feeds") or []
         if feeds:
             st.dataframe(

@@ -102,6 +102,25 @@ def test_status_shows_the_flow_heartbeat_and_each_feed_connection(
     assert list(table["last message"]) == ["0.4 s ago", "31.0 s ago"]
 
 
+def test_status_shows_a_cluster_from_its_combined_heartbeat(filled: Filled, app_env: None) -> None:
+    from flows.dataflows.heartbeat import combine
+
+    now_ms = int(at_now())
+    member = {
+        "state": "running", "started_ms": str(now_ms - 9_000), "trades_read": "40",
+        "klines_closed": "{}", "feeds": json.dumps([{
+            "connection": 0, "streams": 3, "state": "connected", "last_message_age_s": 0.2,
+            "reconnects": 0, "frames": 40}]),
+    }  # fmt: skip
+    client = redis.Redis.from_url(filled.redis_url)
+    client.hset(filled.keys.heartbeat, mapping=combine([member, None], now_ms))
+    at = page("views/status.py")
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Flow"] == "degraded"  # one of two members is missing
+    assert any("1 of 2 processes" in c.value for c in at.caption)
+    assert list(at.dataframe[0].value["connection"]) == ["0/0"]
+
+
 def at_now() -> int:
     from flows.domain.clock import SYSTEM_CLOCK
 
