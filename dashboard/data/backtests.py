@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-from psycopg.rows import dict_row
 
 from flows.backtest.report import HORIZONS, SignalOutcome, export, outcomes, span_ms, summary
 from flows.backtest.run import Signal, needed_intervals, run_backtest
@@ -37,7 +36,7 @@ from flows.settings import load_settings
 from flows.signals.book import Book, TraderRow, compile_trader
 from flows.signals.engine import Fire
 
-from .db import DB_ERRORS, Database
+from .db import Database
 from .stale import Fetched
 
 RECORDINGS_ENV = "KLINEFLOW_RECORDINGS_DIR"
@@ -211,34 +210,25 @@ class RunRow:
 def runs(db: Database, user_id: int, limit: int = RUNS_LISTED) -> Fetched[list[RunRow]]:
     """The runs this user may see (her own, and command-line runs), newest first."""
 
-    def read() -> list[RunRow]:
-        with db.user_tx(user_id) as conn, conn.cursor(row_factory=dict_row) as cur:
-            cur.execute(
-                "SELECT r.id, r.owner_id, r.status, r.inputs, r.traders, r.params, r.trades, "
-                "r.klines, r.seconds, r.created_at, r.finished_at, "
-                "(SELECT count(*) FROM backtest_signals s WHERE s.run_id = r.id) AS signals "
-                "FROM backtest_runs r ORDER BY r.id DESC LIMIT %s",
-                (limit,),
-            )
-            return [_run_row(r) for r in cur.fetchall()]
-
-    return db.last_good.fetch(("backtest_runs", user_id, limit), read, [], DB_ERRORS)
+    sql = (
+        "SELECT r.id, r.owner_id, r.status, r.inputs, r.traders, r.params, r.trades, "
+        "r.klines, r.seconds, r.created_at, r.finished_at, "
+        "(SELECT count(*) FROM backtest_signals s WHERE s.run_id = r.id) AS signals "
+        "FROM backtest_runs r ORDER BY r.id DESC LIMIT %s"
+    )
+    return db.user_rows(("backtest_runs", user_id, limit), user_id, sql, (limit,), _run_row)
 
 
 def run_signals(db: Database, user_id: int, run_id: int) -> Fetched[list[SignalOutcome]]:
     """A stored run's signals with the outcomes recorded for them."""
 
-    def read() -> list[SignalOutcome]:
-        with db.user_tx(user_id) as conn, conn.cursor(row_factory=dict_row) as cur:
-            cur.execute(
-                "SELECT id, trader_id, trader_version, symbol, interval, kline_open_ms, "
-                'kline_close_ms, price, "values", repeat_count, outcomes FROM backtest_signals '
-                "WHERE run_id = %s ORDER BY trader_id, symbol, interval, kline_open_ms",
-                (run_id,),
-            )
-            return [_outcome(r) for r in cur.fetchall()]
-
-    return db.last_good.fetch(("backtest_signals", user_id, run_id), read, [], DB_ERRORS)
+    sql = (
+        "SELECT id, trader_id, trader_version, symbol, interval, kline_open_ms, "
+        'kline_close_ms, price, "values", repeat_count, outcomes FROM backtest_signals '
+        "WHERE run_id = %s ORDER BY trader_id, symbol, interval, kline_open_ms"
+    )
+    key = ("backtest_signals", user_id, run_id)
+    return db.user_rows(key, user_id, sql, (run_id,), _outcome)
 
 
 def stored_span_ms(run: RunRow, rows: Sequence[SignalOutcome]) -> int:

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 import psycopg_pool
@@ -35,6 +35,8 @@ from flows.signals.store import (
 )
 
 from .stale import Fetched, LastGood
+
+T = TypeVar("T")
 
 DB_ERRORS: tuple[type[BaseException], ...] = (
     psycopg.OperationalError,
@@ -138,31 +140,45 @@ class Database:
             yield conn
 
     # -- reads --------------------------------------------------------------------------------
-    def signals(self, user_id: int, flt: SignalFilter = SignalFilter()) -> Fetched[list[SignalRow]]:
-        def read() -> list[SignalRow]:
-            where = ["true"]
-            params: list[Any] = []
-            if flt.trader_ids:
-                where.append("s.trader_id = ANY(%s)")
-                params.append(list(flt.trader_ids))
-            if flt.symbols:
-                where.append("s.symbol = ANY(%s)")
-                params.append(list(flt.symbols))
-            if flt.intervals:
-                where.append("s.interval = ANY(%s)")
-                params.append(list(flt.intervals))
-            if flt.since is not None:
-                where.append("s.created_at >= %s")
-                params.append(flt.since)
-            sql = (
-                f"SELECT {SIGNAL_COLUMNS} FROM signals s JOIN traders t ON t.id = s.trader_id "
-                f"WHERE {' AND '.join(where)} ORDER BY s.created_at DESC, s.id DESC LIMIT %s"
-            )
-            with self.user_tx(user_id) as conn, conn.cursor(row_factory=dict_row) as cur:
-                cur.execute(sql, (*params, flt.limit))
-                return [_signal(r) for r in cur.fetchall()]
+    def user_rows(
+        self,
+        key: tuple[Any, ...],
+        user_id: int,
+        sql: str,
+        params: Sequence[Any],
+        row: Callable[[dict[str, Any]], T],
+    ) -> Fetched[list[T]]:
+        """Rows of one query as this user sees them (RLS), each made by `row`; the last good
+        answer (kept under `key`) while PostgreSQL is away."""
 
-        return self.last_good.fetch(("signals", user_id, flt), read, [], DB_ERRORS)
+        def read() -> list[T]:
+            with self.user_tx(user_id) as conn, conn.cursor(row_factory=dict_row) as cur:
+                cur.execute(sql, params)
+                return [row(r) for r in cur.fetchall()]
+
+        return self.last_good.fetch(key, read, [], DB_ERRORS)
+
+    def signals(self, user_id: int, flt: SignalFilter = SignalFilter()) -> Fetched[list[SignalRow]]:
+        where = ["true"]
+        params: list[Any] = []
+        if flt.trader_ids:
+            where.append("s.trader_id = ANY(%s)")
+            params.append(list(flt.trader_ids))
+        if flt.symbols:
+            where.append("s.symbol = ANY(%s)")
+            params.append(list(flt.symbols))
+        if flt.intervals:
+            where.append("s.interval = ANY(%s)")
+            params.append(list(flt.intervals))
+        if flt.since is not None:
+            where.append("s.created_at >= %s")
+            params.append(flt.since)
+        sql = (
+            f"SELECT {SIGNAL_COLUMNS} FROM signals s JOIN traders t ON t.id = s.trader_id "
+            f"WHERE {' AND '.join(where)} ORDER BY s.created_at DESC, s.id DESC LIMIT %s"
+        )
+        return self.user_rows(("signals", user_id, flt), user_id, sql, (*params, flt.limit),
+                              _signal)  # fmt: skip
 
     def signal(self, user_id: int, signal_id: str) -> Fetched[SignalRow | None]:
         def read() -> SignalRow | None:
@@ -182,19 +198,13 @@ class Database:
     ) -> Fetched[list[SignalRow]]:
         """The user's signals on one chart: klines opened in [start_ms, end_ms]."""
 
-        def read() -> list[SignalRow]:
-            with self.user_tx(user_id) as conn, conn.cursor(row_factory=dict_row) as cur:
-                cur.execute(
-                    f"SELECT {SIGNAL_COLUMNS} FROM signals s "
-                    "JOIN traders t ON t.id = s.trader_id "
-                    "WHERE s.symbol = %s AND s.interval = %s "
-                    "AND s.kline_open_ms BETWEEN %s AND %s ORDER BY s.kline_open_ms",
-                    (symbol, interval, start_ms, end_ms),
-                )
-                return [_signal(r) for r in cur.fetchall()]
-
+        sql = (
+            f"SELECT {SIGNAL_COLUMNS} FROM signals s JOIN traders t ON t.id = s.trader_id "
+            "WHERE s.symbol = %s AND s.interval = %s "
+            "AND s.kline_open_ms BETWEEN %s AND %s ORDER BY s.kline_open_ms"
+        )
         key = ("signals_on", user_id, symbol, interval, start_ms, end_ms)
-        return self.last_good.fetch(key, read, [], DB_ERRORS)
+        return self.user_rows(key, user_id, sql, (symbol, interval, start_ms, end_ms), _signal)
 
     def traders(self, user_id: int) -> Fetched[list[TraderRow]]:
         def read() -> list[TraderRow]:
@@ -204,16 +214,13 @@ class Database:
         return self.last_good.fetch(("traders", user_id), read, [], DB_ERRORS)
 
     def rule_errors(self, user_id: int) -> Fetched[list[RuleErrorRow]]:
-        def read() -> list[RuleErrorRow]:
-            with self.user_tx(user_id) as conn, conn.cursor(row_factory=dict_row) as cur:
-                cur.execute(
-                    "SELECT e.trader_id, t.name AS trader, e.trader_version, e.symbol, e.error, "
-                    "e.kline_open_ms, e.created_at FROM trader_errors e "
-                    "JOIN traders t ON t.id = e.trader_id ORDER BY e.created_at DESC LIMIT 200"
-                )
-                return [RuleErrorRow(**r) for r in cur.fetchall()]
-
-        return self.last_good.fetch(("rule_errors", user_id), read, [], DB_ERRORS)
+        sql = (
+            "SELECT e.trader_id, t.name AS trader, e.trader_version, e.symbol, e.error, "
+            "e.kline_open_ms, e.created_at FROM trader_errors e "
+            "JOIN traders t ON t.id = e.trader_id ORDER BY e.created_at DESC LIMIT 200"
+        )
+        return self.user_rows(("rule_errors", user_id), user_id, sql, (),
+                              lambda r: RuleErrorRow(**r))  # fmt: skip
 
     def status(self) -> Fetched[DbStatus]:
         def read() -> DbStatus:
