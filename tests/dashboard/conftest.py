@@ -98,6 +98,17 @@ def no_exceptions(at: AppTest) -> None:
     assert not at.exception, [e.value for e in at.exception]
 
 
+def open_page(path: str, user_id: int | None = None, name: str = "") -> AppTest:
+    """The app on one page (signed in as `user_id` if given), run without an exception."""
+    at = make_app()
+    if user_id is not None:
+        as_user(at, user_id, name)
+    at.run()
+    at.switch_page(path).run()
+    no_exceptions(at)
+    return at
+
+
 def charts(at: AppTest) -> list[Any]:
     """The Vega-Lite (Altair) charts on the page, in order."""
     found: list[Any] = []

@@ -31,6 +31,7 @@ from tests.dashboard.conftest import (
     charts,
     make_app,
     no_exceptions,
+    open_page,
     view_names,
 )
 
@@ -67,13 +68,7 @@ def users(
 
 
 def backtest_page(user_id: int | None = None, name: str = "") -> AppTest:
-    at = make_app()
-    if user_id is not None:
-        as_user(at, user_id, name)
-    at.run()
-    at.switch_page("views/backtest.py").run()
-    no_exceptions(at)
-    return at
+    return open_page("views/backtest.py", user_id, name)
 
 
 def type_rule(at: AppTest, rule: str) -> None:

@@ -11,14 +11,7 @@ from flows.domain.deadletter import DeadLetter
 from flows.domain.kline import kline_of_row
 from flows.sources.items import GapReport
 from flows.storage.redis_klines import KlineWriter
-from tests.dashboard.conftest import Filled, make_app, no_exceptions
-
-
-def page(path: str) -> object:
-    at = make_app().run()
-    at.switch_page(path).run()
-    no_exceptions(at)
-    return at
+from tests.dashboard.conftest import Filled, open_page
 
 
 def test_screener_shows_the_24h_figures_of_the_stored_klines(filled: Filled, app_env: None) -> None:
@@ -26,7 +19,7 @@ def test_screener_shows_the_24h_figures_of_the_stored_klines(filled: Filled, app
     members = client.zrevrange(filled.keys.klines("XRPETH", "1m"), 0, 1439)
     client.close()
     day = [kline_of_row(json.loads(m)) for m in members]  # newest first
-    at = page("views/screener.py")
+    at = open_page("views/screener.py")
     table = at.dataframe[0].value
     assert list(table["symbol"]) == ["XRPETH"]
     row = table.iloc[0]
@@ -55,7 +48,7 @@ def test_status_shows_reachability_series_dead_letters_and_gaps(
     writer.dead_letter(DeadLetter("malformed", "bad json", "{", "x.csv:9"))
     writer.gap(GapReport("XRPETH", 10, 20, 1_570_752_000_000, 1_570_752_060_000, "backfill failed"))
     writer.flush()
-    at = page("views/status.py")
+    at = open_page("views/status.py")
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Redis"] == "reachable" and metrics["PostgreSQL"] == "reachable"
     assert metrics["Symbols"] == "1"
@@ -91,7 +84,7 @@ def test_status_shows_the_flow_heartbeat_and_each_feed_connection(
         "duplicates": 7, "late": 2, "klines_closed": json.dumps({"1m": 12}),
         "feeds": json.dumps(feeds),
     })  # fmt: skip
-    at = page("views/status.py")
+    at = open_page("views/status.py")
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Flow"] == "running"
     assert metrics["Trades read"] == "123,456"
@@ -114,7 +107,7 @@ def test_status_shows_a_cluster_from_its_combined_heartbeat(filled: Filled, app_
     }  # fmt: skip
     client = redis.Redis.from_url(filled.redis_url)
     client.hset(filled.keys.heartbeat, mapping=combine([member, None], now_ms))
-    at = page("views/status.py")
+    at = open_page("views/status.py")
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Flow"] == "degraded"  # one of two members is missing
     assert any("1 of 2 processes" in c.value for c in at.caption)

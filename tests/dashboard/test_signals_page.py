@@ -11,17 +11,11 @@ from streamlit.util import calc_hash
 from dashboard.data import sources
 from flows.signals.engine import Fire
 from flows.signals.store import SignalWriter
-from tests.dashboard.conftest import Filled, as_user, make_app, no_exceptions
+from tests.dashboard.conftest import Filled, open_page
 
 
 def signals_page(user_id: int | None = None, name: str = "") -> object:
-    at = make_app()
-    if user_id is not None:
-        as_user(at, user_id, name)
-    at.run()
-    at.switch_page("views/signals.py").run()
-    no_exceptions(at)
-    return at
+    return open_page("views/signals.py", user_id, name)
 
 
 def ids_newest_first(url: str, trader_id: int) -> list[str]:

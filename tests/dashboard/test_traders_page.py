@@ -13,24 +13,17 @@ from flows.signals.preview import preview
 from flows.signals.step import redis_seeder
 from tests.dashboard.conftest import (
     Filled,
-    as_user,
     chart_datasets,
     chart_spec,
     charts,
-    make_app,
     no_exceptions,
+    open_page,
     view_names,
 )
 
 
 def traders_page(user_id: int | None = None, name: str = "") -> object:
-    at = make_app()
-    if user_id is not None:
-        as_user(at, user_id, name)
-    at.run()
-    at.switch_page("views/traders.py").run()
-    no_exceptions(at)
-    return at
+    return open_page("views/traders.py", user_id, name)
 
 
 def rule_box(at: object) -> object:
