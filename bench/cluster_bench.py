@@ -40,7 +40,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from flows.cluster import ClusterPlace, local_addresses  # noqa: E402
+from flows.cluster import ClusterPlace, local_addresses, local_members  # noqa: E402
 
 T0 = 1_704_067_200_000
 TICK = os.sysconf("SC_CLK_TCK")
@@ -186,19 +186,6 @@ def _memory_mb(pid: int) -> tuple[float, float]:
     return int(status["VmRSS"].split()[0]) / 1024, int(status["VmHWM"].split()[0]) / 1024
 
 
-def _children(pid: int) -> list[int]:
-    out = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                out.append(int(entry.name))
-    return sorted(out)
-
-
 def _get(url: str) -> Any:
     with urllib.request.urlopen(url, timeout=10) as r:
         return json.loads(r.read())
@@ -274,8 +261,7 @@ def live(processes: int, redis_url: str, a: argparse.Namespace, burst: bool) -> 
         flow = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
             time.sleep(a.warmup)
-            pids = _children(flow.pid) if processes > 1 else [flow.pid]
-            pids = [p for p in pids if "flows.cli" in Path(f"/proc/{p}/cmdline").read_text()]
+            pids = local_members(flow.pid) if processes > 1 else [flow.pid]
             cpu0 = {p: _cpu_s(p) for p in pids}
             t0 = time.perf_counter()
             time.sleep(a.window)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -137,7 +138,7 @@ def replay(
     """Run the kline dataflow over recorded files to the end, then print a summary."""
     from flows.dataflows.replay import ReplayJob, run_replay
     from flows.domain.stats import RunStats
-    from flows.sources.readers import FormatError, ReadOptions
+    from flows.sources.readers import ReadOptions
     from flows.storage.redis_klines import RetentionPolicy
 
     settings = _settings(intervals=intervals, redis_url=redis_url, namespace=namespace)
@@ -158,23 +159,8 @@ def replay(
     )
     stats = RunStats()
     started = SYSTEM_CLOCK.monotonic_s()
-    stop = threading.Event()
-    bar = (
-        threading.Thread(target=_progress_loop, args=(stats, stop), daemon=True)
-        if progress
-        else None
-    )
-    if bar:
-        bar.start()
-    try:
+    with _reading_files(stats, "replay", progress):
         run_replay(job, stats)
-    except (FileNotFoundError, FormatError) as e:
-        console.print(f"[red]error:[/red] {e}")
-        raise typer.Exit(1) from e
-    finally:
-        stop.set()
-        if bar:
-            bar.join()
     _print_summary(stats, SYSTEM_CLOCK.monotonic_s() - started, settings.intervals)
 
 
@@ -193,6 +179,27 @@ def _progress_loop(stats: RunStats, stop: threading.Event, label: str = "replay"
         while not stop.wait(0.2):
             progress.update(task, completed=stats.bytes_done, trades=stats.trades_read)
         progress.update(task, completed=stats.bytes_total, trades=stats.trades_read)
+
+
+@contextlib.contextmanager
+def _reading_files(stats: RunStats, label: str, progress: bool) -> Iterator[None]:
+    """A run over recorded files: a progress bar while it lasts (if asked), and a missing or
+    unreadable file as a one-line error (exit 1) rather than a traceback."""
+    from flows.sources.readers import FormatError
+
+    stop = threading.Event()
+    bar = threading.Thread(target=_progress_loop, args=(stats, stop, label), daemon=True)
+    if progress:
+        bar.start()
+    try:
+        yield
+    except (FileNotFoundError, FormatError) as e:
+        console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(1) from e
+    finally:
+        stop.set()
+        if progress:
+            bar.join()
 
 
 def _print_summary(stats: RunStats, seconds: float, intervals: tuple[str, ...]) -> None:
@@ -706,7 +713,6 @@ def backtest(
     from flows.rules.errors import RuleError
     from flows.signals.book import Book, TraderRow, compile_trader
     from flows.signals.store import TraderError, TraderStore
-    from flows.sources.readers import FormatError
 
     if (expr is None) == (not trader):
         console.print("[red]error:[/red] give --trader REF (one or more) or --expr RULE")
@@ -737,20 +743,9 @@ def backtest(
     run_id = start_run(db, {}, book, params) if (store and db) else None
     stats = RunStats()
     started = SYSTEM_CLOCK.monotonic_s()
-    stop = threading.Event()
-    bar = threading.Thread(target=_progress_loop, args=(stats, stop, "backtest"), daemon=True)
-    if progress:
-        bar.start()
-    try:
+    with _reading_files(stats, "backtest", progress):
         result = run_backtest(data, book, tuple(needed), _redis_url(settings), wanted,
                               _when(start), _when(end), stats=stats)  # fmt: skip
-    except (FileNotFoundError, FormatError) as e:
-        console.print(f"[red]error:[/red] {e}")
-        raise typer.Exit(1) from e
-    finally:
-        stop.set()
-        if progress:
-            bar.join()
     seconds = SYSTEM_CLOCK.monotonic_s() - started
     rows_out = outcomes(result.signals, result.klines)
     span = span_ms(result.klines)

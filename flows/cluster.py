@@ -205,6 +205,23 @@ class Restarts:
     pause_s: float = 2.0
 
 
+def local_members(supervisor_pid: int) -> list[int]:
+    """The live member processes of a local cluster: the supervisor's children (Linux /proc;
+    for tests, benchmarks and operators' scripts)."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:  # ended meanwhile
+            continue
+        state, ppid = stat.rsplit(")", 1)[1].split()[:2]
+        if int(ppid) == supervisor_pid and state != "Z":  # a member already dead is not one
+            out.append(int(entry.name))
+    return sorted(out)
+
+
 def _stop_all(procs: list[subprocess.Popen[bytes]], sig: int, grace_s: float) -> None:
     for p in procs:
         if p.poll() is None:

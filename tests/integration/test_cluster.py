@@ -26,7 +26,7 @@ import psycopg
 import pytest
 import redis
 
-from flows.cluster import ClusterMismatch, claim_recovery_dir, worker_of
+from flows.cluster import ClusterMismatch, claim_recovery_dir, local_members, worker_of
 from flows.domain.keys import KeySpace
 from flows.signals.book import TraderRow
 from flows.signals.store import TraderStore
@@ -177,20 +177,6 @@ def test_two_processes_write_what_one_process_writes(
     assert len(traded) == 2 and min(traded) > 0  # both processes ingested trades
 
 
-def _children(pid: int) -> list[int]:
-    out = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            state, ppid = stat.rsplit(")", 1)[1].split()[:2]
-            if int(ppid) == pid and state != "Z":  # a member already dead is not counted
-                out.append(int(entry.name))
-    return sorted(out)
-
-
 def test_kill_9_of_one_member_restarts_the_cluster_and_ends_identical(
     redis_url: str, redis_client: redis.Redis, keys: KeySpace, tmp_path: Path, signals_db: str
 ) -> None:
@@ -212,8 +198,8 @@ def test_kill_9_of_one_member_restarts_the_cluster_and_ends_identical(
             for at in moments:
                 pause.wait(at - elapsed)
                 elapsed = at
-                assert _wait(lambda: len(_children(sup.pid)) == 2, 20), log.read_text()
-                members = _children(sup.pid)
+                assert _wait(lambda: len(local_members(sup.pid)) == 2, 20), log.read_text()
+                members = local_members(sup.pid)
                 victim = rng.choice(members)
                 os.kill(victim, signal.SIGKILL)
                 killed.append(victim)
