@@ -435,6 +435,7 @@ def up(
     recovery_dir = settings.data_dir / "recovery" / (settings.namespace or "default")
     try:
         if recovery:
+            # the cluster's size: --processes N (supervisor) or len(--addresses) (member)
             check_recovery_dir(recovery_dir, max(processes, place.processes))
     except ClusterMismatch as e:
         console.print(f"[red]error:[/red] {e}")
