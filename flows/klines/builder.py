@@ -11,9 +11,19 @@ a min. The rules (BINANCE.md A3):
 - an interval with no trades between two trades is a flat kline at the previous close.
 
 A kline closes when a trade of a later interval arrives; the caller closes the rest at end
-of input (`final_klines`) or on a timer. Trades whose first id is not above the last id seen
-are duplicates (dropped, counted); trades older than the open base bar are late (returned
-to the caller, never merged).
+of input (`final_klines`) or with a watermark (`advance`: every trade before it has been
+delivered). Trades whose first id is not above the last id seen are duplicates (dropped,
+counted).
+
+A trade older than the open base bar is *late*. Trades reach the builder in id order, and
+Binance's ids follow trade time, so a late trade can only follow a watermark that closed
+klines too early (a stall that outlasted the grace): every kline closed since the last
+accepted trade is empty. The builder keeps the state it had before that first early close
+(the *rewind point*); a late trade rewinds to it, is merged, and the klines are closed again
+up to the same watermark: the re-closed klines come back as *amendments* (the caller
+replaces them where they were stored). A late trade that no rewind point covers (replays,
+which never use watermarks, or a trade older than the rewind point) is returned to the
+caller, never merged.
 """
 
 from __future__ import annotations
@@ -24,7 +34,8 @@ from flows.domain.intervals import INTERVALS, Interval
 from flows.domain.kline import Kline, Trade
 from flows.domain.money import SCALE
 
-STATE_VERSION = 1
+STATE_VERSION = 2
+_OLD_VERSIONS = (1,)
 DEFAULT_MAX_FILL = 10_000
 
 
@@ -60,6 +71,9 @@ class _Bar:
         other = _Bar(self.open_ms)
         other.absorb(self)
         return other
+
+    def copy_all(self) -> _Bar:
+        return _Bar.load(self.dump())
 
     def to_kline(self, interval: Interval, prev_close: int) -> Kline:
         if self.n == 0:
@@ -97,6 +111,20 @@ class _Bar:
         ]
 
     @classmethod
+    def of_kline(cls, k: Kline) -> _Bar:
+        """A closed kline as a bar to absorb (trade ids as the kline has them)."""
+        bar = cls(k.open_ms)
+        bar.o, bar.h, bar.l, bar.c = k.open, k.high, k.low, k.close
+        bar.v, bar.q, bar.bv, bar.bq = (
+            k.volume,
+            k.quote_volume,
+            k.taker_buy_volume,
+            k.taker_buy_quote_volume,
+        )
+        bar.n, bar.first_id, bar.last_id = k.trades, k.first_trade_id, k.last_trade_id
+        return bar
+
+    @classmethod
     def load(cls, fields: list[int]) -> _Bar:
         bar = cls(fields[0])
         (_, bar.o, bar.h, bar.l, bar.c, bar.v, bar.q, bar.bv, bar.bq, bar.n, bar.first_id,
@@ -129,6 +157,54 @@ class SymbolKlines:
         self.up: list[_Bar] = []
         self.last_id = -1
         self.prev_close = 0
+        # the state before the first watermark close since the last accepted trade, and the
+        # newest watermark applied since (see the module docstring: amendments)
+        self._rewind: tuple[_Bar, list[_Bar], int] | None = None
+        self.advanced_to = -1
+        # set by `process` when a late trade rewound: closed klines of an interval opening
+        # before this open time were closed before (amendments)
+        self.amended_before: dict[str, int] | None = None
+
+    @classmethod
+    def resumed(
+        cls,
+        intervals: tuple[str, ...],
+        next_open_ms: int,
+        prev_close: int,
+        stored: dict[str, list[Kline]],
+        max_fill: int = DEFAULT_MAX_FILL,
+    ) -> SymbolKlines:
+        """The state a builder had when the base kline opening at `next_open_ms` opened, made
+        from stored closed klines: an empty base bar there (empty intervals up to the next
+        trade become flat klines at `prev_close`), and each longer interval's open bar made
+        of the stored klines (any interval) that tile it up to `next_open_ms`, largest first.
+        `prev_close` 0: nothing is known before; the first trade opens the bars."""
+        sk = cls(intervals, max_fill)
+        if prev_close <= 0:
+            return sk
+        sk.prev_close = prev_close
+        sk.bar = _Bar(sk.base.open_time(next_open_ms))
+        by_open = {name: {k.open_ms: k for k in ks} for name, ks in stored.items()}
+        pieces = sorted(
+            (INTERVALS[name] for name in by_open), key=lambda i: i.length_ms, reverse=True
+        )
+        for level in sk.levels:
+            up = _Bar(level.open_time(next_open_ms))
+            t = up.open_ms
+            while t < next_open_ms:
+                for piece in pieces:
+                    if piece.length_ms >= level.length_ms or piece.open_time(t) != t:
+                        continue
+                    end = piece.next_open(t)
+                    k = by_open[piece.name].get(t)
+                    if end <= next_open_ms and k is not None:
+                        up.absorb(_Bar.of_kline(k))
+                        t = end
+                        break
+                else:
+                    t = sk.base.next_open(t)  # nothing stored here: no trade known
+            sk.up.append(up)
+        return sk
 
     # -- the hot path ------------------------------------------------------------------
     def process(
@@ -136,8 +212,10 @@ class SymbolKlines:
     ) -> tuple[list[Trade], int]:
         """Apply trades in order; append closed klines to `closed`.
 
-        Returns (late trades, duplicate count).
+        Returns (late trades, duplicate count); `amended_before` says which of the closed
+        klines were closed before (a late trade rewound, see the module docstring).
         """
+        self.amended_before = None
         late: list[Trade] = []
         dups = 0
         last_id = self.last_id
@@ -177,8 +255,38 @@ class SymbolKlines:
                 v = qv = bv = bq = n = 0
                 fid = f
             elif ts < open_ms:
-                late.append(t)
-                continue
+                rewind = self._rewind
+                if rewind is None or ts < rewind[0].open_ms or bar is None:
+                    late.append(t)
+                    continue
+                # closed too early by a watermark: back to the state before that close
+                self._note_amendments(bar)
+                bar, self.up, self.prev_close = rewind[0], rewind[1], rewind[2]
+                self._rewind = None
+                open_ms = bar.open_ms
+                end = self.base.next_open(open_ms)
+                o, h, lo, c, v, qv, bv, bq, n = (
+                    bar.o, bar.h, bar.l, bar.c, bar.v, bar.q, bar.bv, bar.bq, bar.n,
+                )  # fmt: skip
+                fid, lid = bar.first_id, bar.last_id
+                if ts >= end:
+                    bar.o, bar.h, bar.l, bar.c, bar.v, bar.q = o, h, lo, c, v, qv
+                    bar.bv, bar.bq, bar.n, bar.first_id, bar.last_id = bv, bq, n, fid, lid
+                    bar = self._roll(bar, ts, closed)
+                    open_ms = bar.open_ms
+                    end = self.base.next_open(open_ms)
+                    o = h = lo = c = p
+                    v = qv = bv = bq = n = 0
+                    fid = f
+                elif n == 0:
+                    o = h = lo = c = p
+                    fid = f
+                else:
+                    if p > h:
+                        h = p
+                    elif p < lo:
+                        lo = p
+                    c = p
             else:
                 if n == 0:  # a bar opened empty by `advance` gets its first trade
                     o = h = lo = p
@@ -200,16 +308,36 @@ class SymbolKlines:
             bar.o, bar.h, bar.l, bar.c, bar.v, bar.q = o, h, lo, c, v, qv
             bar.bv, bar.bq, bar.n, bar.first_id, bar.last_id = bv, bq, n, fid, lid
         self.bar = bar
-        self.last_id = last_id
+        if last_id != self.last_id:
+            self._rewind = None  # a trade was taken: no earlier trade can come any more
+            self.last_id = last_id
+            if self.amended_before is not None and self.advanced_to >= 0:
+                self.advance(self.advanced_to, closed)  # close again what was closed before
         return late, dups
+
+    def _note_amendments(self, bar: _Bar) -> None:
+        """Remember, before a rewind, which klines were closed so far (their re-closes are
+        amendments)."""
+        frontier = {self.base.name: bar.open_ms}
+        for level, up in zip(self.levels, self.up, strict=True):
+            frontier[level.name] = up.open_ms
+        if self.amended_before is None:
+            self.amended_before = frontier
+        else:
+            for name, open_ms in frontier.items():
+                self.amended_before[name] = max(self.amended_before[name], open_ms)
 
     def advance(self, watermark_ms: int, closed: list[tuple[str, Kline]]) -> None:
         """Close every kline that ends at or before `watermark_ms` (every trade before it has
-        been seen): the live flow's grace timer for quiet symbols. Empty intervals become flat
-        klines, and a trade older than the watermark's interval is late from then on."""
+        been seen): the live flow's watermark for quiet symbols. Empty intervals become flat
+        klines. The state before the first such close since the last trade is kept as the
+        rewind point, so a trade that still comes for a closed kline amends it."""
         bar = self.bar
+        self.advanced_to = max(self.advanced_to, watermark_ms)
         if bar is None or self.base.next_open(bar.open_ms) > watermark_ms:
             return
+        if self._rewind is None:
+            self._rewind = (bar.copy_all(), [u.copy_all() for u in self.up], self.prev_close)
         self.bar = self._roll(bar, watermark_ms, closed)
 
     def base_end_ms(self) -> int | None:
@@ -271,6 +399,7 @@ class SymbolKlines:
 
     # -- state for recovery and replay continuation ------------------------------------
     def snapshot(self) -> dict[str, Any]:
+        rewind = self._rewind
         return {
             "v": STATE_VERSION,
             "intervals": list(self.intervals),
@@ -278,17 +407,26 @@ class SymbolKlines:
             "prev_close": self.prev_close,
             "bar": self.bar.dump() if self.bar is not None else None,
             "up": [u.dump() for u in self.up],
+            "advanced_to": self.advanced_to,
+            "rewind": None
+            if rewind is None
+            else [rewind[0].dump(), [u.dump() for u in rewind[1]], rewind[2]],
         }
 
     @classmethod
     def restore(cls, state: dict[str, Any], max_fill: int = DEFAULT_MAX_FILL) -> SymbolKlines:
-        if state.get("v") != STATE_VERSION:
-            raise ValueError(f"kline state version {state.get('v')!r} is not {STATE_VERSION}")
+        version = state.get("v")
+        if version != STATE_VERSION and version not in _OLD_VERSIONS:
+            raise ValueError(f"kline state version {version!r} is not {STATE_VERSION}")
         sk = cls(tuple(state["intervals"]), max_fill)
         sk.last_id = state["last_id"]
         sk.prev_close = state["prev_close"]
         sk.bar = _Bar.load(state["bar"]) if state["bar"] is not None else None
         sk.up = [_Bar.load(u) for u in state["up"]]
+        sk.advanced_to = state.get("advanced_to", -1)
+        rewind = state.get("rewind")
+        if rewind is not None:
+            sk._rewind = (_Bar.load(rewind[0]), [_Bar.load(u) for u in rewind[1]], rewind[2])
         return sk
 
 
