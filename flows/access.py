@@ -45,6 +45,7 @@ FLOW_KEYS = frozenset(
     {
         "klines",
         "last_closed",
+        "origin",
         "symbols",
         "gaps",
         "dead_letters",

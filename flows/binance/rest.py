@@ -45,6 +45,7 @@ from flows.domain.intervals import INTERVAL_NAMES
 
 WEIGHT_AGG_TRADES: Final = 4
 WEIGHT_KLINES: Final = 2
+WEIGHT_TIME: Final = 1
 WEIGHT_EXCHANGE_INFO: Final = 20
 WEIGHT_TICKER_24HR_ALL: Final = 80
 WEIGHT_TICKER_24HR_ONE: Final = 2
@@ -211,6 +212,11 @@ class RestClient:
         body = self._get("/api/v3/klines", params, WEIGHT_KLINES)
         rows: list[list[Any]] = msgspec.json.decode(body, type=list[list[Any]])
         return rows
+
+    def server_time(self) -> int:
+        """``GET /api/v3/time``: the exchange's clock, ms."""
+        body = self._get("/api/v3/time", {}, WEIGHT_TIME)
+        return int(msgspec.json.decode(body, type=dict[str, int])["serverTime"])
 
     def exchange_info(self) -> dict[str, Any]:
         """``GET /api/v3/exchangeInfo`` for every symbol, decoded."""

@@ -6,8 +6,12 @@
 - Liveness: the client pings every 20 s and drops a connection whose pong does not come
   (the `websockets` keepalive), which catches a dead link whatever the traffic; and a
   connection goes dead when it is silent for longer than `idle_timeout_s` and ten times its
-  usual gap between frames (a moving average). So a busy connection that stalls is replaced
-  quickly, and quiet symbols cannot cause false restarts.
+  usual gap between frames (a moving average over at least `min_gaps_learned` gaps; until
+  then ten times `idle_timeout_s`). So a busy connection that stalls is replaced quickly,
+  and quiet symbols cannot cause false restarts, right after a start neither.
+- Bounded: while the consumer's queue is full (`full()`), reading stops, so frames wait in
+  the network rather than in memory (a long wait ends in the exchange dropping the
+  connection; the consumer's backfill then fetches what it missed).
 - Rotation with overlap: before Binance's 24-hour limit (`max_age_s`) or on `serverShutdown`,
   a new connection to the same streams is opened, and the old one closes only once the new
   one delivers (or after `overlap_timeout_s`). Frames from both arrive meanwhile; the
@@ -53,6 +57,7 @@ class FeedConfig:
     ping_timeout_s: float = 20.0
     open_timeout_s: float = 10.0
     max_frame_bytes: int = 1 << 20  # larger frames close the connection (reconnect follows)
+    min_gaps_learned: int = 20  # gaps between frames seen before the usual gap is trusted
 
 
 class AttemptLimiter:
@@ -89,6 +94,7 @@ class FeedStats:
     control_sent: int = 0
     control_answers: int = 0
     control_errors: int = 0
+    full_waits: int = 0  # times reading stopped because the consumer's queue was full
     errors: collections.Counter[str] = field(default_factory=collections.Counter)
 
 
@@ -100,6 +106,8 @@ class _Session:
         self.shutdown_seen = asyncio.Event()
         self.last_frame_s = opened_s
         self.gap_ema_s = 0.0
+        self.gaps_seen = 0
+        self.held = False  # reading stopped: the consumer's queue is full
         self.task: asyncio.Task[None] | None = None
 
 
@@ -125,6 +133,7 @@ class StreamFeed:
         limiter: AttemptLimiter | None = None,
         rng: random.Random | None = None,
         on_state: Callable[[bool, int], None] | None = None,
+        full: Callable[[], bool] | None = None,
     ) -> None:
         if not streams:
             raise ValueError("a feed needs at least one stream")
@@ -139,6 +148,7 @@ class StreamFeed:
         self._limiter = limiter or AttemptLimiter(clock=clock)
         self._rng = rng or random.Random()
         self._on_state = on_state or (lambda connected, generation: None)
+        self._full = full
         self.stats = FeedStats()
         self.generation = 0  # increments with every new connection that replaces a lost one
         self.connected = False
@@ -219,11 +229,16 @@ class StreamFeed:
     async def _read(self, s: _Session) -> None:
         on_frame = self._on_frame
         clock = self._clock
+        full = self._full
         try:
             async for message in s.ws:
                 raw = message.encode() if isinstance(message, str) else bytes(message)
                 now_s = clock.monotonic_s()
-                s.gap_ema_s += 0.05 * ((now_s - s.last_frame_s) - s.gap_ema_s)
+                if s.gaps_seen:
+                    s.gap_ema_s += 0.05 * ((now_s - s.last_frame_s) - s.gap_ema_s)
+                else:
+                    s.gap_ema_s = now_s - s.last_frame_s
+                s.gaps_seen += 1
                 s.last_frame_s = now_s
                 self.stats.frames += 1
                 if not s.first_frame.is_set():
@@ -235,6 +250,13 @@ class StreamFeed:
                     self._control_answer(raw)
                     continue
                 on_frame(raw, clock.now_ms())
+                if full is not None and full():
+                    self.stats.full_waits += 1
+                    s.held = True
+                    while full():
+                        await asyncio.sleep(0.05)
+                    s.held = False
+                    s.last_frame_s = clock.monotonic_s()  # the wait was ours, not a silence
         except (WebSocketException, OSError) as e:
             self.stats.errors[type(e).__name__] += 1
             log.warning("connection lost url=%s error=%s", self._url()[:80], e)
@@ -299,8 +321,9 @@ class StreamFeed:
             if now - s.opened_s >= cfg.max_age_s:
                 return "age"
             silent = now - s.last_frame_s
-            limit = max(cfg.idle_timeout_s, cfg.idle_gap_factor * s.gap_ema_s)
-            if s.first_frame.is_set() and silent > limit:
+            usual = s.gap_ema_s if s.gaps_seen >= cfg.min_gaps_learned else cfg.idle_timeout_s
+            limit = max(cfg.idle_timeout_s, cfg.idle_gap_factor * usual)
+            if s.first_frame.is_set() and not s.held and silent > limit:
                 self.stats.idle_drops += 1
                 log.warning("no message for %.1f s on an active connection; reconnecting", silent)
                 return "idle"

@@ -2,8 +2,8 @@
 
 The simulator plays the seeded synthetic market (`symbols`, `rate`) in real time and serves
 `history_ms` of past market over REST. The live flow connects exactly as it would to Binance;
-each symbol's history comes in through the same REST backfill a restart uses (the source is
-given a starting position at the beginning of the history), so charts have content at once.
+each symbol's history comes in through the same REST backfill a restart uses (a symbol's
+first start begins at the beginning of the history), so charts have content at once.
 """
 
 from __future__ import annotations
@@ -62,8 +62,6 @@ def run_demo(job: DemoJob, console: Console) -> RunStats:
     )
     with Simulator(sim_config) as sim:
         symbols = tuple(sim.market.symbols)
-        # each symbol starts from the first trade of the history: the backfill fetches it all
-        positions = {s: [-1, now - job.history_ms, -1] for s in symbols}
         server = start_api_thread(job) if job.port else None
         console.print(
             f"Exchange simulator: {sim.base_url} "
@@ -91,7 +89,7 @@ def run_demo(job: DemoJob, console: Console) -> RunStats:
             keys=job.keys,
             duration_s=job.duration_s,
             clock=job.clock,
-            initial_positions=positions,
+            history_from_ms=now - job.history_ms,  # a first start fetches all the history
             recovery_dir=None,
             database_url=job.database_url,
         )

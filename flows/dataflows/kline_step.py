@@ -16,7 +16,7 @@ from flows.domain.deadletter import DeadLetter
 from flows.domain.kline import Kline
 from flows.domain.stats import RunStats
 from flows.klines.builder import DEFAULT_MAX_FILL, SymbolKlines
-from flows.sources.items import SymbolBatch
+from flows.sources.items import QualityNote, SymbolBatch
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +32,13 @@ class KlineUpdate:
     state: dict[str, Any] | None = None  # the builder state to keep (end of a replay)
     mismatches: list[tuple[Kline, Kline]] = field(default_factory=list)  # (ours, Binance's)
     newest_trade_ms: int = -1  # time of the newest trade taken in this activation
+    # closed klines of an interval opening before this time were closed before: amendments
+    amended: dict[str, int] | None = None
+    notes: list[QualityNote] = field(default_factory=list)
+
+    def is_amendment(self, interval: str, open_ms: int) -> bool:
+        amended = self.amended
+        return amended is not None and open_ms < amended.get(interval, -1)
 
 
 @dataclass(frozen=True)
@@ -86,10 +93,14 @@ class KlineLogic(StatefulBatchLogic[SymbolBatch, KlineUpdate, dict[str, Any]]):
         update = KlineUpdate(self._symbol)
         dups = 0
         for batch in values:
+            if batch.reset is not None:  # the source resumed the symbol from the stores
+                sk = self._sk = SymbolKlines.restore(batch.reset, self._config.max_fill)
             if batch.trades:
                 update.newest_trade_ms = max(update.newest_trade_ms, batch.trades[-1][4])
                 late, d = sk.process(batch.trades, update.closed)
                 dups += d
+                if sk.amended_before is not None:
+                    self._amended(update, sk.amended_before)
                 if late:
                     update.dead.extend(
                         DeadLetter(
@@ -109,11 +120,42 @@ class KlineLogic(StatefulBatchLogic[SymbolBatch, KlineUpdate, dict[str, Any]]):
             stats.add_dead(dl.LATE, len(update.dead))
         for interval, _ in update.closed:
             stats.klines_closed[interval] += 1
+        if update.amended is not None:
+            self._note_amendments(update)
         self._dirty = True
         if self._references or self._config.reconcile:
             self._reconcile(update)
         self._write_open_if_due(update)
         return [update], StatefulBatchLogic.RETAIN
+
+    def _amended(self, update: KlineUpdate, before: dict[str, int]) -> None:
+        """Trades came for klines a watermark had closed: they are closed again (amended)."""
+        merged = dict(update.amended or {})
+        for name, open_ms in before.items():
+            merged[name] = max(merged.get(name, -1), open_ms)
+        update.amended = merged
+
+    def _note_amendments(self, update: KlineUpdate) -> None:
+        spans: dict[str, list[int]] = {}
+        for interval, k in update.closed:
+            if update.is_amendment(interval, k.open_ms):
+                span = spans.setdefault(interval, [k.open_ms, k.open_ms, 0])
+                span[0], span[1] = min(span[0], k.open_ms), max(span[1], k.open_ms)
+                span[2] += 1
+        for interval, (first, last, count) in spans.items():
+            self._stats.klines_amended += count
+            update.notes.append(
+                QualityNote(
+                    self._symbol,
+                    "amended",
+                    f"{count} kline(s) opening {first}..{last} closed again: a trade came "
+                    "after a watermark had closed them",
+                    interval,
+                    first,
+                )
+            )
+        log.warning("klines amended symbol=%s %s", self._symbol,
+                    {i: s[2] for i, s in spans.items()})  # fmt: skip
 
     def _reconcile(self, update: KlineUpdate) -> None:
         """Compare our closed 1m klines with Binance's (whichever comes second decides)."""

@@ -1,10 +1,12 @@
 """The live flow: Binance (or the simulator) -> klines in Redis (and, with a database,
 trader rules -> signals in PostgreSQL), with crash recovery.
 
-Recovery is on by default: Bytewax snapshots the source's per-symbol positions and the kline
-state together every `epoch_s`; after any stop (`kill -9` included) a restart resumes from the
-last snapshot, the source backfills what followed over REST, and the idempotent Redis writes
-make the re-delivered klines replace themselves.
+Restarts resume from the stores, not from process-local state: each symbol continues from
+its newest closed kline in Redis (`flows.storage.resume`), with the trades after it fetched
+over REST, and the trader rules continue from the progress recorded with the signals in
+PostgreSQL (`flows.signals`). So a `kill -9` at any moment, a lost data directory or a
+cluster of another size loses nothing, and the flow keeps no recovery snapshots (the
+optional `recovery_dir` keeps Bytewax's, which hold nothing a restart needs).
 """
 
 from __future__ import annotations
@@ -34,8 +36,9 @@ from flows.domain.stats import RunStats
 from flows.klines.builder import base_interval_for
 from flows.metrics import FlowView, MetricsServer
 from flows.sinks.redis_sink import RedisKlineSink, writer_factory
-from flows.sources.live_source import LiveConfig, LiveSource
+from flows.sources.live_source import LiveConfig, LiveSource, clock_stream_for
 from flows.storage.redis_klines import RetentionPolicy
+from flows.storage.resume import RedisResume
 
 if TYPE_CHECKING:
     from flows.signals import RulesRuntime
@@ -62,7 +65,8 @@ class LiveJob:
     idle_timeout_s: float = 30.0
     duration_s: float | None = None
     warmup_max_ms: int = 3_600_000  # complete the klines open at start up to this length
-    initial_positions: dict[str, list[int]] | None = None  # per symbol, when no recovery state
+    history_from_ms: int | None = None  # a symbol's first start begins here (the demo)
+    clock_stream: str | None = None  # the exchange clock on every connection (None: chosen)
     refresh: Callable[[], Sequence[str]] | None = None  # recomputes the universe (--top N)
     refresh_every_s: float = 3600.0
     reconcile: frozenset[str] = frozenset()  # compare these symbols' 1m klines with Binance's
@@ -177,12 +181,15 @@ def run_live(job: LiveJob, stats: RunStats | None = None) -> RunStats:
             per_connection=job.per_connection,
             grace_ms=job.grace_ms,
             base_interval_ms=base_ms,
+            intervals=job.intervals,
             duration_s=job.duration_s,
             clock=job.clock,
             stop=job.stop,
             warmup_interval=warmup[-1] if warmup else None,
             longest_interval=by_length[-1],
-            initial_positions=job.initial_positions or {},
+            resume=RedisResume(job.redis_url, job.keys, job.intervals),
+            history_from_ms=job.history_from_ms,
+            clock_stream=job.clock_stream or clock_stream_for(job.symbols),
             refresh=refresh,
             refresh_every_s=job.refresh_every_s,
             reconcile=job.reconcile & set(symbols),

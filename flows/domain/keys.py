@@ -29,6 +29,11 @@ class KeySpace:
         """Open time (ms) of the newest closed kline."""
         return self._k(f"klines:last_closed:{symbol}:{interval}")
 
+    def origin(self, symbol: str) -> str:
+        """Open time (ms) of the first kline the live flow built for a symbol, set once at its
+        first start, so a restart before anything closed starts from the same point."""
+        return self._k(f"klines:origin:{symbol}")
+
     @property
     def closed_channel(self) -> str:
         """PUBLISH channel announcing each closed kline."""

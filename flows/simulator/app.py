@@ -17,6 +17,8 @@ Controls (not Binance's; for tests and demos):
   now and close every connection (code 1001) S seconds later.
 - ``POST /_sim/rest429?count=N&retry_after=S`` (1, 1): the next N REST calls answer HTTP 429
   with ``Retry-After: S``.
+- ``POST /_sim/rest418?count=N&retry_after=S`` (1, 1): the same with HTTP 418, Binance's
+  answer to an IP it has banned for S seconds.
 - ``POST /_sim/pause`` / ``POST /_sim/resume``: freeze / restart market time.
 - ``GET /_sim/state``: market time, symbols, last agg id per symbol, connections, faults.
 
@@ -72,6 +74,7 @@ def make_market(cfg: SimConfig, wall: Clock = SYSTEM_CLOCK) -> tuple[SimMarket, 
             cfg.symbols, cfg.seed, cfg.rate, start, cfg.end_ms, cfg.history_limit
         )
         origin = start + cfg.history_ms
+    market.after_end_ms = cfg.after_end_ms
     if cfg.end_ms is not None:
         origin = min(origin, cfg.end_ms)
     market.advance(origin)

@@ -9,7 +9,7 @@ from typing import Final
 from urllib.parse import parse_qsl
 
 FAULTS: Final = frozenset(
-    {"drop", "stall", "garbage", "oversize", "shutdown", "rest429", "pause", "resume"}
+    {"drop", "stall", "garbage", "oversize", "shutdown", "rest429", "rest418", "pause", "resume"}
 )
 
 DAY_S: Final = 86_400.0
@@ -64,7 +64,9 @@ class SimConfig:
     Market time starts at `start_ms` (None: the wall clock at start for the synthetic market,
     the first trade of a recording) plus `history_ms` generated at once before serving (REST
     has history at once; nothing of it is streamed), then runs at `speed` times the wall clock.
-    After `end_ms` (if set) there are no more trades, and market time stops there.
+    After `end_ms` (if set) there are no more trades; market time goes on for `after_end_ms`
+    more (None: for ever; kline streams keep pushing, REST klines are flat), as an exchange's
+    clock does, then stops.
     """
 
     symbols: int = 20
@@ -73,6 +75,7 @@ class SimConfig:
     speed: float = 1.0
     start_ms: int | None = None
     end_ms: int | None = None
+    after_end_ms: int | None = 0  # market time past end_ms (None: no limit)
     history_ms: int = 0
     recording: Path | None = None
     start_paused: bool = False  # market time frozen until POST /_sim/resume

@@ -190,6 +190,7 @@ class Hub:
         self.faults: Counter[str] = Counter()
         self.rest429_left = 0
         self.rest429_retry_after = "1"
+        self.rest429_status = 429
         self.started_s = wall.monotonic_s()
         self.steps = 0
 
@@ -332,9 +333,10 @@ class Hub:
                 c.shutdown_at_s = None
                 c.push([c.shutdown_frame()])
                 c.close_at_s = min(c.close_at_s, now + lead)
-        elif name == "rest429":
+        elif name in ("rest429", "rest418"):
             self.rest429_left = int(_number(params, "count", 1.0))
             self.rest429_retry_after = str(int(_number(params, "retry_after", 1.0)))
+            self.rest429_status = 418 if name == "rest418" else 429
         elif name == "pause":
             self.clock.pause()
         elif name == "resume":
@@ -344,12 +346,12 @@ class Hub:
         self.count(name)
         return {"fault": name, "connections": len(conns)}
 
-    def take_rest429(self) -> str | None:
-        """The Retry-After of an injected 429 for this REST call, or None."""
+    def take_rest429(self) -> tuple[int, str] | None:
+        """(status, Retry-After) of an injected 429 or 418 for this REST call, or None."""
         if self.rest429_left <= 0:
             return None
         self.rest429_left -= 1
-        return self.rest429_retry_after
+        return self.rest429_status, self.rest429_retry_after
 
     def state(self) -> dict[str, Any]:
         m = self.market

@@ -163,6 +163,7 @@ class SimMarket:
         self.symbols = list(symbols)
         self.start_ms = start_ms
         self.end_ms = end_ms
+        self.after_end_ms: int | None = 0
         self.now_ms = start_ms
         self.history_limit = history_limit
         self._lock = threading.Lock()
@@ -205,11 +206,16 @@ class SimMarket:
 
     # -- producing trades ------------------------------------------------------------------
     def advance(self, now_ms: int) -> dict[str, list[AggRow]]:
-        """The trades with time up to `now_ms` (and `end_ms`) not handed out yet, by symbol."""
-        target = now_ms if self.end_ms is None else min(now_ms, self.end_ms)
+        """The trades with time up to `now_ms` (and `end_ms`) not handed out yet, by symbol.
+        Past `end_ms` market time goes on for `after_end_ms` more (None: for ever), with no
+        more trades: an exchange's clock does not stop with its trades."""
+        target = now_ms
+        if self.end_ms is not None and self.after_end_ms is not None:
+            target = min(target, self.end_ms + self.after_end_ms)
         if target <= self.now_ms:
             return {}
-        batch = self._source.advance_to(target)
+        last = target if self.end_ms is None else min(target, self.end_ms)
+        batch = self._source.advance_to(last) if last > self.now_ms else {}
         out: dict[str, list[AggRow]] = {}
         with self._lock:
             self.now_ms = target

@@ -147,9 +147,9 @@ def rest_routes(hub: Hub, wall: Clock) -> list[Route]:
         weigh: Callable[[Request], int], handler: Handler
     ) -> Callable[[Request], Awaitable[Response]]:
         async def answer(request: Request) -> Response:
-            retry_after = hub.take_rest429()
-            if retry_after is not None:
-                return _too_many(meter, retry_after)
+            injected = hub.take_rest429()
+            if injected is not None:
+                return _too_many(meter, injected[1], injected[0])
             over, retry = meter.charge(weigh(request))
             if over:
                 return _too_many(meter, str(retry))
@@ -230,11 +230,15 @@ def rest_routes(hub: Hub, wall: Clock) -> list[Route]:
     ]
 
 
-def _too_many(meter: WeightMeter, retry_after: str) -> Response:
-    body = {
-        "code": -1003,
-        "msg": f"Too much request weight used; current limit is {meter.limit} request weight "
-        "per 1 MINUTE. Please use WebSocket Streams for live updates to avoid polling the API.",
-    }
+def _too_many(meter: WeightMeter, retry_after: str, status: int = 429) -> Response:
+    if status == 418:
+        msg = f"Way too much request weight used; IP banned for {retry_after} s."
+    else:
+        msg = (
+            f"Too much request weight used; current limit is {meter.limit} request weight "
+            "per 1 MINUTE. Please use WebSocket Streams for live updates to avoid polling the API."
+        )
     headers = {"Retry-After": retry_after, "X-MBX-USED-WEIGHT-1M": str(meter.used)}
-    return Response(_ENCODER.encode(body), 429, headers, "application/json")
+    return Response(
+        _ENCODER.encode({"code": -1003, "msg": msg}), status, headers, "application/json"
+    )

@@ -4,7 +4,7 @@ reports (dead letters, data-quality gaps) that go straight to the sink."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from flows.domain.deadletter import DeadLetter
 from flows.domain.kline import Kline, Trade
@@ -13,12 +13,16 @@ from flows.domain.kline import Kline, Trade
 class SymbolBatch(NamedTuple):
     """Trades of one symbol in order, then an optional watermark: every trade of the symbol
     with a time before `watermark_ms` has been delivered (-1: no watermark; replays never
-    send one, they run on event time alone)."""
+    send one, they run on event time alone).
+
+    `reset`: the kline builder state to continue from, before these trades (a live source
+    resuming a symbol from what the stores hold); None: go on from the current state."""
 
     symbol: str
     trades: list[Trade]
     watermark_ms: int = -1
     references: tuple[Kline, ...] = ()  # Binance's own closed 1m klines (reconciliation)
+    reset: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,9 +49,31 @@ class GapReport:
 
 
 @dataclass(frozen=True, slots=True)
+class QualityNote:
+    """Something an operator must know about the klines of one symbol that is not a missing
+    range: an amended kline, a resume point, a repair. Kept in the data-quality stream."""
+
+    symbol: str
+    what: str  # "amended", "resumed", "repaired", ...
+    detail: str
+    interval: str = ""
+    open_ms: int = -1
+
+    def fields(self) -> dict[str, str | int]:
+        return {
+            "symbol": self.symbol,
+            "what": self.what,
+            "detail": self.detail,
+            "interval": self.interval,
+            "open_ms": self.open_ms,
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class SourceReport:
     dead: list[DeadLetter]
     gaps: list[GapReport] | None = None
+    notes: list[QualityNote] | None = None
 
 
 KeyedBatch = tuple[str, SymbolBatch]

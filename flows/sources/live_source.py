@@ -1,34 +1,42 @@
 """The live Binance source: combined-stream connections in, ordered trades with no hole out.
 
-Each partition owns one connection group (at most `per_connection` streams) and runs its
-`StreamFeed` on an asyncio loop in a thread; frames cross to Bytewax's thread through a deque.
-In `next_batch` (Bytewax's thread) frames are decoded, and per symbol:
+Each partition owns one connection group (at most `per_connection` streams, plus the
+exchange *clock stream*) and runs its `StreamFeed` on an asyncio loop in a thread; frames
+cross to Bytewax's thread through a bounded deque (the feed stops reading while it is full,
+so a flow waiting for a server holds a bounded amount). In `next_batch` (Bytewax's thread)
+frames are decoded, and per symbol:
 
 - a trade whose last trade id is not above the last id released is a duplicate (rotation
-  overlap, replays after a restart) and is dropped;
+  overlap, re-deliveries) and is dropped;
 - a trade whose first id skips ids opens a **backfill**: REST `aggTrades` from the last
-  aggTrade id (or time) fetched on a worker thread, within the weight budget and honouring
-  429/418; the symbol's live trades wait meanwhile and are released after the backfill;
-- after every (re)connect each symbol with history is caught up the same way, so a quiet
-  symbol's missed trades are fetched too;
-- a gap that cannot be filled becomes a `GapReport` (the klines of its range are incomplete)
-  and trading goes on;
-- at the first trade of a symbol with no history, its trades are fetched from the open of
-  its current kline of `warmup_interval` (the longest configured interval up to 1 h), so the
-  klines open at start are complete; longer ones (4h, 1d, ...) start incomplete, and a
-  `GapReport` with reason "started mid-interval" says so.
+  aggTrade id (or time) fetched on a worker thread, within the weight budget; the symbol's
+  live trades wait meanwhile and are released after the backfill;
+- after every (re)connect each symbol is caught up the same way, so a quiet symbol's missed
+  trades are fetched too;
+- a backfill never gives up on data the exchange serves: 429 and 418 answers are waited out
+  (their Retry-After), other failures retried with backoff up to a minute, long catch-ups
+  fetched a few pages at a time; only a range the exchange does not serve (ids it skips, a
+  symbol it refuses) becomes a `GapReport`.
 
-The recovery state is, per symbol, (last trade id, its time, last aggTrade id): Bytewax
-snapshots it with the kline state, so after a crash both restart from the same point and
-the backfill refetches what followed.
+**Where a symbol starts.** At every start of the flow (first start, restart after a crash,
+a lost local state, another cluster size) each symbol is *resumed from the stores*
+(`flows.storage.resume`): from the base kline after its newest closed kline in Redis, the
+longer intervals' open klines rebuilt from the stored klines that tile them; the kline step
+gets that builder state (`SymbolBatch.reset`) with the trades fetched from there. A symbol
+with nothing stored starts at the open of its current kline of `warmup_interval` at the
+*exchange's* time (GET /api/v3/time), recorded as its origin so a crash before anything
+closed restarts from the same point; its previous close comes from the exchange's klines,
+so empty intervals before its first trade are flat klines as Binance's are.
 
-Watermarks (the grace timer): the exchange's clock is estimated from its own stream as
-`wall now + max(trade time - receive time)` over the frames received (exact enough with
-Binance; behind, never ahead, with a simulator running faster than real time, and immune to
-our own clock's skew). Once that estimate minus `grace_ms` passes a base-interval boundary,
-every symbol that is connected and caught up gets it as its watermark, and the kline step
-closes what ended before it. Symbols still backfilling or disconnected get none, so no kline
-closes before its trades are in.
+**When klines close** (watermarks). A connection's streams arrive roughly in event-time
+order, so the newest event time a connection has delivered is evidence that its trades up
+to then are in. Every connection also carries a clock stream (a liquid symbol's
+`@kline_1s`, pushed every second), so quiet connections have evidence too. When that
+evidence minus `grace_ms` passes a base-interval boundary, every symbol of the connection
+that is caught up gets it as its watermark, and the kline step closes what ended before
+it. A stall of any length therefore delays closes instead of closing klines whose trades
+are held back; symbols still backfilling get no watermark. A trade that still comes for a
+closed kline amends it (`flows.klines.builder`).
 """
 
 from __future__ import annotations
@@ -41,7 +49,8 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Final
+from functools import partial
+from typing import Any, Final, Protocol, TypeVar
 
 import msgspec
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
@@ -53,6 +62,7 @@ from flows.binance.decode import (
     KlineEvent,
     LaxAggTrade,
     LaxCombined,
+    RestAggTrade,
     TradeEvent,
     agg_trade_to_trade,
     decode_frame,
@@ -60,15 +70,17 @@ from flows.binance.decode import (
     lax_trade,
     trade_event_to_trade,
 )
-from flows.binance.rest import RestClient, RestError
+from flows.binance.rest import BinanceError, RateLimited, RestClient, RestError
 from flows.binance.ws_feed import AttemptLimiter, FeedConfig, StreamFeed
 from flows.domain import deadletter as dl
 from flows.domain.clock import SYSTEM_CLOCK, Clock
 from flows.domain.deadletter import DeadLetter
-from flows.domain.intervals import Interval
-from flows.domain.kline import Kline, Trade
+from flows.domain.intervals import INTERVALS, Interval
+from flows.domain.kline import Kline, Trade, kline_of_row
 from flows.domain.stats import RunStats
-from flows.sources.items import GapReport, SourceItem, SourceReport, SymbolBatch
+from flows.klines.builder import SymbolKlines, base_interval_for
+from flows.sources.items import GapReport, QualityNote, SourceItem, SourceReport, SymbolBatch
+from flows.storage.resume import StoredStart
 
 log = logging.getLogger(__name__)
 
@@ -76,9 +88,19 @@ _lax_frame: Final = msgspec.json.Decoder(LaxCombined, strict=False)
 _LAX_ERRORS: Final = (msgspec.DecodeError, msgspec.ValidationError)
 _PAGE: Final = 1000
 _POLL_MS: Final = 10
+_RETRY_MAX_S: Final = 60.0
+_T = TypeVar("_T")
 
 # per symbol: [last trade id, its trade time ms, last aggTrade id (-1 unknown)]
 SymbolState = list[int]
+
+
+class ResumeStore(Protocol):
+    """What the stores hold of a symbol (`flows.storage.resume.RedisResume`)."""
+
+    def read(self, symbol: str) -> StoredStart | None: ...
+
+    def claim_origin(self, symbol: str, origin_ms: int) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -90,16 +112,20 @@ class LiveConfig:
     per_connection: int = 200
     grace_ms: int = 2000
     base_interval_ms: int = 60_000
+    intervals: tuple[str, ...] = ("1m",)  # the intervals built (resume points need them)
     max_batch_frames: int = 50_000
+    max_buffered_frames: int = 200_000  # the feed stops reading past this many waiting frames
     backfill_workers: int = 2
-    max_backfill_pages: int = 200
+    pages_per_job: int = 50  # a long catch-up hands its trades on every this many pages
     weight_per_minute: int = 6000
     duration_s: float | None = None  # stop after this long (tests, demo); None: run on
     clock: Clock = SYSTEM_CLOCK
     stop: threading.Event | None = field(default=None, compare=False)  # set: the flow ends
-    warmup_interval: Interval | None = None  # first trades fetched from this kline's open
+    warmup_interval: Interval | None = None  # a first start begins at this kline's open
     longest_interval: Interval | None = None  # for the "started mid-interval" report
-    initial_positions: Mapping[str, list[int]] = field(default_factory=dict)  # without resume
+    resume: ResumeStore | None = field(default=None, compare=False)  # None: nothing stored
+    history_from_ms: int | None = None  # a first start begins here instead (the demo)
+    clock_stream: str | None = None  # e.g. "btcusdt@kline_1s", on every connection
     refresh: Callable[[], Sequence[str]] | None = field(default=None, compare=False)  # universe
     refresh_every_s: float = 3600.0
     reconcile: frozenset[str] = frozenset()  # also take Binance's @kline_1m for these
@@ -136,6 +162,14 @@ def stream_groups(
     return [g for g in groups if g]
 
 
+def clock_stream_for(symbols: Sequence[str], listed: Sequence[str] = ()) -> str:
+    """The clock stream every connection carries: BTCUSDT's 1-second klines when the exchange
+    lists it (the most traded symbol, so it is pushed every second), else those of the first
+    symbol of the universe (the most traded one for a --top universe)."""
+    pick = "BTCUSDT" if "BTCUSDT" in listed or "BTCUSDT" in symbols else symbols[0]
+    return f"{pick.lower()}@kline_1s"
+
+
 class Universe:
     """Which symbols each connection carries; `refresh` recomputes it every `every_s` on a
     thread: symbols that stay keep their connection, symbols that leave are dropped, new ones
@@ -151,13 +185,13 @@ class Universe:
 
     def symbols_of(self, index: int) -> list[str]:
         with self._lock:
-            return list(self._groups[index])
+            return list(dict.fromkeys(self._groups[index]))
 
     def apply(self, wanted: Sequence[str]) -> None:
         want = [s.upper() for s in wanted]
         keep = set(want)
         with self._lock:
-            groups = [[s for s in g if s in keep] for g in self._groups]
+            groups = [list(dict.fromkeys(s for s in g if s in keep)) for g in self._groups]
             placed = {s for g in groups for s in g}
             for symbol in want:
                 if symbol in placed:
@@ -185,6 +219,21 @@ class Universe:
                 log.warning("universe refresh failed: %s", e)
 
 
+class _Closing(Exception):
+    """The partition is closing: a worker thread gives up waiting."""
+
+
+@dataclass
+class Fetched:
+    """What a backfill or resume job brings back (made on a worker thread)."""
+
+    trades: list[tuple[int, Trade]]
+    complete: bool  # reached the present (or the trade it was asked to reach)
+    reset: dict[str, Any] | None = None  # resume jobs: the builder state to continue from
+    position: SymbolState | None = None  # resume jobs: the symbol's position before `trades`
+    gaps: list[GapReport] = field(default_factory=list)
+
+
 class _LivePartition(StatefulSourcePartition[SourceItem, dict[str, list[int]]]):
     def __init__(
         self,
@@ -204,41 +253,52 @@ class _LivePartition(StatefulSourcePartition[SourceItem, dict[str, list[int]]]):
         self._clock = cfg.clock
         self._stats = stats
         self._rest = rest
-        self._symbols = {s.split("@", 1)[0].upper() for s in streams}
+        self._symbols = {s.split("@", 1)[0].upper() for s in streams if s != cfg.clock_stream}
         self._refs: dict[str, list[Kline]] = {}  # Binance's closed 1m klines, to reconcile
-        start = resume if resume is not None else cfg.initial_positions
-        self._state: dict[str, SymbolState] = {
-            s: list(v) for s, v in start.items() if s in self._symbols
-        }
+        # Positions are not taken from a snapshot (`resume` is ignored): every start resumes
+        # each symbol from what the stores hold, so a lost or foreign snapshot changes nothing.
+        self._state: dict[str, SymbolState] = {}
         self._frames: collections.deque[tuple[bytes, int]] = collections.deque()
         self._events: collections.deque[tuple[bool, int]] = collections.deque()
         self._pending: dict[str, list[tuple[int, Trade]]] = {}
-        self._jobs: dict[str, Future[list[tuple[int, Trade]]]] = {}
+        self._jobs: dict[str, Future[Fetched]] = {}
+        self._stale_jobs: set[str] = set()  # jobs that began before the last reconnect
         self._live: set[str] = set()
         self._connected = False
         self._last_bucket = -1
-        self._offset_ms: int | None = None  # max(trade time - receive time): exchange clock
+        self._seen_ms = -1  # the newest event time this connection delivered (evidence)
         self._feed_seen = (0, 0, 0, 0)
         self._control_seen = (0, 0)
-        self._started: list[tuple[str, int]] = []  # symbols first seen: (symbol, warm-up open)
+        self._exchange_now: tuple[float, int] | None = None  # (monotonic s, exchange ms)
         self._deadline_ms = (
             self._clock.now_ms() + int(cfg.duration_s * 1000)
             if cfg.duration_s is not None
             else None
         )
+        self._closing = threading.Event()
         self._pool = ThreadPoolExecutor(cfg.backfill_workers, thread_name_prefix="backfill")
+        frames = self._frames
+        limit = cfg.max_buffered_frames
 
         def on_frame(raw: bytes, recv_ms: int) -> None:
-            self._frames.append((raw, recv_ms))
+            frames.append((raw, recv_ms))
 
+        feed_streams = list(streams)
+        if cfg.clock_stream is not None and cfg.clock_stream not in feed_streams:
+            feed_streams.append(cfg.clock_stream)
         self.feed = StreamFeed(
-            streams, cfg.feed, on_frame, clock=self._clock, limiter=limiter,
+            feed_streams,
+            cfg.feed,
+            on_frame,
+            clock=self._clock,
+            limiter=limiter,
             on_state=lambda connected, gen: self._events.append((connected, gen)),
-        )  # fmt: skip
+            full=lambda: len(frames) >= limit,
+        )
         self._loop = asyncio.new_event_loop()
         self._stop = asyncio.Event()
         self._thread = threading.Thread(
-            target=self._run_feed, name=f"feed-{streams[0]}", daemon=True
+            target=self._run_feed, name=f"feed-{feed_streams[0]}", daemon=True
         )
         self._thread.start()
 
@@ -253,52 +313,59 @@ class _LivePartition(StatefulSourcePartition[SourceItem, dict[str, list[int]]]):
         if self._cfg.stop is not None and self._cfg.stop.is_set():
             raise StopIteration
         out: dict[str, list[Trade]] = {}
+        resets: dict[str, dict[str, Any]] = {}
         dead: list[DeadLetter] = []
         gaps: list[GapReport] = []
+        notes: list[QualityNote] = []
         self._connection_events()
         self._feed_counters()
         if self._universe is not None and self._universe.version != self._universe_version:
             self._follow_universe(self._universe)
+        became_live: list[str] = []
         for symbol, job in list(self._jobs.items()):
             if job.done():
                 del self._jobs[symbol]
-                self._finish_backfill(symbol, job, out, gaps)
+                if self._finish_backfill(symbol, job, out, gaps, resets):
+                    became_live.append(symbol)
         frames = self._frames
         n = min(len(frames), self._cfg.max_batch_frames)
-        offset = self._offset_ms
+        seen = self._seen_ms
         for _ in range(n):
-            raw, recv_ms = frames.popleft()
+            raw, _recv_ms = frames.popleft()
             t = self._frame(raw, out, dead)
-            if t >= 0 and (offset is None or t - recv_ms > offset):
-                offset = t - recv_ms
-        self._offset_ms = offset
+            seen = max(seen, t)
+        self._seen_ms = seen
         items: list[SourceItem] = []
-        watermark = self._clock.now_ms() + (offset or 0) - self._cfg.grace_ms
+        watermark = seen - self._cfg.grace_ms
         bucket = watermark // self._cfg.base_interval_ms
-        if offset is not None and bucket != self._last_bucket and not frames and self._connected:
+        marked: set[str] = set()
+        if seen >= 0 and bucket != self._last_bucket and not frames and self._connected:
             self._last_bucket = bucket
-            for symbol in self._live:
-                items.append((symbol, SymbolBatch(symbol, out.pop(symbol, []), watermark)))
+            marked = set(self._live)
+        elif seen >= 0 and self._last_bucket >= 0:
+            # caught up since the last boundary: they get the watermark at once
+            marked = {s for s in became_live if s in self._live}
+        for symbol in marked:
+            batch = SymbolBatch(
+                symbol, out.pop(symbol, []), watermark, reset=resets.pop(symbol, None)
+            )
+            items.append((symbol, batch))
         if self._refs:
             for symbol, refs in self._refs.items():
-                items.append((symbol, SymbolBatch(symbol, out.pop(symbol, []), -1, tuple(refs))))
-            self._refs = {}
-        items.extend(
-            (symbol, SymbolBatch(symbol, trades)) for symbol, trades in out.items() if trades
-        )
-        longest = self._cfg.longest_interval
-        while self._started:
-            symbol, since = self._started.pop()
-            if longest is not None and longest.open_time(since) < since:
-                gaps.append(
-                    GapReport(
-                        symbol, -1, -1, longest.open_time(since), since, "started mid-interval"
-                    )
+                batch = SymbolBatch(
+                    symbol, out.pop(symbol, []), -1, tuple(refs), resets.pop(symbol, None)
                 )
-        if dead or gaps:
+                items.append((symbol, batch))
+            self._refs = {}
+        for symbol in set(out) | set(resets):
+            trades = out.get(symbol, [])
+            reset = resets.get(symbol)
+            if trades or reset is not None:
+                items.append((symbol, SymbolBatch(symbol, trades, reset=reset)))
+        if dead or gaps or notes:
             for letter in dead:
                 self._stats.add_dead(letter.reason)
-            items.append(SourceReport(dead, gaps or None))
+            items.append(SourceReport(dead, gaps or None, notes or None))
         return items
 
     def next_awake(self) -> datetime | None:
@@ -314,7 +381,13 @@ class _LivePartition(StatefulSourcePartition[SourceItem, dict[str, list[int]]]):
         """Frames received and not yet handed to the flow (the feed's queue)."""
         return len(self._frames)
 
+    @property
+    def backfilling(self) -> int:
+        """Symbols being fetched over REST now (resumes and backfills)."""
+        return len(self._jobs)
+
     def close(self) -> None:
+        self._closing.set()
         self._loop.call_soon_threadsafe(self._stop.set)
         self._thread.join(timeout=10)
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -331,7 +404,9 @@ class _LivePartition(StatefulSourcePartition[SourceItem, dict[str, list[int]]]):
             symbol_streams(sorted(removed), kind, reconcile),
         )
         if self._connected:
-            self._live |= {s for s in added if s not in self._state}
+            for symbol in sorted(added):
+                if symbol not in self._jobs:
+                    self._start_job(symbol)
         log.info(
             "universe changed part=%d added=%s removed=%s",
             self._index,
@@ -361,17 +436,19 @@ class _LivePartition(StatefulSourcePartition[SourceItem, dict[str, list[int]]]):
             connected, _generation = self._events.popleft()
             self._connected = connected
             if not connected:
-                self._live.clear()  # nothing closes on the clock while trades may be missing
+                self._live.clear()  # nothing closes while trades may be missing
                 continue
-            # (re)connected: catch up every symbol with history; the rest are live at once
-            self._live = {s for s in self._symbols if s not in self._state}
-            for symbol in self._state:
-                if symbol in self._symbols and symbol not in self._jobs:
-                    self._start_backfill(symbol, until_trade_id=None)
+            # (re)connected: catch up every symbol (resume it first if it never was)
+            self._live = set()
+            for symbol in self._symbols:
+                if symbol in self._jobs:
+                    self._stale_jobs.add(symbol)  # it may end before this connection began
+                else:
+                    self._start_job(symbol)
 
     # -- frames ------------------------------------------------------------------------
     def _frame(self, raw: bytes, out: dict[str, list[Trade]], dead: list[DeadLetter]) -> int:
-        """Take one frame; returns its trade time (-1 for frames that are not trades)."""
+        """Take one frame; returns the event time it proves delivered (-1 for none)."""
         try:
             ev: Any = _lax_frame.decode(raw).data
             trade = lax_trade(ev)
@@ -398,37 +475,30 @@ class _LivePartition(StatefulSourcePartition[SourceItem, dict[str, list[int]]]):
                 return -1
             self._accept(exact.s, agg_id, trade, out)
             return trade[4]
-        if isinstance(exact, KlineEvent) and exact.k.x and exact.s in self._cfg.reconcile:
-            self._refs.setdefault(exact.s, []).append(kline_of_event(exact))
-            return -1
-        self._stats.frames_ignored += 1  # depth, tickers, kline and serverShutdown frames
+        if isinstance(exact, KlineEvent):
+            k = exact.k
+            if k.i == "1m" and k.x and exact.s in self._cfg.reconcile:
+                self._refs.setdefault(exact.s, []).append(kline_of_event(exact))
+            else:
+                self._stats.clock_frames += 1
+            return exact.E // 1000 if exact.E >= 100_000_000_000_000 else exact.E
+        self._stats.frames_ignored += 1  # depth, tickers and serverShutdown frames
         return -1
 
     def _accept(self, symbol: str, agg_id: int, trade: Trade, out: dict[str, list[Trade]]) -> None:
-        if symbol in self._jobs:
-            self._pending.setdefault(symbol, []).append((agg_id, trade))
-            return
         st = self._state.get(symbol)
-        if st is None:
-            warmup = self._cfg.warmup_interval
-            if warmup is None:
-                self._state[symbol] = [trade[1], trade[4], agg_id]
-                self._emit(symbol, trade, out)
-                return
-            # first sight: fetch the trades of the klines open now, from the warm-up open
-            since = warmup.open_time(trade[4])
-            self._state[symbol] = [-1, since, -1]
+        if symbol in self._jobs or st is None:
             self._pending.setdefault(symbol, []).append((agg_id, trade))
-            self._start_backfill(symbol, until_trade_id=trade[0] - 1)
-            self._started.append((symbol, since))
+            if st is None and symbol not in self._jobs and symbol in self._symbols:
+                self._start_job(symbol)
             return
         if trade[1] <= st[0]:
             self._stats.duplicates += 1
             return
-        if trade[0] > st[0] + 1:  # ids were skipped: fetch them before going on
+        if trade[0] > st[0] + 1 and st[0] >= 0:  # ids were skipped: fetch them before going on
             self._pending.setdefault(symbol, []).append((agg_id, trade))
             self._live.discard(symbol)
-            self._start_backfill(symbol, until_trade_id=trade[0] - 1)
+            self._start_job(symbol)
             return
         st[0], st[1], st[2] = trade[1], trade[4], agg_id
         self._emit(symbol, trade, out)
@@ -441,21 +511,132 @@ class _LivePartition(StatefulSourcePartition[SourceItem, dict[str, list[int]]]):
         lst.append(trade)
 
     # -- backfill ----------------------------------------------------------------------
-    def _start_backfill(self, symbol: str, until_trade_id: int | None) -> None:
-        st = self._state[symbol]
-        self._jobs[symbol] = self._pool.submit(
-            self._fetch, symbol, st[0], st[1], st[2], until_trade_id
-        )
+    def _start_job(self, symbol: str) -> None:
+        """Resume the symbol from the stores (first time in this process), or fetch the
+        trades after its position."""
+        self._live.discard(symbol)
+        st = self._state.get(symbol)
+        if st is None:
+            self._jobs[symbol] = self._pool.submit(self._resume_job, symbol)
+        else:
+            self._jobs[symbol] = self._pool.submit(self._fetch, symbol, st[0], st[1], st[2])
 
-    def _fetch(
-        self, symbol: str, last_id: int, last_ms: int, last_agg: int, until_id: int | None
-    ) -> list[tuple[int, Trade]]:
-        """aggTrades after last_id, up to until_id (or the present). Runs on a worker thread."""
+    def _patiently(self, what: str, call: Callable[[], _T]) -> _T:
+        """`call()` until it answers: rate limits waited out, other failures retried with
+        backoff (the exchange or a store may be away for minutes). A refusal that retrying
+        cannot change (BinanceError) is raised. Runs on a worker thread."""
+        delay = 1.0
+        failures = 0
+        while True:
+            if self._closing.is_set():
+                raise _Closing
+            try:
+                return call()
+            except BinanceError:
+                raise
+            except RateLimited as e:
+                wait = max(e.retry_after_s, 1.0)
+                error: Exception = e
+            except Exception as e:  # unreachable, 5xx, a store away: all worth a retry
+                wait, delay = delay, min(delay * 2, _RETRY_MAX_S)
+                error = e
+            failures += 1
+            self._stats.backfill_retries += 1
+            if failures == 1 or failures % 10 == 0:
+                log.warning(
+                    "%s: waiting %.0f s and trying again (attempt %d): %s",
+                    what,
+                    wait,
+                    failures,
+                    error,
+                )
+            if self._closing.wait(wait):
+                raise _Closing
+
+    def _exchange_ms(self) -> int:
+        """The exchange's clock (GET /api/v3/time, kept for a few seconds)."""
+        now_s = self._clock.monotonic_s()
+        known = self._exchange_now
+        if known is None or now_s - known[0] > 5.0:
+            server = self._patiently("exchange time", self._rest.server_time)
+            known = self._exchange_now = (now_s, server)
+        return known[1] + int((now_s - known[0]) * 1000)
+
+    def _prev_close(self, symbol: str, open_ms: int) -> int:
+        """The close of the exchange's kline before `open_ms` (0: none, not listed yet)."""
+        base = base_interval_for(self._cfg.intervals)
+        rows = self._patiently(
+            f"previous close of {symbol}",
+            lambda: self._rest.klines(symbol, base, end_ms=open_ms - 1, limit=1),
+        )
+        if not rows:
+            return 0
+        k = kline_of_row(rows[-1])
+        return k.close if k.open_ms < open_ms else 0
+
+    def _resume_job(self, symbol: str) -> Fetched:
+        """Where the symbol continues (what Redis holds, or its first start), and the trades
+        from there. Runs on a worker thread."""
+        cfg = self._cfg
+        resume = cfg.resume
+        start = None
+        if resume is not None:
+            start = self._patiently(f"resume point of {symbol}", lambda: resume.read(symbol))
+        gaps: list[GapReport] = []
+        if start is not None and not start.from_origin:
+            sk = SymbolKlines.resumed(
+                cfg.intervals, start.next_open_ms, start.prev_close, start.stored
+            )
+            origin = start.next_open_ms
+        else:
+            if start is not None:
+                origin = start.next_open_ms  # a first start that closed nothing yet
+            else:
+                origin = self._first_open()
+                if resume is not None:
+                    first = origin
+                    origin = self._patiently(
+                        f"origin of {symbol}", lambda: resume.claim_origin(symbol, first)
+                    )
+                longest = cfg.longest_interval
+                if longest is not None and longest.open_time(origin) < origin:
+                    gaps.append(
+                        GapReport(
+                            symbol,
+                            -1,
+                            -1,
+                            longest.open_time(origin),
+                            origin,
+                            "started mid-interval",
+                        )
+                    )
+            prev = self._prev_close(symbol, origin)
+            sk = SymbolKlines.resumed(cfg.intervals, origin, prev, {})
+        fetched = self._fetch(symbol, -1, origin, -1)
+        fetched.reset = sk.snapshot()
+        fetched.position = [-1, origin, -1]
+        fetched.gaps = gaps + fetched.gaps
+        return fetched
+
+    def _first_open(self) -> int:
+        cfg = self._cfg
+        if cfg.history_from_ms is not None:
+            return cfg.history_from_ms
+        now = self._exchange_ms()
+        base = INTERVALS[base_interval_for(cfg.intervals)]
+        warmup = cfg.warmup_interval or base
+        return warmup.open_time(now)
+
+    def _fetch(self, symbol: str, last_id: int, last_ms: int, last_agg: int) -> Fetched:
+        """aggTrades after last_id (from last_agg + 1, or from the time last_ms), up to the
+        present or `pages_per_job` pages. Runs on a worker thread."""
         got: list[tuple[int, Trade]] = []
         from_id = last_agg + 1 if last_agg >= 0 else None
         start_ms = None if from_id is not None else last_ms
-        for _ in range(self._cfg.max_backfill_pages):
-            page = self._rest.agg_trades(symbol, from_id=from_id, start_ms=start_ms, limit=_PAGE)
+        for _ in range(self._cfg.pages_per_job):
+            page = self._patiently(
+                f"backfill of {symbol}", partial(self._page, symbol, from_id, start_ms)
+            )
             for x in page:
                 if x.l <= last_id:
                     continue
@@ -464,51 +645,74 @@ class _LivePartition(StatefulSourcePartition[SourceItem, dict[str, list[int]]]):
                 except InvalidTrade:
                     continue  # Binance's invalid-marker rows carry no trade
                 got.append((x.a, trade))
-                if until_id is not None and x.l >= until_id:
-                    return got
             if len(page) < _PAGE:
-                return got
+                return Fetched(got, True)
             from_id, start_ms = page[-1].a + 1, None
-        return got
+        return Fetched(got, False)
+
+    def _page(self, symbol: str, from_id: int | None, start_ms: int | None) -> list[RestAggTrade]:
+        return self._rest.agg_trades(symbol, from_id=from_id, start_ms=start_ms, limit=_PAGE)
 
     def _finish_backfill(
         self,
         symbol: str,
-        job: Future[list[tuple[int, Trade]]],
+        job: Future[Fetched],
         out: dict[str, list[Trade]],
         gaps: list[GapReport],
-    ) -> None:
+        resets: dict[str, dict[str, Any]],
+    ) -> bool:
+        """Release what a job fetched (and, once caught up, the live trades held meanwhile);
+        returns whether the symbol is caught up and live."""
+        stale = symbol in self._stale_jobs
+        self._stale_jobs.discard(symbol)
         try:
-            fetched = job.result()
-            reason = ""
-        except RestError as e:
-            fetched, reason = [], f"backfill failed: {e}"
-            log.warning("backfill failed symbol=%s error=%s", symbol, e)
-        self._stats.trades_backfilled += len(fetched)
+            res = job.result()
+        except _Closing:
+            return False
+        except RestError as e:  # the exchange refuses (e.g. an unknown symbol): cannot be had
+            log.warning("backfill refused symbol=%s error=%s", symbol, e)
+            st = self._state.setdefault(symbol, [-1, self._clock.now_ms(), -1])
+            gaps.append(
+                GapReport(
+                    symbol,
+                    st[0] + 1,
+                    -1,
+                    st[1],
+                    self._clock.now_ms(),
+                    f"refused by the exchange: {e}",
+                )
+            )
+            self._stats.gaps += 1
+            res = Fetched([], True)
+        self._stats.trades_backfilled += len(res.trades)
+        gaps.extend(res.gaps)
+        if res.reset is None:
+            self._stats.backfills += 1
+        if res.reset is not None and res.position is not None:
+            self._stats.resumes += 1
+            resets[symbol] = res.reset
+            self._state[symbol] = res.position
         st = self._state[symbol]
-        held = self._pending.pop(symbol, [])
-        for agg_id, trade in fetched + held:
+        held = self._pending.pop(symbol, []) if res.complete and not stale else []
+        for agg_id, trade in res.trades + held:
             if trade[1] <= st[0]:
                 continue
-            if trade[0] > st[0] + 1 and st[0] >= 0:  # (no history yet: nothing to miss)
+            if trade[0] > st[0] + 1 and st[0] >= 0:  # (no position yet: nothing to miss)
                 gaps.append(
                     GapReport(
-                        symbol,
-                        st[0] + 1,
-                        trade[0] - 1,
-                        st[1],
-                        trade[4],
-                        reason or "not served by REST",
+                        symbol, st[0] + 1, trade[0] - 1, st[1], trade[4], "not served by REST"
                     )
                 )
                 self._stats.gaps += 1
             st[0], st[1], st[2] = trade[1], trade[4], agg_id
             self._emit(symbol, trade, out)
-        if reason and not held:
-            gaps.append(GapReport(symbol, st[0] + 1, -1, st[1], self._clock.now_ms(), reason))
-            self._stats.gaps += 1
+        if not res.complete or stale:
+            self._start_job(symbol)  # more to fetch (or fetched before the last reconnect)
+            return False
         if self._connected:
             self._live.add(symbol)
+            return True
+        return False
 
 
 class LiveSource(FixedPartitionedSource[SourceItem, dict[str, list[int]]]):
@@ -555,3 +759,6 @@ class LiveSource(FixedPartitionedSource[SourceItem, dict[str, list[int]]]):
             )
             self._refresher.start()
         return part
+
+
+__all__ = ["LiveConfig", "LiveSource", "Mapping", "clock_stream_for", "stream_groups"]
