@@ -26,12 +26,18 @@ class RunStats:
     rest_requests: int = 0  # live: REST calls (backfill), retries included
     rest_rate_limited: int = 0  # live: 429/418 answers met (and waited out)
     foreign_batches: int = 0  # cluster: trade batches that came from another process
+    backfills: int = 0  # live: catch-ups of a symbol after a reconnect or skipped ids
+    resumes: int = 0  # live: symbols resumed from the stores (one per symbol and start)
+    clock_frames: int = 0  # live: frames of the clock stream (evidence of delivery)
+    backfill_retries: int = 0  # live: REST or store calls of a backfill tried again
+    klines_amended: int = 0  # live: closed klines closed again because a trade came late
     dead_letters: Counter[str] = field(default_factory=Counter)  # by reason
     klines_closed: Counter[str] = field(default_factory=Counter)  # by interval
     open_kline_writes: int = 0
     bytes_done: int = 0
     bytes_total: int = 0
     files_done: int = 0
+    files_truncated: int = 0  # replay: compressed files cut short, read up to the cut
     rules: dict[str, float] = field(default_factory=dict)
     # live: wall clock at the Redis write minus the newest trade's time in what was written
     # (exchange time, so it includes clock skew), the most recent ones
