@@ -150,7 +150,12 @@ def replay(
         redis_url=_redis_url(settings),
         intervals=settings.intervals,
         keys=KeySpace(settings.namespace),
-        read=ReadOptions(symbol=symbol, symbols=wanted, chunk_records=settings.chunk_records),
+        read=ReadOptions(
+            symbol=symbol,
+            symbols=wanted,
+            chunk_records=settings.chunk_records,
+            future_margin_ms=settings.future_margin_ms,
+        ),
         retention=RetentionPolicy(settings.retention, {"1m": settings.retention_1m}),
         open_throttle_ms=settings.open_kline_throttle_ms,
         max_fill=settings.max_flat_fill,
@@ -210,12 +215,15 @@ def _print_summary(stats: RunStats, seconds: float, intervals: tuple[str, ...]) 
     table.add_row("late trades", f"{stats.dead_letters['late']:,}")
     table.add_row("duplicate trades", f"{stats.duplicates:,}")
     table.add_row("invalid trades", f"{stats.dead_letters['invalid']:,}")
+    table.add_row("implausible trades", f"{stats.dead_letters['implausible']:,}")
     table.add_row(
         "malformed / unknown frames",
         f"{stats.dead_letters['malformed']:,} / {stats.dead_letters['unknown']:,}",
     )
     if stats.dead_letters["no_symbol"]:
         table.add_row("files without a symbol", f"{stats.dead_letters['no_symbol']:,}")
+    if stats.files_truncated:
+        table.add_row("files truncated (read up to the cut)", f"{stats.files_truncated:,}")
     table.add_row("frames of other streams", f"{stats.frames_ignored:,}")
     if stats.trades_filtered:
         table.add_row("trades of other symbols", f"{stats.trades_filtered:,}")

@@ -35,6 +35,7 @@ from pydantic_settings import (
 )
 
 from flows.domain.intervals import DEFAULT_INTERVALS, parse_intervals
+from flows.domain.trade_checks import DEFAULT_FUTURE_MARGIN_MS
 
 log = logging.getLogger(__name__)
 ENV_PREFIX = "KLINEFLOW_"
@@ -73,6 +74,12 @@ class Settings(BaseSettings):
     dead_letter_maxlen: int = Field(100_000, ge=100)
     max_flat_fill: int = Field(10_000, ge=1, description="most flat klines emitted for one gap")
     chunk_records: int = Field(8192, ge=1, description="records per source batch")
+    future_margin_ms: int = Field(
+        DEFAULT_FUTURE_MARGIN_MS,
+        ge=0,
+        description="how far past its file's reference time (receive time, a dump's day, now) "
+        "a replayed trade's time may lie before it is refused as implausible",
+    )
     api_cache_ttl_s: float = Field(1.0, ge=0)
 
     @field_validator("intervals", mode="before")

@@ -10,8 +10,12 @@ UNKNOWN = "unknown"  # an event or stream type the pipeline does not know
 INVALID = "invalid"  # a trade Binance marks invalid (p=0, q=0, f=l=-1) or with impossible values
 LATE = "late"  # a trade for a kline that was already closed
 NO_SYMBOL = "no_symbol"  # a dump file whose symbol cannot be told from its name
+# a trade whose time, ids or amounts cannot be real (flows.domain.trade_checks): well formed,
+# but outside what Binance can send
+IMPLAUSIBLE = "implausible"
+TRUNCATED = "truncated"  # a compressed file that ends before its data does (one per file)
 
-REASONS = (MALFORMED, UNKNOWN, INVALID, LATE, NO_SYMBOL)
+REASONS = (MALFORMED, UNKNOWN, INVALID, LATE, NO_SYMBOL, IMPLAUSIBLE, TRUNCATED)
 
 
 class DeadLetter(msgspec.Struct, frozen=True):

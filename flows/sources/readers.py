@@ -11,16 +11,25 @@ Formats, told apart by content (and the file name where content cannot tell):
 4. REST ``/api/v3/aggTrades`` (or ``historicalTrades``) JSON: a plain list, or a list of ccxt
    trades whose ``info`` is the raw element; optionally gzipped.
 
-Every malformed, unknown or invalid record becomes a `DeadLetter` with its position.
+Every malformed, unknown or invalid record becomes a `DeadLetter` with its position, and so
+does every trade that cannot be real (`flows.domain.trade_checks.implausible`: a time before
+Binance opened or after the latest time it can have, ids or amounts beyond Binance's bounds).
+That latest time is the line's receive time for captures and recordings, the end of the day
+or month a dump's standard name gives, otherwise the clock's now; each plus
+`ReadOptions.future_margin_ms`.
+
+A compressed file cut short is read up to the cut and reported once: `Chunk.truncated` and a
+`truncated` dead letter saying after which line.
 """
 
 from __future__ import annotations
 
+import calendar
 import gzip
+import io
 import itertools
 import re
 import zipfile
-import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,15 +51,41 @@ from flows.binance.decode import (
     trade_time_ms,
 )
 from flows.domain import deadletter as dl
+from flows.domain.clock import SYSTEM_CLOCK, Clock
 from flows.domain.deadletter import DeadLetter
 from flows.domain.kline import Trade
-from flows.domain.money import parse_units
+from flows.domain.trade_checks import (
+    DEFAULT_FUTURE_MARGIN_MS,
+    EXCHANGE_START_MS,
+    MAX_FILLS,
+    MAX_TRADE_ID,
+    ImplausibleAmount,
+    implausible,
+    parse_amount,
+)
 from flows.sources import recording
+from flows.sources.compressed import (
+    BLOCK,
+    CUT_ERRORS,
+    GZIP_MAGIC,
+    ZIP_MAGIC,
+    Lines,
+    UnreadableZip,
+    ZipMember,
+    ends_at_sync_flush,
+    iter_lines,
+    read_all_bytes,
+)
 
 DEFAULT_CHUNK_RECORDS: Final = 8192
-_GZIP_MAGIC: Final = b"\x1f\x8b"
-_ZIP_MAGIC: Final = b"PK\x03\x04"
+_GZIP_MAGIC: Final = GZIP_MAGIC
+_ZIP_MAGIC: Final = ZIP_MAGIC
 _DUMP_NAME: Final = re.compile(r"^([A-Z0-9]+)-(aggTrades|trades)-", re.IGNORECASE)
+# a dump's period in its standard name: ...-2019-10-11.zip (a day) or ...-2019-10.zip (a month)
+_DUMP_PERIOD: Final = re.compile(
+    r"^[A-Z0-9]+-(?:aggTrades|trades)-(\d{4})-(\d{2})(?:-(\d{2}))?\.", re.IGNORECASE
+)
+_DAY_MS: Final = 86_400_000
 # an upper-case token with at least one letter (so a date is never taken for a symbol)
 _SYMBOL_TOKEN: Final = re.compile(r"(?:^|[-_])((?=[A-Z0-9]*[A-Z])[A-Z0-9]{5,30})(?=[-_.])")
 
@@ -66,6 +101,7 @@ class Chunk:
     ignored: int = 0  # well-formed records of streams klines do not use
     filtered: int = 0  # trades of symbols not asked for
     torn: int = 0  # a last line cut short (a recording being written, or cut by a crash)
+    truncated: int = 0  # 1 in the last chunk of a compressed file cut short
     records: int = 0  # records consumed in this file so far (the resume position)
     bytes_done: int = 0  # bytes of the file on disk consumed so far (progress)
 
@@ -79,6 +115,14 @@ class ReadOptions:
     symbol: str | None = None  # for dumps whose name does not say
     symbols: frozenset[str] | None = None  # keep only these
     chunk_records: int = DEFAULT_CHUNK_RECORDS
+    # how far past its reference time (receive time, end of a dump's period, now) a trade's
+    # time may lie before it is refused as implausible
+    future_margin_ms: int = DEFAULT_FUTURE_MARGIN_MS
+    clock: Clock = SYSTEM_CLOCK  # "now", for files that carry no time of their own
+
+    def now_ceiling_ms(self) -> int:
+        """The latest trade time a file without a reference time may hold."""
+        return self.clock.now_ms() + self.future_margin_ms
 
 
 def sniff_format(path: Path) -> str:
@@ -88,7 +132,7 @@ def sniff_format(path: Path) -> str:
     if magic == _ZIP_MAGIC:
         return "csv"
     with _open_text_stream(path) as stream:
-        head = stream.read(512)
+        head = _head(stream, 512)
     stripped = head.lstrip()
     if stripped.startswith(b"{") and recording.read_header(head.split(b"\n", 1)[0]) is not None:
         return "recording"
@@ -102,6 +146,20 @@ def sniff_format(path: Path) -> str:
         f"{path}: not a capture, a klineflow recording, a Binance CSV dump or REST JSON "
         f"(starts with {head[:40]!r})"
     )
+
+
+def _head(stream: IO[bytes], size: int) -> bytes:
+    """Up to `size` first bytes of the stream, fewer if it is cut short before."""
+    head = b""
+    while len(head) < size:
+        try:
+            block = stream.read1(size - len(head))  # type: ignore[attr-defined]
+        except CUT_ERRORS:
+            break
+        if not block:
+            break
+        head += block
+    return head
 
 
 def _open_text_stream(path: Path) -> IO[bytes]:
@@ -130,32 +188,6 @@ def read_file(
 # -- WebSocket frames: captures and recordings ------------------------------------------
 
 
-_BLOCK = 1 << 20
-
-
-def iter_lines(stream: IO[bytes]) -> Iterator[bytes]:
-    """Lines without their newline, read in large blocks (GzipFile.readline is slow).
-
-    A last line with no newline is yielded with a trailing b"\0" so a caller can tell a torn
-    end (a recording cut by a crash) from a whole line.
-    """
-    rest = b""
-    while True:
-        try:
-            # read1: a stream cut short raises on the call that reaches the cut, so only
-            # that last piece is lost, not a whole block of data decompressed before it
-            block = stream.read1(_BLOCK)  # type: ignore[attr-defined]
-        except (EOFError, gzip.BadGzipFile, zlib.error):
-            break  # a gzip stream cut short: what was read so far stands
-        if not block:
-            break
-        lines = (rest + block).split(b"\n") if rest else block.split(b"\n")
-        rest = lines.pop()
-        yield from lines
-    if rest:
-        yield rest + b"\0"
-
-
 class _RecordedLax(msgspec.Struct):
     r: int
     d: LaxCombined
@@ -174,14 +206,19 @@ def _read_frames(path: Path, options: ReadOptions, skip: int, recorded: bool) ->
     name = str(path)
     keep = options.symbols
     limit = options.chunk_records
+    margin = options.future_margin_ms
+    now_ceiling = options.now_ceiling_ms()  # a capture line whose receive time is unreadable
     decode_line = _lax_recorded.decode
     decode_frame_lax = _lax_frame.decode
     fast = lax_trade
+    check = implausible
     chunk = Chunk()
     trades = chunk.trades
     count = 0
     lineno = skip + 1  # line 1: the URL of a capture, the header of a recording
-    lines = iter_lines(stream)
+    reader = Lines(stream)
+    lines = iter(reader)
+    torn_tail = False
     try:
         for _ in itertools.islice(lines, skip + 1):
             pass
@@ -199,26 +236,38 @@ def _read_frames(path: Path, options: ReadOptions, skip: int, recorded: bool) ->
             frame: bytes | None = None
             try:
                 if recorded:
-                    ev = decode_line(line).d.data
+                    rec = decode_line(line)
+                    ceiling = rec.r + margin
+                    ev = rec.d.data
                 else:
-                    frame = _captured_frame(line)
+                    head, frame = _captured_frame(line)
                     if frame is None:
                         continue
+                    ceiling = _receive_ceiling(head, margin, now_ceiling)
                     ev = decode_frame_lax(frame).data
                 sym = ev.s
-                tr = fast(ev)
+                tr = fast(ev, ceiling)  # None as well for a trade that may be implausible
             except _LAX_ERRORS:
                 tr = None
             if tr is None:
+                # a last piece with no newline: a recording's torn end, or any file's cut
+                if line.endswith(b"\0") and (recorded or reader.cut):
+                    chunk.torn += 1
+                    torn_tail = True
+                    continue
                 if recorded:
-                    if line.endswith(b"\0"):
-                        chunk.torn += 1
-                        continue
-                    frame = _recorded_frame(line, chunk, name, lineno)
+                    frame, recv_ms = _recorded_frame(line, chunk, name, lineno)
+                    ceiling = recv_ms + margin
                 if frame is None:
                     continue
                 sym, tr = _exact_trade(frame, chunk, name, lineno)
                 if tr is None:
+                    continue
+                why = check(tr, ceiling)
+                if why is not None:
+                    chunk.dead.append(
+                        DeadLetter(dl.IMPLAUSIBLE, why, _text(frame), f"{name}:{lineno}", sym)
+                    )
                     continue
             if keep is not None and sym not in keep:
                 chunk.filtered += 1
@@ -229,10 +278,29 @@ def _read_frames(path: Path, options: ReadOptions, skip: int, recorded: bool) ->
             lst.append(tr)
         chunk.records = max(lineno - 1, 0)
         chunk.bytes_done = raw_file.tell()
+        # a stream that stops at a sync flush with whole lines is a recording still being
+        # written, read up to its last flush: not a file cut short
+        if reader.cut and (torn_tail or not ends_at_sync_flush(path)):
+            _report_cut(chunk, path, lineno - 1 if torn_tail else lineno, "")
         yield chunk
     finally:
         stream.close()
         raw_file.close()
+
+
+def _receive_ceiling(head: bytes, margin: int, fallback: int) -> int:
+    """The receive time of a capture line (``1617566591.326123``, seconds) plus the margin."""
+    try:
+        return int(float(head) * 1000) + margin
+    except ValueError:
+        return fallback
+
+
+def _report_cut(chunk: Chunk, path: Path, whole_lines: int, symbol: str, note: str = "") -> None:
+    """Mark the chunk as the end of a file cut short, with a dead letter saying where."""
+    chunk.truncated += 1
+    detail = f"{path} is truncated after line {whole_lines}{note}"
+    chunk.dead.append(DeadLetter(dl.TRUNCATED, detail, "", f"{path}:{whole_lines}", symbol))
 
 
 def _exact_trade(frame: bytes, chunk: Chunk, name: str, lineno: int) -> tuple[str, Trade | None]:
@@ -250,36 +318,36 @@ def _exact_trade(frame: bytes, chunk: Chunk, name: str, lineno: int) -> tuple[st
                 else trade_event_to_trade(ev)
             )
         except InvalidTrade as e:
-            chunk.dead.append(
-                DeadLetter(dl.INVALID, str(e), _text(frame), f"{name}:{lineno}", ev.s)
-            )
+            chunk.dead.append(DeadLetter(e.reason, str(e), _text(frame), f"{name}:{lineno}", ev.s))
             return ev.s, None
         return ev.s, tr
     chunk.ignored += 1  # depth, tickers, kline and serverShutdown frames: unused here
     return "", None
 
 
-def _captured_frame(line: bytes) -> bytes | None:
+def _captured_frame(line: bytes) -> tuple[bytes, bytes | None]:
+    """The receive time and the frame of a capture line (None: not a stream frame)."""
     head, sep, frame = line.partition(b": ")
     if not sep or b" -> " in head:
-        return None  # a REST call recorded beside the stream, or a blank line
+        return head, None  # a REST call recorded beside the stream, or a blank line
     frame = frame.rstrip(b"\r\n\0")  # \0 marks a last line with no newline
-    return frame or None
+    return head, frame or None
 
 
-def _recorded_frame(line: bytes, chunk: Chunk, name: str, lineno: int) -> bytes | None:
+def _recorded_frame(line: bytes, chunk: Chunk, name: str, lineno: int) -> tuple[bytes | None, int]:
+    """The frame of a recording line and its receive time (ms)."""
     try:
         rec = recording.decode_line(line)
     except (msgspec.DecodeError, msgspec.ValidationError) as e:
         chunk.dead.append(
             DeadLetter(dl.MALFORMED, f"recording line: {e}", _text(line), f"{name}:{lineno}")
         )
-        return None
+        return None, 0
     if rec.d:
-        return bytes(rec.d)
+        return bytes(rec.d), rec.r
     if rec.x is not None:
         chunk.dead.append(DeadLetter(dl.MALFORMED, "frame is not JSON", rec.x, f"{name}:{lineno}"))
-    return None
+    return None, rec.r
 
 
 def _text(raw: bytes | str) -> str:
@@ -296,22 +364,63 @@ def dump_symbol(path: Path, given: str | None) -> str | None:
     return m.group(1).upper() if m else None
 
 
-def _open_csv(path: Path) -> tuple[IO[bytes], int, float]:
-    """The CSV byte stream, the on-disk size, and disk bytes per streamed byte."""
-    size = path.stat().st_size
-    with path.open("rb") as f:
-        magic = f.read(4)
-    if magic == _ZIP_MAGIC:
-        zf = zipfile.ZipFile(path)
-        members = [i for i in zf.infolist() if i.filename.lower().endswith(".csv")] or zf.infolist()
-        if len(members) != 1:
-            raise FormatError(f"{path}: expected one CSV inside the zip, found {len(members)}")
-        info = members[0]
-        ratio = info.compress_size / info.file_size if info.file_size else 1.0
-        return zf.open(info), size, ratio
-    if magic[:2] == _GZIP_MAGIC:
-        return gzip.GzipFile(path, "rb"), size, 0.3  # type: ignore[return-value]  # a binary IO
-    return path.open("rb"), size, 1.0
+def dump_ceiling_ms(path: Path, margin_ms: int) -> int | None:
+    """The end of the day or month a dump's standard name gives, plus the margin.
+
+    >>> dump_ceiling_ms(Path("XRPETH-aggTrades-2019-10-11.zip"), 0)  # 2019-10-12 00:00 UTC
+    1570838400000
+    >>> dump_ceiling_ms(Path("XRPETH-aggTrades-2019-12.zip"), 0)  # 2020-01-01 00:00 UTC
+    1577836800000
+    >>> dump_ceiling_ms(Path("XRPETH-aggTrades-20191011-20191013.csv"), 0) is None
+    True
+    """
+    m = _DUMP_PERIOD.match(path.name)
+    if m is None:
+        return None
+    year, month = int(m.group(1)), int(m.group(2))
+    if not 1 <= month <= 12:
+        return None
+    if m.group(3) is None:  # a month: up to the first of the next one
+        days = calendar.monthrange(year, month)[1]
+        return (calendar.timegm((year, month, 1, 0, 0, 0)) * 1000) + days * _DAY_MS + margin_ms
+    day = int(m.group(3))
+    if not 1 <= day <= calendar.monthrange(year, month)[1]:
+        return None
+    return calendar.timegm((year, month, day, 0, 0, 0)) * 1000 + _DAY_MS + margin_ms
+
+
+class _CsvStream:
+    """The CSV bytes of a dump, with what progress and cut reports need."""
+
+    def __init__(self, path: Path) -> None:
+        self.size = path.stat().st_size
+        self.ratio = 1.0  # disk bytes per streamed byte
+        self.member: ZipMember | None = None  # set when a zip is read from its local header
+        with path.open("rb") as f:
+            magic = f.read(4)
+        self.stream: IO[bytes]
+        if magic == _ZIP_MAGIC:
+            try:
+                zf = zipfile.ZipFile(path)
+            except zipfile.BadZipFile:
+                # no central directory (it is at the end of the file): a zip cut short
+                self.member = ZipMember(path)
+                self.stream = io.BufferedReader(self.member, BLOCK)
+                m = self.member
+                self.ratio = m.compress_size / m.file_size if m.compress_size else 0.3
+                return
+            infos = zf.infolist()
+            members = [i for i in infos if i.filename.lower().endswith(".csv")] or infos
+            if len(members) != 1:
+                raise FormatError(f"{path}: expected one CSV inside the zip, found {len(members)}")
+            info = members[0]
+            self.ratio = info.compress_size / info.file_size if info.file_size else 1.0
+            self.stream = zf.open(info)
+        elif magic[:2] == _GZIP_MAGIC:
+            self.stream = gzip.GzipFile(path, "rb")  # type: ignore[assignment]  # a binary IO
+            self.ratio = 0.3
+        else:
+            self.stream = path.open("rb")
 
 
 def _read_csv(path: Path, options: ReadOptions, skip: int) -> Iterator[Chunk]:
@@ -328,68 +437,112 @@ def _read_csv(path: Path, options: ReadOptions, skip: int) -> Iterator[Chunk]:
         return
     if options.symbols is not None and symbol not in options.symbols:
         return
-    stream, disk_size, ratio = _open_csv(path)
+    ceiling = dump_ceiling_ms(path, options.future_margin_ms)
+    if ceiling is None:
+        ceiling = options.now_ceiling_ms()
+    try:
+        csv = _CsvStream(path)
+    except (EOFError, UnreadableZip) as e:  # a zip cut inside its first header
+        if isinstance(e, UnreadableZip):
+            raise FormatError(str(e)) from e
+        chunk = Chunk(records=skip, bytes_done=path.stat().st_size)
+        _report_cut(chunk, path, 0, symbol)
+        yield chunk
+        return
     limit = options.chunk_records
     chunk = Chunk()
     out: list[Trade] = []
     chunk.trades[symbol] = out
     done = 0
     lineno = 0
-    with stream:
-        for lineno, line in enumerate(stream, 1):
-            done += len(line)
-            if lineno <= skip:
-                continue
-            cols = line.rstrip(b"\r\n").split(b",")
-            try:
-                if len(cols) == 8:  # aggTrades: a, price, qty, first, last, time, maker, best
-                    f, last = int(cols[3]), int(cols[4])
-                    p, q = parse_units(cols[1].decode()), parse_units(cols[2].decode())
-                    t = int(cols[5])
-                elif len(cols) == 7:  # trades: id, price, qty, quoteQty, time, maker, best
-                    f = last = int(cols[0])
-                    p, q = parse_units(cols[1].decode()), parse_units(cols[2].decode())
-                    t = int(cols[4])
-                else:
-                    raise ValueError(
-                        f"expected 7 (trades) or 8 (aggTrades) columns, got {len(cols)}"
-                    )
-                maker = cols[-2].strip().lower()
-                if maker not in (b"true", b"false"):
-                    raise ValueError(f"isBuyerMaker is {maker!r}, expected True or False")
-            except ValueError as e:
-                if lineno == 1 and not cols[0].strip().lstrip(b"-").isdigit():
-                    continue  # a header row
-                if not line.strip():
+    cut = False
+    with csv.stream:
+        try:
+            # lines are read in C; a stream cut short raises on the read that reaches the
+            # cut, after every whole line before it (a piece of a line there is lost)
+            for lineno, line in enumerate(csv.stream, 1):
+                done += len(line)
+                if lineno <= skip:
                     continue
-                chunk.dead.append(
-                    DeadLetter(
-                        dl.MALFORMED, str(e), _text(line.rstrip()), f"{name}:{lineno}", symbol
-                    )
-                )
-                continue
-            if f < 0 or last < f or p == 0 or q == 0:
-                chunk.dead.append(
-                    DeadLetter(
-                        dl.INVALID,
-                        "Binance's invalid-trade marker or impossible ids",
-                        _text(line.rstrip()),
-                        f"{name}:{lineno}",
-                        symbol,
-                    )
-                )
-                continue
-            out.append((f, last, p, q, trade_time_ms(t), maker == b"true"))
-            if len(out) >= limit:
-                chunk.records = lineno
-                chunk.bytes_done = min(int(done * ratio), disk_size)
-                yield chunk
-                chunk = Chunk()
-                out = []
-                chunk.trades[symbol] = out
+                cols = line.rstrip(b"\r\n").split(b",")
+                try:
+                    if len(cols) == 8:  # aggTrades: a, price, qty, first, last, time, maker, best
+                        f, last = int(cols[3]), int(cols[4])
+                        p, q = parse_amount(cols[1].decode()), parse_amount(cols[2].decode())
+                        t = trade_time_ms(int(cols[5]))
+                    elif len(cols) == 7:  # trades: id, price, qty, quoteQty, time, maker, best
+                        f = last = int(cols[0])
+                        p, q = parse_amount(cols[1].decode()), parse_amount(cols[2].decode())
+                        t = trade_time_ms(int(cols[4]))
+                    else:
+                        raise ValueError(
+                            f"expected 7 (trades) or 8 (aggTrades) columns, got {len(cols)}"
+                        )
+                    maker = cols[-2].strip().lower()
+                    if maker not in (b"true", b"false"):
+                        raise ValueError(f"isBuyerMaker is {maker!r}, expected True or False")
+                except ImplausibleAmount as e:
+                    chunk.dead.append(_csv_dead(dl.IMPLAUSIBLE, str(e), line, name, lineno, symbol))
+                    continue
+                except ValueError as e:
+                    if lineno == 1 and not cols[0].strip().lstrip(b"-").isdigit():
+                        continue  # a header row
+                    if not line.strip():
+                        continue
+                    chunk.dead.append(_csv_dead(dl.MALFORMED, str(e), line, name, lineno, symbol))
+                    continue
+                tr = (f, last, p, q, t, maker == b"true")
+                # one test for the usual row: usable (not Binance's invalid marker) and
+                # plausible (amounts are bounded by parse_amount); the rest is told apart below
+                if not (
+                    0 <= f <= last <= MAX_TRADE_ID
+                    and last - f < MAX_FILLS
+                    and EXCHANGE_START_MS <= t <= ceiling
+                    and p
+                    and q
+                ):
+                    dead = _unusable_row(tr, ceiling, line, name, lineno, symbol)
+                    if dead is not None:
+                        chunk.dead.append(dead)
+                        continue
+                out.append(tr)
+                if len(out) >= limit:
+                    chunk.records = lineno
+                    chunk.bytes_done = min(int(done * csv.ratio), csv.size)
+                    yield chunk
+                    chunk = Chunk()
+                    out = []
+                    chunk.trades[symbol] = out
+        except CUT_ERRORS:
+            cut = True
     chunk.records = lineno
-    chunk.bytes_done = disk_size
+    chunk.bytes_done = csv.size
+    if cut:
+        _report_cut(chunk, path, lineno, symbol)
+    elif csv.member is not None:
+        note = " (its zip directory is missing; the data before it is whole)"
+        _report_cut(chunk, path, lineno, symbol, note)
     yield chunk
+
+
+def _unusable_row(
+    tr: Trade, ceiling: int, line: bytes, name: str, lineno: int, symbol: str
+) -> DeadLetter | None:
+    """Why a CSV row is Binance's invalid marker or implausible (None: it is neither)."""
+    f, last, p, q = tr[:4]
+    # ids out of order or zero amounts are `invalid`; ids beyond any real one `implausible`,
+    # as the decoders have it
+    if (f < 0 or last < f or p == 0 or q == 0) and max(f, last) <= MAX_TRADE_ID:
+        detail = "Binance's invalid-trade marker or impossible ids"
+        return _csv_dead(dl.INVALID, detail, line, name, lineno, symbol)
+    why = implausible(tr, ceiling)
+    return None if why is None else _csv_dead(dl.IMPLAUSIBLE, why, line, name, lineno, symbol)
+
+
+def _csv_dead(
+    reason: str, detail: str, line: bytes, name: str, lineno: int, symbol: str
+) -> DeadLetter:
+    return DeadLetter(reason, detail, _text(line.rstrip()), f"{name}:{lineno}", symbol)
 
 
 # -- REST JSON --------------------------------------------------------------------------
@@ -411,12 +564,14 @@ class _CcxtTrade(msgspec.Struct):
 def _read_rest_json(path: Path, options: ReadOptions, skip: int) -> Iterator[Chunk]:
     name = str(path)
     with _open_text_stream(path) as stream:
-        data = stream.read()
+        data, cut = read_all_bytes(stream)
     disk_size = path.stat().st_size
     try:
         elements = msgspec.json.decode(data, type=list[msgspec.Raw])
     except (msgspec.DecodeError, msgspec.ValidationError) as e:
-        raise FormatError(f"{path}: expected a JSON list of trades: {e}") from e
+        if not cut:
+            raise FormatError(f"{path}: expected a JSON list of trades: {e}") from e
+        elements = _whole_elements(data)
     symbol = dump_symbol(path, options.symbol)
     if symbol is None and elements and b'"info":' not in bytes(elements[0])[:200]:
         # plain REST elements carry no symbol: one dead letter for the file, as for CSV dumps
@@ -428,16 +583,21 @@ def _read_rest_json(path: Path, options: ReadOptions, skip: int) -> Iterator[Chu
             ]
         )
         return
+    ceiling = options.now_ceiling_ms()
     chunk = Chunk()
     for index, raw in enumerate(elements, 1):
         if index <= skip:
             continue
-        sym, trade, dead = _rest_element(bytes(raw), symbol, f"{name}:{index}")
+        position = f"{name}:{index}"
+        body = bytes(raw)
+        sym, trade, dead = _rest_element(body, symbol, position)
         if dead is not None:
             chunk.dead.append(dead)
         elif trade is not None and sym is not None:
             if options.symbols is not None and sym not in options.symbols:
                 chunk.filtered += 1
+            elif (why := implausible(trade, ceiling)) is not None:
+                chunk.dead.append(DeadLetter(dl.IMPLAUSIBLE, why, _text(body), position, sym))
             else:
                 chunk.trades.setdefault(sym, []).append(trade)
         if index % options.chunk_records == 0:
@@ -447,7 +607,34 @@ def _read_rest_json(path: Path, options: ReadOptions, skip: int) -> Iterator[Chu
             chunk = Chunk()
     chunk.records = len(elements)
     chunk.bytes_done = disk_size
+    if cut:
+        chunk.truncated += 1
+        detail = f"{path} is truncated after element {len(elements)}"
+        chunk.dead.append(
+            DeadLetter(dl.TRUNCATED, detail, "", f"{name}:{len(elements)}", symbol or "")
+        )
     yield chunk
+
+
+_MAX_CLOSE_TRIES: Final = 64
+
+
+def _whole_elements(data: bytes) -> list[msgspec.Raw]:
+    """The whole elements at the start of a JSON list cut short.
+
+    Closes the list after each of the last `}` in turn until it decodes; an element is an
+    object (a ccxt one nests a few more), so a few tries reach the end of the last whole one.
+    """
+    end = len(data)
+    for _ in range(_MAX_CLOSE_TRIES):
+        end = data.rfind(b"}", 0, end)
+        if end < 0:
+            break
+        try:
+            return msgspec.json.decode(data[: end + 1] + b"]", type=list[msgspec.Raw])
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            continue
+    return []
 
 
 def _rest_element(
@@ -483,7 +670,7 @@ def _rest_element(
     except (msgspec.DecodeError, msgspec.ValidationError) as e:
         return None, None, DeadLetter(dl.MALFORMED, str(e), _text(raw), position, symbol)
     except InvalidTrade as e:
-        return None, None, DeadLetter(dl.INVALID, str(e), _text(raw), position, symbol)
+        return None, None, DeadLetter(e.reason, str(e), _text(raw), position, symbol)
 
 
 def read_all(path: Path, options: ReadOptions = ReadOptions()) -> Chunk:
@@ -496,9 +683,19 @@ def read_all(path: Path, options: ReadOptions = ReadOptions()) -> Chunk:
         total.ignored += chunk.ignored
         total.filtered += chunk.filtered
         total.torn += chunk.torn
+        total.truncated += chunk.truncated
         total.records = chunk.records
         total.bytes_done = chunk.bytes_done
     return total
 
 
-__all__ = ["Chunk", "FormatError", "ReadOptions", "read_all", "read_file", "sniff_format"]
+__all__ = [
+    "Chunk",
+    "FormatError",
+    "ReadOptions",
+    "dump_ceiling_ms",
+    "iter_lines",
+    "read_all",
+    "read_file",
+    "sniff_format",
+]

@@ -27,6 +27,7 @@ def chunk_items(chunk: Chunk, stats: RunStats) -> list[SourceItem]:
     stats.trades_read += chunk.trade_count
     stats.frames_ignored += chunk.ignored
     stats.trades_filtered += chunk.filtered
+    stats.files_truncated += chunk.truncated
     if chunk.dead:
         for letter in chunk.dead:
             stats.add_dead(letter.reason)

@@ -245,8 +245,8 @@ def test_many_streams_are_split_across_connections(tmp_path: Path) -> None:
         sym = names[0].split("@")[0].upper()
         frame = {
             "stream": names[0],
-            "data": {"e": "aggTrade", "E": 1, "s": sym, "a": len(seen), "p": "1.00000000",
-                     "q": "2.00000000", "f": 7, "l": 7, "T": 1, "m": False, "M": True},
+            "data": {"e": "aggTrade", "E": HOUR_21_MS, "s": sym, "a": len(seen), "p": "1.00000000",
+                     "q": "2.00000000", "f": 7, "l": 7, "T": HOUR_21_MS, "m": False, "M": True},
         }  # fmt: skip
         await ws.send(json.dumps(frame))
         await ws.wait_closed()

@@ -25,6 +25,7 @@ from flows.domain.intervals import INTERVALS
 from flows.domain.keys import KeySpace
 from flows.domain.kline import Kline, Trade
 from flows.domain.stats import RunStats
+from flows.domain.trade_checks import EXCHANGE_START_MS, MAX_TRADE_ID
 from flows.klines.builder import SymbolKlines, build_klines
 from flows.sources.readers import ReadOptions
 from flows.sources.recording import RecordingWriter
@@ -49,7 +50,8 @@ def _dt(ms: int) -> datetime:
     return EPOCH + timedelta(milliseconds=ms)
 
 
-T_2017 = _ms(datetime(2017, 1, 1, tzinfo=UTC))
+# trades start when Binance opened (2017-07-01): replays refuse older ones as implausible
+T_2017 = EXCHANGE_START_MS
 T_2030 = _ms(datetime(2030, 1, 1, tzinfo=UTC))
 FIRST_MONDAY_2017 = _ms(datetime(2017, 1, 2, tzinfo=UTC))
 
@@ -210,7 +212,7 @@ def trade_lists(
 ) -> list[Trade]:
     count = draw(st.integers(min_trades, max_trades or profile.max_trades))
     ts = draw(start_times(profile.max_lead_ms))
-    next_id = draw(st.integers(0, 10**12))
+    next_id = draw(st.integers(0, MAX_TRADE_ID - 1000))  # ids stay plausible, as times do
     gap = gaps(profile.max_gap_ms)
     trades: list[Trade] = []
     for i in range(count):

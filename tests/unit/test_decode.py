@@ -12,6 +12,7 @@ from flows.binance.decode import (
     AggTradeEvent,
     FrameError,
     Ignored,
+    ImplausibleTrade,
     InvalidTrade,
     KlineEvent,
     ServerShutdownEvent,
@@ -370,3 +371,51 @@ def test_agg_trade_fast_path_never_shifts_a_price(price: str) -> None:
     except InvalidTrade:
         return
     assert trade[2] == true_units
+
+
+# --- amounts beyond what Binance holds (int64 units) -----------------------------------------
+
+MAX_TEXT = "92233720368.54775807"  # 2**63 - 1 units
+ABOVE_MAX = ["1e400", "92233720368.54775808", "92233720369", "99999999999.99999999", "1" * 400]
+
+
+@pytest.mark.parametrize("field", ["p", "q"])
+@pytest.mark.parametrize("amount", ABOVE_MAX)
+def test_amounts_above_the_int64_bound_are_implausible(field: str, amount: str) -> None:
+    """Every exact path: the aggTrade fast path (8 decimals), its exact parser, and @trade."""
+    for convert, event in (
+        (agg_trade_to_trade, agg_event(**{field: amount})),
+        (trade_event_to_trade, trade_event(**{field: amount})),
+    ):
+        with pytest.raises(ImplausibleTrade) as info:
+            convert(event)  # type: ignore[operator]
+        assert info.value.reason == "implausible"
+        assert "above 92233720368.54775807, the largest Binance holds" in str(info.value)
+
+
+@pytest.mark.parametrize("field", ["p", "q"])
+@pytest.mark.parametrize("amount", ["inf", "Infinity", "nan", "NaN", "-inf", "sNaN"])
+def test_non_finite_amounts_stay_invalid(field: str, amount: str) -> None:
+    for convert, event in (
+        (agg_trade_to_trade, agg_event(**{field: amount})),
+        (trade_event_to_trade, trade_event(**{field: amount})),
+    ):
+        with pytest.raises(InvalidTrade) as info:
+            convert(event)  # type: ignore[operator]
+        assert type(info.value) is InvalidTrade and info.value.reason == "invalid"
+        assert "expected a finite non-negative decimal" in str(info.value)
+
+
+def test_the_largest_amount_binance_holds_is_taken() -> None:
+    for text in (MAX_TEXT, "092233720368.54775807", "9223372036854775807e-8"):
+        assert agg_trade_to_trade(agg_event(p=text, q=text))[2:4] == (2**63 - 1, 2**63 - 1)
+        assert trade_event_to_trade(trade_event(p=text, q=text))[2:4] == (2**63 - 1, 2**63 - 1)
+    # ten integer digits stay on the fast path of 8-decimal strings
+    assert agg_trade_to_trade(agg_event(p="9999999999.99999999"))[2] == 999_999_999_999_999_999
+
+
+def test_ids_beyond_any_real_one_are_implausible_even_out_of_order() -> None:
+    with pytest.raises(ImplausibleTrade, match=r"trade ids 1000000000000000\.\.767389030, above"):
+        agg_trade_to_trade(agg_event(f=10**15))
+    # in order, the ids pass the decoder; trade_checks.implausible refuses them at the door
+    assert agg_trade_to_trade(agg_event(l=10**15))[1] == 10**15

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import msgspec
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from flows.binance.decode import LaxCombined, lax_trade
+from flows.binance.decode import AggTradeEvent, LaxCombined, agg_trade_to_trade, lax_trade
 from flows.domain.money import parse_units
+from flows.domain.trade_checks import EXCHANGE_START_MS, MAX_FILLS, MAX_TRADE_ID, implausible
 
 _decoder = msgspec.json.Decoder(LaxCombined, strict=False)
 
@@ -56,10 +58,59 @@ def test_large_values_leave_the_fast_path(units: int) -> None:
 
 
 def test_markers_zeros_and_microseconds() -> None:
-    assert lax_trade(_decoder.decode(_frame("0", "0", -1, -1)).data) is None  # invalid marker
+    with pytest.raises(msgspec.ValidationError):  # invalid marker: ids below 0 leave at decode
+        _decoder.decode(_frame("0", "0", -1, -1))
     assert lax_trade(_decoder.decode(_frame("0.00000000", "1.00000000")).data) is None
     assert lax_trade(_decoder.decode(_frame("1.00000000", "1.00000000", 9, 3)).data) is None
     trade = lax_trade(
         _decoder.decode(_frame("1.00000000", "2.00000000", t=1_735_689_600_010_866)).data
     )
     assert trade == (5, 7, 100_000_000, 200_000_000, 1_735_689_600_010, True)
+
+
+# --- the fast path and the plausibility check ------------------------------------------------
+
+CEILING = 1_700_000_000_123 + 3_600_000
+_IDS = st.one_of(
+    st.integers(0, 10),
+    st.integers(MAX_TRADE_ID - MAX_FILLS - 2, MAX_TRADE_ID + 2),
+    st.integers(0, 2**63 - 1),
+)
+_TIMES = st.one_of(
+    st.sampled_from([EXCHANGE_START_MS - 1, EXCHANGE_START_MS, CEILING, CEILING + 1]),
+    st.integers(EXCHANGE_START_MS - 10**6, CEILING + 10**6),
+    st.integers(EXCHANGE_START_MS * 1000 - 10**6, CEILING * 1000 + 10**6),  # microseconds
+    st.integers(0, 10**18),
+)
+
+
+@settings(max_examples=3000, derandomize=True)
+@given(_IDS, st.integers(0, 2 * MAX_FILLS + 2), _TIMES)
+def test_the_fast_path_takes_only_plausible_trades(first: int, span: int, t: int) -> None:
+    """Whatever the fast path returns, the check passes; whatever the check refuses leaves the
+    fast path (at decode or in lax_trade) and the exact path gives the same trade."""
+    last = first + span if span <= MAX_FILLS + 1 else first  # mostly ascending ranges
+    raw = _frame("1.50000000", "2.00000000", first, last, t)
+    try:
+        trade = lax_trade(_decoder.decode(raw).data, CEILING)
+    except msgspec.ValidationError:
+        trade = None
+    exact = agg_trade_to_trade(
+        AggTradeEvent("BTCUSDT", 1, "1.50000000", "2.00000000", first, last, t, True)
+    )
+    if trade is not None:
+        assert trade == exact
+        assert implausible(trade, CEILING) is None
+    else:
+        assert implausible(exact, CEILING) is not None
+
+
+def test_the_fast_path_without_a_ceiling_keeps_the_other_bounds() -> None:
+    ok = lax_trade(_decoder.decode(_frame("1.00000000", "1.00000000", t=9_999_999_999_999)).data)
+    assert ok is not None and ok[4] == 9_999_999_999_999  # no latest time given
+    with pytest.raises(msgspec.ValidationError):
+        _decoder.decode(_frame("1.00000000", "1.00000000", first=10**15, last=10**15))
+    with pytest.raises(msgspec.ValidationError):
+        _decoder.decode(_frame("1.00000000", "1.00000000", t=EXCHANGE_START_MS - 1))
+    wide = _frame("1.00000000", "1.00000000", first=1, last=MAX_FILLS + 1)
+    assert lax_trade(_decoder.decode(wide).data) is None

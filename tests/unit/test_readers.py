@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import io
 import json
 import zipfile
 import zlib
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from flows.domain.clock import ManualClock
 from flows.domain.kline import Trade
 from flows.domain.money import parse_units, quote_units
 from flows.sources.readers import (
@@ -263,6 +265,8 @@ def test_real_aggtrades_csv(shared_data: Path) -> None:
 
 # --- REST JSON -------------------------------------------------------------------------------
 
+# the example of Binance's documentation, its time moved from 2017-06-30 (before Binance
+# opened, refused as implausible) to 2020-08-30
 REST_AGG = [
     {
         "a": 26129,
@@ -270,7 +274,7 @@ REST_AGG = [
         "q": "4.70443515",
         "f": 27781,
         "l": 27781,
-        "T": 1498793709153,
+        "T": 1598793709153,
         "m": True,
         "M": True,
     },
@@ -280,14 +284,14 @@ REST_AGG = [
         "q": "1.00000000",
         "f": 27782,
         "l": 27784,
-        "T": 1498793709200,
+        "T": 1598793709200,
         "m": False,
         "M": True,
     },
 ]
 REST_AGG_TRADES = [
-    (27781, 27781, 1_633_102, 470_443_515, 1498793709153, True),
-    (27782, 27784, 1_633_200, 100_000_000, 1498793709200, False),
+    (27781, 27781, 1_633_102, 470_443_515, 1598793709153, True),
+    (27782, 27784, 1_633_200, 100_000_000, 1598793709200, False),
 ]
 
 
@@ -312,7 +316,7 @@ def test_rest_json_bad_elements(tmp_path: Path) -> None:
     bad = [
         REST_AGG[0],
         {"a": 1, "p": "0.1"},
-        {"a": 2, "p": "0", "q": "0", "f": -1, "l": -1, "T": 1498793709153, "m": True, "M": True},
+        {"a": 2, "p": "0", "q": "0", "f": -1, "l": -1, "T": 1598793709153, "m": True, "M": True},
         REST_AGG[1],
     ]
     path = tmp_path / "page.json"
@@ -666,3 +670,298 @@ def test_capture_event_mix(shared_data: Path) -> None:
     assert result.ignored == 2688 + 118
     assert result.records == 4719  # every line after the URL, the 3 REST lines included
     assert parse_units("58001.03000000") == result.trades["BTCUSDT"][0][2]
+
+
+# --- checks at the door: implausible trades --------------------------------------------------
+
+NOW_MS = 1_700_000_000_000  # the clock of the tests: 2023-11-14 22:13:20 UTC
+HOUR_MS = 3_600_000
+
+
+def now_options(**changes: object) -> ReadOptions:
+    return ReadOptions(clock=ManualClock(NOW_MS), **changes)  # type: ignore[arg-type]
+
+
+def test_a_csv_dump_refuses_implausible_rows(tmp_path: Path) -> None:
+    real = AGG_ROWS[0].split(",")
+
+    def row(**cols: str) -> str:
+        names = ["a", "p", "q", "f", "l", "T", "m", "M"]
+        return ",".join(cols.get(n, real[i]) for i, n in enumerate(names))
+
+    lines = [
+        AGG_ROWS[0],
+        row(a="1", T="9999999999999"),
+        row(a="2", T="1400000000000"),
+        row(a="3", f=str(10**15)),
+        row(a="4", l=str(10**15)),
+        row(a="5", p="1e400"),
+        row(a="6", q="92233720368.54775808"),
+        row(a="7", l="20373518"),  # five million fills in one aggTrade
+        row(a="8", T=str(NOW_MS + HOUR_MS + 1)),  # past now plus the margin
+        AGG_ROWS[1],
+        row(a="9", T=str(NOW_MS + HOUR_MS)),  # at the edge: kept (the ids are not new)
+        AGG_ROWS[2],
+    ]
+    path = write_csv(tmp_path / "XRPETH-aggTrades-20191011-20191013.csv", lines)
+    result = read_all(path, now_options())
+    edge = (15373518, 15373518, 141_342, 2_300_000_000, NOW_MS + HOUR_MS, True)
+    assert result.trades == {"XRPETH": [AGG_TRADES[0], AGG_TRADES[1], edge, AGG_TRADES[2]]}
+    got = [(d.reason, d.position, d.raw, d.symbol) for d in result.dead]
+    assert got == [("implausible", f"{path}:{n}", lines[n - 1], "XRPETH") for n in range(2, 10)]
+    details = [d.detail for d in result.dead]
+    assert details[0].startswith("trade time 9999999999999 (2286-11-20 17:46:39 UTC) is after")
+    assert details[1].endswith("when Binance opened")
+    assert details[2].startswith("first trade id 1000000000000000 is above 1000000000000")
+    assert details[3].startswith("last trade id 1000000000000000 is above 1000000000000")
+    assert details[4] == "amount '1e400' is above 92233720368.54775807, the largest Binance holds"
+    assert "'92233720368.54775808' is above" in details[5]
+    assert details[6] == "trade ids 15373518..20373518 make 5000001 fills in one aggTrade, " \
+        "more than 1000000"  # fmt: skip
+    assert details[7].startswith(f"trade time {NOW_MS + HOUR_MS + 1} ")
+    # the margin is an option
+    narrow = read_all(path, now_options(future_margin_ms=0))
+    assert [d.position for d in narrow.dead][-1] == f"{path}:11"
+
+
+def test_a_dated_dump_refuses_trades_after_its_day_or_month(tmp_path: Path) -> None:
+    day_end = 1_570_838_400_000  # 2019-10-12 00:00 UTC, the end of the file's day
+    rows = [
+        "1,0.00141342,23.00000000,1,1,1570752011620,True,True",
+        f"2,0.00141342,23.00000000,2,2,{day_end + HOUR_MS},True,True",
+        f"3,0.00141342,23.00000000,3,3,{day_end + HOUR_MS + 1},True,True",
+    ]
+    daily = write_csv(tmp_path / "XRPETH-aggTrades-2019-10-11.csv", rows)
+    result = read_all(daily, now_options())
+    assert [t[0] for t in result.trades["XRPETH"]] == [1, 2]
+    assert [(d.reason, d.position) for d in result.dead] == [("implausible", f"{daily}:3")]
+    month_end = 1_572_566_400_000  # 2019-11-01 00:00 UTC
+    monthly = write_csv(
+        tmp_path / "XRPETH-aggTrades-2019-10.csv",
+        [*rows, f"4,0.00141342,23.00000000,4,4,{month_end + HOUR_MS + 1},True,True"],
+    )
+    result = read_all(monthly, now_options())
+    assert [t[0] for t in result.trades["XRPETH"]] == [1, 2, 3]
+    assert [d.position for d in result.dead] == [f"{monthly}:4"]
+
+
+def _capture_line(recv_s: float, frame: dict) -> str:
+    return f"{recv_s}: {json.dumps({'stream': 'btcusdt@aggTrade', 'data': frame})}"
+
+
+AGG_FRAME = {
+    "e": "aggTrade", "E": 1617566591315, "s": "BTCUSDT", "a": 665076760, "p": "58001.03000000",
+    "q": "0.08620500", "f": 745522877, "l": 745522877, "T": 1617566591314, "m": True, "M": True,
+}  # fmt: skip
+AGG_FRAME_TRADE = (745522877, 745522877, 5_800_103_000_000, 8_620_500, 1617566591314, True)
+
+
+@pytest.mark.parametrize("compressed", [False, True])
+def test_a_capture_refuses_trades_later_than_their_receive_time(
+    tmp_path: Path, compressed: bool
+) -> None:
+    recv = 1617566591.326123
+    frames = [
+        AGG_FRAME,
+        {**AGG_FRAME, "a": 1, "f": 745522878, "l": 745522878, "T": 1617566591326 + HOUR_MS + 1},
+        {**AGG_FRAME, "a": 2, "f": 745522879, "l": 745522879, "T": 1617566591326 + HOUR_MS},
+        {**AGG_FRAME, "a": 3, "f": 745522880, "l": 10**15},
+        {**AGG_FRAME, "a": 4, "f": 745522881, "l": 745522881, "p": "1e400"},
+        {**AGG_FRAME, "a": 5, "f": 745522882, "l": 745522882, "T": 1_000_000_000_000},
+    ]
+    text = "wss://stream.binance.com:9443/stream?streams=btcusdt@aggTrade\n"
+    text += "\n".join(_capture_line(recv, f) for f in frames) + "\n"
+    path = tmp_path / ("capture.txt.gz" if compressed else "capture.txt")
+    path.write_bytes(gzip.compress(text.encode()) if compressed else text.encode())
+    assert sniff_format(path) == "capture"
+    result = read_all(path, now_options())
+    assert [t[0] for t in result.trades["BTCUSDT"]] == [745522877, 745522879]
+    assert [(d.reason, d.position, d.symbol) for d in result.dead] == [
+        ("implausible", f"{path}:{n}", "BTCUSDT") for n in (3, 5, 6, 7)
+    ]
+    assert json.loads(result.dead[0].raw)["data"]["a"] == 1  # the frame as recorded
+    assert result.truncated == 0
+
+
+def test_a_recording_refuses_trades_later_than_their_receive_time(tmp_path: Path) -> None:
+    path = tmp_path / "rec.jsonl.gz"
+    recv = 1617566591400
+    frames = [
+        AGG_FRAME,
+        {**AGG_FRAME, "a": 1, "f": 745522878, "l": 745522878, "T": recv + HOUR_MS + 1},
+        {**AGG_FRAME, "a": 2, "f": 745522879, "l": 745522879, "T": recv + HOUR_MS},
+        {**AGG_FRAME, "a": 3, "f": 10**15, "l": 10**15},
+        # not Binance's 8-decimal form: decoded by the exact path, then refused all the same
+        {**AGG_FRAME, "a": 4, "f": 745522880, "l": 745522880, "p": "58001.03", "T": 9 * 10**12},
+        {**AGG_FRAME, "a": 5, "f": 745522881, "l": 745522881, "q": "9" * 30},
+    ]
+    with RecordingWriter(path, created_ms=recv) as writer:
+        for frame in frames:
+            writer.write(recv, json.dumps({"stream": "btcusdt@aggTrade", "data": frame}).encode())
+    result = read_all(path, now_options())
+    assert result.trades == {
+        "BTCUSDT": [AGG_FRAME_TRADE, (745522879, 745522879, *AGG_FRAME_TRADE[2:4], recv + HOUR_MS,
+                                      True)],
+    }  # fmt: skip
+    assert [(d.reason, d.position) for d in result.dead] == [
+        ("implausible", f"{path}:{n}") for n in (3, 5, 6, 7)
+    ]
+    assert "9999999999" in result.dead[-1].detail and "above" in result.dead[-1].detail
+
+
+def test_rest_json_refuses_trades_later_than_now(tmp_path: Path) -> None:
+    late = {**REST_AGG[1], "a": 26131, "f": 27785, "l": 27785, "T": NOW_MS + HOUR_MS + 1}
+    big = {**REST_AGG[1], "a": 26132, "f": 27786, "l": 27786, "q": "1e400"}
+    path = tmp_path / "page.json"
+    path.write_text(json.dumps([*REST_AGG, late, big]))
+    result = read_all(path, now_options(symbol="LTCBTC"))
+    assert result.trades == {"LTCBTC": REST_AGG_TRADES}
+    assert [(d.reason, d.position) for d in result.dead] == [
+        ("implausible", f"{path}:3"),
+        ("implausible", f"{path}:4"),
+    ]
+    # with the clock an hour and a minute later, the late trade is in
+    later = ReadOptions(symbol="LTCBTC", clock=ManualClock(NOW_MS + HOUR_MS + 60_000))
+    assert len(read_all(path, later).trades["LTCBTC"]) == 3
+
+
+# --- compressed files cut short --------------------------------------------------------------
+
+
+def whole_lines(data: bytes, wbits: int) -> list[bytes]:
+    """The complete lines a decompressor recovers from `data` (computed independently)."""
+    d = zlib.decompressobj(wbits)
+    recovered = d.decompress(data)
+    return recovered.split(b"\n")[:-1]
+
+
+def test_a_gzipped_csv_cut_in_half(shared_data: Path, tmp_path: Path) -> None:
+    data = gzip.compress((shared_data / XRPETH_CSV).read_bytes())
+    path = tmp_path / "XRPETH-aggTrades-20191011-20191013.csv.gz"
+    path.write_bytes(data[: len(data) // 2])
+    lines = whole_lines(data[: len(data) // 2], 16 + zlib.MAX_WBITS)
+    assert 1000 < len(lines) < 12_000
+    result = read_all(path, ReadOptions(chunk_records=1000))
+    assert result.trades == {
+        "XRPETH": read_all(shared_data / XRPETH_CSV).trades["XRPETH"][: len(lines)]
+    }
+    assert result.truncated == 1
+    assert [(d.reason, d.detail, d.position) for d in result.dead] == [
+        ("truncated", f"{path} is truncated after line {len(lines)}", f"{path}:{len(lines)}")
+    ]
+    assert result.records == len(lines)
+
+
+def _zip(csv_bytes: bytes, member: str = XRPETH_CSV) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr(member, csv_bytes)
+    return buffer.getvalue()
+
+
+def test_a_zip_cut_in_half(shared_data: Path, tmp_path: Path) -> None:
+    data = _zip((shared_data / XRPETH_CSV).read_bytes())
+    path = tmp_path / "XRPETH-aggTrades-20191011-20191013.zip"
+    path.write_bytes(data[: len(data) // 2])
+    header = 30 + len(XRPETH_CSV)  # the local header, no extra field
+    lines = whole_lines(data[header : len(data) // 2], -zlib.MAX_WBITS)
+    assert 1000 < len(lines) < 12_000
+    assert sniff_format(path) == "csv"
+    result = read_all(path)
+    whole = read_all(shared_data / XRPETH_CSV).trades["XRPETH"]
+    assert result.trades == {"XRPETH": whole[: len(lines)]}
+    assert result.truncated == 1
+    assert [(d.reason, d.detail) for d in result.dead] == [
+        ("truncated", f"{path} is truncated after line {len(lines)}")
+    ]
+
+
+def test_a_zip_without_its_directory_still_gives_every_row(
+    shared_data: Path, tmp_path: Path
+) -> None:
+    data = _zip((shared_data / XRPETH_CSV).read_bytes())
+    directory = data.rfind(b"PK\x01\x02")
+    path = tmp_path / "XRPETH-aggTrades-20191011-20191013.zip"
+    path.write_bytes(data[: directory + 10])
+    result = read_all(path)
+    assert result.trades == read_all(shared_data / XRPETH_CSV).trades
+    assert result.truncated == 1
+    assert [d.detail for d in result.dead] == [
+        f"{path} is truncated after line 12477 (its zip directory is missing; the data before "
+        "it is whole)"
+    ]
+
+
+def test_a_zip_cut_inside_its_header_and_a_whole_zip(shared_data: Path, tmp_path: Path) -> None:
+    data = _zip((shared_data / XRPETH_CSV).read_bytes())
+    path = tmp_path / "XRPETH-aggTrades-20191011-20191013.zip"
+    path.write_bytes(data[:20])
+    result = read_all(path)
+    assert non_empty(result.trades) == {} and result.truncated == 1
+    assert [d.detail for d in result.dead] == [f"{path} is truncated after line 0"]
+    path.write_bytes(data)
+    whole = read_all(path)
+    assert whole.truncated == 0 and whole.dead == [] and len(whole.trades["XRPETH"]) == 12_477
+
+
+def test_gzipped_rest_json_cut_in_half(shared_data: Path, tmp_path: Path) -> None:
+    data = (shared_data / XRPETH_CCXT).read_bytes()
+    path = tmp_path / "XRPETH-aggTrades-ccxt.json.gz"
+    path.write_bytes(data[: len(data) // 2])
+    recovered = zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(data[: len(data) // 2])
+    # the elements recovered whole, counted independently: each ccxt element ends with its fee
+    complete = json.loads(recovered[: recovered.rfind(b'"fee":null}') + 11] + b"]")
+    assert len(complete) == recovered.count(b'"fee":null}')
+    assert 1000 < len(complete) < 12_000
+    result = read_all(path)
+    assert result.trades == {"XRPETH": [agg_trade_from_json(e["info"]) for e in complete]}
+    n = len(result.trades["XRPETH"])
+    assert result.truncated == 1
+    assert [(d.reason, d.detail) for d in result.dead] == [
+        ("truncated", f"{path} is truncated after element {n}")
+    ]
+
+
+def test_a_truncated_gzip_recording_is_reported(
+    tmp_path: Path, recording: tuple[Path, dict[str, list[Trade]]]
+) -> None:
+    path, _ = recording
+    data = path.read_bytes()
+    cut = tmp_path / "cut.jsonl.gz"
+    cut.write_bytes(data[: len(data) // 2])
+    lines = whole_lines(data[: len(data) // 2], 16 + zlib.MAX_WBITS)
+    chunks = list(read_file(cut, ReadOptions(chunk_records=50)))
+    assert sum(c.truncated for c in chunks) == 1 and chunks[-1].truncated == 1
+    dead = [d for c in chunks for d in c.dead if d.reason == "truncated"]
+    assert [(d.detail, d.position) for d in dead] == [
+        (f"{cut} is truncated after line {len(lines)}", f"{cut}:{len(lines)}")
+    ]
+
+
+def test_a_recording_still_being_written_is_not_truncated(tmp_path: Path) -> None:
+    """A recording read between two sync flushes of its writer has no gzip trailer yet: it
+    is read whole up to the flush, and not reported as cut short."""
+    path = tmp_path / "open.jsonl.gz"
+    writer = RecordingWriter(path, created_ms=1617566590378)
+    try:
+        writer.write(1617566591400, json.dumps({"stream": "btcusdt@aggTrade",
+                                                "data": AGG_FRAME}).encode())  # fmt: skip
+        writer.flush()
+        result = read_all(path, now_options())
+        assert result.trades == {"BTCUSDT": [AGG_FRAME_TRADE]}
+        assert (result.truncated, result.torn, result.dead) == (0, 0, [])
+    finally:
+        writer.close()
+    assert read_all(path, now_options()).truncated == 0
+
+
+def test_a_torn_uncompressed_recording_is_torn_not_truncated(
+    tmp_path: Path, recording: tuple[Path, dict[str, list[Trade]]]
+) -> None:
+    path, expected = recording
+    plain = tmp_path / "capture.jsonl"
+    plain.write_bytes(gzip.decompress(path.read_bytes()) + b'{"r":1617566599500,"d":{"str')
+    result = read_all(plain)
+    assert result.trades == expected
+    assert (result.torn, result.truncated) == (1, 0)
+    assert [d.reason for d in result.dead] == ["malformed"]  # the non-JSON frame only
