@@ -292,7 +292,7 @@ def _receive_ceiling(head: bytes, margin: int, fallback: int) -> int:
     """The receive time of a capture line (``1617566591.326123``, seconds) plus the margin."""
     try:
         return int(float(head) * 1000) + margin
-    except ValueError:
+    except (ValueError, OverflowError):  # not a number, or inf
         return fallback
 
 

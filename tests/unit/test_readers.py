@@ -783,6 +783,21 @@ def test_a_capture_refuses_trades_later_than_their_receive_time(
     assert result.truncated == 0
 
 
+@pytest.mark.parametrize("head", ["not a time", "inf", "nan"])
+def test_a_capture_line_without_a_receive_time_is_checked_against_now(
+    tmp_path: Path, head: str
+) -> None:
+    ahead = {**AGG_FRAME, "a": 1, "f": 745522878, "l": 745522878, "T": NOW_MS + HOUR_MS + 1}
+    text = "wss://stream.binance.com:9443/stream?streams=btcusdt@aggTrade\n"
+    text += "\n".join(f"{head}: " + json.dumps({"stream": "btcusdt@aggTrade", "data": f})
+                      for f in (AGG_FRAME, ahead)) + "\n"  # fmt: skip
+    path = tmp_path / "capture.txt"
+    path.write_text(text)
+    result = read_all(path, now_options())
+    assert result.trades == {"BTCUSDT": [AGG_FRAME_TRADE]}
+    assert [(d.reason, d.position) for d in result.dead] == [("implausible", f"{path}:3")]
+
+
 def test_a_recording_refuses_trades_later_than_their_receive_time(tmp_path: Path) -> None:
     path = tmp_path / "rec.jsonl.gz"
     recv = 1617566591400
