@@ -255,7 +255,7 @@ def live(processes: int, redis_url: str, a: argparse.Namespace, burst: bool) -> 
         cmd = [sys.executable, "-m", "flows.cli", "up", "--exchange-url", base,
                "--symbols", ",".join(symbols), "--redis-url", redis_url,
                "--namespace", f"clbenchlive{processes}", "--no-rules", "--no-dashboard",
-               "--no-recovery", "--metrics-port", str(metrics_port),
+               "--metrics-port", str(metrics_port),
                "--processes", str(processes)]  # fmt: skip
         log = (data / "flow.log").open("wb")
         flow = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)

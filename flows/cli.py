@@ -384,9 +384,6 @@ def up(
     refresh_every: Annotated[
         float, typer.Option(help="seconds between refreshes of a --top universe")
     ] = 3600.0,
-    recovery: Annotated[
-        bool, typer.Option(help="Bytewax recovery snapshots (kill -9 safe)")
-    ] = True,
     duration: Annotated[float | None, typer.Option(help="stop after this many seconds")] = None,
     rules: Annotated[
         bool, typer.Option(help="evaluate the traders in PostgreSQL and write signals")
@@ -416,7 +413,7 @@ def up(
 ) -> None:
     """Run the live flow: Binance's trade streams -> klines in Redis and signals in
     PostgreSQL, surviving restarts."""
-    from flows.cluster import SINGLE, ClusterMismatch, ClusterPlace, check_recovery_dir
+    from flows.cluster import SINGLE, ClusterPlace
     from flows.dataflows.live import LiveJob, run_live
     from flows.dataflows.universe_cli import exchange_urls
 
@@ -440,14 +437,6 @@ def up(
     settings = _settings(
         intervals=intervals, redis_url=redis_url, namespace=namespace, database_url=database_url
     )
-    recovery_dir = settings.data_dir / "recovery" / (settings.namespace or "default")
-    try:
-        if recovery:
-            # the cluster's size: --processes N (supervisor) or len(--addresses) (member)
-            check_recovery_dir(recovery_dir, max(processes, place.processes))
-    except ClusterMismatch as e:
-        console.print(f"[red]error:[/red] {e}")
-        raise typer.Exit(2) from e
     exchange = exchange_urls(exchange_url, ws_url, rest_url)
     universe = _universe(exchange, symbols, top, quote)
     db_url = _database(settings) if rules else None
@@ -474,7 +463,6 @@ def up(
         else None,
         refresh_every_s=refresh_every,
         reconcile=frozenset(universe[:reconcile]),
-        recovery_dir=recovery_dir if recovery else None,
         duration_s=duration,
         database_url=db_url,
         metrics_port=metrics_port or None,
@@ -489,9 +477,6 @@ def up(
         run_live(job, stats)
     except KeyboardInterrupt:  # Ctrl-C (or the cluster's supervisor): the summary still
         console.print("stopped")
-    except ClusterMismatch as e:
-        console.print(f"[red]error:[/red] {e}")
-        raise typer.Exit(2) from e
     finally:
         if recorder_stop is not None:
             recorder_stop()

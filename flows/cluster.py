@@ -5,7 +5,7 @@ Bytewax sends every keyed item to the worker that owns its key: worker
 checked against Bytewax 0.21.1 by `tests/integration/test_cluster.py`, which counts batches
 that crossed processes). Each process therefore opens connections only for the symbols whose
 key it owns: a symbol's trades, klines and rule state never leave the process that received
-them, and nothing but Bytewax's own progress messages and recovery snapshots crosses. If a
+them, and nothing but Bytewax's own progress messages crosses. If a
 future Bytewax hashed differently the output would stay the same (keys are still routed by
 Bytewax), only slower; the `klineflow_foreign_batches_total` metric would then be non-zero.
 
@@ -15,7 +15,6 @@ One worker per process: workers in one process share the GIL.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import os
 import signal
@@ -132,41 +131,6 @@ def local_addresses(n: int, host: str = "127.0.0.1") -> tuple[str, ...]:
             s.close()
 
 
-class ClusterMismatch(RuntimeError):
-    pass
-
-
-def recovery_shape(directory: Path) -> int | None:
-    """How many processes a recovery directory was made for (None: not made yet). A directory
-    without the marker was made before clusters existed, by one process."""
-    marker = directory / "klineflow-cluster.json"
-    if marker.exists():
-        return int(json.loads(marker.read_text())["processes"])
-    return 1 if any(directory.glob("part-*.sqlite3")) else None
-
-
-def check_recovery_dir(directory: Path, processes: int) -> None:
-    """Refuse a recovery directory written by a cluster of another size: the source's resume
-    positions are kept per process's connections, so they only fit the shape that wrote them."""
-    before = recovery_shape(directory)
-    if before is not None and before != processes:
-        raise ClusterMismatch(
-            f"the recovery directory {directory} was written by a flow of {before} "
-            f"process(es), not {processes}: run with {before}, or remove the directory "
-            "to start over (klines in Redis and signals in PostgreSQL are kept; the open "
-            "klines are rebuilt from Binance's REST trades)"
-        )
-
-
-def claim_recovery_dir(directory: Path, processes: int) -> None:
-    """Check the directory fits `processes` and record that it serves that many."""
-    check_recovery_dir(directory, processes)
-    marker = directory / "klineflow-cluster.json"
-    if not marker.exists():
-        directory.mkdir(parents=True, exist_ok=True)
-        marker.write_text(json.dumps({"processes": processes}))
-
-
 # -- a local cluster: `klineflow up --processes N` ---------------------------------------------
 
 # options of `up` that the members of a local cluster must not inherit (value-taking first)
@@ -244,8 +208,8 @@ def supervise(
     """Run a local cluster of `processes` members (`command(place)` each) until they end.
 
     A member that fails takes the cluster down with it (Bytewax members abort when a peer
-    goes away), so the supervisor stops the rest and starts the whole cluster again; it
-    resumes from the last snapshot in the shared recovery directory. Ctrl-C or SIGTERM stop
+    goes away), so the supervisor stops the rest and starts the whole cluster again; each
+    member resumes its symbols from the stores (Redis and PostgreSQL). Ctrl-C or SIGTERM stop
     every member. Returns 0 when the members ended by themselves (--duration), 1 when they
     kept failing, 2 when a member refused its configuration, 130 when interrupted.
     """
@@ -308,8 +272,8 @@ def supervise(
                 log.error("cluster members keep failing (exit codes %s, %d times in %.0f s); "
                           "giving up", codes, len(failures), policy.window_s)  # fmt: skip
                 return 1
-            log.warning("cluster member ended (exit codes %s); restarting the cluster from its "
-                        "last snapshot in %.0f s", codes, policy.pause_s)  # fmt: skip
+            log.warning("cluster member ended (exit codes %s); restarting the cluster in %.0f s "
+                        "(its members resume from the stores)", codes, policy.pause_s)  # fmt: skip
             pause.wait(policy.pause_s)
             if interrupted.is_set():
                 return 130

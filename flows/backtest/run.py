@@ -27,7 +27,7 @@ from flows.domain.keys import KeySpace
 from flows.domain.kline import Kline, decode_member, kline_of_row
 from flows.domain.stats import RunStats
 from flows.signals.book import Book, BookHolder
-from flows.signals.engine import Fire, RuleFailure
+from flows.signals.engine import Fire, Progress, RuleFailure
 from flows.signals.step import Outcome, RulesConfig, RulesStage, redis_seeder
 from flows.sources.readers import ReadOptions
 from flows.storage.redis_klines import RetentionPolicy
@@ -51,7 +51,7 @@ class _Collect(StatelessSinkPartition[tuple[str, Outcome]]):
     def write_batch(self, items: list[tuple[str, Outcome]]) -> None:
         with self._lock:
             for _, outcome in items:
-                self._into.extend(outcome)
+                self._into.extend(x for x in outcome if not isinstance(x, Progress))
 
 
 class CollectSink(DynamicSink[tuple[str, Outcome]]):

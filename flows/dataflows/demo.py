@@ -90,7 +90,6 @@ def run_demo(job: DemoJob, console: Console) -> RunStats:
             duration_s=job.duration_s,
             clock=job.clock,
             history_from_ms=now - job.history_ms,  # a first start fetches all the history
-            recovery_dir=None,
             database_url=job.database_url,
         )
         stats = RunStats()

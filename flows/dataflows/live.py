@@ -5,27 +5,24 @@ Restarts resume from the stores, not from process-local state: each symbol conti
 its newest closed kline in Redis (`flows.storage.resume`), with the trades after it fetched
 over REST, and the trader rules continue from the progress recorded with the signals in
 PostgreSQL (`flows.signals`). So a `kill -9` at any moment, a lost data directory or a
-cluster of another size loses nothing, and the flow keeps no recovery snapshots (the
-optional `recovery_dir` keeps Bytewax's, which hold nothing a restart needs).
+cluster of another size loses nothing, and the flow keeps no recovery snapshots of its own
+(Bytewax's would only hold state the stores already have, and tie it to one cluster size).
 """
 
 from __future__ import annotations
 
 import logging
-import tempfile
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bytewax.errors import BytewaxRuntimeError
-from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.testing import cluster_main, run_main
 
 from flows.binance.ws_feed import FeedConfig
-from flows.cluster import SINGLE, ClusterPlace, claim_recovery_dir, recovery_shape
+from flows.cluster import SINGLE, ClusterPlace
 from flows.dataflows.heartbeat import Heartbeat, feeds
 from flows.dataflows.kline_step import KlineStepConfig
 from flows.dataflows.klines_flow import build_kline_flow
@@ -59,7 +56,6 @@ class LiveJob:
     grace_ms: int = 2000
     open_throttle_ms: int = 1000
     retention: RetentionPolicy = RetentionPolicy()
-    recovery_dir: Path | None = None  # None: no recovery (tests of the plain path only)
     epoch_s: float = 2.0
     max_connection_age_s: float = 23.5 * 3600
     idle_timeout_s: float = 30.0
@@ -123,34 +119,6 @@ def _interrupted(exc: BaseException) -> bool:
             return True
         seen = seen.__cause__ or seen.__context__
     return False
-
-
-def prepare_recovery(directory: Path, place: ClusterPlace, wait_s: float = 60.0) -> None:
-    """Create the recovery directory (one partition per process) on first use, and check it
-    fits this cluster. In a cluster the members share one directory (one disk, or a volume
-    every machine mounts): process 0 creates it, the others wait until it exists."""
-    if place.process_id == 0:
-        if recovery_shape(directory) is None:
-            # made aside and renamed into place, so no member ever sees it half made
-            directory.parent.mkdir(parents=True, exist_ok=True)
-            aside = Path(tempfile.mkdtemp(prefix=".recovery-", dir=directory.parent))
-            claim_recovery_dir(aside, place.processes)
-            init_db_dir(aside, place.processes)  # type: ignore[no-untyped-call]
-            if directory.is_dir() and not any(directory.iterdir()):
-                directory.rmdir()
-            aside.rename(directory)
-    else:
-        waited = threading.Event()
-        for _ in range(int(wait_s * 10)):
-            if (directory / "klineflow-cluster.json").exists():
-                break
-            waited.wait(0.1)
-        else:
-            raise FileNotFoundError(
-                f"the recovery directory {directory} was not prepared by process 0 within "
-                f"{wait_s:.0f} s: every member of a cluster must see the same directory"
-            )
-    claim_recovery_dir(directory, place.processes)
 
 
 def run_live(job: LiveJob, stats: RunStats | None = None) -> RunStats:
@@ -218,20 +186,15 @@ def run_live(job: LiveJob, stats: RunStats | None = None) -> RunStats:
     flow = build_kline_flow(
         "live", source, step, sink, stats, rules.stage if rules is not None else None
     )
-    recovery = None
-    if job.recovery_dir is not None:
-        prepare_recovery(job.recovery_dir, place)
-        recovery = RecoveryConfig(str(job.recovery_dir))  # type: ignore[no-untyped-call]
     heartbeat = Heartbeat(job.redis_url, job.keys, source, stats, clock=job.clock, place=place)
     heartbeat.start()
     metrics = _metrics(job, source, stats, rules) if job.metrics_port is not None else None
     epoch = timedelta(seconds=job.epoch_s)
     try:
         if place.processes > 1:
-            cluster_main(flow, list(place.addresses), place.process_id, epoch_interval=epoch,
-                         recovery_config=recovery)  # type: ignore[no-untyped-call]  # fmt: skip
+            cluster_main(flow, list(place.addresses), place.process_id, epoch_interval=epoch)  # type: ignore[no-untyped-call]
         else:
-            run_main(flow, epoch_interval=epoch, recovery_config=recovery)  # type: ignore[no-untyped-call]
+            run_main(flow, epoch_interval=epoch)  # type: ignore[no-untyped-call]
     except BytewaxRuntimeError as exc:
         if _interrupted(exc):
             raise KeyboardInterrupt from None

@@ -180,6 +180,16 @@ class Frame:
             frame.on_bar(k)
         return frame
 
+    def truncated(
+        self, before_open: int, factories: Mapping[str, Callable[..., Indicator]]
+    ) -> Frame:
+        """A new frame holding only the bars opening before `before_open`."""
+        frame = Frame(self.interval, self.requirements, factories)
+        for k in self.held_klines():
+            if k.open_ms < before_open:
+                frame.on_bar(k)
+        return frame
+
 
 class SeriesRef:
     """A bare series passed to a function helper: callable like any argument

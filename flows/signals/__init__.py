@@ -38,6 +38,9 @@ class RulesRuntime:
             "rule_failures": c.failures,
             "evaluation_seconds": c.evaluation_seconds,
             "pending": sum(w.pending for w in self.stage.sink.writers),
+            "waiting": int(any(w.waiting for w in self.stage.sink.writers)),
+            "caught_up": c.caught_up,
+            "amended": c.amended,
         }
         recent = sorted(x for w in self.stage.sink.writers for x in w.counters.latencies_ms)
         if recent:
@@ -68,7 +71,7 @@ def rules_stage(
     if book is not None:
         holder.set(book)
     else:
-        watcher = BookWatcher(database_url, holder, intervals)
+        watcher = BookWatcher(database_url, holder, intervals, progress=watch)
         if watch:
             watcher.start()
             if not watcher.connected.wait(10.0):
@@ -78,7 +81,8 @@ def rules_stage(
             watcher.load_once()
             watcher = None
     seeder = redis_seeder(redis_url, keys) if redis_url else None
-    config = RulesConfig(holder, seeder, clock)
+    # live: progress recorded with the signals, and catch-ups from it (see flows.signals.step)
+    config = RulesConfig(holder, seeder, clock, progress=watch and book is None)
 
     def make_writer() -> SignalWriter:
         return SignalWriter(database_url, clock, record_latency=record_latency)

@@ -155,6 +155,9 @@ class BookHolder:
     def __init__(self, book: Book | None = None) -> None:
         self.book = book or Book()
         self.changed = threading.Event()
+        # (symbol, interval) -> open time of the newest kline whose decisions PostgreSQL
+        # held when the flow started (None: not read yet, or not a live flow)
+        self.progress: dict[tuple[str, str], int] | None = None
 
     def set(self, book: Book) -> None:
         if book is not self.book:

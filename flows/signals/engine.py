@@ -55,7 +55,16 @@ class Fire(NamedTuple):
     window_start_ms: int  # signals of this trader+symbol opening since then are "the same"
     price: str  # the kline's close, exact decimal text
     values: dict[str, float | bool | None]
-    closed_at_ms: int  # wall clock when the engine took the kline (for latency)
+    closed_at_ms: int  # wall clock when the engine took the kline (latency); -1: a catch-up
+
+
+class Progress(NamedTuple):
+    """Every trader of `symbol` on `interval` was evaluated up to the kline opening at
+    `open_ms` (committed with the signals, so a restart knows where to continue)."""
+
+    symbol: str
+    interval: str
+    open_ms: int
 
 
 class RuleFailure(NamedTuple):
@@ -78,6 +87,8 @@ class EngineCounters:
     not_ready: int = 0
     failures: int = 0
     seeded_klines: int = 0
+    caught_up: int = 0  # stored klines decided again after a restart (see flows.signals.step)
+    amended: int = 0  # klines decided again because a late trade amended them
     evaluation_seconds: float = 0.0  # in the rules step (indicators, rules, seeding)
 
 
@@ -163,6 +174,22 @@ class SymbolEngine:
         for k in older:
             fresh.on_bar(k)
         return fresh
+
+    def main_intervals(self) -> set[str]:
+        """The intervals the symbol's traders are evaluated on."""
+        return {t.row.interval for t in self._traders}
+
+    def rewind(
+        self,
+        first_open: Mapping[str, int],
+        factories: Mapping[str, Callable[..., Indicator]] = DEFAULT_REGISTRY.factories,
+    ) -> None:
+        """Forget the bars of each interval from `first_open[interval]` on: they come again
+        (amended klines) and are decided again."""
+        for interval, before in first_open.items():
+            frame = self.frames.get(interval)
+            if frame is not None and frame.last_open >= before:
+                self.frames[interval] = frame.truncated(before, factories)
 
     # ------------------------------------------------------------------ evaluation
 

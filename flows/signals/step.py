@@ -6,10 +6,21 @@ rule failures -> ``SignalSink`` (one ``SignalWriter`` per worker, one transactio
 
 Klines closed only because a replay reached the end of its input are not evaluated: they are
 provisional (the next replay continues them), and a rule must only see finished bars.
+
+Live, the step keeps no state across restarts. With each batch of signals it hands on, per
+(symbol, interval), the newest kline it evaluated (`Progress`), which the writer commits in
+the same transaction as the signals. When a symbol's engine starts (a new process, or
+PostgreSQL answering for the first time), every kline stored in Redis after that recorded
+point and before the first kline it is given is evaluated first (a *catch-up*): decisions
+whose signals had not reached PostgreSQL when the flow stopped are made again; signals are
+idempotent, so a kline decided twice records one signal. Amended klines (a trade came after
+a watermark closed them) rewind the frames and are decided again.
 """
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,15 +32,28 @@ from bytewax.operators import StatefulBatchLogic
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
 from flows.domain.clock import SYSTEM_CLOCK, Clock
+from flows.domain.intervals import INTERVALS
 from flows.domain.keys import KeySpace
 from flows.domain.kline import Kline, kline_of_row
 from flows.rules.helpers import DEFAULT_REGISTRY
-from flows.signals.book import BookHolder
-from flows.signals.engine import EngineCounters, Fire, RuleFailure, Seeder, SymbolEngine
+from flows.signals.book import Book, BookHolder
+from flows.signals.engine import (
+    EngineCounters,
+    Fire,
+    Progress,
+    RuleFailure,
+    Seeder,
+    SymbolEngine,
+)
 from flows.signals.store import SignalWriter
 
-Closed = tuple[str, list[tuple[str, Kline]]]  # (symbol, [(interval, kline), ...])
-Outcome = list[Fire | RuleFailure]
+log = logging.getLogger(__name__)
+
+# (symbol, [(interval, kline), ...], amended: klines of an interval opening before this time
+# were closed before and are closed again)
+Closed = tuple[str, list[tuple[str, Kline]], dict[str, int] | None]
+Outcome = list[Fire | RuleFailure | Progress]
+_CATCH_UP_MAX_BARS = 5000  # per interval: more than any retention keeps
 _member_rows = msgspec.json.Decoder(list[int | str])
 
 
@@ -39,6 +63,7 @@ class RulesConfig:
     seeder: Seeder | None = None
     clock: Clock = SYSTEM_CLOCK
     counters: EngineCounters = field(default_factory=EngineCounters)
+    progress: bool = False  # live: record progress, catch up from it when an engine starts
 
 
 class RulesLogic(StatefulBatchLogic[Closed, Outcome, SymbolEngine]):
@@ -51,17 +76,70 @@ class RulesLogic(StatefulBatchLogic[Closed, Outcome, SymbolEngine]):
         book = cfg.holder.book
         if not book.traders and self._engine is None:
             return [], StatefulBatchLogic.DISCARD  # nothing to evaluate: keep no state
-        closed = [item for _, batch in values for item in batch]
+        symbol = values[0][0]
+        closed = [item for _, batch, _ in values for item in batch]
+        amended: dict[str, int] = {}
+        for _, _, before in values:
+            for name, open_ms in (before or {}).items():
+                amended[name] = max(amended.get(name, -1), open_ms)
         engine = self._engine
-        if engine is None:
-            engine = self._engine = SymbolEngine(values[0][0])
+        first_end = min(k.close_ms + 1 for _, k in closed)
         started = time.perf_counter()
+        catch_up: list[tuple[str, Kline]] = []
+        if engine is None:
+            engine = self._engine = SymbolEngine(symbol)
+            if cfg.progress:
+                catch_up = self._catch_up(symbol, book, first_end)
+        elif amended:
+            firsts: dict[str, int] = {}
+            for name, k in closed:
+                if k.open_ms < amended.get(name, -1):
+                    firsts[name] = min(firsts.get(name, k.open_ms), k.open_ms)
+            engine.rewind(firsts)
+            cfg.counters.amended += len(firsts)
         fires, failures = engine.process(
-            closed, book, cfg.seeder, cfg.clock.now_ms(), cfg.counters, DEFAULT_REGISTRY.factories
-        )
+            catch_up + closed, book, cfg.seeder, cfg.clock.now_ms(), cfg.counters,
+            DEFAULT_REGISTRY.factories,
+        )  # fmt: skip
+        if catch_up:
+            fires = [f._replace(closed_at_ms=-1) if f.close_ms < first_end else f for f in fires]
         cfg.counters.evaluation_seconds += time.perf_counter() - started
         out: Outcome = [*failures, *fires]
+        if cfg.progress:
+            out.extend(_progress(symbol, closed, engine.main_intervals()))
         return ([out] if out else []), StatefulBatchLogic.RETAIN
+
+    def _catch_up(self, symbol: str, book: Book, first_end: int) -> list[tuple[str, Kline]]:
+        """Stored klines after the recorded progress and before `first_end` (see the module
+        docstring), every interval the symbol's traders read, oldest first."""
+        cfg = self._config
+        progress = cfg.holder.progress or {}
+        traders = book.for_symbol(symbol)
+        mains = {t.row.interval for t in traders}
+        starts = [
+            INTERVALS[i].next_open(progress[(symbol, i)]) for i in mains if (symbol, i) in progress
+        ]
+        if not starts or cfg.seeder is None:
+            return []
+        since = min(starts)
+        if since >= first_end:
+            return []
+        needed = mains | {i for t in traders for i in t.program.requirements}
+        out: list[tuple[str, Kline]] = []
+        for name in sorted(needed):
+            interval = INTERVALS[name]
+            count = min(
+                interval.count_between(interval.open_time(since), first_end) + 1,
+                _CATCH_UP_MAX_BARS,
+            )
+            for k in cfg.seeder(symbol, name, first_end, count):
+                if since < k.close_ms + 1 < first_end:
+                    out.append((name, k))
+        if out:
+            cfg.counters.caught_up += sum(1 for name, _ in out if name in mains)
+            log.info("symbol=%s: deciding again %d stored klines after the progress recorded",
+                     symbol, len(out))  # fmt: skip
+        return out
 
     def snapshot(self) -> SymbolEngine:
         assert self._engine is not None
@@ -75,6 +153,25 @@ def rules_builder(config: RulesConfig) -> Callable[[SymbolEngine | None], RulesL
     return build
 
 
+def wait_for_redis(what: str, call: Callable[[], Any], stop: threading.Event | None = None) -> Any:
+    """`call()` until Redis answers: a server away (restarting, loading its data) is waited
+    for with backoff up to 5 s, never worked around (rules seeded from a partial series
+    would decide wrongly)."""
+    delay = 0.1
+    tries = 0
+    pause = stop or threading.Event()
+    while True:
+        try:
+            return call()
+        except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError) as exc:
+            tries += 1
+            if tries == 1 or tries % 20 == 0:
+                log.warning("Redis away while %s (%s); waiting", what, exc)
+            if pause.wait(delay):
+                raise
+            delay = min(delay * 2, 5.0)
+
+
 def redis_seeder(url: str, keys: KeySpace = KeySpace()) -> Seeder:
     """Closed klines from the flow's own Redis (one client per process, made on first use)."""
     client: list[redis.Redis] = []
@@ -84,9 +181,11 @@ def redis_seeder(url: str, keys: KeySpace = KeySpace()) -> Seeder:
             return []
         if not client:
             client.append(redis.Redis.from_url(url, socket_timeout=30))
-        members: list[bytes] = client[0].zrevrangebyscore(
-            keys.klines(symbol, interval), end_ms - 1, "-inf", start=0, num=count + 2
-        )  # type: ignore[assignment]
+        key = keys.klines(symbol, interval)
+        members: list[bytes] = wait_for_redis(
+            f"reading {key}",
+            lambda: client[0].zrevrangebyscore(key, end_ms - 1, "-inf", start=0, num=count + 2),
+        )
         klines = [kline_of_row(_member_rows.decode(m)) for m in reversed(members)]
         closed = [k for k in klines if k.close_ms < end_ms]
         return closed[-count:]
@@ -99,7 +198,7 @@ class _SignalPartition(StatelessSinkPartition[tuple[str, Outcome]]):
         self._writer = writer
 
     def write_batch(self, items: list[tuple[str, Outcome]]) -> None:
-        self._writer.write(x for _, outcome in items for x in outcome)
+        self._writer.write_or_wait(x for _, outcome in items for x in outcome)
 
     def close(self) -> None:
         if self._writer.pending:
@@ -127,8 +226,16 @@ class RulesStage:
 
 
 def closed_of(item: tuple[str, Any]) -> tuple[str, Closed] | None:
-    """The kline step's output -> (symbol, (symbol, closed klines to evaluate)), or None."""
+    """The kline step's output -> (symbol, (symbol, closed klines, amended)), or None."""
     symbol, update = item
     if not update.closed or update.state is not None:  # nothing closed / end-of-replay flush
         return None
-    return symbol, (symbol, update.closed)
+    return symbol, (symbol, update.closed, update.amended)
+
+
+def _progress(symbol: str, closed: list[tuple[str, Kline]], mains: set[str]) -> list[Progress]:
+    newest: dict[str, int] = {}
+    for name, k in closed:
+        if name in mains and k.open_ms > newest.get(name, -1):
+            newest[name] = k.open_ms
+    return [Progress(symbol, name, open_ms) for name, open_ms in newest.items()]

@@ -1,9 +1,13 @@
 """PostgreSQL side of traders and signals: reading traders, writing signals, watching changes.
 
 * ``SignalWriter`` records a batch of fires and rule failures in ONE transaction (a pipeline
-  of ``klineflow_record_signal`` calls: new row, repeat or duplicate is decided there). If the
-  server is away the batch is kept and retried with the next one (bounded; signals are
-  idempotent, so a retry after an unclear commit is harmless) and the flow runs on.
+  of ``klineflow_record_signal`` calls: new row, repeat or duplicate is decided there),
+  together with the evaluation progress (``rule_progress``) of the klines they were decided
+  on. If the server is away the batch is kept and retried with the next one (signals are
+  idempotent, so a retry after an unclear commit is harmless) and the flow runs on; past
+  ``max_pending`` waiting items the writer waits for the server instead (the flow pauses,
+  its buffers bounded), and nothing is ever dropped. A crash loses only what the progress
+  in PostgreSQL does not cover, and a restart decides those klines again.
 * ``BookWatcher`` keeps a ``BookHolder`` current: it LISTENs on channel ``traders`` and
   rebuilds the book at each notification (and every ``poll_s`` as a safety net), reconnecting
   after a lost connection.
@@ -30,7 +34,7 @@ from psycopg.rows import dict_row
 
 from flows.domain.clock import SYSTEM_CLOCK, Clock
 from flows.signals.book import Book, BookHolder, TraderRow, build_book
-from flows.signals.engine import Fire, RuleFailure
+from flows.signals.engine import Fire, Progress, RuleFailure
 from flows.storage.pg_roles import FLOW_ROLE, connect_as
 
 log = logging.getLogger(__name__)
@@ -121,6 +125,12 @@ def load_traders(conn: psycopg.Connection[Any], enabled_only: bool = True) -> li
 # ------------------------------------------------------------------------- writing signals
 
 _RECORD = "SELECT klineflow_record_signal(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s)"
+_PROGRESS = (
+    "INSERT INTO rule_progress (symbol, interval, evaluated_open_ms) VALUES (%s, %s, %s) "
+    "ON CONFLICT (symbol, interval) DO UPDATE SET evaluated_open_ms = "
+    "EXCLUDED.evaluated_open_ms, updated_at = now() "
+    "WHERE rule_progress.evaluated_open_ms < EXCLUDED.evaluated_open_ms"
+)
 _FAILURE = (
     "INSERT INTO trader_errors (trader_id, trader_version, symbol, error, kline_open_ms) "
     "VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING"
@@ -135,7 +145,7 @@ class WriterCounters:
     failures_recorded: int = 0
     batches: int = 0
     retries: int = 0
-    dropped: int = 0  # fires lost because the retry buffer was full
+    waits: int = 0  # times the writer held the flow until PostgreSQL answered
     latencies_ms: list[float] = field(default_factory=list)  # recent close -> commit
 
 
@@ -152,15 +162,16 @@ class SignalWriter:
         self._record_latency = record_latency
         self._max_pending = max_pending
         self._conn: psycopg.Connection[Any] | None = None
-        self._pending: list[Fire | RuleFailure] = []
+        self._pending: list[Fire | RuleFailure | Progress] = []
         self.counters = WriterCounters()
+        self.waiting = False  # the server is away and the writer holds the flow
 
     def _connect(self) -> psycopg.Connection[Any]:
         if self._conn is None or self._conn.closed:
             self._conn = connect_as(self._url, FLOW_ROLE, autocommit=False)
         return self._conn
 
-    def write(self, items: Iterable[Fire | RuleFailure]) -> bool:
+    def write(self, items: Iterable[Fire | RuleFailure | Progress]) -> bool:
         """Record ``items`` (and any left from failed attempts); False if the server is away."""
         self._pending.extend(items)
         if not self._pending:
@@ -172,11 +183,6 @@ class SignalWriter:
             self.counters.retries += 1
             log.warning("signals not written yet (%d waiting): %s", len(batch), exc)
             self._close()
-            if len(batch) > self._max_pending:
-                dropped = len(batch) - self._max_pending
-                self.counters.dropped += dropped
-                log.error("signal buffer full: %d oldest fires dropped", dropped)
-                del batch[:dropped]
             return False
         self._pending = []
         c = self.counters
@@ -190,11 +196,36 @@ class SignalWriter:
                 c.duplicates += 1
         return True
 
-    def _write(self, batch: Sequence[Fire | RuleFailure]) -> list[str]:
+    def write_or_wait(
+        self, items: Iterable[Fire | RuleFailure | Progress], stop: threading.Event | None = None
+    ) -> None:
+        """`write`, and while more than `max_pending` items wait, try again with backoff until
+        the server takes them (nothing is dropped; the flow pauses meanwhile)."""
+        if self.write(items) or len(self._pending) <= self._max_pending:
+            return
+        self.counters.waits += 1
+        self.waiting = True
+        log.error("PostgreSQL away with %d signal items waiting: the flow waits for it",
+                  len(self._pending))  # fmt: skip
+        delay = 0.2
+        pause = stop or threading.Event()
+        try:
+            while not self.write(()):
+                if pause.wait(delay):
+                    return
+                delay = min(delay * 2, 5.0)
+        finally:
+            self.waiting = False
+
+    def _write(self, batch: Sequence[Fire | RuleFailure | Progress]) -> list[str]:
         conn = self._connect()
         now = self._clock.now_ms()
         failures = [f for f in batch if isinstance(f, RuleFailure)]
         fires = [f for f in batch if isinstance(f, Fire)]
+        progress: dict[tuple[str, str], int] = {}
+        for p in batch:
+            if isinstance(p, Progress) and p.open_ms > progress.get((p.symbol, p.interval), -1):
+                progress[(p.symbol, p.interval)] = p.open_ms
         outcomes: list[str] = []
         with conn.transaction(), conn.cursor() as cur:
             if failures:
@@ -210,15 +241,18 @@ class SignalWriter:
                     outcomes.append(str(row[0]) if row else "duplicate")
                     if not cur.nextset():
                         break
+            if progress:
+                cur.executemany(_PROGRESS, [(s, i, t) for (s, i), t in progress.items()])
         self.counters.failures_recorded += len(failures)
         if self._record_latency and fires:
             recent = self.counters.latencies_ms
-            recent.extend(float(now - f.closed_at_ms) for f in fires)
+            recent.extend(float(now - f.closed_at_ms) for f in fires if f.closed_at_ms >= 0)
             del recent[: max(0, len(recent) - 10_000)]
         return outcomes
 
     def _params(self, f: Fire, now_ms: int) -> tuple[Any, ...]:
-        latency = float(now_ms - (f.close_ms + 1)) if self._record_latency else None
+        timely = self._record_latency and f.closed_at_ms >= 0  # (not a catch-up)
+        latency = float(now_ms - (f.close_ms + 1)) if timely else None
         return (
             f.id,
             f.trader_id,
@@ -259,8 +293,10 @@ class BookWatcher(threading.Thread):
         holder: BookHolder,
         intervals: Sequence[str] | None = None,
         poll_s: float = 30.0,
+        progress: bool = False,
     ) -> None:
         super().__init__(name="klineflow-traders", daemon=True)
+        self.progress = progress  # also read the rules' progress (live flows)
         self._url = url
         self.holder = holder
         self._intervals = list(intervals) if intervals is not None else None
@@ -271,6 +307,12 @@ class BookWatcher(threading.Thread):
 
     def load(self, conn: psycopg.Connection[Any]) -> Book:
         rows = load_traders(conn)
+        if self.holder.progress is None and self.progress:
+            # where the rules continue: read once, before any engine can start
+            found = conn.execute(
+                "SELECT symbol, interval, evaluated_open_ms FROM rule_progress"
+            ).fetchall()
+            self.holder.progress = {(str(s), str(i)): int(t) for s, i, t in found}
         conn.commit()
         book = build_book(rows, self._intervals, self.holder.book)
         if book is not self.holder.book:

@@ -88,7 +88,6 @@ def test_up_records_alongside(
             "3",
             "--intervals",
             "1m",
-            "--no-recovery",
             "--no-dashboard",
             "--no-rules",
             "--metrics-port",
