@@ -54,6 +54,7 @@ FLOW_KEYS = frozenset(
         "heartbeat",
         "heartbeat_of",
         "replay_state",
+        "sentinel",
     }
 )
 API_READS = frozenset({"klines", "last_closed", "symbols"})
@@ -69,7 +70,7 @@ READ_STATUS = ("zrevrange", "xlen", "xrevrange", "hgetall")  # dashboard/data/ma
 WRITE_KLINES = (  # flows.storage.redis_klines.KlineWriter: a pipeline of EVALSHA and the rest
     "evalsha", "script|load", "script|exists",  # redis-py loads the script when missing
     "zremrangebyscore", "zadd", "zremrangebyrank", "get", "set", "publish",  # inside the Lua
-    "sadd", "xadd",
+    "sadd", "xadd", "exists", "multi", "exec", "discard",
 )  # fmt: skip
 REPLAY_STATE = ("scan", "mget", "del")  # where the last replay left each symbol
 BACKTEST = ("zrange", "scan", "del")  # a run reads its klines back and drops its namespace

@@ -8,6 +8,12 @@ stop` stops them cleanly (Redis saves its data first).
 
 Redis listens on a unix socket in the data directory (no port to collide with); PostgreSQL
 likewise, through pgserver.
+
+Durability: the embedded Redis keeps an append-only file synced every second (and RDB
+snapshots), so a `kill -9` of redis-server loses nothing it acknowledged (the file is
+written before each reply; only a crash of the machine can lose the last second), and a
+restart finds every kline the flow wrote. PostgreSQL commits are durable as configured by
+pgserver (fsync on).
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from flows.domain.clock import SYSTEM_CLOCK, Clock
 log = logging.getLogger(__name__)
 
 _SOCKET_PATH_MAX = 100  # unix socket paths are limited to about 104-108 bytes
+AOF_NAME = "appendonly.aof"
 
 
 class ServiceError(RuntimeError):
@@ -72,6 +79,9 @@ class EmbeddedRedis:
             )
         with contextlib.suppress(FileNotFoundError):
             (directory / "redis.sock").unlink()
+        # data kept before the append-only file existed is in dump.rdb: start from it, then
+        # switch the file on (Redis would otherwise start empty from a missing file)
+        adopt_rdb = (directory / "dump.rdb").exists() and not (directory / AOF_NAME).exists()
         config = "\n".join(
             [
                 "daemonize yes",
@@ -84,7 +94,9 @@ class EmbeddedRedis:
                 f"logfile {directory / 'redis.log'}",
                 "save 300 1",
                 "save 60 1000",
-                "appendonly no",
+                f"appendonly {'no' if adopt_rdb else 'yes'}",
+                f"appendfilename {AOF_NAME}",
+                "appendfsync everysec",
                 "protected-mode yes",
                 "",
             ]
@@ -97,6 +109,10 @@ class EmbeddedRedis:
         deadline = clock.monotonic_s() + timeout_s
         while clock.monotonic_s() < deadline:
             if self.running():
+                if adopt_rdb:
+                    redis.Redis.from_url(self.url, socket_timeout=30).config_set(
+                        "appendonly", "yes"
+                    )
                 log.info("embedded redis started socket=%s", self.socket)
                 return self.url
             _pause(0.05)

@@ -174,7 +174,9 @@ def run_live(job: LiveJob, stats: RunStats | None = None) -> RunStats:
         owns=place.owns if place.processes > 1 else None,
     )
     sink = RedisKlineSink(
-        writer_factory(job.redis_url, keys=job.keys, retention=job.retention), stats
+        writer_factory(job.redis_url, keys=job.keys, retention=job.retention, journal=16),
+        stats,
+        job.stop,
     )
     rules = None
     if job.database_url is not None:

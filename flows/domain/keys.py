@@ -34,6 +34,11 @@ class KeySpace:
         first start, so a restart before anything closed starts from the same point."""
         return self._k(f"klines:origin:{symbol}")
 
+    def sentinel(self, writer: str) -> str:
+        """A key one kline writer sets when it starts: finding it gone later means Redis lost
+        data (a restart without persistence), and the writer repairs what it wrote."""
+        return self._k(f"klineflow:sentinel:{writer}")
+
     @property
     def closed_channel(self) -> str:
         """PUBLISH channel announcing each closed kline."""

@@ -30,6 +30,10 @@ class RunStats:
     resumes: int = 0  # live: symbols resumed from the stores (one per symbol and start)
     clock_frames: int = 0  # live: frames of the clock stream (evidence of delivery)
     backfill_retries: int = 0  # live: REST or store calls of a backfill tried again
+    # live: servers the flow is waiting for now, and how many times it waited for each
+    waiting_for: set[str] = field(default_factory=set)
+    store_waits: Counter[str] = field(default_factory=Counter)
+    store_repairs: int = 0  # live: times Redis was found to have lost acknowledged writes
     klines_amended: int = 0  # live: closed klines closed again because a trade came late
     dead_letters: Counter[str] = field(default_factory=Counter)  # by reason
     klines_closed: Counter[str] = field(default_factory=Counter)  # by interval

@@ -1,11 +1,17 @@
 """A Bytewax sink writing kline updates and dead letters to Redis, one pipeline per batch.
 
-Delivery is at-least-once (recovery and overlapping replays re-deliver); every write is
+Delivery is at-least-once (restarts and overlapping replays re-deliver); every write is
 keyed by (symbol, interval, open time), so a re-delivered kline replaces itself.
+
+While Redis is away (restarting, loading its data, refusing writes) the sink waits and tries
+again, with backoff up to 5 s, for as long as it takes: the flow pauses meanwhile (its
+buffers are bounded) instead of ending, and `RunStats.waiting_for` says so.
 """
 
 from __future__ import annotations
 
+import logging
+import threading
 from collections.abc import Callable
 
 import redis
@@ -18,12 +24,55 @@ from flows.sources.items import SourceReport
 from flows.storage.redis_klines import KlineWriter
 
 SinkItem = tuple[str, KlineUpdate] | SourceReport
+log = logging.getLogger(__name__)
+
+# answers of a Redis that will take the write later (loading, out of memory, a replica...)
+_LATER = ("LOADING", "OOM", "MISCONF", "READONLY", "TRYAGAIN", "MASTERDOWN", "NOREPLICAS")
+
+
+def store_away(exc: BaseException) -> bool:
+    """Whether a Redis error means "not now" (wait and try again) rather than a refusal."""
+    if isinstance(exc, redis.ConnectionError | redis.TimeoutError | redis.BusyLoadingError):
+        return True
+    return isinstance(exc, redis.ResponseError) and str(exc).split(" ", 1)[0] in _LATER
+
+
+def flush_patiently(
+    flush: Callable[[], None], stats: RunStats, stop: threading.Event | None = None
+) -> None:
+    """`flush()` until Redis takes it (see the module docstring)."""
+    delay = 0.1
+    tries = 0
+    pause = stop or threading.Event()
+    while True:
+        try:
+            flush()
+        except redis.RedisError as exc:
+            if not store_away(exc):
+                raise
+            tries += 1
+            if tries == 1:
+                stats.store_waits["redis"] += 1
+                stats.waiting_for.add("redis")
+            if tries == 1 or tries % 20 == 0:
+                log.warning("Redis away (%s): the flow waits for it (attempt %d)", exc, tries)
+            if pause.wait(delay):
+                raise
+            delay = min(delay * 2, 5.0)
+            continue
+        if tries:
+            stats.waiting_for.discard("redis")
+            log.warning("Redis answers again after %d attempts; the flow goes on", tries)
+        return
 
 
 class _RedisPartition(StatelessSinkPartition[SinkItem]):
-    def __init__(self, writer: KlineWriter, stats: RunStats) -> None:
+    def __init__(
+        self, writer: KlineWriter, stats: RunStats, stop: threading.Event | None = None
+    ) -> None:
         self._writer = writer
         self._stats = stats
+        self._stop = stop
 
     def write_batch(self, items: list[SinkItem]) -> None:
         w = self._writer
@@ -34,6 +83,8 @@ class _RedisPartition(StatelessSinkPartition[SinkItem]):
                     w.dead_letter(letter)
                 for gap in item.gaps or ():
                     w.gap(gap)
+                for note in item.notes or ():
+                    w.note(note)
                 continue
             symbol, update = item
             newest = max(newest, update.newest_trade_ms)
@@ -43,20 +94,29 @@ class _RedisPartition(StatelessSinkPartition[SinkItem]):
                 w.dead_letter(letter)
             for ours, theirs in update.mismatches:
                 w.mismatch(symbol, ours, theirs)
+            for note in update.notes:
+                w.note(note)
             if update.state is not None:
                 w.save_state(symbol, update.state)
-        w.flush()
+        flush_patiently(w.flush, self._stats, self._stop)
+        self._stats.store_repairs = w.repairs
         if newest > 0:
             self._stats.lag_ms.append(SYSTEM_CLOCK.now_ms() - newest)
 
 
 class RedisKlineSink(DynamicSink[SinkItem]):
-    def __init__(self, make_writer: Callable[[], KlineWriter], stats: RunStats) -> None:
+    def __init__(
+        self,
+        make_writer: Callable[[], KlineWriter],
+        stats: RunStats,
+        stop: threading.Event | None = None,
+    ) -> None:
         self._make_writer = make_writer
         self._stats = stats
+        self._stop = stop
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _RedisPartition:
-        return _RedisPartition(self._make_writer(), self._stats)
+        return _RedisPartition(self._make_writer(), self._stats, self._stop)
 
 
 def writer_factory(url: str, **kwargs: object) -> Callable[[], KlineWriter]:

@@ -9,12 +9,21 @@ Layout (names from `flows.domain.keys`):
 - a PUBLISH on ``klines:closed`` of ``{"s":SYMBOL,"i":interval,"t":open_ms}`` per closed kline.
 - retention: the newest N members per key (default 1,000; 1m keeps 1,500 for a 24-hour window).
 
-A batch is one pipeline: one script call per 256 (symbol, interval) groups touched, plus dead
+A batch is one MULTI/EXEC pipeline (all of it applied, or none: a retry after a lost
+connection is clean): one script call per 256 (symbol, interval) groups touched, plus dead
 letters, symbol registrations and replay checkpoints, in a single round trip.
+
+A Redis that restarts without persistence (or with less than it had acknowledged) loses
+writes. The live writer notices (a sentinel key it set at its first write is gone) and writes
+again the closed klines it keeps in a small journal (the newest `journal` of each symbol and
+interval), and leaves a data-quality record saying from when older ones may be missing.
 """
 
 from __future__ import annotations
 
+import logging
+import secrets
+from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,7 +34,9 @@ import redis
 from flows.domain.deadletter import DeadLetter
 from flows.domain.keys import KeySpace
 from flows.domain.kline import Kline
-from flows.sources.items import GapReport
+from flows.sources.items import GapReport, QualityNote
+
+log = logging.getLogger(__name__)
 
 # One call upserts many (symbol, interval) groups. ARGV[1]: the closed-kline channel ('' for
 # none); ARGV[2]: a blob of groups, each a header line
@@ -103,6 +114,7 @@ class KlineWriter:
         retention: RetentionPolicy = RetentionPolicy(),
         dead_letter_maxlen: int = 100_000,
         publish: bool = True,
+        journal: int = 0,
     ) -> None:
         self._client = client
         self._keys = keys
@@ -111,6 +123,13 @@ class KlineWriter:
         self._publish = publish
         self._script = client.register_script(_UPSERT_LUA)
         self._known_symbols: set[str] = set()
+        # live: the newest closed klines written per (symbol, interval), to write again if
+        # Redis loses them (0: no journal and no sentinel, e.g. replays)
+        self._journal_size = journal
+        self._journal: dict[tuple[str, str], deque[bytes]] = {}
+        self._sentinel = keys.sentinel(secrets.token_hex(6))
+        self._sentinel_set = False
+        self.repairs = 0  # times Redis was found to have lost data, and repaired
         self._reset()
 
     def _reset(self) -> None:
@@ -119,6 +138,7 @@ class KlineWriter:
         self._states: dict[str, dict[str, Any]] = {}
         self._new_symbols: set[str] = set()
         self._gaps: list[GapReport] = []
+        self._notes: list[QualityNote] = []
         self._mismatches: list[tuple[str, Kline, Kline]] = []
 
     def add(self, symbol: str, interval: str, kline: Kline, closed: bool) -> None:
@@ -127,7 +147,13 @@ class KlineWriter:
             if symbol not in self._known_symbols:
                 self._new_symbols.add(symbol)
             self._pending[(symbol, interval)] = args = []
-        args.append(b"%d %d %s\n" % (kline.open_ms, closed, kline.member()))
+        line = b"%d %d %s\n" % (kline.open_ms, closed, kline.member())
+        args.append(line)
+        if closed and self._journal_size:
+            kept = self._journal.get((symbol, interval))
+            if kept is None:
+                kept = self._journal[(symbol, interval)] = deque(maxlen=self._journal_size)
+            kept.append(line)
 
     def add_many(self, symbol: str, klines: Iterable[tuple[str, Kline]], closed: bool) -> None:
         for interval, kline in klines:
@@ -140,6 +166,10 @@ class KlineWriter:
         """A range of trades known missing: the klines over [from_ms, to_ms] are incomplete."""
         self._gaps.append(report)
 
+    def note(self, note: QualityNote) -> None:
+        """Something an operator must know about a symbol's klines (data-quality stream)."""
+        self._notes.append(note)
+
     def mismatch(self, symbol: str, ours: Kline, theirs: Kline) -> None:
         """A closed kline that differs from Binance's own: both kept for inspection."""
         self._mismatches.append((symbol, ours, theirs))
@@ -149,17 +179,71 @@ class KlineWriter:
 
     @property
     def pending(self) -> bool:
-        return bool(self._pending or self._dead or self._states or self._gaps or self._mismatches)
+        return bool(
+            self._pending
+            or self._dead
+            or self._states
+            or self._gaps
+            or self._notes
+            or self._mismatches
+        )
 
     def flush(self) -> None:
+        """Send what waits in one MULTI/EXEC; on an error nothing is lost (it is all sent
+        again by the next call)."""
         if not self.pending:
             return
+        pipe = self._client.pipeline(transaction=True)
+        check = self._journal_size > 0 and self._sentinel_set
+        if check:
+            pipe.exists(self._sentinel)
+        self._fill(pipe, self._pending)
+        if self._journal_size and not self._sentinel_set:
+            pipe.set(self._sentinel, 1)
+        results = pipe.execute()
+        self._known_symbols |= self._new_symbols
+        self._sentinel_set = self._journal_size > 0
+        self._reset()
+        if check and results and results[0] == 0:
+            self._repair()
+
+    def _repair(self) -> None:
+        """Redis lost data: write again every closed kline of the journal, and say from when
+        older ones may be missing."""
+        self.repairs += 1
+        oldest = min(
+            (int(kept[0].split(b" ", 1)[0]) for kept in self._journal.values() if kept),
+            default=-1,
+        )
+        log.error("Redis lost data it had acknowledged: writing again the %d newest closed "
+                  "klines of each symbol and interval; older ones may be missing",
+                  self._journal_size)  # fmt: skip
+        self._notes.append(
+            QualityNote(
+                "*",
+                "store_lost",
+                f"Redis lost acknowledged writes; the newest "
+                f"{self._journal_size} closed klines of each key were written again; "
+                "older ones may be missing",
+                "",
+                oldest,
+            )
+        )
+        pipe = self._client.pipeline(transaction=True)
+        self._fill(pipe, {k: list(v) for k, v in self._journal.items()})
+        symbols = {s for s, _ in self._journal}
+        if symbols:
+            pipe.sadd(self._keys.symbols, *symbols)
+        pipe.set(self._sentinel, 1)
+        pipe.execute()
+        self._reset()
+
+    def _fill(self, pipe: Any, pending: Mapping[tuple[str, str], list[bytes]]) -> None:
         keys = self._keys
-        pipe = self._client.pipeline(transaction=False)
         channel = keys.closed_channel if self._publish else ""
         blob: list[bytes] = []
         groups = 0
-        for (symbol, interval), lines in self._pending.items():
+        for (symbol, interval), lines in pending.items():
             zset, last = keys.klines(symbol, interval), keys.last_closed(symbol, interval)
             keep = self._retention.for_interval(interval)
             blob.append(f"#{zset} {last} {keep} {symbol} {interval}\n".encode())
@@ -175,14 +259,14 @@ class KlineWriter:
         for letter in self._dead:
             pipe.xadd(
                 keys.dead_letters,
-                letter.fields(),  # type: ignore[arg-type]  # str fields are valid stream values
+                letter.fields(),
                 maxlen=self._dead_letter_maxlen,
                 approximate=True,
             )
         for g in self._gaps:
             pipe.xadd(
                 keys.data_quality,
-                g.fields(),  # type: ignore[arg-type]  # str/int fields are valid stream values
+                g.fields(),
                 maxlen=self._dead_letter_maxlen,
                 approximate=True,
             )
@@ -190,14 +274,18 @@ class KlineWriter:
                 keys.gaps(g.symbol),
                 {f"{g.from_ms}:{g.to_ms}:{g.first_trade_id}:{g.last_trade_id}": g.from_ms},
             )
+        for note in self._notes:
+            pipe.xadd(
+                keys.data_quality,
+                note.fields(),
+                maxlen=self._dead_letter_maxlen,
+                approximate=True,
+            )
         for symbol, ours, theirs in self._mismatches:
             fields = {"symbol": symbol, "ours": ours.member(), "binance": theirs.member()}
-            pipe.xadd(keys.reconcile, fields, maxlen=self._dead_letter_maxlen, approximate=True)  # type: ignore[arg-type]
+            pipe.xadd(keys.reconcile, fields, maxlen=self._dead_letter_maxlen, approximate=True)
         for symbol, state in self._states.items():
             pipe.set(keys.replay_state(symbol), _state_encoder.encode(state))
-        pipe.execute()
-        self._known_symbols |= self._new_symbols
-        self._reset()
 
 
 def load_replay_states(
