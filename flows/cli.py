@@ -792,13 +792,15 @@ def status(
     rurl = settings.redis_url_value() or services.redis.url
     report: dict[str, object] = {"redis": "unreachable", "postgresql": "unreachable"}
     beat: dict[str, object] | None = None
+    keys = KeySpace(settings.namespace)
     try:
         client = _redis.Redis.from_url(rurl, socket_timeout=3, socket_connect_timeout=3)
         client.ping()
         report["redis"] = "reachable"
-        raw = client.hgetall(KeySpace(settings.namespace).heartbeat)
+        raw = client.hgetall(keys.heartbeat)
         if raw:
             beat = {k.decode(): v.decode() for k, v in raw.items()}  # type: ignore[union-attr]
+        report["data_quality"] = _data_quality(client, keys)
     except (_redis.RedisError, OSError):
         pass
     durl = settings.database_url_value()
@@ -826,12 +828,20 @@ def status(
             "late": int(str(beat.get("late", 0))),
             "duplicates": int(str(beat.get("duplicates", 0))),
             "gaps": int(str(beat.get("gaps", 0))),
+            "implausible": int(str(beat.get("implausible", 0))),
+            "klines_amended": int(str(beat.get("klines_amended", 0))),
+            "store_repairs": int(str(beat.get("store_repairs", 0))),
+            "waiting_for": [w for w in str(beat.get("waiting_for", "")).split(",") if w],
             "processes": int(str(beat.get("processes", 1))),
             "processes_seen": int(str(beat.get("processes_seen", 1))),
             "feeds": feeds,
         }
         stale_feed = any(f["state"] != "connected" for f in feeds)
-        healthy = healthy and beat.get("state") == "running" and age_s < 10 and not stale_feed
+        waiting = bool(str(beat.get("waiting_for", "")))
+        healthy = (
+            healthy and beat.get("state") == "running" and age_s < 10 and not stale_feed
+            and not waiting
+        )  # fmt: skip
     report["healthy"] = healthy
     if as_json:
         out.print_json(_json.dumps(report))
@@ -843,6 +853,12 @@ def status(
             out.print(f"flow        {flow['state']}, heartbeat {flow['heartbeat_age_s']} s ago, "
                       f"{flow['trades_read']:,} trades, {flow['late']} late, "
                       f"{flow['duplicates']} duplicates, {flow['gaps']} gaps")  # fmt: skip
+            if flow["waiting_for"]:
+                out.print(f"  WAITING for {', '.join(flow['waiting_for'])} (the flow is paused)")
+            if flow["implausible"] or flow["klines_amended"] or flow["store_repairs"]:
+                out.print(f"  {flow['implausible']} implausible trades refused, "
+                          f"{flow['klines_amended']} klines amended, "
+                          f"{flow['store_repairs']} Redis repairs")  # fmt: skip
             if flow["processes"] > 1:
                 out.print(f"  cluster: {flow['processes_seen']} of {flow['processes']} "
                           "processes heard from")  # fmt: skip
@@ -853,9 +869,43 @@ def status(
                           f"{f['reconnects']} reconnects")  # fmt: skip
         else:
             out.print(f"flow        {flow}")
+        quality = report.get("data_quality")
+        if isinstance(quality, dict) and quality["records"]:
+            out.print(f"data quality: {quality['records']} record(s), "
+                      f"{quality['gap_symbols']} symbol(s) with gaps; newest:")  # fmt: skip
+            for rec in quality["recent"]:
+                out.print("  " + _quality_line(rec), soft_wrap=True)
         out.print("healthy" if healthy else "NOT healthy")
     if not healthy:
         raise typer.Exit(1)
+
+
+def _data_quality(client: object, keys: KeySpace, newest: int = 5) -> dict[str, object]:
+    """What the data-quality stream holds: how many records, how many symbols have gaps, and
+    the newest records."""
+    import redis as _redis
+
+    assert isinstance(client, _redis.Redis)
+    count = int(client.xlen(keys.data_quality))
+    rows = client.xrevrange(keys.data_quality, count=newest) if count else []
+    recent = [{k.decode(): v.decode() for k, v in fields.items()} for _, fields in rows]  # type: ignore[union-attr]
+    gap_keys = list(client.scan_iter(match=keys.gaps("*"), count=1000)) if count else []
+    return {"records": count, "gap_symbols": len(gap_keys), "recent": recent}
+
+
+def _quality_line(rec: dict[str, str]) -> str:
+    from datetime import UTC, datetime
+
+    def when(ms: str) -> str:
+        value = int(ms) if ms.lstrip("-").isdigit() else -1
+        if value < 0:
+            return "-"
+        return datetime.fromtimestamp(value / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M")
+
+    if "reason" in rec:  # a range of trades that could not be had
+        return (f"{rec.get('symbol')}: {rec['reason']}, {when(rec.get('from_ms', '-1'))} .. "
+                f"{when(rec.get('to_ms', '-1'))}")  # fmt: skip
+    return f"{rec.get('symbol')} {rec.get('interval', '')}: {rec.get('what')}: {rec.get('detail')}"
 
 
 @app.command("dashboard")

@@ -19,6 +19,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from flows.domain.deadletter import REASONS
 from flows.domain.stats import RunStats
 
 
@@ -53,9 +54,31 @@ class FlowCollector(Collector):
                       "(0 when symbols are partitioned as planned)", s.foreign_batches)  # fmt: skip
         dead = CounterMetricFamily("klineflow_dead_letters", "rejected input by reason",
                                    labels=["reason"])  # fmt: skip
-        for reason in ("late", "invalid", "malformed", "unknown"):
+        for reason in REASONS:
             dead.add_metric([reason], s.dead_letters[reason])
         yield dead
+        yield counter("klines_amended", "closed klines closed again because a trade came after "
+                      "a watermark had closed them", s.klines_amended)  # fmt: skip
+        yield counter("resumes", "symbols resumed from the stores at a start", s.resumes)
+        yield counter("backfills", "catch-ups of a symbol over REST (reconnects, skipped ids)",
+                      s.backfills)  # fmt: skip
+        yield counter("backfill_retries", "REST or store calls of a catch-up tried again "
+                      "(rate limits, bans, failures)", s.backfill_retries)  # fmt: skip
+        yield counter("store_repairs", "times Redis was found to have lost acknowledged "
+                      "writes (the recent klines were written again)", s.store_repairs)  # fmt: skip
+        waits = CounterMetricFamily("klineflow_store_waits", "times the flow paused to wait "
+                                    "for a server", labels=["server"])  # fmt: skip
+        waiting = GaugeMetricFamily("klineflow_waiting_for", "1 while the flow waits for this "
+                                    "server", labels=["server"])  # fmt: skip
+        rules_now = self.view.rules()
+        away = set(s.waiting_for)
+        if rules_now.get("waiting"):
+            away.add("postgresql")
+        for server in ("redis", "postgresql"):
+            waits.add_metric([server], s.store_waits[server])
+            waiting.add_metric([server], 1.0 if server in away else 0.0)
+        yield waits
+        yield waiting
         klines = CounterMetricFamily("klineflow_klines_written", "closed klines written",
                                      labels=["interval"])  # fmt: skip
         for interval, n in sorted(s.klines_closed.items()):
@@ -87,6 +110,12 @@ class FlowCollector(Collector):
         )
         yield GaugeMetricFamily("klineflow_signals_pending", "signals waiting for PostgreSQL",
                                 value=rules.get("pending", 0))  # fmt: skip
+        yield counter("rule_catch_up_klines", "stored klines decided again at a start "
+                      "(after the progress committed with the signals)",
+                      rules.get("caught_up", 0))  # fmt: skip
+        yield GaugeMetricFamily("klineflow_symbols_backfilling", "symbols being caught up over "
+                                "REST now", value=sum(f.get("backfilling", 0)
+                                                      for f in self.view.feeds()))  # fmt: skip
         state = GaugeMetricFamily("klineflow_feed_connected", "1 when the feed is connected",
                                   labels=["connection"])  # fmt: skip
         age = GaugeMetricFamily(
@@ -110,7 +139,9 @@ class FlowCollector(Collector):
 
 
 def health(view: FlowView, stale_after_s: float = 30.0) -> tuple[bool, list[str]]:
-    problems = []
+    problems = [f"waiting for {server}" for server in sorted(view.stats.waiting_for)]
+    if view.rules().get("waiting"):
+        problems.append("waiting for postgresql (signals held)")
     for name, check in view.checks.items():
         try:
             ok = check()

@@ -56,6 +56,16 @@ def render() -> None:
         f2.metric("Trades read", f"{int(beat.get('trades_read', 0)):,}")
         f3.metric("Late / duplicate", f"{beat.get('late', 0)} / {beat.get('duplicates', 0)}")
         f4.metric("Reconnects / gaps", f"{beat.get('feed_reconnects', 0)} / {beat.get('gaps', 0)}")
+        waiting = str(beat.get("waiting_for") or "")
+        if waiting:
+            st.warning(f"The flow is paused, waiting for {waiting.replace(',', ', ')}: nothing is "
+                       "lost, it goes on when the server answers.")  # fmt: skip
+        amended, refused = int(beat.get("klines_amended", 0)), int(beat.get("implausible", 0))
+        repairs = int(beat.get("store_repairs", 0))
+        if amended or refused or repairs:
+            st.caption(f"{amended} kline(s) amended by trades that came after their close, "
+                       f"{refused} implausible trade(s) refused, {repairs} Redis repair(s) "
+                       "(see the data-quality records below).")  # fmt: skip
         processes = int(beat.get("processes", 1))
         if processes > 1:
             st.caption(f"Cluster: {beat.get('processes_seen', 0)} of {processes} processes "

@@ -45,6 +45,7 @@ def feeds(source: LiveSource, stopped: bool = False) -> list[dict[str, Any]]:
                 "reconnects": feed.stats.reconnects,
                 "frames": feed.stats.frames,
                 "buffered_frames": part.buffered_frames,
+                "backfilling": part.backfilling,
             }
         )
     return out
@@ -81,7 +82,13 @@ class Heartbeat(threading.Thread):
             "gaps": s.gaps,
             "duplicates": s.duplicates,
             "late": s.dead_letters["late"],
+            "implausible": s.dead_letters["implausible"],
             "foreign_batches": s.foreign_batches,
+            "klines_amended": s.klines_amended,
+            "resumes": s.resumes,
+            "backfill_retries": s.backfill_retries,
+            "store_repairs": s.store_repairs,
+            "waiting_for": ",".join(sorted(s.waiting_for)),
             "klines_closed": json.dumps(dict(s.klines_closed)),
             "feeds": json.dumps(feeds(self._source, stopped)),
         }
@@ -121,7 +128,8 @@ class Heartbeat(threading.Thread):
 
 
 _SUMMED = ("trades_read", "trades_backfilled", "feed_reconnects", "gaps", "duplicates", "late",
-           "foreign_batches")  # fmt: skip
+           "implausible", "foreign_batches", "klines_amended", "resumes", "backfill_retries",
+           "store_repairs")  # fmt: skip
 
 
 def combine(members: list[dict[str, str] | None], now_ms: int) -> dict[str, Any]:
@@ -154,4 +162,6 @@ def combine(members: list[dict[str, str] | None], now_ms: int) -> dict[str, Any]
     }
     for name in _SUMMED:
         out[name] = sum(int(m.get(name, 0)) for _, m in seen)
+    waiting = {w for _, m in seen for w in m.get("waiting_for", "").split(",") if w}
+    out["waiting_for"] = ",".join(sorted(waiting))
     return out

@@ -9,7 +9,18 @@ from typing import Final
 from urllib.parse import parse_qsl
 
 FAULTS: Final = frozenset(
-    {"drop", "stall", "garbage", "oversize", "shutdown", "rest429", "rest418", "pause", "resume"}
+    {
+        "drop",
+        "stall",
+        "garbage",
+        "oversize",
+        "shutdown",
+        "rest429",
+        "rest418",
+        "poison",
+        "pause",
+        "resume",
+    }
 )
 
 DAY_S: Final = 86_400.0

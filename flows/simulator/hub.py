@@ -322,6 +322,10 @@ class Hub:
             count = int(_number(params, "count", 3.0))
             for c in conns:
                 c.push(_garbage(c, count))
+        elif name == "poison":
+            what = params.get("what", "time")
+            for c in conns:
+                c.push([_poisoned(c, what, self.market)])
         elif name == "oversize":
             size = int(_number(params, "bytes", 2 * 1024 * 1024))
             for c in conns:
@@ -394,6 +398,27 @@ def _garbage(conn: Connection, count: int) -> list[str]:
         '{"e":"aggTrade","E":',  # a raw payload cut short
     )
     return [variants[i % len(variants)] for i in range(count)]
+
+
+def _poisoned(conn: Connection, what: str, market: SimMarket) -> str:
+    """A well-formed aggTrade frame of the connection's first trade stream that no exchange
+    could send: a time in the year 2286, ids of 10^15, or a price of 1e400."""
+    stream = next((s for s in conn.subs.streams if s.endswith("@aggTrade")), "btcusdt@aggTrade")
+    symbol = stream.split("@", 1)[0].upper()
+    t, agg, f, price = market.now_ms, 9_000_000_000, 5_000_000_000, "1.00000000"
+    if what == "time":
+        t = 9_999_999_999_999
+    elif what == "id":
+        f = 10**15
+    elif what == "price":
+        price = "1e400"
+    else:
+        raise ValueError(f"unknown poison {what!r}: time, id or price")
+    payload = (
+        f'{{"e":"aggTrade","E":{t + 1},"s":"{symbol}","a":{agg},"p":"{price}",'
+        f'"q":"1.00000000","f":{f},"l":{f},"T":{t},"m":true,"M":true}}'
+    )
+    return wrap(stream, payload) if conn.subs.combined else payload
 
 
 def _oversize(conn: Connection, size: int, now_ms: int) -> str:

@@ -37,6 +37,11 @@ that is caught up gets it as its watermark, and the kline step closes what ended
 it. A stall of any length therefore delays closes instead of closing klines whose trades
 are held back; symbols still backfilling get no watermark. A trade that still comes for a
 closed kline amends it (`flows.klines.builder`).
+
+**At the door.** A trade whose time is before the exchange existed or more than
+`future_margin_ms` ahead of the exchange's clock (its clock stream, or its REST time before
+that), or whose ids or amounts cannot be real (`flows.domain.trade_checks`), is
+dead-lettered as `implausible` and reaches no state; it never counts as evidence either.
 """
 
 from __future__ import annotations
@@ -78,6 +83,7 @@ from flows.domain.deadletter import DeadLetter
 from flows.domain.intervals import INTERVALS, Interval
 from flows.domain.kline import Kline, Trade, kline_of_row
 from flows.domain.stats import RunStats
+from flows.domain.trade_checks import implausible
 from flows.klines.builder import SymbolKlines, base_interval_for
 from flows.sources.items import GapReport, QualityNote, SourceItem, SourceReport, SymbolBatch
 from flows.storage.resume import StoredStart
@@ -126,6 +132,7 @@ class LiveConfig:
     resume: ResumeStore | None = field(default=None, compare=False)  # None: nothing stored
     history_from_ms: int | None = None  # a first start begins here instead (the demo)
     clock_stream: str | None = None  # e.g. "btcusdt@kline_1s", on every connection
+    future_margin_ms: int = 60_000  # trades further ahead of the exchange clock are refused
     refresh: Callable[[], Sequence[str]] | None = field(default=None, compare=False)  # universe
     refresh_every_s: float = 3600.0
     reconcile: frozenset[str] = frozenset()  # also take Binance's @kline_1m for these
@@ -267,6 +274,8 @@ class _LivePartition(StatefulSourcePartition[SourceItem, dict[str, list[int]]]):
         self._connected = False
         self._last_bucket = -1
         self._seen_ms = -1  # the newest event time this connection delivered (evidence)
+        self._clock_ms = -1  # the newest clock-stream event time (the exchange's clock)
+        self._ceiling = cfg.clock.now_ms() + cfg.future_margin_ms  # latest plausible trade time
         self._feed_seen = (0, 0, 0, 0)
         self._control_seen = (0, 0)
         self._exchange_now: tuple[float, int] | None = None  # (monotonic s, exchange ms)
@@ -275,6 +284,7 @@ class _LivePartition(StatefulSourcePartition[SourceItem, dict[str, list[int]]]):
             if cfg.duration_s is not None
             else None
         )
+        self._refused: list[DeadLetter] = []  # implausible trades of backfills
         self._closing = threading.Event()
         self._pool = ThreadPoolExecutor(cfg.backfill_workers, thread_name_prefix="backfill")
         frames = self._frames
@@ -327,6 +337,7 @@ class _LivePartition(StatefulSourcePartition[SourceItem, dict[str, list[int]]]):
                 del self._jobs[symbol]
                 if self._finish_backfill(symbol, job, out, gaps, resets):
                     became_live.append(symbol)
+        self._ceiling = self._exchange_clock_ms() + self._cfg.future_margin_ms
         frames = self._frames
         n = min(len(frames), self._cfg.max_batch_frames)
         seen = self._seen_ms
@@ -362,6 +373,9 @@ class _LivePartition(StatefulSourcePartition[SourceItem, dict[str, list[int]]]):
             reset = resets.get(symbol)
             if trades or reset is not None:
                 items.append((symbol, SymbolBatch(symbol, trades, reset=reset)))
+        if self._refused:
+            dead.extend(self._refused)
+            self._refused = []
         if dead or gaps or notes:
             for letter in dead:
                 self._stats.add_dead(letter.reason)
@@ -447,11 +461,21 @@ class _LivePartition(StatefulSourcePartition[SourceItem, dict[str, list[int]]]):
                     self._start_job(symbol)
 
     # -- frames ------------------------------------------------------------------------
+    def _exchange_clock_ms(self) -> int:
+        """The exchange's clock as best known: its clock stream, else its REST time (advanced
+        by our own clock since it was read), else our own clock."""
+        known = self._exchange_now
+        rest = (
+            -1 if known is None else known[1] + int((self._clock.monotonic_s() - known[0]) * 1000)
+        )
+        best = max(self._clock_ms, rest)
+        return best if best >= 0 else self._clock.now_ms()
+
     def _frame(self, raw: bytes, out: dict[str, list[Trade]], dead: list[DeadLetter]) -> int:
         """Take one frame; returns the event time it proves delivered (-1 for none)."""
         try:
             ev: Any = _lax_frame.decode(raw).data
-            trade = lax_trade(ev)
+            trade = lax_trade(ev, self._ceiling)
         except _LAX_ERRORS:
             trade = None
         if trade is not None:
@@ -471,17 +495,27 @@ class _LivePartition(StatefulSourcePartition[SourceItem, dict[str, list[int]]]):
                 else:
                     trade, agg_id = trade_event_to_trade(exact), -1
             except InvalidTrade as e:
-                dead.append(DeadLetter(dl.INVALID, str(e), text, "live", exact.s))
+                dead.append(DeadLetter(e.reason, str(e), text, "live", exact.s))
+                return -1
+            why = implausible(trade, self._ceiling)
+            if why is not None:
+                dead.append(DeadLetter(dl.IMPLAUSIBLE, why, text, "live", exact.s))
                 return -1
             self._accept(exact.s, agg_id, trade, out)
             return trade[4]
         if isinstance(exact, KlineEvent):
             k = exact.k
+            event_ms = exact.E // 1000 if exact.E >= 100_000_000_000_000 else exact.E
+            if event_ms > self._ceiling:
+                dead.append(DeadLetter(dl.IMPLAUSIBLE, f"event time {event_ms} is after "
+                                       f"{self._ceiling}", text, "live", exact.s))  # fmt: skip
+                return -1
             if k.i == "1m" and k.x and exact.s in self._cfg.reconcile:
                 self._refs.setdefault(exact.s, []).append(kline_of_event(exact))
             else:
                 self._stats.clock_frames += 1
-            return exact.E // 1000 if exact.E >= 100_000_000_000_000 else exact.E
+                self._clock_ms = max(self._clock_ms, event_ms)
+            return event_ms
         self._stats.frames_ignored += 1  # depth, tickers and serverShutdown frames
         return -1
 
@@ -579,6 +613,7 @@ class _LivePartition(StatefulSourcePartition[SourceItem, dict[str, list[int]]]):
         from there. Runs on a worker thread."""
         cfg = self._cfg
         resume = cfg.resume
+        self._exchange_ms()  # the exchange's clock, for the checks at the door
         start = None
         if resume is not None:
             start = self._patiently(f"resume point of {symbol}", lambda: resume.read(symbol))
@@ -696,6 +731,10 @@ class _LivePartition(StatefulSourcePartition[SourceItem, dict[str, list[int]]]):
         held = self._pending.pop(symbol, []) if res.complete and not stale else []
         for agg_id, trade in res.trades + held:
             if trade[1] <= st[0]:
+                continue
+            why = implausible(trade, self._ceiling)
+            if why is not None:
+                self._refused.append(DeadLetter(dl.IMPLAUSIBLE, why, repr(trade), "rest", symbol))
                 continue
             if trade[0] > st[0] + 1 and st[0] >= 0:  # (no position yet: nothing to miss)
                 gaps.append(

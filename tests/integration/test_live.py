@@ -382,3 +382,21 @@ def test_metrics_are_scraped_and_move_and_health_follows_the_flow(
     assert now["klineflow_foreign_batches_total"] == 0  # one process: nothing crosses
     assert now["klineflow_feed_connected{connection=0}"] == 1.0
     assert stats.trades_read >= now["klineflow_trades_in_total"]
+
+
+def test_poisoned_frames_are_refused_at_the_door(
+    redis_url: str, redis_client: redis.Redis, keys: KeySpace
+) -> None:
+    """Well-formed trades no exchange could send (a time in 2286, ids of 10^15, a price of
+    1e400) are dead-lettered as implausible and change nothing: the klines equal the
+    reference, no kline was closed early by the far-future time, nothing came late."""
+
+    def poison(base: str) -> None:
+        for what in ("time", "id", "price"):
+            _post(base, f"/_sim/poison?what={what}")
+
+    stats = _run_case(redis_url, redis_client, keys, _market(), poison, 2.0)
+    assert stats.dead_letters["implausible"] >= 3
+    assert stats.dead_letters["late"] == 0 and stats.klines_amended == 0
+    reasons = [f[b"reason"] for _, f in redis_client.xrange(keys.dead_letters)]
+    assert reasons.count(b"implausible") == stats.dead_letters["implausible"]
