@@ -36,13 +36,18 @@ RUN pip install --no-deps .
 
 FROM python:3.11-slim AS runtime
 
+# KLINEFLOW_DATA_DIR is only where embedded Redis and PostgreSQL servers would live, for a
+# container started without KLINEFLOW_REDIS_URL / KLINEFLOW_DATABASE_URL (`klineflow demo`).
+# The compose set-up names real servers, so its components write nothing there (the live
+# flow resumes from Redis and PostgreSQL, not from files), and no volume is mounted on it.
 ENV PATH="/opt/venv/bin:$PATH" \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     KLINEFLOW_DATA_DIR=/home/klineflow/.klineflow
 
-# /data: where compose mounts the flow's recovery volume (a new named volume takes the owner
-# of the directory it is mounted on, so the flow can write there)
+# /data: a mount point the klineflow user may write. A new named volume takes the owner of the
+# directory it is first mounted on, so compose's redis-acl volume, mounted here, lets
+# `klineflow access redis-acl` write the ACL file into it.
 RUN groupadd --system --gid 10001 klineflow \
     && useradd --system --uid 10001 --gid klineflow --create-home --home-dir /home/klineflow klineflow \
     && install -d -o klineflow -g klineflow -m 0750 /data

@@ -45,6 +45,7 @@ PREPARER_SECRETS = {
 FLOW_MEMBER = re.compile(r"^flow-(\d+)$")
 
 BASE_IMAGE = "python:3.11-slim"
+IMAGE_USER = "klineflow"  # the final stage's USER
 LOOPBACK = "127.0.0.1"
 SERVICES_NEEDING_HEALTHCHECK = ("redis", "postgres", "api")
 # `${NAME}`, `${NAME:?message}`, `${NAME:-default}`, ... and nothing around it.
@@ -510,15 +511,16 @@ def redis_acl_problems(compose: dict[str, Any]) -> list[str]:
 
 
 def cluster_problems(compose: dict[str, Any]) -> list[str]:
-    """The flow members run `up` as one cluster: member i is --process-id i, every member lists
-    the same --addresses (member i's own host at place i), and all share the recovery volume
-    mounted at their data directory."""
+    """The flow members run `up` as one cluster: member i is --process-id i, and every member
+    lists the same --addresses (member i's own host at place i). A member keeps no state of its
+    own (it resumes from Redis and PostgreSQL), so it mounts nothing and its filesystem is
+    read-only: resizing the cluster or moving a member leaves nothing behind."""
     services = _services(compose)
     members = sorted((int(m[1]), n) for n in services if (m := FLOW_MEMBER.match(n)))
     if len(members) < 2 or [i for i, _ in members] != list(range(len(members))):
         return [f"expected flow-0, flow-1, ...: found {[n for _, n in members]}"]
     problems = []
-    addresses, mounts = set(), set()
+    addresses = set()
     for i, name in members:
         service = services[name]
         argv = _argv(service.get("command", []))
@@ -529,15 +531,38 @@ def cluster_problems(compose: dict[str, Any]) -> list[str]:
         hosts = [a.rpartition(":")[0] for a in listed.split(";")]
         if hosts != [n for _, n in members]:
             problems.append(f"{name}: --addresses {listed!r} does not list the members in order")
-        data_dir = _environment(service).get("KLINEFLOW_DATA_DIR")
-        volume = [str(v).partition(":")[0] for v in service.get("volumes", [])
-                  if str(v).partition(":")[2].partition(":")[0] == data_dir]  # fmt: skip
-        mounts.add((data_dir, tuple(volume)))
+        if service.get("volumes"):
+            problems.append(f"{name} mounts {service['volumes']!r}: a member keeps no state")
+        if service.get("read_only") is not True:
+            problems.append(f"{name}: its filesystem is not read-only (read_only: true)")
     if len(addresses) != 1:
         problems.append(f"the members list different addresses: {sorted(addresses)}")
-    if len(mounts) != 1 or not next(iter(mounts))[1]:
-        problems.append(f"the members do not share one volume at their data dir: {mounts}")
     return problems
+
+
+@dataclass(frozen=True, slots=True)
+class Mount:
+    source: str
+    target: str
+    read_only: bool
+
+
+def named_volumes(service: dict[str, Any]) -> list[Mount]:
+    """The named volumes a service mounts (bind mounts and tmpfs left out)."""
+    mounts = []
+    for volume in service.get("volumes", []):
+        if isinstance(volume, dict):
+            source, target = str(volume.get("source", "")), str(volume.get("target", ""))
+            named = volume.get("type", "volume") == "volume" and bool(source)
+            read_only = bool(volume.get("read_only"))
+        else:
+            source, _, rest = str(volume).partition(":")
+            target, _, mode = rest.partition(":")
+            named = bool(rest) and not source.startswith((".", "/", "~", "$"))
+            read_only = "ro" in mode.split(",")
+        if named:
+            mounts.append(Mount(source, target, read_only))
+    return mounts
 
 
 def volume_problems(compose: dict[str, Any]) -> list[str]:
@@ -546,18 +571,10 @@ def volume_problems(compose: dict[str, Any]) -> list[str]:
     problems = []
     mounts: dict[str, dict[str, str]] = {}
     for name, service in _services(compose).items():
-        for volume in service.get("volumes", []):
-            if isinstance(volume, dict):
-                source, target = str(volume.get("source", "")), str(volume.get("target", ""))
-                named = volume.get("type", "volume") == "volume" and bool(source)
-            else:
-                source, _, rest = str(volume).partition(":")
-                target = rest.partition(":")[0]
-                named = bool(rest) and not source.startswith((".", "/", "~", "$"))
-            if named:
-                mounts.setdefault(name, {})[target] = source
-                if source not in declared:
-                    problems.append(f"service {name}: volume {source!r} is not declared")
+        for mount in named_volumes(service):
+            mounts.setdefault(name, {})[mount.target] = mount.source
+            if mount.source not in declared:
+                problems.append(f"service {name}: volume {mount.source!r} is not declared")
     for server, target in (("redis", "/data"), ("postgres", "/var/lib/postgresql/data")):
         if target not in mounts.get(server, {}):
             problems.append(f"service {server}: {target} is not on a named volume")
@@ -576,6 +593,46 @@ def compose_problems(compose: dict[str, Any], root: CliCommand) -> list[str]:
         *cluster_problems(compose),
         *volume_problems(compose),
     ]
+
+
+def image_user_dirs(instructions: Sequence[Instruction]) -> set[str]:
+    """Directories the final stage makes for its user (`install -d -o USER ... DIR ...`)."""
+    dirs: set[str] = set()
+    for instruction in stages(instructions)[-1]:
+        if instruction.keyword != "RUN":
+            continue
+        for part in re.split(r"&&|;", instruction.args):
+            words = shlex.split(part)
+            if words[:1] != ["install"] or "-d" not in words:
+                continue
+            owner = _option(words, "-o") or _option(words, "--owner")
+            if owner != IMAGE_USER:
+                continue
+            taking_value = {"-o", "--owner", "-g", "--group", "-m", "--mode"}
+            dirs.update(
+                w for n, w in enumerate(words[1:], 1)
+                if w.startswith("/") and words[n - 1] not in taking_value
+            )  # fmt: skip
+    return dirs
+
+
+def writable_mount_problems(
+    compose: dict[str, Any], instructions: Sequence[Instruction]
+) -> list[str]:
+    """A named volume that a service built from this repository may write is mounted on a
+    directory the image makes for its (non-root) user: a new volume takes the owner of its
+    mount point, and on any other directory it would belong to root."""
+    owned = image_user_dirs(instructions)
+    problems = []
+    for name, service in _services(compose).items():
+        if "build" not in service:
+            continue
+        for mount in named_volumes(service):
+            if not mount.read_only and mount.target not in owned:
+                problems.append(f"service {name}: volume {mount.source!r} is mounted on "
+                                f"{mount.target}, which the image does not make for "
+                                f"{IMAGE_USER}")  # fmt: skip
+    return problems
 
 
 # --- the real files -------------------------------------------------------------------------
@@ -626,6 +683,42 @@ def test_dockerfile_base_image_and_entrypoint(dockerfile_text: str) -> None:
 
 def test_compose_file_is_sound(compose: dict[str, Any], root: CliCommand) -> None:
     assert compose_problems(compose, root) == []
+
+
+def test_writable_volumes_are_mounted_on_directories_the_image_user_owns(
+    compose: dict[str, Any], dockerfile_text: str
+) -> None:
+    instructions = parse_dockerfile(dockerfile_text)
+    assert image_user_dirs(instructions) == {"/data"}
+    assert writable_mount_problems(compose, instructions) == []
+    spoiled = parse_dockerfile(dockerfile_text.replace(" /data", " /srv"))
+    assert writable_mount_problems(compose, spoiled) == [
+        "service redis-acl: volume 'redis-acl' is mounted on /data, "
+        "which the image does not make for klineflow"
+    ]
+
+
+def test_writable_volume_elsewhere_is_reported(
+    broken: dict[str, Any], dockerfile_text: str
+) -> None:
+    instructions = parse_dockerfile(dockerfile_text)
+    broken["services"]["redis-acl"]["volumes"] = ["redis-acl:/acl"]
+    assert len(writable_mount_problems(broken, instructions)) == 1
+    broken["services"]["redis-acl"]["volumes"] = ["redis-acl:/acl:ro"]  # read only: no owner
+    assert writable_mount_problems(broken, instructions) == []
+    broken["services"]["redis-acl"]["volumes"] = [{"type": "volume", "source": "redis-acl",
+                                                   "target": "/acl"}]  # fmt: skip
+    assert len(writable_mount_problems(broken, instructions)) == 1
+
+
+def test_deployment_files_name_nothing_the_flow_dropped() -> None:
+    # The flow resumes from Redis and PostgreSQL: no snapshot option, volume or shape marker.
+    deploy = sorted(p for p in (REPO / "deploy").rglob("*") if p.is_file() and p.suffix != ".pyc")
+    files = [COMPOSE_FILE, DOCKERFILE, REPO / "docs" / "DEPLOYMENT.md", *deploy]
+    for path in files:
+        text = path.read_text(encoding="utf-8")
+        for gone in ("--recovery", "--no-recovery", "flow-recovery", "klineflow-cluster.json"):
+            assert gone not in text, (path.name, gone)
 
 
 def test_compose_file_has_no_literal_password_text() -> None:
@@ -732,6 +825,12 @@ def test_bad_commands_are_reported(
 )
 def test_good_commands_pass(root: CliCommand, argv: list[str]) -> None:
     assert cli_problems(argv, root) == []
+
+
+def test_the_dropped_recovery_option_is_reported(broken: dict[str, Any], root: CliCommand) -> None:
+    broken["services"]["flow-0"]["command"].append("--no-recovery")
+    (problem,) = compose_command_problems(broken, root)
+    assert problem.startswith("service flow-0: `klineflow up` has no option --no-recovery;")
 
 
 def test_overridden_entrypoint_is_reported(broken: dict[str, Any], root: CliCommand) -> None:
@@ -845,7 +944,10 @@ def _set_option(command: list[str], option: str, value: str) -> None:
         (lambda s: [_set_option(s[f"flow-{i}"]["command"], "--addresses", "a:1;b:1")
                     for i in (0, 1)], "in order"),
         (lambda s: _set_option(s["flow-1"]["command"], "--process-id", "0"), "--process-id 1"),
-        (lambda s: s["flow-1"].update(volumes=["other:/data"]), "share one volume"),
+        (lambda s: s["flow-1"].update(volumes=["flow-state:/data"]), "keeps no state"),
+        (lambda s: s["flow-0"].update(volumes=["./state:/home/klineflow"]), "keeps no state"),
+        (lambda s: s["flow-0"].pop("read_only"), "not read-only"),
+        (lambda s: s["flow-1"].update(read_only=False), "not read-only"),
         (lambda s: s.pop("flow-1"), "expected flow-0, flow-1"),
     ],
 )  # fmt: skip
