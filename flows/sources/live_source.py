@@ -748,7 +748,7 @@ class _LivePartition(StatefulSourcePartition[SourceItem, dict[str, list[int]]]):
         if not res.complete or stale:
             self._start_job(symbol)  # more to fetch (or fetched before the last reconnect)
             return False
-        if self._connected:
+        if self._connected and symbol in self._symbols:
             self._live.add(symbol)
             return True
         return False
