@@ -92,6 +92,7 @@ class KlineLogic(StatefulBatchLogic[SymbolBatch, KlineUpdate, dict[str, Any]]):
             sk = self._builder(values[0].symbol)
         update = KlineUpdate(self._symbol)
         dups = 0
+        stats_refused = 0
         for batch in values:
             if batch.reset is not None:  # the source resumed the symbol from the stores
                 sk = self._sk = SymbolKlines.restore(batch.reset, self._config.max_fill)
@@ -99,6 +100,12 @@ class KlineLogic(StatefulBatchLogic[SymbolBatch, KlineUpdate, dict[str, Any]]):
                 update.newest_trade_ms = max(update.newest_trade_ms, batch.trades[-1][4])
                 late, d = sk.process(batch.trades, update.closed)
                 dups += d
+                if sk.refused:
+                    update.dead.extend(
+                        DeadLetter(dl.IMPLAUSIBLE, why, repr(t), "", self._symbol)
+                        for t, why in sk.refused
+                    )
+                    stats_refused += len(sk.refused)
                 if sk.amended_before is not None:
                     self._amended(update, sk.amended_before)
                 if late:
@@ -116,8 +123,10 @@ class KlineLogic(StatefulBatchLogic[SymbolBatch, KlineUpdate, dict[str, Any]]):
         stats.duplicates += dups
         if self._foreign:
             stats.foreign_batches += len(values)
-        if update.dead:
-            stats.add_dead(dl.LATE, len(update.dead))
+        if stats_refused:
+            stats.add_dead(dl.IMPLAUSIBLE, stats_refused)
+        if len(update.dead) > stats_refused:
+            stats.add_dead(dl.LATE, len(update.dead) - stats_refused)
         for interval, _ in update.closed:
             stats.klines_closed[interval] += 1
         if update.amended is not None:

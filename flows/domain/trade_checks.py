@@ -43,6 +43,25 @@ MAX_FILLS: Final = 10**6
 # How far past its reference time (receive time, the end of a dump's day, now) a trade's time
 # may lie by default: clocks of capture machines drift, the exchange's clock may run ahead.
 DEFAULT_FUTURE_MARGIN_MS: Final = 3_600_000
+# How far a symbol's trade ids may jump from one trade to the next: ids are consecutive on
+# Binance (an aggTrade's first id follows the previous one's last), so a jump means trades
+# missing in between; more than JUMP_BASE ids plus JUMP_PER_MS for each millisecond between the
+# two trades (100,000 trades a second, several times any market's busiest) cannot be real.
+JUMP_BASE: Final = 100_000
+JUMP_PER_MS: Final = 100
+
+
+def implausible_jump(first_id: int, previous_last_id: int, elapsed_ms: int) -> str | None:
+    """Why a trade whose first id is `first_id`, after one whose last id was
+    `previous_last_id` and `elapsed_ms` earlier, cannot be real; None when it can."""
+    jump = first_id - previous_last_id
+    limit = JUMP_BASE + JUMP_PER_MS * max(elapsed_ms, 0)
+    if jump <= limit:
+        return None
+    return (
+        f"trade id {first_id} jumps {jump:,} ids past the previous trade's {previous_last_id} "
+        f"within {max(elapsed_ms, 0):,} ms (at most {limit:,})"
+    )
 
 
 def implausible(trade: Trade, ceiling_ms: int) -> str | None:

@@ -15,6 +15,11 @@ of input (`final_klines`) or with a watermark (`advance`: every trade before it 
 delivered). Trades whose first id is not above the last id seen are duplicates (dropped,
 counted).
 
+A trade whose first id jumps further past the previous trade's last id than any market can
+trade in the time between them (`flows.domain.trade_checks.implausible_jump`) is *refused*
+(`refused`, with the reason) and changes nothing: one poisoned id would otherwise make every
+later trade of the symbol look like a duplicate.
+
 A trade older than the open base bar is *late*. Trades reach the builder in id order, and
 Binance's ids follow trade time, so a late trade can only follow a watermark that closed
 klines too early (a stall that outlasted the grace): every kline closed since the last
@@ -33,6 +38,7 @@ from typing import Any
 from flows.domain.intervals import INTERVALS, Interval
 from flows.domain.kline import Kline, Trade
 from flows.domain.money import SCALE
+from flows.domain.trade_checks import JUMP_BASE, JUMP_PER_MS, implausible_jump
 
 STATE_VERSION = 2
 _OLD_VERSIONS = (1,)
@@ -156,7 +162,9 @@ class SymbolKlines:
         self.bar: _Bar | None = None
         self.up: list[_Bar] = []
         self.last_id = -1
+        self.last_ms = -1  # time of the trade with `last_id`
         self.prev_close = 0
+        self.refused: list[tuple[Trade, str]] = []  # set by `process`: implausible id jumps
         # the state before the first watermark close since the last accepted trade, and the
         # newest watermark applied since (see the module docstring: amendments)
         self._rewind: tuple[_Bar, list[_Bar], int] | None = None
@@ -216,9 +224,11 @@ class SymbolKlines:
         klines were closed before (a late trade rewound, see the module docstring).
         """
         self.amended_before = None
+        self.refused = []
         late: list[Trade] = []
         dups = 0
         last_id = self.last_id
+        last_ms = self.last_ms
         bar = self.bar
         if bar is None:
             open_ms, end = 0, -(1 << 62)  # any trade opens the first bar
@@ -243,6 +253,13 @@ class SymbolKlines:
             f, last, p, q, ts, m = t
             if f <= last_id:
                 dups += 1
+                continue
+            if (
+                f - last_id > JUMP_BASE
+                and last_id >= 0
+                and (f - last_id > JUMP_BASE + JUMP_PER_MS * (ts - last_ms))
+            ):
+                self.refused.append((t, implausible_jump(f, last_id, ts - last_ms) or ""))
                 continue
             if ts >= end:
                 if bar is not None:
@@ -304,10 +321,12 @@ class SymbolKlines:
                 bv += q
                 bq += qq
             last_id = lid = last
+            last_ms = ts
         if bar is not None:
             bar.o, bar.h, bar.l, bar.c, bar.v, bar.q = o, h, lo, c, v, qv
             bar.bv, bar.bq, bar.n, bar.first_id, bar.last_id = bv, bq, n, fid, lid
         self.bar = bar
+        self.last_ms = last_ms
         if last_id != self.last_id:
             self._rewind = None  # a trade was taken: no earlier trade can come any more
             self.last_id = last_id
@@ -404,6 +423,7 @@ class SymbolKlines:
             "v": STATE_VERSION,
             "intervals": list(self.intervals),
             "last_id": self.last_id,
+            "last_ms": self.last_ms,
             "prev_close": self.prev_close,
             "bar": self.bar.dump() if self.bar is not None else None,
             "up": [u.dump() for u in self.up],
@@ -420,6 +440,7 @@ class SymbolKlines:
             raise ValueError(f"kline state version {version!r} is not {STATE_VERSION}")
         sk = cls(tuple(state["intervals"]), max_fill)
         sk.last_id = state["last_id"]
+        sk.last_ms = state.get("last_ms", -1)
         sk.prev_close = state["prev_close"]
         sk.bar = _Bar.load(state["bar"]) if state["bar"] is not None else None
         sk.up = [_Bar.load(u) for u in state["up"]]

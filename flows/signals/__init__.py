@@ -80,7 +80,7 @@ def rules_stage(
         else:
             watcher.load_once()
             watcher = None
-    seeder = redis_seeder(redis_url, keys) if redis_url else None
+    seeder = redis_seeder(redis_url, keys, wait=watch) if redis_url else None
     # live: progress recorded with the signals, and catch-ups from it (see flows.signals.step)
     config = RulesConfig(holder, seeder, clock, progress=watch and book is None)
 

@@ -172,8 +172,10 @@ def wait_for_redis(what: str, call: Callable[[], Any], stop: threading.Event | N
             delay = min(delay * 2, 5.0)
 
 
-def redis_seeder(url: str, keys: KeySpace = KeySpace()) -> Seeder:
-    """Closed klines from the flow's own Redis (one client per process, made on first use)."""
+def redis_seeder(url: str, keys: KeySpace = KeySpace(), wait: bool = False) -> Seeder:
+    """Closed klines from the flow's own Redis (one client per process, made on first use).
+    `wait`: a live flow waits for a Redis that is away (see `wait_for_redis`); a one-off
+    command fails at once instead."""
     client: list[redis.Redis] = []
 
     def seed(symbol: str, interval: str, end_ms: int, count: int) -> list[Kline]:
@@ -182,10 +184,11 @@ def redis_seeder(url: str, keys: KeySpace = KeySpace()) -> Seeder:
         if not client:
             client.append(redis.Redis.from_url(url, socket_timeout=30))
         key = keys.klines(symbol, interval)
-        members: list[bytes] = wait_for_redis(
-            f"reading {key}",
-            lambda: client[0].zrevrangebyscore(key, end_ms - 1, "-inf", start=0, num=count + 2),
-        )
+
+        def read() -> Any:
+            return client[0].zrevrangebyscore(key, end_ms - 1, "-inf", start=0, num=count + 2)
+
+        members: list[bytes] = wait_for_redis(f"reading {key}", read) if wait else read()
         klines = [kline_of_row(_member_rows.decode(m)) for m in reversed(members)]
         closed = [k for k in klines if k.close_ms < end_ms]
         return closed[-count:]

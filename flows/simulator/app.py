@@ -11,8 +11,9 @@ Controls (not Binance's; for tests and demos):
 - ``POST /_sim/stall?seconds=N`` (5): send nothing for N s; the market moves on, frames
   queue, and are all delivered when the stall ends (see `flows.simulator.hub`).
 - ``POST /_sim/garbage?count=N`` (3): send N invalid frames (JSON cut short, ``not json``).
-- ``POST /_sim/poison?what=time|id|price`` (time): send one well-formed aggTrade frame that
-  no exchange could send (a time in 2286, trade ids of 10^15, a price of 1e400).
+- ``POST /_sim/poison?what=time|id|jump|price`` (time): send one well-formed aggTrade frame
+  that no exchange could send (a time in 2286, trade ids of 10^15, ids 5e10 past the last
+  trade's, a price of 1e400).
 - ``POST /_sim/oversize?bytes=N`` (2 MiB): send one valid JSON text frame of N bytes that is
   no known event (``"e":"simOversize"``).
 - ``POST /_sim/shutdown?lead_s=S`` (`SimConfig.shutdown_lead_s`): send ``serverShutdown``

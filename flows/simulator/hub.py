@@ -402,7 +402,8 @@ def _garbage(conn: Connection, count: int) -> list[str]:
 
 def _poisoned(conn: Connection, what: str, market: SimMarket) -> str:
     """A well-formed aggTrade frame of the connection's first trade stream that no exchange
-    could send: a time in the year 2286, ids of 10^15, or a price of 1e400."""
+    could send: a time in the year 2286, ids of 10^15, ids far past the last trade's, or a
+    price of 1e400."""
     stream = next((s for s in conn.subs.streams if s.endswith("@aggTrade")), "btcusdt@aggTrade")
     symbol = stream.split("@", 1)[0].upper()
     t, agg, f, price = market.now_ms, 9_000_000_000, 5_000_000_000, "1.00000000"
@@ -412,8 +413,10 @@ def _poisoned(conn: Connection, what: str, market: SimMarket) -> str:
         f = 10**15
     elif what == "price":
         price = "1e400"
+    elif what == "jump":
+        f = 50_000_000_000  # plausible on its own, not 5e10 ids after the last trade
     else:
-        raise ValueError(f"unknown poison {what!r}: time, id or price")
+        raise ValueError(f"unknown poison {what!r}: time, id, jump or price")
     payload = (
         f'{{"e":"aggTrade","E":{t + 1},"s":"{symbol}","a":{agg},"p":"{price}",'
         f'"q":"1.00000000","f":{f},"l":{f},"T":{t},"m":true,"M":true}}'

@@ -83,7 +83,7 @@ from flows.domain.deadletter import DeadLetter
 from flows.domain.intervals import INTERVALS, Interval
 from flows.domain.kline import Kline, Trade, kline_of_row
 from flows.domain.stats import RunStats
-from flows.domain.trade_checks import implausible
+from flows.domain.trade_checks import implausible, implausible_jump
 from flows.klines.builder import SymbolKlines, base_interval_for
 from flows.sources.items import GapReport, QualityNote, SourceItem, SourceReport, SymbolBatch
 from flows.storage.resume import StoredStart
@@ -737,6 +737,12 @@ class _LivePartition(StatefulSourcePartition[SourceItem, dict[str, list[int]]]):
                 self._refused.append(DeadLetter(dl.IMPLAUSIBLE, why, repr(trade), "rest", symbol))
                 continue
             if trade[0] > st[0] + 1 and st[0] >= 0:  # (no position yet: nothing to miss)
+                jump = implausible_jump(trade[0], st[0], trade[4] - st[1])
+                if jump is not None:  # ids the exchange itself did not serve: a poisoned frame
+                    self._refused.append(
+                        DeadLetter(dl.IMPLAUSIBLE, jump, repr(trade), "live", symbol)
+                    )
+                    continue
                 gaps.append(
                     GapReport(
                         symbol, st[0] + 1, trade[0] - 1, st[1], trade[4], "not served by REST"

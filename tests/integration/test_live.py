@@ -387,16 +387,17 @@ def test_metrics_are_scraped_and_move_and_health_follows_the_flow(
 def test_poisoned_frames_are_refused_at_the_door(
     redis_url: str, redis_client: redis.Redis, keys: KeySpace
 ) -> None:
-    """Well-formed trades no exchange could send (a time in 2286, ids of 10^15, a price of
-    1e400) are dead-lettered as implausible and change nothing: the klines equal the
+    """Well-formed trades no exchange could send (a time in 2286, ids of 10^15, ids 5e10 past
+    the last trade's, a price of 1e400) are dead-lettered as implausible and change nothing:
+    the klines equal the
     reference, no kline was closed early by the far-future time, nothing came late."""
 
     def poison(base: str) -> None:
-        for what in ("time", "id", "price"):
+        for what in ("time", "id", "jump", "price"):
             _post(base, f"/_sim/poison?what={what}")
 
     stats = _run_case(redis_url, redis_client, keys, _market(), poison, 2.0)
-    assert stats.dead_letters["implausible"] >= 3
+    assert stats.dead_letters["implausible"] >= 4
     assert stats.dead_letters["late"] == 0 and stats.klines_amended == 0
     reasons = [f[b"reason"] for _, f in redis_client.xrange(keys.dead_letters)]
     assert reasons.count(b"implausible") == stats.dead_letters["implausible"]

@@ -165,3 +165,26 @@ def test_a_builder_resumed_from_stored_klines_continues_exactly(data: st.DataObj
     for name, klines in want.items():
         got = sorted((k for (n, _), k in latest.items() if n == name), key=lambda k: k.open_ms)
         assert got == klines, name
+
+
+def test_an_implausible_id_jump_is_refused_and_changes_nothing() -> None:
+    """One poisoned id (a jump no market can trade in the time between two trades) is
+    refused; the trades after it are neither duplicates nor changed."""
+    good = [_t(i, 5 + i) for i in range(1, 30)]
+    poison = (10**11, 10**11, 100, 10, T0 + 20_500, False)
+    sk = SymbolKlines(("1m", "5m"))
+    closed: list[tuple[str, Kline]] = []
+    late, dups = sk.process([*good[:15], poison, *good[15:]], closed)
+    assert (late, dups) == ([], 0)
+    assert [t for t, _ in sk.refused] == [poison] and "jumps" in sk.refused[0][1]
+    closed.extend(sk.open_klines())
+    assert closed == [(n, k) for n, ks in build_klines(good, ("1m", "5m")).items() for k in ks]
+
+
+def test_a_jump_the_time_between_explains_is_kept() -> None:
+    """A file that skips a day of a busy market skips millions of ids: not refused."""
+    sk = SymbolKlines(("1m",))
+    closed: list[tuple[str, Kline]] = []
+    day_later = (3_000_001, 3_000_001, 100, 10, T0 + 86_400_000, False)
+    sk.process([_t(1, 5), day_later], closed)
+    assert sk.refused == [] and sk.last_id == 3_000_001
