@@ -373,7 +373,10 @@ def up(
     kind: Annotated[str, typer.Option(help="aggTrade or trade streams")] = "aggTrade",
     per_connection: Annotated[int, typer.Option(help="streams per connection (max 1024)")] = 200,
     grace_ms: Annotated[
-        int, typer.Option(help="close quiet klines this long after they end")
+        int,
+        typer.Option(
+            help="close a kline once its connection delivered events this long past its end"
+        ),
     ] = 2000,
     record: Annotated[
         Path | None, typer.Option("--record", help="also record every frame here")
