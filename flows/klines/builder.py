@@ -261,17 +261,7 @@ class SymbolKlines:
             ):
                 self.refused.append((t, implausible_jump(f, last_id, ts - last_ms) or ""))
                 continue
-            if ts >= end:
-                if bar is not None:
-                    bar.o, bar.h, bar.l, bar.c, bar.v, bar.q = o, h, lo, c, v, qv
-                    bar.bv, bar.bq, bar.n, bar.first_id, bar.last_id = bv, bq, n, fid, lid
-                bar = self._roll(bar, ts, closed)
-                open_ms = bar.open_ms
-                end = self.base.next_open(open_ms)
-                o = h = lo = c = p
-                v = qv = bv = bq = n = 0
-                fid = f
-            elif ts < open_ms:
+            if ts < open_ms:
                 rewind = self._rewind
                 if rewind is None or ts < rewind[0].open_ms or bar is None:
                     late.append(t)
@@ -286,26 +276,18 @@ class SymbolKlines:
                     bar.o, bar.h, bar.l, bar.c, bar.v, bar.q, bar.bv, bar.bq, bar.n,
                 )  # fmt: skip
                 fid, lid = bar.first_id, bar.last_id
-                if ts >= end:
+            if ts >= end:
+                if bar is not None:
                     bar.o, bar.h, bar.l, bar.c, bar.v, bar.q = o, h, lo, c, v, qv
                     bar.bv, bar.bq, bar.n, bar.first_id, bar.last_id = bv, bq, n, fid, lid
-                    bar = self._roll(bar, ts, closed)
-                    open_ms = bar.open_ms
-                    end = self.base.next_open(open_ms)
-                    o = h = lo = c = p
-                    v = qv = bv = bq = n = 0
-                    fid = f
-                elif n == 0:
-                    o = h = lo = c = p
-                    fid = f
-                else:
-                    if p > h:
-                        h = p
-                    elif p < lo:
-                        lo = p
-                    c = p
+                bar = self._roll(bar, ts, closed)
+                open_ms = bar.open_ms
+                end = self.base.next_open(open_ms)
+                o = h = lo = c = p
+                v = qv = bv = bq = n = 0
+                fid = f
             else:
-                if n == 0:  # a bar opened empty by `advance` gets its first trade
+                if n == 0:  # a bar opened empty by `advance` (or resumed) gets its first trade
                     o = h = lo = p
                     fid = f
                 elif p > h:

@@ -181,35 +181,38 @@ def check_cut(
     return summary
 
 
-def test_a_gzipped_csv_cut_in_half(
-    shared_data: Path, tmp_path: Path, redis_url: str, redis_client: redis.Redis, keys: KeySpace
-) -> None:
-    data = gzip.compress((shared_data / XRPETH_CSV).read_bytes())
-    cut = tmp_path / (XRPETH_CSV + ".gz")
+def cut_dump_in_half(
+    data: bytes, header: int, wbits: int, name: str, tmp_path: Path, redis_url: str,
+    redis_client: redis.Redis, keys: KeySpace,
+) -> None:  # fmt: skip
+    """Replay the first half of a compressed dump (`header` bytes before its deflate data,
+    `wbits` its zlib framing) and check it equals a replay of the whole lines in it."""
+    cut = tmp_path / name
     cut.write_bytes(data[: len(data) // 2])
-    lines = whole_lines(data[: len(data) // 2], 16 + zlib.MAX_WBITS)
+    lines = whole_lines(data[header : len(data) // 2], wbits)
     assert 3000 < len(lines) < 10_000
     reference = tmp_path / "prefix" / XRPETH_CSV
     reference.parent.mkdir()
     reference.write_bytes(b"\n".join(lines) + b"\n")
     summary = check_cut(cut, reference, len(lines), redis_url, redis_client, keys)
     assert summary["trades read"] == f"{len(lines):,}"
+
+
+def test_a_gzipped_csv_cut_in_half(
+    shared_data: Path, tmp_path: Path, redis_url: str, redis_client: redis.Redis, keys: KeySpace
+) -> None:
+    data = gzip.compress((shared_data / XRPETH_CSV).read_bytes())
+    cut_dump_in_half(data, 0, 16 + zlib.MAX_WBITS, XRPETH_CSV + ".gz", tmp_path, redis_url,
+                     redis_client, keys)  # fmt: skip
 
 
 def test_a_zip_cut_in_half(
     shared_data: Path, tmp_path: Path, redis_url: str, redis_client: redis.Redis, keys: KeySpace
 ) -> None:
     data = zipped((shared_data / XRPETH_CSV).read_bytes(), XRPETH_CSV)
-    cut = tmp_path / XRPETH_CSV.replace(".csv", ".zip")
-    cut.write_bytes(data[: len(data) // 2])
     header = 30 + len(XRPETH_CSV)  # the member's local header (no extra field)
-    lines = whole_lines(data[header : len(data) // 2], -zlib.MAX_WBITS)
-    assert 3000 < len(lines) < 10_000
-    reference = tmp_path / "prefix" / XRPETH_CSV
-    reference.parent.mkdir()
-    reference.write_bytes(b"\n".join(lines) + b"\n")
-    summary = check_cut(cut, reference, len(lines), redis_url, redis_client, keys)
-    assert summary["trades read"] == f"{len(lines):,}"
+    cut_dump_in_half(data, header, -zlib.MAX_WBITS, XRPETH_CSV.replace(".csv", ".zip"),
+                     tmp_path, redis_url, redis_client, keys)  # fmt: skip
 
 
 def test_a_gzipped_recording_cut_in_half(
