@@ -97,10 +97,12 @@ def expected_signals(
     db: str,
     up_id: int,
     strong_id: int,
+    up: Callable[[Decimal, Decimal], bool] = lambda open_, close: close > open_,
 ) -> tuple[set[str], Callable[[], set[str]]]:
-    """The signal ids "close > open" (`up_id`) and "rsi(5) > 50" (`strong_id`), both 1m
-    every_close, must give on the klines stored in Redis, computed with TA-Lib; and a function
-    reading the ids written to PostgreSQL for those klines."""
+    """The signal ids "close > open" (`up_id`; or another rule of open and close, `up`) and
+    "rsi(5) > 50" (`strong_id`), both 1m every_close, must give on the klines stored in Redis,
+    computed with TA-Lib; and a function reading the ids written to PostgreSQL for those
+    klines."""
     expected: set[str] = set()
     last_open = {s: int(want[s]["1m"][-1][0]) for s in want}  # type: ignore[call-overload]
     for symbol in sorted(want):
@@ -108,7 +110,7 @@ def expected_signals(
         rows = [r for r in rows if int(r[0]) <= last_open[symbol]]
         rsi = talib.RSI(np.array([float(r[4]) for r in rows]), 5)
         for i, r in enumerate(rows):
-            if Decimal(r[4]) > Decimal(r[1]):
+            if up(Decimal(r[1]), Decimal(r[4])):
                 expected.add(f"{up_id}-{symbol}-1m-{r[0]}")
             if not np.isnan(rsi[i]) and rsi[i] > 50:
                 expected.add(f"{strong_id}-{symbol}-1m-{r[0]}")
