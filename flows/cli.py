@@ -60,19 +60,31 @@ def _settings(**overrides: object) -> Settings:
         raise typer.Exit(2) from e
 
 
-def _database(settings: Settings) -> str:
-    """The PostgreSQL URL (configured, or the embedded server started), migrated."""
+def _database(settings: Settings, away_ok: bool = False) -> str:
+    """The PostgreSQL URL (configured, or the embedded server started), migrated.
+    `away_ok` (the live flow): a configured server that does not answer is not an error; the
+    flow starts without it and its rules begin (migrating first) when it answers."""
+    import psycopg
+
     from flows.services import Services
     from flows.storage.migrations import MigrationError
     from flows.storage.pg_roles import ensure_schema
 
-    url = Services(settings.data_dir).database_url(settings.database_url_value())
+    configured = settings.database_url_value()
+    url = Services(settings.data_dir).database_url(configured)
     try:
         ensure_schema(url)  # a component's login only checks that the schema is current
     except MigrationError as e:
         console.print(f"[red]error:[/red] {e}")
         raise typer.Exit(1) from e
-    except Exception as e:  # psycopg.OperationalError and friends: say where, not a traceback
+    except psycopg.OperationalError as e:
+        if away_ok and configured and "password authentication" not in str(e):
+            console.print("[yellow]warning:[/yellow] PostgreSQL does not answer; klines start "
+                          "now, the trader rules when it answers")  # fmt: skip
+            return url
+        console.print(f"[red]error:[/red] cannot reach PostgreSQL ({type(e).__name__}: {e})")
+        raise typer.Exit(1) from e
+    except Exception as e:  # psycopg errors and friends: say where, not a traceback
         console.print(f"[red]error:[/red] cannot reach PostgreSQL ({type(e).__name__}: {e})")
         raise typer.Exit(1) from e
     return url
@@ -442,7 +454,7 @@ def up(
     )
     exchange = exchange_urls(exchange_url, ws_url, rest_url)
     universe = _universe(exchange, symbols, top, quote)
-    db_url = _database(settings) if rules else None
+    db_url = _database(settings, away_ok=True) if rules else None
     console.print(f"{len(universe)} symbols from {exchange.ws_url}: {', '.join(universe[:8])}"
                   f"{', ...' if len(universe) > 8 else ''}", soft_wrap=True)  # fmt: skip
     recorder_stop = _start_recorder(exchange.ws_url, universe, kind, record) if record else None

@@ -35,7 +35,8 @@ from psycopg.rows import dict_row
 from flows.domain.clock import SYSTEM_CLOCK, Clock
 from flows.signals.book import Book, BookHolder, TraderRow, build_book
 from flows.signals.engine import Fire, Progress, RuleFailure
-from flows.storage.pg_roles import FLOW_ROLE, connect_as
+from flows.storage.migrations import MigrationError
+from flows.storage.pg_roles import FLOW_ROLE, connect_as, ensure_schema
 
 log = logging.getLogger(__name__)
 
@@ -328,8 +329,17 @@ class BookWatcher(threading.Thread):
 
     def run(self) -> None:
         backoff = 0.5
+        migrated = False
         while not self._stop.is_set():
             try:
+                if not migrated:  # the flow may have started while PostgreSQL was away
+                    try:
+                        ensure_schema(self._url)
+                    except MigrationError as exc:  # a login that may not migrate: say it
+                        log.error("traders not loaded: %s", exc)
+                        self._stop.wait(30.0)
+                        continue
+                    migrated = True
                 with connect_as(self._url, FLOW_ROLE, autocommit=True) as conn:
                     conn.execute("LISTEN traders")
                     self.load(conn)

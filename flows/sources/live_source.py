@@ -239,6 +239,7 @@ class Fetched:
     reset: dict[str, Any] | None = None  # resume jobs: the builder state to continue from
     position: SymbolState | None = None  # resume jobs: the symbol's position before `trades`
     gaps: list[GapReport] = field(default_factory=list)
+    exchange_ms: int = -1  # the exchange's clock when the fetch ended (-1: not read)
 
 
 class _LivePartition(StatefulSourcePartition[SourceItem, dict[str, list[int]]]):
@@ -279,6 +280,8 @@ class _LivePartition(StatefulSourcePartition[SourceItem, dict[str, list[int]]]):
         self._feed_seen = (0, 0, 0, 0)
         self._control_seen = (0, 0)
         self._exchange_now: tuple[float, int] | None = None  # (monotonic s, exchange ms)
+        self._time_job: Future[int] | None = None  # the exchange's time, asked after a refusal
+        self._time_refused = False  # a frame was refused for its time in this batch
         self._deadline_ms = (
             self._clock.now_ms() + int(cfg.duration_s * 1000)
             if cfg.duration_s is not None
@@ -337,7 +340,9 @@ class _LivePartition(StatefulSourcePartition[SourceItem, dict[str, list[int]]]):
                 del self._jobs[symbol]
                 if self._finish_backfill(symbol, job, out, gaps, resets):
                     became_live.append(symbol)
-        self._ceiling = self._exchange_clock_ms() + self._cfg.future_margin_ms
+        if self._time_job is not None and self._time_job.done():
+            self._time_job = None
+        self._ceiling = max(self._ceiling, self._exchange_clock_ms() + self._cfg.future_margin_ms)
         frames = self._frames
         n = min(len(frames), self._cfg.max_batch_frames)
         seen = self._seen_ms
@@ -346,6 +351,12 @@ class _LivePartition(StatefulSourcePartition[SourceItem, dict[str, list[int]]]):
             t = self._frame(raw, out, dead)
             seen = max(seen, t)
         self._seen_ms = seen
+        if self._time_refused and self._time_job is None:
+            # our idea of the exchange's clock may lag (a host that slept, a clock that runs
+            # faster than ours): ask the exchange; a trade refused meanwhile is fetched again
+            # over REST when its ids are found skipped
+            self._time_job = self._pool.submit(self._exchange_ms, True)
+        self._time_refused = False
         items: list[SourceItem] = []
         watermark = seen - self._cfg.grace_ms
         bucket = watermark // self._cfg.base_interval_ms
@@ -499,6 +510,7 @@ class _LivePartition(StatefulSourcePartition[SourceItem, dict[str, list[int]]]):
                 return -1
             why = implausible(trade, self._ceiling)
             if why is not None:
+                self._time_refused |= trade[4] > self._ceiling
                 dead.append(DeadLetter(dl.IMPLAUSIBLE, why, text, "live", exact.s))
                 return -1
             self._accept(exact.s, agg_id, trade, out)
@@ -507,6 +519,7 @@ class _LivePartition(StatefulSourcePartition[SourceItem, dict[str, list[int]]]):
             k = exact.k
             event_ms = exact.E // 1000 if exact.E >= 100_000_000_000_000 else exact.E
             if event_ms > self._ceiling:
+                self._time_refused = True
                 dead.append(DeadLetter(dl.IMPLAUSIBLE, f"event time {event_ms} is after "
                                        f"{self._ceiling}", text, "live", exact.s))  # fmt: skip
                 return -1
@@ -514,7 +527,10 @@ class _LivePartition(StatefulSourcePartition[SourceItem, dict[str, list[int]]]):
                 self._refs.setdefault(exact.s, []).append(kline_of_event(exact))
             else:
                 self._stats.clock_frames += 1
-                self._clock_ms = max(self._clock_ms, event_ms)
+                if event_ms > self._clock_ms:
+                    # the exchange's clock moved: so does the latest plausible time
+                    self._clock_ms = event_ms
+                    self._ceiling = max(self._ceiling, event_ms + self._cfg.future_margin_ms)
             return event_ms
         self._stats.frames_ignored += 1  # depth, tickers and serverShutdown frames
         return -1
@@ -587,11 +603,11 @@ class _LivePartition(StatefulSourcePartition[SourceItem, dict[str, list[int]]]):
             if self._closing.wait(wait):
                 raise _Closing
 
-    def _exchange_ms(self) -> int:
-        """The exchange's clock (GET /api/v3/time, kept for a few seconds)."""
+    def _exchange_ms(self, fresh: bool = False) -> int:
+        """The exchange's clock (GET /api/v3/time, kept for a few seconds unless `fresh`)."""
         now_s = self._clock.monotonic_s()
         known = self._exchange_now
-        if known is None or now_s - known[0] > 5.0:
+        if fresh or known is None or now_s - known[0] > 5.0:
             server = self._patiently("exchange time", self._rest.server_time)
             known = self._exchange_now = (now_s, server)
         return known[1] + int((now_s - known[0]) * 1000)
@@ -681,9 +697,11 @@ class _LivePartition(StatefulSourcePartition[SourceItem, dict[str, list[int]]]):
                     continue  # Binance's invalid-marker rows carry no trade
                 got.append((x.a, trade))
             if len(page) < _PAGE:
-                return Fetched(got, True)
+                # what the exchange served reaches its clock now: the door's check of these
+                # trades uses it (ours, or the stream's, may lag behind)
+                return Fetched(got, True, exchange_ms=self._exchange_ms(fresh=True))
             from_id, start_ms = page[-1].a + 1, None
-        return Fetched(got, False)
+        return Fetched(got, False, exchange_ms=self._exchange_ms(fresh=True))
 
     def _page(self, symbol: str, from_id: int | None, start_ms: int | None) -> list[RestAggTrade]:
         return self._rest.agg_trades(symbol, from_id=from_id, start_ms=start_ms, limit=_PAGE)
@@ -729,10 +747,11 @@ class _LivePartition(StatefulSourcePartition[SourceItem, dict[str, list[int]]]):
             self._state[symbol] = res.position
         st = self._state[symbol]
         held = self._pending.pop(symbol, []) if res.complete and not stale else []
+        ceiling = max(self._ceiling, res.exchange_ms + self._cfg.future_margin_ms)
         for agg_id, trade in res.trades + held:
             if trade[1] <= st[0]:
                 continue
-            why = implausible(trade, self._ceiling)
+            why = implausible(trade, ceiling)
             if why is not None:
                 self._refused.append(DeadLetter(dl.IMPLAUSIBLE, why, repr(trade), "rest", symbol))
                 continue
