@@ -55,6 +55,7 @@ FLOW_KEYS = frozenset(
         "heartbeat_of",
         "replay_state",
         "sentinel",
+        "rules_since",
     }
 )
 API_READS = frozenset({"klines", "last_closed", "symbols"})
@@ -72,7 +73,11 @@ WRITE_KLINES = (  # flows.storage.redis_klines.KlineWriter: a pipeline of EVALSH
     "zremrangebyscore", "zadd", "zremrangebyrank", "get", "set", "publish",  # inside the Lua
     "sadd", "xadd", "exists", "multi", "exec", "discard",
 )  # fmt: skip
-REPLAY_STATE = ("scan", "mget", "del")  # where the last replay left each symbol
+REPLAY_STATE = ("scan", "mget", "del")
+RULES_SINCE = (
+    "hsetnx",
+    "hmget",
+)  # flows.signals.step.RulesSince  # where the last replay left each symbol
 BACKTEST = ("zrange", "scan", "del")  # a run reads its klines back and drops its namespace
 HEARTBEAT = ("multi", "exec", "discard", "del", "hset", "expire", "hgetall")  # MULTI pipeline
 
@@ -131,7 +136,13 @@ def rights(user: str, keys: KeySpace = KeySpace()) -> Rights:
             write=_patterns(keys, FLOW_KEYS) + _patterns(scratch, FLOW_KEYS, glob=True),
             channels=(_glob_escape(keys.closed_channel), scratch.closed_channel),
             commands=_commands(
-                CONNECT, READ_KLINES, WRITE_KLINES, REPLAY_STATE, HEARTBEAT, BACKTEST
+                CONNECT,
+                READ_KLINES,
+                WRITE_KLINES,
+                REPLAY_STATE,
+                HEARTBEAT,
+                BACKTEST,
+                RULES_SINCE,
             ),
         )
     if user == "api":

@@ -34,6 +34,13 @@ class KeySpace:
         first start, so a restart before anything closed starts from the same point."""
         return self._k(f"klines:origin:{symbol}")
 
+    @property
+    def rules_since(self) -> str:
+        """Hash "SYMBOL interval" -> open time of the first kline the live rules decided for
+        that pair (set once): where a restart's catch-up starts when PostgreSQL never
+        received any of its decisions."""
+        return self._k("klineflow:rules_since")
+
     def sentinel(self, writer: str) -> str:
         """A key one kline writer sets when it starts: finding it gone later means Redis lost
         data (a restart without persistence), and the writer repairs what it wrote."""

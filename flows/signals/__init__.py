@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from flows.domain.clock import SYSTEM_CLOCK, Clock
 from flows.domain.keys import KeySpace
 from flows.signals.book import Book, BookHolder
-from flows.signals.step import RulesConfig, RulesStage, SignalSink, redis_seeder
+from flows.signals.step import RulesConfig, RulesSince, RulesStage, SignalSink, redis_seeder
 from flows.signals.store import BookWatcher, SignalWriter
 
 log = logging.getLogger(__name__)
@@ -82,7 +82,9 @@ def rules_stage(
             watcher = None
     seeder = redis_seeder(redis_url, keys, wait=watch) if redis_url else None
     # live: progress recorded with the signals, and catch-ups from it (see flows.signals.step)
-    config = RulesConfig(holder, seeder, clock, progress=watch and book is None)
+    live = watch and book is None
+    since = RulesSince(redis_url, keys) if live and redis_url else None
+    config = RulesConfig(holder, seeder, clock, progress=live, since=since)
 
     def make_writer() -> SignalWriter:
         return SignalWriter(database_url, clock, record_latency=record_latency)

@@ -57,6 +57,35 @@ _CATCH_UP_MAX_BARS = 5000  # per interval: more than any retention keeps
 _member_rows = msgspec.json.Decoder(list[int | str])
 
 
+class RulesSince:
+    """Where the live rules began deciding each (symbol, interval), in a Redis hash written
+    once per pair (HSETNX). A symbol whose first decisions never reached PostgreSQL (it was
+    away, then the flow crashed) has no progress there; its catch-up starts here instead."""
+
+    def __init__(self, url: str, keys: KeySpace) -> None:
+        self._url = url
+        self._key = keys.rules_since
+        self._client: redis.Redis | None = None
+
+    def _redis(self) -> redis.Redis:
+        if self._client is None:
+            self._client = redis.Redis.from_url(self._url, socket_timeout=30)
+        return self._client
+
+    def get(self, symbol: str, intervals: list[str]) -> dict[str, int]:
+        fields = [f"{symbol} {i}" for i in intervals]
+        values = wait_for_redis(
+            f"reading {self._key}", lambda: self._redis().hmget(self._key, fields)
+        )
+        return {i: int(v) for i, v in zip(intervals, values, strict=True) if v is not None}
+
+    def claim(self, symbol: str, interval: str, open_ms: int) -> None:
+        field = f"{symbol} {interval}"
+        wait_for_redis(
+            f"writing {self._key}", lambda: self._redis().hsetnx(self._key, field, open_ms)
+        )
+
+
 @dataclass
 class RulesConfig:
     holder: BookHolder
@@ -64,6 +93,7 @@ class RulesConfig:
     clock: Clock = SYSTEM_CLOCK
     counters: EngineCounters = field(default_factory=EngineCounters)
     progress: bool = False  # live: record progress, catch up from it when an engine starts
+    since: RulesSince | None = None  # live: where the rules began, per (symbol, interval)
 
 
 class RulesLogic(StatefulBatchLogic[Closed, Outcome, SymbolEngine]):
@@ -119,6 +149,13 @@ class RulesLogic(StatefulBatchLogic[Closed, Outcome, SymbolEngine]):
         starts = [
             INTERVALS[i].next_open(progress[(symbol, i)]) for i in mains if (symbol, i) in progress
         ]
+        unrecorded = sorted(i for i in mains if (symbol, i) not in progress)
+        if unrecorded and cfg.since is not None:
+            began = cfg.since.get(symbol, unrecorded)
+            starts.extend(began.values())  # decided before, never recorded: from the start
+            for name in unrecorded:
+                if name not in began:  # the rules begin here for this pair
+                    cfg.since.claim(symbol, name, INTERVALS[name].open_time(first_end - 1))
         if not starts or cfg.seeder is None:
             return []
         since = min(starts)
