@@ -754,7 +754,8 @@ def backtest(
     started = SYSTEM_CLOCK.monotonic_s()
     with _reading_files(stats, "backtest", progress):
         result = run_backtest(data, book, tuple(needed), _redis_url(settings), wanted,
-                              _when(start), _when(end), stats=stats)  # fmt: skip
+                              _when(start), _when(end), stats=stats,
+                              future_margin_ms=settings.future_margin_ms)  # fmt: skip
     seconds = SYSTEM_CLOCK.monotonic_s() - started
     rows_out = outcomes(result.signals, result.klines)
     span = span_ms(result.klines)

@@ -26,6 +26,7 @@ from flows.dataflows.replay import ReplayJob, run_replay
 from flows.domain.keys import KeySpace
 from flows.domain.kline import Kline, decode_member, kline_of_row
 from flows.domain.stats import RunStats
+from flows.domain.trade_checks import DEFAULT_FUTURE_MARGIN_MS
 from flows.signals.book import Book, BookHolder
 from flows.signals.engine import Fire, Progress, RuleFailure
 from flows.signals.step import Outcome, RulesConfig, RulesStage, redis_seeder
@@ -123,6 +124,7 @@ def run_backtest(
     keep_klines: bool = False,
     namespace: str | None = None,
     stats: RunStats | None = None,
+    future_margin_ms: int = DEFAULT_FUTURE_MARGIN_MS,
 ) -> BacktestResult:
     """Replay ``paths`` through the dataflow with ``book``'s traders; signals whose kline
     opens in [start_ms, end_ms) are kept (indicators still warm up on the bars before)."""
@@ -134,7 +136,7 @@ def run_backtest(
         redis_url=redis_url,
         intervals=intervals,
         keys=keys,
-        read=ReadOptions(symbols=symbols),
+        read=ReadOptions(symbols=symbols, future_margin_ms=future_margin_ms),
         retention=KEEP_ALL,
         fresh=True,
         stage=stage,
