@@ -750,6 +750,7 @@ class _LivePartition(StatefulSourcePartition[SourceItem, dict[str, list[int]]]):
         ceiling = max(self._ceiling, res.exchange_ms + self._cfg.future_margin_ms)
         for agg_id, trade in res.trades + held:
             if trade[1] <= st[0]:
+                self._stats.duplicates += 1  # fetched and also held from the stream
                 continue
             why = implausible(trade, ceiling)
             if why is not None:

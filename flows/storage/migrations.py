@@ -102,6 +102,9 @@ def apply_migrations(conninfo: str, directory: Path = MIGRATIONS_DIR) -> list[st
     migrations = migration_files(directory)
     done: list[str] = []
     with psycopg.connect(conninfo, autocommit=True) as conn:
+        # concurrent runs take turns for the whole run (one applies everything, the others
+        # find it done), not file by file; the lock ends with the session at the latest
+        conn.execute("SELECT pg_advisory_lock(%s)", (_LOCK_KEY,))
         with conn.transaction():
             _lock(conn)
             conn.execute(_CREATE_TABLE)
@@ -128,6 +131,7 @@ def apply_migrations(conninfo: str, directory: Path = MIGRATIONS_DIR) -> list[st
                     (migration.name, migration.checksum),
                 )
             done.append(migration.name)
+        conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_KEY,))
     return done
 
 

@@ -345,7 +345,11 @@ def test_metrics_are_scraped_and_move_and_health_follows_the_flow(
         first = scrape(port)
         assert _wait(lambda: healthz(port) == 200, 20)
         _post(base, "/_sim/garbage?count=3")  # malformed frames -> dead letters
-        _post(base, "/_sim/drop")  # reconnect -> backfill over REST
+        # frames held back by a stall, then the connection cut: those trades never come on
+        # the stream, the reconnect's catch-up fetches them over REST
+        _post(base, "/_sim/stall?seconds=2")
+        threading.Event().wait(0.5)  # a schedule: trades queue behind the stall meanwhile
+        _post(base, "/_sim/drop")
         assert _wait(lambda: scrape(port)["klineflow_feed_reconnects_total"] > 0, 30)
         # rotation with overlap, and the REST catch-ups overlapping the stream: trades
         # delivered twice are dropped (how many overlap depends on timing: some do). After the
