@@ -480,6 +480,7 @@ def up(
         reconcile=frozenset(universe[:reconcile]),
         duration_s=duration,
         database_url=db_url,
+        rule_budget_ms=settings.rule_budget_ms,
         metrics_port=metrics_port or None,
         metrics_host=metrics_host,
         cluster=place,

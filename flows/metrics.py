@@ -99,7 +99,10 @@ class FlowCollector(Collector):
         yield counter("rule_evaluations", "trader rules evaluated", rules.get("evaluations", 0))
         yield counter("rule_evaluation_seconds", "time spent evaluating rules and indicators",
                       rules.get("evaluation_seconds", 0.0))  # fmt: skip
-        yield counter("rule_failures", "evaluations that raised", rules.get("rule_failures", 0))
+        yield counter("rule_failures", "traders switched off for a symbol (an error, or over "
+                      "budget)", rules.get("rule_failures", 0))  # fmt: skip
+        yield counter("rules_over_budget", "traders switched off for a symbol for their "
+                      "evaluation time", rules.get("rules_over_budget", 0))  # fmt: skip
         yield counter("signals", "new signal rows written", rules.get("signals_new", 0))
         yield counter("signal_repeats", "repeats counted on earlier signals",
                       rules.get("signals_repeat", 0))  # fmt: skip

@@ -81,6 +81,12 @@ class Settings(BaseSettings):
         "a replayed trade's time may lie before it is refused as implausible",
     )
     api_cache_ttl_s: float = Field(1.0, ge=0)
+    rule_budget_ms: float = Field(
+        250.0,
+        gt=0,
+        description="one trader's evaluation on one kline; over it on 3 klines in a row, the "
+        "trader is switched off for that symbol",
+    )
 
     @field_validator("intervals", mode="before")
     @classmethod

@@ -34,6 +34,7 @@ from flows.domain.clock import SYSTEM_CLOCK
 from flows.domain.intervals import IntervalError, get_interval
 from flows.domain.keys import KeySpace
 from flows.settings import Settings, load_settings
+from flows.signals.patterns import PatternError, check_glob, glob_of
 
 if TYPE_CHECKING:  # the engine, psycopg and redis load only in the commands that use them
     from flows.domain.kline import Kline
@@ -70,7 +71,10 @@ SymbolsOpt = Annotated[
 ]
 PatternOpt = Annotated[
     str | None,
-    typer.Option("--pattern", help="watch the symbols this regular expression fully matches"),
+    typer.Option(
+        "--pattern",
+        help="watch the symbols this glob matches (* any characters, ? one), e.g. '*USDT'",
+    ),
 ]
 
 
@@ -128,8 +132,8 @@ def _validate(row: TraderRow) -> None:
     _check_interval(row.interval)
     if row.symbols_mode == "pattern":
         try:
-            re.compile(row.symbols_pattern or "")
-        except re.error as e:
+            glob_of(row.symbols_pattern or "")
+        except PatternError as e:
             _fail(f"bad --pattern {row.symbols_pattern!r}: {e}", 2)
     try:
         compile_trader(row)
@@ -163,9 +167,11 @@ def _symbol_choice(
     if symbols is not None:
         return {"symbols_mode": "list", "symbols": _symbol_list(symbols), "symbols_pattern": None}
     if pattern is not None:
-        if not pattern:
-            _fail("--pattern needs a regular expression, e.g. --pattern '.*USDT'", 2)
-        return {"symbols_mode": "pattern", "symbols": (), "symbols_pattern": pattern}
+        try:
+            glob = check_glob(pattern)
+        except PatternError as e:
+            _fail(f"bad --pattern {pattern!r}: {e}", 2)
+        return {"symbols_mode": "pattern", "symbols": (), "symbols_pattern": glob}
     if all_symbols:
         return {"symbols_mode": "all", "symbols": (), "symbols_pattern": None}
     return None

@@ -22,6 +22,7 @@ from dashboard.ui.charts import Marker, build_frame, chart_spec
 from dashboard.ui.common import banner, current_user, md_escape, utc_text
 from flows.rules.errors import RuleError
 from flows.signals.book import SYMBOL_MODES, TRIGGER_MODES, TraderRow, compile_trader
+from flows.signals.patterns import PatternError, check_glob
 
 NEW = "New trader"
 PREVIEW_CANDLES = 500  # drawn; the preview itself reads up to PREVIEW_BARS
@@ -117,7 +118,7 @@ def editor(user_id: int, traders: list[TraderRow], cfg: DashboardConfig) -> None
         symbols = tuple(dict.fromkeys(s.strip().upper() for s in text.split(",") if s.strip()))
     elif mode == "pattern":
         pattern = st.text_input(
-            "Pattern (regular expression over the whole symbol)",
+            "Pattern (a glob over the whole symbol: * any characters, ? one, e.g. *USDT)",
             base.symbols_pattern or "",
             key=f"{k}_pattern",
         )
@@ -131,7 +132,7 @@ def editor(user_id: int, traders: list[TraderRow], cfg: DashboardConfig) -> None
         cooldown_bars=int(cooldown),
         symbols_mode=str(mode),
         symbols=symbols,
-        symbols_pattern=pattern,
+        symbols_pattern=pattern.strip().upper() if pattern else pattern,
         description=description,
     )
     problem = check(draft, cfg)
@@ -152,8 +153,14 @@ def check(draft: TraderRow, cfg: DashboardConfig) -> str | None:
         st.warning("Name at least one symbol, or watch all of them.")
         return "no symbols"
     if draft.symbols_mode == "pattern" and not draft.symbols_pattern:
-        st.warning("Give a pattern, e.g. .*USDT")
+        st.warning("Give a pattern, e.g. *USDT")
         return "no pattern"
+    if draft.symbols_mode == "pattern":
+        try:
+            check_glob(draft.symbols_pattern or "")
+        except PatternError as exc:
+            st.error(md_escape(str(exc)))
+            return str(exc)
     try:
         compile_trader(draft, cfg.intervals)
     except RuleError as exc:

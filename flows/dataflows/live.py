@@ -69,6 +69,7 @@ class LiveJob:
     stop: threading.Event | None = None  # set it to end the flow (tests, embedding)
     clock: Clock = SYSTEM_CLOCK
     database_url: str | None = None  # set: evaluate its traders, write signals there
+    rule_budget_ms: float = 250.0  # one trader's evaluation on one kline (see signals.engine)
     metrics_port: int | None = None  # set: /metrics and /healthz on 127.0.0.1:PORT (0: any)
     metrics_host: str = "127.0.0.1"
     cluster: ClusterPlace = SINGLE  # this process's place in a cluster (one process: SINGLE)
@@ -183,8 +184,9 @@ def run_live(job: LiveJob, stats: RunStats | None = None) -> RunStats:
         from flows.signals import rules_stage
 
         rules = rules_stage(
-            job.database_url, job.redis_url, job.intervals, job.keys, clock=job.clock
-        )
+            job.database_url, job.redis_url, job.intervals, job.keys, clock=job.clock,
+            budget_ms=job.rule_budget_ms,
+        )  # fmt: skip
     flow = build_kline_flow(
         "live", source, step, sink, stats, rules.stage if rules is not None else None
     )

@@ -277,10 +277,22 @@ class _Checker:
                 raise RuleError(
                     node.pos, f"{label} must be a positive whole number of bars, like 14"
                 )
+            if not declared.lo <= node.value <= declared.upper:
+                raise RuleError(
+                    node.pos,
+                    f"{label} must be from {declared.lo} to {_number_text(declared.upper)} "
+                    f"bars, got {node.value}",
+                )
             return node.value, 0
         if declared.kind == "factor":
             if not isinstance(node, Number) or node.value <= 0:
                 raise RuleError(node.pos, f"{label} must be a positive number, like 2")
+            if node.value > declared.upper:
+                raise RuleError(
+                    node.pos,
+                    f"{label} must be at most {_number_text(declared.upper)}, "
+                    f"got {_number_text(node.value)}",
+                )
             return node.value, 0
         kind, lookback = self.visit(node)
         if kind != declared.kind:

@@ -6,9 +6,11 @@ one of the rule's interval, reading only the frames passed in. Closures for help
 the shared indicators' recent values; ``x[n]`` evaluates ``x`` at ``back + n``.
 
 Undefined values: a value that does not exist yet (an indicator warming up, an earlier bar
-not held, a division by zero, a NaN) raises ``Undefined``; the rule is then "not ready" at that
-bar and fires nothing. ``and``/``or`` short-circuit left to right, so ``false and x`` is false
-whatever ``x`` is.
+not held, a division by zero, a NaN) or is not finite (``1e308 * 1e308``, an indicator that
+overflowed) raises ``Undefined``; the rule is then "not ready" at that bar and fires nothing.
+Infinities may arise inside arithmetic, but every value a comparison, a helper or the
+provenance reads is checked, so none decides anything. ``and``/``or`` short-circuit left
+to right, so ``false and x`` is false whatever ``x`` is.
 
 Cost: each node's cost is the number of closure calls it makes per evaluation (an argument
 of ``highest(x, 20)`` counts 20 times); a rule whose cost exceeds ``MAX_COST`` is rejected
@@ -22,6 +24,7 @@ import operator
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
+from math import isfinite
 from typing import Any
 
 from flows.domain.intervals import INTERVALS
@@ -145,7 +148,7 @@ def compile_rule(
 
 
 def _finite(value: float) -> float:
-    if value != value:
+    if not isfinite(value):
         raise UNDEFINED
     return value
 
@@ -218,7 +221,7 @@ class _Compiler:
             def comparison(frames: Frames, back: int) -> bool:
                 a = left(frames, back)
                 b = right(frames, back)
-                if a != a or b != b:  # NaN
+                if not (isfinite(a) and isfinite(b)):  # NaN or infinite
                     raise UNDEFINED
                 return compare(a, b)
 
@@ -297,7 +300,7 @@ class _Compiler:
                 value = frames[interval].value(ind_spec, back)
                 if output is not None:
                     value = value[output]  # type: ignore[index]
-                if value != value:
+                if not isfinite(value):  # type: ignore[arg-type]
                     raise UNDEFINED
                 return value != 0 if as_bool else value
 
@@ -330,7 +333,7 @@ class _Compiler:
             for i, field_name in series_refs.items():
                 values[i] = SeriesRef(frames[interval], field_name)
             result = func(frames[interval], back, *values, **kwargs)
-            if as_number and result != result:
+            if as_number and not isfinite(result):  # type: ignore[arg-type]
                 raise UNDEFINED
             return result
 
@@ -360,7 +363,7 @@ def _bars_since(frames: Frames, home: str, other: str, back: int) -> int:
 
 def _thunk(fn: Fn, frames: Frames, back: int) -> Any:
     value = fn(frames, back)
-    if value != value:
+    if not isfinite(value):
         raise UNDEFINED
     return value
 

@@ -10,6 +10,13 @@ are never added in place: ``Frame.rebuilt`` makes a new frame with the new requi
 feeds it the bars of the old one (plus older ones from storage when the ring is too short),
 and the indicators come out as if they had been there from the first bar.
 
+An indicator that raises (when made, or on any bar) is not allowed to stop the frame: it
+is dropped from the frame with the error kept, the other indicators go on, and reading it
+raises ``IndicatorFailed``, which switches off, for this symbol only, each rule that reads
+it (see ``flows.signals.engine``). The checker's ranges keep every indicator a rule can name
+constructible; this is the backstop for what they cannot foresee (a data engineer's helper,
+a numeric library's surprise).
+
 Everything here is plain Python and numpy, so a frame pickles into recovery snapshots.
 """
 
@@ -19,6 +26,7 @@ import math
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from math import isfinite
 
 from flows.domain.intervals import INTERVALS, MINUTE_MS
 from flows.domain.kline import Kline
@@ -35,6 +43,10 @@ class Undefined(Exception):
 
 
 UNDEFINED = Undefined()
+
+
+class IndicatorFailed(Exception):
+    """A shared indicator raised; every rule reading it stops for this symbol."""
 
 
 @dataclass
@@ -74,7 +86,16 @@ def kline_floats(k: Kline) -> tuple[float, float, float, float, float, float, fl
 
 
 class Frame:
-    __slots__ = ("_distinct", "_hist", "_ind", "interval", "last_open", "requirements", "series")
+    __slots__ = (
+        "_broken",
+        "_distinct",
+        "_hist",
+        "_ind",
+        "interval",
+        "last_open",
+        "requirements",
+        "series",
+    )
 
     def __init__(
         self,
@@ -88,11 +109,16 @@ class Frame:
         # one instance per canonical spec (`("rsi", ())` and `("rsi", (14,))` are one), its
         # history as deep as the deepest of the specs that name it
         self._ind: dict[Spec, Indicator] = {}
+        self._broken: dict[Spec, str] = {}  # spec -> why it is not computed
         canonical: dict[Spec, Indicator] = {}
         depths: dict[Spec, int] = {}
         for spec, depth in requirements.specs.items():
             name, args = spec
-            ind = factories[name](*args)
+            try:
+                ind = factories[name](*args)
+            except Exception as exc:
+                self._broken[spec] = _failure(spec, exc)
+                continue
             ind = canonical.setdefault(ind.spec, ind)
             self._ind[spec] = ind
             depths[ind.spec] = max(depths.get(ind.spec, 0), depth)
@@ -124,13 +150,33 @@ class Frame:
         self.last_open = k.open_ms
         self.series.append(*kline_floats(k))
         series = self.series
+        failed: list[tuple[Indicator, Exception]] | None = None
         for ind, hist in self._distinct:
-            hist.append(ind.update(series))
+            try:
+                hist.append(ind.update(series))
+            except Exception as exc:
+                failed = (failed or []) + [(ind, exc)]
+        if failed:
+            self._drop(failed)
         return True
 
+    def _drop(self, failed: list[tuple[Indicator, Exception]]) -> None:
+        gone = {id(ind): _failure(ind.spec, exc) for ind, exc in failed}
+        self._distinct = [(i, h) for i, h in self._distinct if id(i) not in gone]
+        for spec, ind in list(self._ind.items()):
+            if id(ind) in gone:
+                self._broken[spec] = self._broken[ind.spec] = gone[id(ind)]
+                del self._ind[spec]
+                self._hist.pop(spec, None)
+                self._hist.pop(ind.spec, None)
+
     def value(self, spec: Spec, back: int) -> Value:
-        """The value of an indicator ``back`` bars before the newest (Undefined if not held)."""
-        hist = self._hist[spec]
+        """The value of an indicator ``back`` bars before the newest (Undefined if not held;
+        IndicatorFailed if the indicator raised)."""
+        try:
+            hist = self._hist[spec]
+        except KeyError:
+            raise IndicatorFailed(self._broken.get(spec, f"{spec} is not computed")) from None
         if back >= len(hist):
             raise UNDEFINED
         return hist[-1 - back]
@@ -191,6 +237,12 @@ class Frame:
         return frame
 
 
+def _failure(spec: Spec, exc: Exception) -> str:
+    name, args = spec
+    shown = ", ".join(str(a) for a in args)
+    return f"indicator {name}({shown}) failed: {type(exc).__name__}: {exc}"[:500]
+
+
 class SeriesRef:
     """A bare series passed to a function helper: callable like any argument
     (``x(back)``), and ``window(back, n)`` gives n values at once, oldest first."""
@@ -206,7 +258,7 @@ class SeriesRef:
             value = self.frame.series.last(self.field, back)
         except IndexError:
             raise UNDEFINED from None
-        if value != value:
+        if not isfinite(value):
             raise UNDEFINED
         return value
 
@@ -215,7 +267,7 @@ class SeriesRef:
             values = self.frame.series.recent(self.field, back, n)
         except IndexError:
             raise UNDEFINED from None
-        if any(v != v for v in values):
+        if not all(isfinite(v) for v in values):
             raise UNDEFINED
         return values
 

@@ -90,8 +90,8 @@ def _pattern_reference(func: str) -> Callable[[Arrays], Series]:
     return reference
 
 
-def _period(value: int) -> Arg:
-    return Arg("period", value)
+def _period(value: int, lo: int = 1) -> Arg:
+    return Arg("period", value, lo=lo)
 
 
 def _as_flag(values: Series) -> Series:
@@ -228,7 +228,7 @@ def _library() -> Registry:
     reg.bind_indicator(
         "rsi",
         lambda a: ("rsi", (_first(a),)),
-        args=[_period(14)],
+        args=[_period(14, lo=2)],
         lookback=lambda a: _first(a) + 1,
         reference=lambda bars, p: _talib.RSI(bars["close"], p),
         doc="Wilder's RSI",
@@ -237,7 +237,7 @@ def _library() -> Registry:
         reg.bind_indicator(
             name,
             lambda a: ("macd", (_int(a[0]), _int(a[1]), _int(a[2]))),
-            args=[_period(12), _period(26), _period(9)],
+            args=[_period(12, lo=2), _period(26, lo=2), _period(9, lo=2)],
             lookback=lambda a: max(_int(a[0]), _int(a[1])) + _int(a[2]),
             output=index,
             reference=lambda bars, f, s, g: _talib.MACD(bars["close"], f, s, g),
@@ -247,7 +247,7 @@ def _library() -> Registry:
         reg.bind_indicator(
             name,
             lambda a: ("bbands", (_int(a[0]), float(a[1] or 2))),
-            args=[_period(20), Arg("factor", 2)],
+            args=[_period(20, lo=2), Arg("factor", 2)],
             lookback=_first,
             output=index,
             reference=lambda bars, p, k: _talib.BBANDS(bars["close"], p, k, k, 0),
@@ -269,7 +269,7 @@ def _library() -> Registry:
         reg.bind_indicator(
             name,
             lambda a: ("stochrsi", (_int(a[0]), _int(a[1]), _int(a[2]))),
-            args=[_period(14), _period(14), _period(3)],
+            args=[_period(14, lo=2), _period(14), _period(3)],
             lookback=lambda a: _int(a[0]) + _int(a[1]) + _int(a[2]) + 1,
             output=index,
             reference=lambda bars, p, k, d: _talib.STOCHRSI(bars["close"], p, k, d, 0),
@@ -280,7 +280,7 @@ def _library() -> Registry:
         reg.bind_indicator(
             name,
             _one_period_spec(name),
-            args=[_period(20 if name == "cci" else 14)],
+            args=[_period(20 if name == "cci" else 14, lo=2)],
             lookback=_double if name == "adx" else _first,
             reference=_talib_over(func, *hlc),
             doc=func,
@@ -288,7 +288,7 @@ def _library() -> Registry:
     reg.bind_indicator(
         "mfi",
         lambda a: ("mfi", (_first(a),)),
-        args=[_period(14)],
+        args=[_period(14, lo=2)],
         lookback=lambda a: _first(a) + 1,
         reference=lambda bars, p: _talib.MFI(*(bars[f] for f in hlc), bars["volume"], p),
         doc="money flow index",
@@ -312,6 +312,7 @@ def _library() -> Registry:
         "vwap",
         lambda a: ("vwap", (_first(a),)),
         args=[_period(0)],
+        lookback=_first,  # its window is held in memory: bounded like any lookback
         output=0,
         reference=batch_vwap,
         doc="VWAP of the typical price: since UTC midnight, or over the last N bars",
@@ -327,7 +328,7 @@ def _library() -> Registry:
         reg.bind_indicator(
             name,
             lambda a: ("rsi_divergence", (_int(a[0]), _int(a[1]))),
-            args=[_period(14), _period(30)],
+            args=[_period(14, lo=2), _period(30)],
             returns="bool",
             lookback=lambda a: _int(a[0]) + _int(a[1]) + 1,
             output=output,
@@ -391,7 +392,7 @@ def _extreme(pick: Callable[[Iterable[float]], float]) -> Callable[..., float]:
 
 
 def _finite(value: float) -> float:
-    if value != value:  # NaN
+    if not math.isfinite(value):  # NaN or infinite
         raise UNDEFINED
     return value
 
@@ -402,6 +403,7 @@ def _functions(reg: Registry) -> None:
             name,
             [_period(0)],
             kwargs={"mult": Arg("factor", 1)},
+            lookback=_first,
             binding=FunctionBinding(_vwap_band(sign), _vwap_needs),
             reference=_vwap_band_reference(sign),
             doc="VWAP plus (minus) mult weighted standard deviations; vwap_upper(20, mult=2)",

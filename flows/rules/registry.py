@@ -20,8 +20,9 @@ bar by bar through the evaluator and compare it with its reference at every bar.
 
 Argument kinds:
 
-* ``period``: a positive integer literal (a window length in bars),
-* ``factor``: a positive number literal (a multiplier such as Bollinger's 2),
+* ``period``: a positive integer literal (a window length in bars), within ``[lo, hi]``,
+* ``factor``: a positive number literal (a multiplier such as Bollinger's 2), within
+  ``(0, hi]``,
 * ``number``: any number-valued expression (a series, a helper, arithmetic),
 * ``bool``: any condition.
 
@@ -64,16 +65,35 @@ Reference = Callable[..., Any]
 SpecOf = Callable[[LiteralArgs], Spec]
 
 
+# The widest literal ranges: TA-Lib's own bound for periods, and a sane bound for
+# multipliers (a standard-deviation or percent factor above it means nothing and, near
+# TA-Lib's 3e37, overflows). A helper declares narrower ones where its computation needs them.
+PERIOD_MAX = 100_000
+FACTOR_MAX = 100.0
+
+
 @dataclass(frozen=True, slots=True)
 class Arg:
-    """One declared argument; ``default`` makes it optional (literal kinds only)."""
+    """One declared argument; ``default`` makes it optional (literal kinds only).
+
+    ``lo``/``hi`` bound a literal: a period must lie in ``[lo, hi]``, a factor in
+    ``(0, hi]``. The checker rejects a value outside at the argument's position, so every
+    rule it accepts constructs its indicators (``tests/property/test_rule_contract.py``)."""
 
     kind: ArgKind
     default: int | float | None = None
+    lo: int = 1
+    hi: float = 0.0  # 0: the kind's widest bound (PERIOD_MAX, FACTOR_MAX)
 
     @property
     def literal(self) -> bool:
         return self.kind in ("period", "factor")
+
+    @property
+    def upper(self) -> float:
+        if self.hi:
+            return self.hi
+        return PERIOD_MAX if self.kind == "period" else FACTOR_MAX
 
 
 def _no_lookback(_: LiteralArgs) -> int:

@@ -36,6 +36,7 @@ class RulesRuntime:
             "evaluations": c.evaluations,
             "fires": c.fires,
             "rule_failures": c.failures,
+            "rules_over_budget": c.over_budget,
             "evaluation_seconds": c.evaluation_seconds,
             "pending": sum(w.pending for w in self.stage.sink.writers),
             "waiting": int(any(w.waiting for w in self.stage.sink.writers)),
@@ -62,6 +63,7 @@ def rules_stage(
     record_latency: bool = True,
     clock: Clock = SYSTEM_CLOCK,
     book: Book | None = None,
+    budget_ms: float | None = None,
 ) -> RulesRuntime:
     """The rules stage of a job. ``watch``: follow trader changes while running (live);
     otherwise the traders are read once (a replay decides with one fixed set). ``book``:
@@ -85,6 +87,8 @@ def rules_stage(
     live = watch and book is None
     since = RulesSince(redis_url, keys) if live and redis_url else None
     config = RulesConfig(holder, seeder, clock, progress=live, since=since)
+    if budget_ms is not None:
+        config.budget_s = budget_ms / 1000
 
     def make_writer() -> SignalWriter:
         return SignalWriter(database_url, clock, record_latency=record_latency)

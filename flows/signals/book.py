@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import re
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from typing import Any
 
 from flows.rules.errors import RuleError
 from flows.rules.evaluate import TICKER_SERIES, Program, compile_rule
+from flows.signals.patterns import PatternError, glob_match, glob_of
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ class TraderRow:
 class CompiledTrader:
     row: TraderRow
     program: Program
-    pattern: re.Pattern[str] | None
+    pattern: str | None  # a glob (flows.signals.patterns)
     symbols: frozenset[str]
 
     @property
@@ -79,7 +79,7 @@ class CompiledTrader:
             return True
         if mode == "list":
             return symbol in self.symbols
-        return self.pattern is not None and self.pattern.fullmatch(symbol) is not None
+        return self.pattern is not None and glob_match(self.pattern, symbol)
 
 
 @dataclass(frozen=True)
@@ -98,9 +98,16 @@ class Book:
     errors: tuple[BookError, ...] = ()
     version: int = 0
     keys: tuple[tuple[Any, ...], ...] = field(default=(), compare=False)
+    # symbol -> its traders: patterns are matched once per book and symbol
+    _watching: dict[str, list[CompiledTrader]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
 
     def for_symbol(self, symbol: str) -> list[CompiledTrader]:
-        return [t for t in self.traders if t.watches(symbol)]
+        found = self._watching.get(symbol)
+        if found is None:
+            found = self._watching[symbol] = [t for t in self.traders if t.watches(symbol)]
+        return list(found)
 
 
 def compile_trader(row: TraderRow, intervals: Iterable[str] | None = None) -> CompiledTrader:
@@ -123,9 +130,9 @@ def compile_trader(row: TraderRow, intervals: Iterable[str] | None = None) -> Co
     pattern = None
     if row.symbols_mode == "pattern":
         try:
-            pattern = re.compile(row.symbols_pattern or "")
-        except re.error as exc:
-            raise RuleError(0, f"bad symbols pattern: {exc}") from None
+            pattern = glob_of(row.symbols_pattern or "")
+        except PatternError as exc:
+            raise RuleError(0, str(exc)) from None
     return CompiledTrader(row, program, pattern, frozenset(row.symbols))
 
 

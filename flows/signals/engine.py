@@ -15,6 +15,14 @@ Closed klines are taken in groups of the same end time, oldest first. Within a g
 frame takes its bar before any rule is evaluated, so a 5m rule that reads ``tf="1h"`` at
 10:00 sees the 1h bar that closed at 10:00, and never a bar that closed later.
 
+No trader can stop another: whatever its evaluation raises (a helper's bug, an indicator
+that failed in the shared frame, see ``flows.rules.frame``) switches off that trader for this
+symbol only, recorded as a ``RuleFailure`` (a row of ``trader_errors`` the user sees). Each
+evaluation is timed; a trader over its budget (``budget_s``, KLINEFLOW_RULE_BUDGET_MS) on
+``SLOW_STRIKES`` klines in a row is switched off the same way, with the time in the reason.
+The checker bounds what one evaluation can cost (``flows.rules.evaluate.MAX_COST``), so
+the budget catches what the bound cannot foresee: a slow helper a data engineer added.
+
 Frames are seeded when first needed (and rebuilt when the rules need more of them) from the
 klines already stored, through ``Seeder``: rules are valid at once after a start, a new
 trader or an edit, instead of waiting for their lookback to pass.
@@ -23,6 +31,7 @@ trader or an edit, instead of waiting for their lookback to pass.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -36,6 +45,9 @@ from flows.rules.helpers import DEFAULT_REGISTRY
 from flows.signals.book import Book, CompiledTrader
 
 log = logging.getLogger(__name__)
+
+DEFAULT_BUDGET_S = 0.25  # one trader's evaluation on one kline
+SLOW_STRIKES = 3  # evaluations over budget in a row before the trader is switched off
 
 # (symbol, interval, end_ms, count) -> up to `count` closed klines with close_ms < end_ms,
 # the newest ones, oldest first
@@ -86,6 +98,7 @@ class EngineCounters:
     fires: int = 0
     not_ready: int = 0
     failures: int = 0
+    over_budget: int = 0  # traders switched off for a symbol for their evaluation time
     seeded_klines: int = 0
     caught_up: int = 0  # stored klines decided again after a restart (see flows.signals.step)
     amended: int = 0  # klines decided again because a late trade amended them
@@ -99,6 +112,7 @@ class SymbolEngine:
         self.symbol = symbol
         self.frames: dict[str, Frame] = {}
         self.failed: dict[tuple[int, int], str] = {}  # (trader id, version) -> error
+        self.slow: dict[tuple[int, int], int] = {}  # evaluations over budget in a row
         self.book_version = -1
         self._traders: list[CompiledTrader] = []  # not pickled: re-derived from the book
 
@@ -109,6 +123,7 @@ class SymbolEngine:
         self.symbol = state["symbol"]  # type: ignore[assignment]
         self.frames = state["frames"]  # type: ignore[assignment]
         self.failed = state["failed"]  # type: ignore[assignment]
+        self.slow = {}
         self.book_version = -1
         self._traders = []
 
@@ -201,6 +216,7 @@ class SymbolEngine:
         now_ms: int,
         counters: EngineCounters,
         factories: Mapping[str, Callable[..., Indicator]] = DEFAULT_REGISTRY.factories,
+        budget_s: float = DEFAULT_BUDGET_S,
     ) -> tuple[list[Fire], list[RuleFailure]]:
         """Take closed klines (any intervals, any order) and evaluate the traders."""
         groups: dict[int, list[tuple[str, Kline]]] = {}
@@ -222,9 +238,53 @@ class SymbolEngine:
                 closing[interval] = k
             for trader in self._traders:
                 k_closing = closing.get(trader.row.interval)
-                if k_closing is not None:
-                    self._evaluate(trader, k_closing, now_ms, counters, fires, failures)
+                if k_closing is None:
+                    continue
+                started = time.perf_counter()
+                self._evaluate(trader, k_closing, now_ms, counters, fires, failures)
+                spent = time.perf_counter() - started
+                if spent > budget_s:
+                    self._over_budget(trader, k_closing, spent, budget_s, counters, failures)
+                elif self.slow:
+                    self.slow.pop((trader.row.id, trader.row.version), None)
         return fires, failures
+
+    def _over_budget(
+        self,
+        trader: CompiledTrader,
+        k: Kline,
+        spent: float,
+        budget_s: float,
+        counters: EngineCounters,
+        failures: list[RuleFailure],
+    ) -> None:
+        key = (trader.row.id, trader.row.version)
+        if key in self.failed:
+            return
+        strikes = self.slow[key] = self.slow.get(key, 0) + 1
+        if strikes < SLOW_STRIKES:
+            return
+        del self.slow[key]
+        message = (
+            f"evaluation took {spent * 1000:.0f} ms, over the budget of {budget_s * 1000:g} ms "
+            f"on {SLOW_STRIKES} klines in a row: switched off for this symbol"
+        )
+        counters.over_budget += 1
+        self._switch_off(trader, k, message, counters, failures)
+
+    def _switch_off(
+        self,
+        trader: CompiledTrader,
+        k: Kline,
+        message: str,
+        counters: EngineCounters,
+        failures: list[RuleFailure],
+    ) -> None:
+        row = trader.row
+        self.failed[(row.id, row.version)] = message
+        counters.failures += 1
+        failures.append(RuleFailure(row.id, row.version, self.symbol, k.open_ms, message))
+        log.warning("trader id=%d switched off for symbol=%s: %s", row.id, self.symbol, message)
 
     def _evaluate(
         self,
@@ -257,12 +317,8 @@ class SymbolEngine:
             if row.trigger_mode == "on_change" and program.holds(frames, 1) is not False:
                 return
             values = program.values(frames, 0)
-        except Exception as exc:  # a helper's own bug, a numeric library error, ...
-            message = f"{type(exc).__name__}: {exc}"
-            self.failed[(row.id, row.version)] = message
-            counters.failures += 1
-            failures.append(RuleFailure(row.id, row.version, self.symbol, k.open_ms, message))
-            log.warning("trader id=%d switched off for symbol=%s: %s", row.id, self.symbol, message)
+        except Exception as exc:  # a helper's own bug, a failed indicator, ...
+            self._switch_off(trader, k, f"{type(exc).__name__}: {exc}"[:500], counters, failures)
             return
         interval = INTERVALS[row.interval]
         window_start = k.open_ms

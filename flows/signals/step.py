@@ -38,6 +38,7 @@ from flows.domain.kline import Kline, kline_of_row
 from flows.rules.helpers import DEFAULT_REGISTRY
 from flows.signals.book import Book, BookHolder
 from flows.signals.engine import (
+    DEFAULT_BUDGET_S,
     EngineCounters,
     Fire,
     Progress,
@@ -94,6 +95,7 @@ class RulesConfig:
     counters: EngineCounters = field(default_factory=EngineCounters)
     progress: bool = False  # live: record progress, catch up from it when an engine starts
     since: RulesSince | None = None  # live: where the rules began, per (symbol, interval)
+    budget_s: float = DEFAULT_BUDGET_S  # one trader's evaluation on one kline
 
 
 class RulesLogic(StatefulBatchLogic[Closed, Outcome, SymbolEngine]):
@@ -129,7 +131,7 @@ class RulesLogic(StatefulBatchLogic[Closed, Outcome, SymbolEngine]):
             cfg.counters.amended += len(firsts)
         fires, failures = engine.process(
             catch_up + closed, book, cfg.seeder, cfg.clock.now_ms(), cfg.counters,
-            DEFAULT_REGISTRY.factories,
+            DEFAULT_REGISTRY.factories, cfg.budget_s,
         )  # fmt: skip
         if catch_up:
             fires = [f._replace(closed_at_ms=-1) if f.close_ms < first_end else f for f in fires]

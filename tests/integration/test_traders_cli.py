@@ -182,7 +182,7 @@ def test_add_list_show_enable_disable_edit_round_trip(db: str) -> None:
     assert "version 2 (was 1)" in result.stdout
     renamed = unique("dip2")
     result = traders(
-        db, "edit", str(tid), "--name", renamed, "--cooldown", "0", "--pattern", ".*BTC"
+        db, "edit", str(tid), "--name", renamed, "--cooldown", "0", "--pattern", "*btc"
     )
     assert result.exit_code == 0, result.output
     assert "version 2 (the rule is unchanged)" in result.stdout
@@ -201,12 +201,14 @@ def test_add_list_show_enable_disable_edit_round_trip(db: str) -> None:
         row["description"] == "buy the dip :rocket: [bold]" and row["trigger_mode"] == "every_close"
     )
 
-    result = traders(db, "edit", renamed, "--pattern", "[A-Z]+USDT", "--trigger", "on_change")
+    result = traders(db, "edit", renamed, "--pattern", "[A-Z]+USDT")  # a regex: not a glob
+    assert result.exit_code == 2 and "character '[' is not allowed" in result.stderr
+    result = traders(db, "edit", renamed, "--pattern", "*USDT", "--trigger", "on_change")
     assert result.exit_code == 0, result.output
     row = listed(db)[tid]
     assert (row["symbols_mode"], row["symbols_pattern"], row["trigger_mode"]) == (
         "pattern",
-        "[A-Z]+USDT",
+        "*USDT",
         "on_change",
     )
     assert row["version"] == 3
