@@ -444,7 +444,7 @@ def show(
             table.add_row(
                 f"{e['trader_version']}{'' if e['trader_version'] == row.version else ' (old)'}",
                 Text(str(e["symbol"])),
-                _utc(int(e["kline_open_ms"])),
+                _utc(int(e["kline_open_ms"])) if int(e["kline_open_ms"]) > 0 else "when loaded",
                 Text(str(e["error"])),
             )
         out.print(table)

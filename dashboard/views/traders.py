@@ -74,7 +74,8 @@ def render() -> None:
             pd.DataFrame(
                 [
                     {"trader": e.trader, "version": e.trader_version, "symbol": e.symbol,
-                     "error": e.error, "kline (UTC)": utc_text(e.kline_open_ms)}
+                     "error": e.error,
+                     "kline (UTC)": utc_text(e.kline_open_ms) if e.kline_open_ms else "when loaded"}
                     for e in errors.value
                 ]
             ),

@@ -320,6 +320,12 @@ class BookWatcher(threading.Thread):
             self.reloads += 1
             log.info("traders loaded: %d active, %d left out", len(book.traders),
                      len(book.errors))  # fmt: skip
+            if book.errors:  # left out: the owner sees why (symbol '*': on every symbol)
+                with conn.transaction():
+                    conn.cursor().executemany(
+                        _FAILURE, [(e.trader_id, e.version, "*", e.message[:500], 0)
+                                   for e in book.errors],
+                    )  # fmt: skip
         self.holder.set(book)
         return book
 
