@@ -431,6 +431,7 @@ def up(
     from flows.cluster import SINGLE, ClusterPlace
     from flows.dataflows.live import LiveJob, run_live
     from flows.dataflows.universe_cli import exchange_urls
+    from flows.storage.retention import RetentionAges
 
     if kind not in ("aggTrade", "trade"):
         console.print(f"[red]error:[/red] --kind must be aggTrade or trade, got {kind!r}")
@@ -481,6 +482,12 @@ def up(
         duration_s=duration,
         database_url=db_url,
         rule_budget_ms=settings.rule_budget_ms,
+        pruning=RetentionAges(
+            signals_days=settings.signals_retention_days,
+            trader_errors_days=settings.trader_errors_retention_days,
+            dead_letters_days=settings.dead_letters_retention_days,
+            every_s=settings.retention_every_s,
+        ),
         metrics_port=metrics_port or None,
         metrics_host=metrics_host,
         cluster=place,

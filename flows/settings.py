@@ -81,6 +81,16 @@ class Settings(BaseSettings):
         "a replayed trade's time may lie before it is refused as implausible",
     )
     api_cache_ttl_s: float = Field(1.0, ge=0)
+    signals_retention_days: float = Field(
+        90.0, ge=0, description="signals older than this are deleted by the live flow (0: kept)"
+    )
+    trader_errors_retention_days: float = Field(
+        30.0, ge=0, description="trader errors older than this are deleted (0: kept)"
+    )
+    dead_letters_retention_days: float = Field(
+        14.0, ge=0, description="dead letters older than this are trimmed (0: count cap only)"
+    )
+    retention_every_s: float = Field(3600.0, gt=0, description="how often retention runs")
     rule_budget_ms: float = Field(
         250.0,
         gt=0,

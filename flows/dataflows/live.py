@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
@@ -36,6 +36,7 @@ from flows.sinks.redis_sink import RedisKlineSink, writer_factory
 from flows.sources.live_source import LiveConfig, LiveSource, clock_stream_for
 from flows.storage.redis_klines import RetentionPolicy
 from flows.storage.resume import RedisResume
+from flows.storage.retention import RetentionAges, RetentionThread
 
 if TYPE_CHECKING:
     from flows.signals import RulesRuntime
@@ -70,6 +71,7 @@ class LiveJob:
     clock: Clock = SYSTEM_CLOCK
     database_url: str | None = None  # set: evaluate its traders, write signals there
     rule_budget_ms: float = 250.0  # one trader's evaluation on one kline (see signals.engine)
+    pruning: RetentionAges | None = field(default_factory=RetentionAges)  # by age (None: off)
     metrics_port: int | None = None  # set: /metrics and /healthz on 127.0.0.1:PORT (0: any)
     metrics_host: str = "127.0.0.1"
     cluster: ClusterPlace = SINGLE  # this process's place in a cluster (one process: SINGLE)
@@ -109,6 +111,7 @@ def _metrics(
 
 
 job_ports: list[int] = []  # where the metrics servers of this process listen (tests)
+retention_threads: list[RetentionThread] = []  # the retention of each flow run here (tests)
 
 
 def _interrupted(exc: BaseException) -> bool:
@@ -192,6 +195,12 @@ def run_live(job: LiveJob, stats: RunStats | None = None) -> RunStats:
     )
     heartbeat = Heartbeat(job.redis_url, job.keys, source, stats, clock=job.clock, place=place)
     heartbeat.start()
+    pruner = None
+    if job.pruning is not None:
+        pruner = RetentionThread(job.database_url, job.redis_url, job.keys, job.pruning,
+                                 job.clock)  # fmt: skip
+        pruner.start()
+        retention_threads.append(pruner)
     metrics = _metrics(job, source, stats, rules) if job.metrics_port is not None else None
     epoch = timedelta(seconds=job.epoch_s)
     try:
@@ -205,6 +214,8 @@ def run_live(job: LiveJob, stats: RunStats | None = None) -> RunStats:
         raise
     finally:
         heartbeat.stop()
+        if pruner is not None:
+            pruner.stop()
         if metrics is not None:
             metrics.stop()
         if rules is not None:
