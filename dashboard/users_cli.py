@@ -2,10 +2,14 @@
 
     klineflow users add ana            # prompts for the password (twice)
     klineflow users add ana --password 'correct horse battery staple'
+    klineflow users password ana       # a new password; ana's sessions end
     klineflow users list
+    klineflow users sso on             # let the dashboard sign in single sign-on identities
 
 The database is found like every command's: --database-url, else KLINEFLOW_DATABASE_URL,
 else the embedded PostgreSQL (started or reused); pending migrations are applied first.
+Accounts are the owner's (sql/0006): these commands need the owner's URL, the one
+`klineflow migrate` runs with; the dashboard's own login is refused, with a message.
 """
 
 from __future__ import annotations
@@ -18,7 +22,10 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-users_app = typer.Typer(no_args_is_help=True, help="Dashboard accounts: add and list users.")
+users_app = typer.Typer(
+    no_args_is_help=True,
+    help="Dashboard accounts (with the owner's database URL): add, password, list, sso.",
+)
 console = Console(stderr=True, emoji=False)
 out = Console(emoji=False)
 
@@ -112,9 +119,12 @@ def password_command(
 @users_app.command("list")
 def list_users_command(database_url: DatabaseUrl = None) -> None:
     """Every user: id, name, whether a password is set, when created."""
-    from dashboard.data.users import list_users
+    from dashboard.data.users import UserError, list_users
 
-    users = list_users(_database(database_url))
+    try:
+        users = list_users(_database(database_url))
+    except UserError as e:
+        _fail(str(e), 2)
     if not users:
         out.print("no users yet (add one with: klineflow users add NAME)")
         return
@@ -129,6 +139,35 @@ def list_users_command(database_url: DatabaseUrl = None) -> None:
             u.created_at.strftime("%Y-%m-%d %H:%M"),
         )
     out.print(table)
+
+
+@users_app.command("sso")
+def sso_command(
+    state: Annotated[
+        str | None, typer.Argument(help="on or off (shows the current state when left out)")
+    ] = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Single sign-on: whether the dashboard may open sessions for `oidc:` identities.
+
+    On means the database trusts the dashboard to vouch for an identity: whoever holds the
+    dashboard's login can then sign in as any `oidc:` account (never one with a password)."""
+    import psycopg
+
+    from dashboard.data.users import UserError, set_sso, sso_enabled
+
+    if state not in (None, "on", "off"):
+        _fail(f"expected on or off, got {state!r}", 2)
+    url = _database(database_url)
+    try:
+        if state is not None:
+            set_sso(url, state == "on")
+        enabled = sso_enabled(url)
+    except UserError as e:
+        _fail(str(e), 2)
+    except psycopg.Error as e:
+        _fail(f"database error: {type(e).__name__}")
+    out.print(f"single sign-on is {'on' if enabled else 'off'}")
 
 
 __all__ = ["users_app"]

@@ -6,11 +6,9 @@ dataflow over the recordings, into a scratch Redis namespace), the signals' outc
 `finish_run`. Its klines are built in a Redis of the run's own (flows.backtest.scratch), not
 in the live one: the dashboard's Redis user may only read there. The only other difference is
 the owner: `start_run` records the signed-in user as the run's owner (a command-line run has
-none and is visible to every dashboard user). Runs are written with the dashboard's own
-login, not as the restricted dashboard role, which may only read `backtest_runs`: the login
-that owns the tables (the embedded setup, and any deployment that runs the migrations with
-the dashboard's URL) may write them, so this is the one write here that row-level security
-does not cover. Reads of runs and their signals always go through `Database.user_tx`.
+none and is visible to every dashboard user). Runs are written, and read, in
+`Database.user_tx` transactions of the signed-in user's session: row-level security lets a
+user record runs only as her own and read only her own and command-line ones (sql/0006).
 """
 
 from __future__ import annotations
@@ -38,7 +36,7 @@ from flows.settings import load_settings
 from flows.signals.book import Book, TraderRow, compile_trader
 from flows.signals.engine import Fire
 
-from .db import Database
+from .db import Database, Session
 from .stale import Fetched
 
 RECORDINGS_ENV = "KLINEFLOW_RECORDINGS_DIR"
@@ -108,7 +106,7 @@ class BacktestJob:
     """One run in a thread of its own; the page polls `stats`, `done` and `error`."""
 
     request: RunRequest
-    owner_id: int
+    owner: Session
     db: Database
     stats: RunStats = field(default_factory=RunStats)
     run_id: int | None = None
@@ -116,6 +114,13 @@ class BacktestJob:
     error: str | None = None
     started_s: float = field(default_factory=time.monotonic)
     _thread: threading.Thread | None = None
+
+    @property
+    def owner_id(self) -> int:
+        return self.owner.user_id
+
+    def _as_owner(self) -> contextlib.AbstractContextManager[psycopg.Connection[Any]]:
+        return self.db.user_tx(self.owner)
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="klineflow-backtest", daemon=True)
@@ -151,7 +156,7 @@ class BacktestJob:
                 "intervals": list(intervals),
                 "source": "dashboard",
             }
-            self.run_id = start_run(self.db.url, {}, book, params, owner_id=self.owner_id)
+            self.run_id = start_run(self._as_owner, {}, book, params, owner_id=self.owner_id)
         except Exception as exc:  # shown on the page
             self.error = _one_line(exc)
             return
@@ -170,20 +175,20 @@ class BacktestJob:
             span = span_ms(result.klines)
             seconds = time.monotonic() - started
             closed = sum(self.stats.klines_closed.values())
-            finish_run(self.db.url, self.run_id, rows, self.stats.trades_read, closed,
+            finish_run(self._as_owner, self.run_id, rows, self.stats.trades_read, closed,
                        seconds, inputs=result.input_hashes, span_ms=span)  # fmt: skip
         except Exception as exc:  # shown on the page; the run is marked failed
             self.error = _one_line(exc)
-            with contextlib.suppress(psycopg.Error):
-                finish_run(self.db.url, self.run_id, [], self.stats.trades_read, 0,
+            with contextlib.suppress(psycopg.Error, PermissionError):
+                finish_run(self._as_owner, self.run_id, [], self.stats.trades_read, 0,
                            time.monotonic() - started, failed=True)  # fmt: skip
             return
         self.finished = Finished(self.run_id, rows, span, result.klines, len(result.failures),
                                  self.stats.trades_read, seconds)  # fmt: skip
 
 
-def start_backtest(request: RunRequest, owner_id: int, db: Database) -> BacktestJob:
-    job = BacktestJob(request, owner_id, db)
+def start_backtest(request: RunRequest, owner: Session, db: Database) -> BacktestJob:
+    job = BacktestJob(request, owner, db)
     job.start()
     return job
 
@@ -209,7 +214,7 @@ class RunRow:
         return {int(t["id"]): str(t.get("name", "")) for t in self.traders}
 
 
-def runs(db: Database, user_id: int, limit: int = RUNS_LISTED) -> Fetched[list[RunRow]]:
+def runs(db: Database, who: Session, limit: int = RUNS_LISTED) -> Fetched[list[RunRow]]:
     """The runs this user may see (her own, and command-line runs), newest first."""
 
     sql = (
@@ -218,10 +223,10 @@ def runs(db: Database, user_id: int, limit: int = RUNS_LISTED) -> Fetched[list[R
         "(SELECT count(*) FROM backtest_signals s WHERE s.run_id = r.id) AS signals "
         "FROM backtest_runs r ORDER BY r.id DESC LIMIT %s"
     )
-    return db.user_rows(("backtest_runs", user_id, limit), user_id, sql, (limit,), _run_row)
+    return db.user_rows(("backtest_runs", who.user_id, limit), who, sql, (limit,), _run_row)
 
 
-def run_signals(db: Database, user_id: int, run_id: int) -> Fetched[list[SignalOutcome]]:
+def run_signals(db: Database, who: Session, run_id: int) -> Fetched[list[SignalOutcome]]:
     """A stored run's signals with the outcomes recorded for them."""
 
     sql = (
@@ -229,8 +234,8 @@ def run_signals(db: Database, user_id: int, run_id: int) -> Fetched[list[SignalO
         'kline_close_ms, price, "values", repeat_count, outcomes FROM backtest_signals '
         "WHERE run_id = %s ORDER BY trader_id, symbol, interval, kline_open_ms"
     )
-    key = ("backtest_signals", user_id, run_id)
-    return db.user_rows(key, user_id, sql, (run_id,), _outcome)
+    key = ("backtest_signals", who.user_id, run_id)
+    return db.user_rows(key, who, sql, (run_id,), _outcome)
 
 
 def stored_span_ms(run: RunRow, rows: Sequence[SignalOutcome]) -> int:

@@ -1,13 +1,18 @@
 """PostgreSQL for the dashboard: one connection pool per process, every user's query in a
-transaction that first becomes the dashboard role and names the user.
+transaction that first becomes the dashboard role and names the user's session:
 
     SET LOCAL ROLE klineflow_dashboard
-    SELECT set_config('klineflow.user_id', '<id>', true)
+    SELECT set_config('klineflow.session', '<token>', true)
 
 Both end with the transaction, so a pooled connection never carries one user's identity
 into another's request, and row-level security (not a Python filter) decides what a user
-reads and writes. Reads answer a `Fetched`: when PostgreSQL is unreachable, the last good
-answer for the same user and question, marked stale.
+reads and writes: klineflow_current_user_id() is the user of the live session whose token
+the transaction set (sql/0006), so only a token handed out by signing in names a user. The
+token is a bound parameter, never part of the statement's text (pg_stat_activity shows $1).
+
+Every connection runs with the dashboard's statement and idle-in-transaction timeouts.
+Reads answer a `Fetched`: when PostgreSQL is unreachable, the last good answer for the same
+user and question, marked stale.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, TypeVar
@@ -33,6 +38,7 @@ from flows.signals.store import (
     row_of,
     trader_params,
 )
+from flows.storage.pg_roles import DASHBOARD_TIMEOUTS, timeout_options
 
 from .stale import Fetched, LastGood
 
@@ -54,6 +60,21 @@ WRITABLE = WRITABLE_TRADER_FIELDS
 
 class WriteRefused(ValueError):
     """A change the database refused (a duplicate name, a failed check, not the user's)."""
+
+
+class SessionEnded(PermissionError):
+    """The session's token names no live session (expired, signed out, password changed)."""
+
+
+@dataclass(frozen=True)
+class Session:
+    """A signed-in user: what `users.sign_in` (or single sign-on) gave. The token is the
+    only proof of the identity: keep it in the browser session's state, nowhere else."""
+
+    user_id: int
+    name: str
+    token: str = field(repr=False)
+    expires_at: datetime
 
 
 @dataclass(frozen=True)
@@ -109,7 +130,7 @@ class Database:
             max_size=max_size,
             open=False,
             check=psycopg_pool.ConnectionPool.check_connection,
-            kwargs={"connect_timeout": 3},
+            kwargs={"connect_timeout": 3, "options": timeout_options(DASHBOARD_TIMEOUTS)},
             timeout=3,
             reconnect_timeout=30,
             name="klineflow-dashboard",
@@ -124,12 +145,27 @@ class Database:
 
     # -- transactions -------------------------------------------------------------------------
     @contextlib.contextmanager
-    def user_tx(self, user_id: int) -> Iterator[psycopg.Connection[Any]]:
-        """A transaction acting for one user under row-level security."""
+    def user_tx(self, who: Session) -> Iterator[psycopg.Connection[Any]]:
+        """A transaction acting for one signed-in user under row-level security; raises
+        SessionEnded when the session is not live (then nothing would be visible)."""
         with self.pool.connection() as conn, conn.transaction():
             conn.execute("SET LOCAL ROLE klineflow_dashboard")
-            conn.execute("SELECT set_config('klineflow.user_id', %s, true)", (str(int(user_id)),))
+            conn.execute("SELECT set_config('klineflow.session', %s, true)", (who.token,))
+            row = conn.execute("SELECT klineflow_current_user_id()").fetchone()
+            if row is None or row[0] != who.user_id:
+                raise SessionEnded(f"the session of {who.name!r} has ended: sign in again")
             yield conn
+
+    def session_live(self, who: Session) -> bool:
+        """Whether the session still names its user; True while PostgreSQL is away (an
+        outage signs nobody out)."""
+        try:
+            with self.user_tx(who):
+                return True
+        except SessionEnded:
+            return False
+        except DB_ERRORS:
+            return True
 
     @contextlib.contextmanager
     def public_tx(self) -> Iterator[psycopg.Connection[Any]]:
@@ -143,7 +179,7 @@ class Database:
     def user_rows(
         self,
         key: tuple[Any, ...],
-        user_id: int,
+        who: Session,
         sql: str,
         params: Sequence[Any],
         row: Callable[[dict[str, Any]], T],
@@ -152,13 +188,13 @@ class Database:
         answer (kept under `key`) while PostgreSQL is away."""
 
         def read() -> list[T]:
-            with self.user_tx(user_id) as conn, conn.cursor(row_factory=dict_row) as cur:
+            with self.user_tx(who) as conn, conn.cursor(row_factory=dict_row) as cur:
                 cur.execute(sql, params)
                 return [row(r) for r in cur.fetchall()]
 
         return self.last_good.fetch(key, read, [], DB_ERRORS)
 
-    def signals(self, user_id: int, flt: SignalFilter = SignalFilter()) -> Fetched[list[SignalRow]]:
+    def signals(self, who: Session, flt: SignalFilter = SignalFilter()) -> Fetched[list[SignalRow]]:
         where = ["true"]
         params: list[Any] = []
         if flt.trader_ids:
@@ -177,12 +213,12 @@ class Database:
             f"SELECT {SIGNAL_COLUMNS} FROM signals s JOIN traders t ON t.id = s.trader_id "
             f"WHERE {' AND '.join(where)} ORDER BY s.created_at DESC, s.id DESC LIMIT %s"
         )
-        return self.user_rows(("signals", user_id, flt), user_id, sql, (*params, flt.limit),
+        return self.user_rows(("signals", who.user_id, flt), who, sql, (*params, flt.limit),
                               _signal)  # fmt: skip
 
-    def signal(self, user_id: int, signal_id: str) -> Fetched[SignalRow | None]:
+    def signal(self, who: Session, signal_id: str) -> Fetched[SignalRow | None]:
         def read() -> SignalRow | None:
-            with self.user_tx(user_id) as conn, conn.cursor(row_factory=dict_row) as cur:
+            with self.user_tx(who) as conn, conn.cursor(row_factory=dict_row) as cur:
                 cur.execute(
                     f"SELECT {SIGNAL_COLUMNS} FROM signals s "
                     "JOIN traders t ON t.id = s.trader_id WHERE s.id = %s",
@@ -191,10 +227,10 @@ class Database:
                 row = cur.fetchone()
                 return _signal(row) if row else None
 
-        return self.last_good.fetch(("signal", user_id, signal_id), read, None, DB_ERRORS)
+        return self.last_good.fetch(("signal", who.user_id, signal_id), read, None, DB_ERRORS)
 
     def signals_on(
-        self, user_id: int, symbol: str, interval: str, start_ms: int, end_ms: int
+        self, who: Session, symbol: str, interval: str, start_ms: int, end_ms: int
     ) -> Fetched[list[SignalRow]]:
         """The user's signals on one chart: klines opened in [start_ms, end_ms]."""
 
@@ -203,23 +239,23 @@ class Database:
             "WHERE s.symbol = %s AND s.interval = %s "
             "AND s.kline_open_ms BETWEEN %s AND %s ORDER BY s.kline_open_ms"
         )
-        key = ("signals_on", user_id, symbol, interval, start_ms, end_ms)
-        return self.user_rows(key, user_id, sql, (symbol, interval, start_ms, end_ms), _signal)
+        key = ("signals_on", who.user_id, symbol, interval, start_ms, end_ms)
+        return self.user_rows(key, who, sql, (symbol, interval, start_ms, end_ms), _signal)
 
-    def traders(self, user_id: int) -> Fetched[list[TraderRow]]:
+    def traders(self, who: Session) -> Fetched[list[TraderRow]]:
         def read() -> list[TraderRow]:
-            with self.user_tx(user_id) as conn:
+            with self.user_tx(who) as conn:
                 return load_traders(conn, enabled_only=False)
 
-        return self.last_good.fetch(("traders", user_id), read, [], DB_ERRORS)
+        return self.last_good.fetch(("traders", who.user_id), read, [], DB_ERRORS)
 
-    def rule_errors(self, user_id: int) -> Fetched[list[RuleErrorRow]]:
+    def rule_errors(self, who: Session) -> Fetched[list[RuleErrorRow]]:
         sql = (
             "SELECT e.trader_id, t.name AS trader, e.trader_version, e.symbol, e.error, "
             "e.kline_open_ms, e.created_at FROM trader_errors e "
             "JOIN traders t ON t.id = e.trader_id ORDER BY e.created_at DESC LIMIT 200"
         )
-        return self.user_rows(("rule_errors", user_id), user_id, sql, (),
+        return self.user_rows(("rule_errors", who.user_id), who, sql, (),
                               lambda r: RuleErrorRow(**r))  # fmt: skip
 
     def status(self) -> Fetched[DbStatus]:
@@ -232,20 +268,20 @@ class Database:
         return self.last_good.fetch(("status",), read, DbStatus(False, ""), DB_ERRORS)
 
     # -- writes (never from a stale copy: errors propagate) ------------------------------------
-    def add_trader(self, user_id: int, row: TraderRow) -> TraderRow:
-        with _refusals(), self.user_tx(user_id) as conn, conn.cursor(row_factory=dict_row) as cur:
-            cur.execute(INSERT_TRADER, trader_params(user_id, row))
+    def add_trader(self, who: Session, row: TraderRow) -> TraderRow:
+        with _refusals(), self.user_tx(who) as conn, conn.cursor(row_factory=dict_row) as cur:
+            cur.execute(INSERT_TRADER, trader_params(who.user_id, row))
             saved = cur.fetchone()
         assert saved is not None
         return row_of(saved)
 
-    def update_trader(self, user_id: int, trader_id: int, **changes: Any) -> TraderRow:
+    def update_trader(self, who: Session, trader_id: int, **changes: Any) -> TraderRow:
         unknown = set(changes) - WRITABLE
         if unknown:
             raise WriteRefused(f"cannot change {', '.join(sorted(unknown))}")
         sets = ", ".join(f"{name} = %s" for name in changes) or "name = name"
         values = [list(v) if isinstance(v, tuple) else v for v in changes.values()]
-        with _refusals(), self.user_tx(user_id) as conn, conn.cursor(row_factory=dict_row) as cur:
+        with _refusals(), self.user_tx(who) as conn, conn.cursor(row_factory=dict_row) as cur:
             cur.execute(
                 f"UPDATE traders SET {sets} WHERE id = %s RETURNING {TRADER_COLUMNS}",
                 (*values, trader_id),
@@ -255,8 +291,8 @@ class Database:
             raise WriteRefused(f"you have no trader with id {trader_id}")
         return row_of(saved)
 
-    def set_status(self, user_id: int, signal_ids: Sequence[str], status: str) -> int:
-        with _refusals(), self.user_tx(user_id) as conn:
+    def set_status(self, who: Session, signal_ids: Sequence[str], status: str) -> int:
+        with _refusals(), self.user_tx(who) as conn:
             cur = conn.execute(
                 "UPDATE signals SET status = %s WHERE id = ANY(%s)", (status, list(signal_ids))
             )

@@ -7,29 +7,33 @@ from datetime import UTC, datetime
 
 import streamlit as st
 
+from dashboard.data.db import Session
 from dashboard.data.stale import Fetched
 
 USER_ID = "klineflow_user_id"
 USER_NAME = "klineflow_user_name"
+SESSION = "klineflow_session"  # the Session (with its token): this browser session's only
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:])")
 
 
-def current_user() -> tuple[int, str] | None:
-    """(id, name) of the signed-in user of this session, or None."""
-    user_id = st.session_state.get(USER_ID)
-    if user_id is None:
-        return None
-    return int(user_id), str(st.session_state.get(USER_NAME, ""))
+def current_user() -> Session | None:
+    """The signed-in user of this browser session (id, name, token), or None."""
+    found = st.session_state.get(SESSION)
+    return found if isinstance(found, Session) else None
 
 
-def sign_in(user_id: int, name: str) -> None:
-    st.session_state[USER_ID] = user_id
-    st.session_state[USER_NAME] = name
+def sign_in(session: Session) -> None:
+    st.session_state[SESSION] = session
+    st.session_state[USER_ID] = session.user_id
+    st.session_state[USER_NAME] = session.name
 
 
-def sign_out() -> None:
+def sign_out() -> Session | None:
+    """Forget the signed-in user here; the session that was (to end in PostgreSQL too)."""
     st.session_state.pop(USER_ID, None)
     st.session_state.pop(USER_NAME, None)
+    found = st.session_state.pop(SESSION, None)
+    return found if isinstance(found, Session) else None
 
 
 def md_escape(text: str) -> str:

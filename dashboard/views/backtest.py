@@ -21,6 +21,7 @@ import streamlit as st
 from dashboard.data import backtests, sources
 from dashboard.data.backtests import BacktestJob, RunRequest, RunRow, Stats
 from dashboard.data.config import DashboardConfig
+from dashboard.data.db import Session
 from dashboard.ui.charts import Marker, build_frame, chart_spec
 from dashboard.ui.common import banner, current_user, md_escape, utc_text
 from dashboard.views.traders import caret_text
@@ -51,19 +52,19 @@ def render() -> None:
         return
     cfg = sources.config()
     job: BacktestJob | None = st.session_state.get(JOB)
-    if job is not None and job.owner_id != user[0]:  # signed out and in as someone else
+    if job is not None and job.owner_id != user.user_id:  # signed out and in as someone else
         job = None
-    new_run(user[0], cfg, running=job is not None and not job.done)
+    new_run(user, cfg, running=job is not None and not job.done)
     job = st.session_state.get(JOB)
-    if job is not None and job.owner_id == user[0]:
+    if job is not None and job.owner_id == user.user_id:
         st.divider()
         this_run(job)
     st.divider()
-    stored_runs(user[0])
+    stored_runs(user)
 
 
 # -- starting a run -----------------------------------------------------------------------------
-def new_run(user_id: int, cfg: DashboardConfig, running: bool) -> None:
+def new_run(who: Session, cfg: DashboardConfig, running: bool) -> None:
     st.subheader("New run")
     folder = backtests.recordings_dir()
     files = backtests.recordings(folder)
@@ -78,7 +79,7 @@ def new_run(user_id: int, cfg: DashboardConfig, running: bool) -> None:
     rows: list[TraderRow] = []
     problem: str | None = None
     if source == MY_TRADERS:
-        answer = sources.database(cfg).traders(user_id)
+        answer = sources.database(cfg).traders(who)
         banner(answer)
         mine = {f"{t.name} (id {t.id})": t for t in answer.value}
         if not mine:
@@ -108,7 +109,7 @@ def new_run(user_id: int, cfg: DashboardConfig, running: bool) -> None:
     )
     if start and not running and problem is None and picked and rows:
         request = RunRequest(tuple(folder / n for n in picked), tuple(rows), symbols)
-        st.session_state[JOB] = backtests.start_backtest(request, user_id, sources.database(cfg))
+        st.session_state[JOB] = backtests.start_backtest(request, who, sources.database(cfg))
 
 
 def typed_rule(cfg: DashboardConfig) -> tuple[TraderRow | None, str | None]:
@@ -172,24 +173,24 @@ def progress(job: BacktestJob) -> None:
 
 
 # -- stored runs --------------------------------------------------------------------------------
-def stored_runs(user_id: int) -> None:
+def stored_runs(who: Session) -> None:
     st.subheader("Your runs")
     db = sources.database()
-    answer = backtests.runs(db, user_id)
+    answer = backtests.runs(db, who)
     banner(answer)
     listed = answer.value
     if not listed:
         st.caption("No runs yet.")
         return
     st.dataframe(
-        pd.DataFrame([run_line(r, user_id) for r in listed]), hide_index=True, key="bt_runs"
+        pd.DataFrame([run_line(r, who.user_id) for r in listed]), hide_index=True, key="bt_runs"
     )
     labels = {f"run {r.id} · {r.status} · {r.created_at:%Y-%m-%d %H:%M} UTC": r for r in listed}
     pick = st.selectbox("Open a run", ["", *labels], key="bt_open")
     if not pick:
         return
     run = labels[str(pick)]
-    got = backtests.run_signals(db, user_id, run.id)
+    got = backtests.run_signals(db, who, run.id)
     banner(got)
     rows = got.value
     if run.status != "done":

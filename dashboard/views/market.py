@@ -146,7 +146,7 @@ def draw(
     markers: list[Marker] = []
     if user is not None:
         marks = sources.database().signals_on(
-            user[0], symbol, interval, candles.klines[0].open_ms, candles.klines[-1].open_ms
+            user, symbol, interval, candles.klines[0].open_ms, candles.klines[-1].open_ms
         )
         markers = [
             Marker(s.kline_open_ms, f"{s.trader} (x{s.repeat_count})", _values_text(s.values))
@@ -196,7 +196,7 @@ def show_signal(signal_id: str) -> None:
     if user is None:
         st.info("Sign in to see this signal's recorded values")
         return
-    answer = sources.database().signal(user[0], signal_id)
+    answer = sources.database().signal(user, signal_id)
     banner(answer)
     sig = answer.value
     if sig is None:

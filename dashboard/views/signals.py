@@ -15,7 +15,7 @@ import pandas as pd  # type: ignore[import-untyped]
 import streamlit as st
 
 from dashboard.data import sources
-from dashboard.data.db import SignalFilter, SignalRow
+from dashboard.data.db import Session, SignalFilter, SignalRow
 from dashboard.data.stale import Fetched
 from dashboard.ui.common import banner, current_user, md_escape, utc, utc_text
 from flows.domain.clock import SYSTEM_CLOCK
@@ -43,7 +43,7 @@ def render() -> None:
     cfg = sources.config()
     db = sources.database(cfg)
     sources.listener(cfg)  # started on first use
-    traders = db.traders(user[0])
+    traders = db.traders(user)
     symbols = sources.market(cfg).symbols()
     banner(traders, symbols)
     names = {t.name: t.id for t in traders.value}
@@ -64,19 +64,19 @@ def render() -> None:
 
     @st.fragment(run_every=REFRESH_S)
     def table() -> None:
-        live_table(user[0], flt, notify)
+        live_table(user, flt, notify)
 
     table()
 
 
-def _rows(user_id: int, flt: SignalFilter) -> Fetched[list[SignalRow]]:
+def _rows(who: Session, flt: SignalFilter) -> Fetched[list[SignalRow]]:
     """The user's signals, asked again only when something may have changed."""
     lis = sources.listener()
     now = SYSTEM_CLOCK.monotonic_s()
     cached: dict[str, Any] | None = st.session_state.get(CACHE)
     due = (
         cached is None
-        or cached["user"] != user_id
+        or cached["user"] != who.user_id
         or cached["filter"] != flt
         or cached["seq"] != lis.seq
         or now - cached["at"] >= (RECHECK_S if lis.connected.is_set() else FALLBACK_POLL_S)
@@ -86,14 +86,14 @@ def _rows(user_id: int, flt: SignalFilter) -> Fetched[list[SignalRow]]:
         answer: Fetched[list[SignalRow]] = cached["answer"]
         return answer
     seq = lis.seq  # read before the query: a signal arriving meanwhile triggers another
-    answer = sources.database().signals(user_id, flt)
-    st.session_state[CACHE] = {"user": user_id, "filter": flt, "seq": seq, "at": now,
+    answer = sources.database().signals(who, flt)
+    st.session_state[CACHE] = {"user": who.user_id, "filter": flt, "seq": seq, "at": now,
                                "answer": answer}  # fmt: skip
     return answer
 
 
-def live_table(user_id: int, flt: SignalFilter, notify: bool) -> None:
-    answer = _rows(user_id, flt)
+def live_table(who: Session, flt: SignalFilter, notify: bool) -> None:
+    answer = _rows(who, flt)
     rows = answer.value
     market = sources.market()
     symbols = sorted({r.symbol for r in rows})

@@ -160,7 +160,7 @@ def render() -> None:
     user = current_user()
     if user is not None:
         st.subheader("Your traders' rule errors")
-        errors = sources.database(cfg).rule_errors(user[0])
+        errors = sources.database(cfg).rule_errors(user)
         if errors.value:
             st.dataframe(
                 pd.DataFrame(

@@ -17,7 +17,7 @@ from rich.cells import cell_len
 
 from dashboard.data import sources
 from dashboard.data.config import DashboardConfig
-from dashboard.data.db import WriteRefused
+from dashboard.data.db import Session, WriteRefused
 from dashboard.ui.charts import Marker, build_frame, chart_spec
 from dashboard.ui.common import banner, current_user, md_escape, utc_text
 from flows.rules.errors import RuleError
@@ -50,7 +50,7 @@ def render() -> None:
         return
     cfg = sources.config()
     db = sources.database(cfg)
-    answer = db.traders(user[0])
+    answer = db.traders(user)
     banner(answer)
     traders = answer.value
     st.subheader("Your traders")
@@ -62,12 +62,12 @@ def render() -> None:
         on = c2.toggle("Enabled", value=t.enabled, key=f"trader_enabled_{t.id}_{t.enabled}")
         if on != t.enabled:
             try:
-                db.update_trader(user[0], t.id, enabled=on)
+                db.update_trader(user, t.id, enabled=on)
             except WriteRefused as exc:
                 st.error(md_escape(str(exc)))
             else:
                 st.rerun()
-    errors = db.rule_errors(user[0])
+    errors = db.rule_errors(user)
     if errors.value:
         st.subheader("Rule errors the flow recorded")
         st.dataframe(
@@ -82,10 +82,10 @@ def render() -> None:
             hide_index=True,
         )  # fmt: skip
     st.divider()
-    editor(user[0], traders, cfg)
+    editor(user, traders, cfg)
 
 
-def editor(user_id: int, traders: list[TraderRow], cfg: DashboardConfig) -> None:
+def editor(who: Session, traders: list[TraderRow], cfg: DashboardConfig) -> None:
     st.subheader("Create or edit")
     labels = [NEW] + [f"{t.name} (id {t.id})" for t in traders]
     pick = st.selectbox("Trader", labels, key="trader_pick")
@@ -142,7 +142,7 @@ def editor(user_id: int, traders: list[TraderRow], cfg: DashboardConfig) -> None
         preview_section(draft, k)
     save_label = "Save changes" if editing else "Create trader"
     if st.button(save_label, disabled=problem is not None or not draft.name, type="primary"):
-        save(user_id, editing, draft)
+        save(who, editing, draft)
 
 
 def check(draft: TraderRow, cfg: DashboardConfig) -> str | None:
@@ -227,11 +227,11 @@ def _values_text(values: dict[str, Any]) -> str:
                      for k, v in values.items())  # fmt: skip
 
 
-def save(user_id: int, editing: TraderRow | None, draft: TraderRow) -> None:
+def save(who: Session, editing: TraderRow | None, draft: TraderRow) -> None:
     db = sources.database()
     try:
         if editing is None:
-            saved = db.add_trader(user_id, draft)
+            saved = db.add_trader(who, draft)
         else:
             changes = {
                 f: getattr(draft, f)
@@ -239,7 +239,7 @@ def save(user_id: int, editing: TraderRow | None, draft: TraderRow) -> None:
                           "symbols", "symbols_pattern", "trigger_mode", "cooldown_bars")
                 if getattr(draft, f) != getattr(editing, f)
             }  # fmt: skip
-            saved = db.update_trader(user_id, editing.id, **changes)
+            saved = db.update_trader(who, editing.id, **changes)
     except WriteRefused as exc:
         st.error(md_escape(str(exc)))
         return

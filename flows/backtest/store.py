@@ -1,9 +1,13 @@
-"""Backtest runs in PostgreSQL (sql/0003_backtests.sql): one transaction per run."""
+"""Backtest runs in PostgreSQL (sql/0003_backtests.sql): one transaction per run.
+
+`url` is a PostgreSQL URL, or a function giving a connection context of the caller's own
+(the dashboard's: a transaction acting for the signed-in user, under row-level security)."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
@@ -11,6 +15,12 @@ import psycopg
 
 from flows.backtest.report import HORIZONS, SignalOutcome
 from flows.signals.book import Book
+
+Target = str | Callable[[], AbstractContextManager[psycopg.Connection[Any]]]
+
+
+def _connection(url: Target) -> AbstractContextManager[psycopg.Connection[Any]]:
+    return psycopg.connect(url) if isinstance(url, str) else url()
 
 
 def package_version() -> str:
@@ -25,7 +35,7 @@ def _files(inputs: Mapping[str, str]) -> str:
 
 
 def start_run(
-    url: str,
+    url: Target,
     inputs: Mapping[str, str],
     book: Book,
     params: dict[str, Any],
@@ -38,7 +48,7 @@ def start_run(
          "trigger_mode": t.row.trigger_mode, "cooldown_bars": t.row.cooldown_bars}
         for t in book.traders
     ]  # fmt: skip
-    with psycopg.connect(url) as conn:
+    with _connection(url) as conn:
         row = conn.execute(
             "INSERT INTO backtest_runs (inputs, traders, params, package_version, owner_id) "
             "VALUES (%s, %s, %s, %s, %s) RETURNING id",
@@ -50,7 +60,7 @@ def start_run(
 
 
 def finish_run(
-    url: str, run_id: int, rows: Sequence[SignalOutcome], trades: int, klines: int,
+    url: Target, run_id: int, rows: Sequence[SignalOutcome], trades: int, klines: int,
     seconds: float, failed: bool = False, inputs: Mapping[str, str] | None = None,
     span_ms: int | None = None,
 ) -> None:  # fmt: skip
@@ -68,7 +78,7 @@ def finish_run(
              f.close_ms, f.price, json.dumps(f.values, sort_keys=True, allow_nan=False),
              r.signal.repeat_count, json.dumps(outcome))
         )  # fmt: skip
-    with psycopg.connect(url) as conn, conn.transaction(), conn.cursor() as cur:
+    with _connection(url) as conn, conn.transaction(), conn.cursor() as cur:
         cur.executemany(
             "INSERT INTO backtest_signals (run_id, id, trader_id, trader_version, symbol, "
             'interval, kline_open_ms, kline_close_ms, price, "values", repeat_count, outcomes) '

@@ -6,8 +6,14 @@ The migrations make NOLOGIN group roles that hold every right (sql/0001, sql/000
   backtest runs. Never sees ``users``.
 - ``klineflow_dashboard``: one dashboard user's transaction (``SET LOCAL ROLE``), held to that
   user's rows by row-level security.
-- ``klineflow_dashboard_app``: the dashboard process itself, outside any user's transaction
-  (sign-in checks, single sign-on accounts, backtest runs it starts).
+- ``klineflow_dashboard_app``: the dashboard process itself, outside any user's transaction:
+  since sql/0006 only the sign-in functions (SECURITY DEFINER) and schema_migrations; it can
+  neither read nor change ``users`` or ``sessions``.
+
+A dashboard login also gets a statement timeout and an idle-in-transaction timeout
+(``DASHBOARD_TIMEOUTS``, as role defaults; the dashboard's pool sets them on each connection
+too). A holder of the login can raise them again with SET: they bound the dashboard's own
+mistakes, not an attacker's.
 
 The API uses no PostgreSQL. A component logs in with a login role of its own that is a
 member of its group roles (``ensure_login``: ``klineflow access pg-login``), and the flow's
@@ -37,11 +43,26 @@ COMPONENT_ROLES: dict[str, tuple[str, ...]] = {
     "api": (),
 }
 MIN_PASSWORD_LENGTH = 16
+# what a dashboard login runs with (sql/0006 sets the same on logins made before it)
+DASHBOARD_STATEMENT_TIMEOUT_MS = 10_000
+DASHBOARD_TIMEOUTS: dict[str, str] = {
+    "statement_timeout": f"{DASHBOARD_STATEMENT_TIMEOUT_MS}ms",
+    "idle_in_transaction_session_timeout": "60s",
+}
 _LOGIN_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 
 class LoginError(ValueError):
     """A login role cannot be made as asked."""
+
+
+def timeout_options(timeouts: dict[str, str]) -> str:
+    """The libpq `options` that set these parameters at connection start.
+
+    >>> timeout_options({"statement_timeout": "10s", "lock_timeout": "1s"})
+    '-c statement_timeout=10s -c lock_timeout=1s'
+    """
+    return " ".join(f"-c {name}={value}" for name, value in timeouts.items())
 
 
 def connect_as(
@@ -81,10 +102,19 @@ def ensure_schema(url: str) -> list[str]:
         ) from e
 
 
-def ensure_login(owner_url: str, name: str, password: str, component: str) -> bool:
+def ensure_login(
+    owner_url: str,
+    name: str,
+    password: str,
+    component: str,
+    *,
+    statement_timeout_ms: int = DASHBOARD_STATEMENT_TIMEOUT_MS,
+) -> bool:
     """Make (or update) the LOGIN role `name` with `password` and exactly the group roles of
     `component`; True when it was created. Run with the owner's URL after the migrations.
-    The password is hashed here (SCRAM-SHA-256): the server never receives it in clear."""
+    The password is hashed here (SCRAM-SHA-256): the server never receives it in clear.
+    A dashboard login gets DASHBOARD_TIMEOUTS (its statement timeout `statement_timeout_ms`)
+    as role defaults; another component's login has them reset."""
     if component not in COMPONENT_ROLES:
         raise LoginError(f"component {component!r} is not one of {', '.join(COMPONENT_ROLES)}")
     roles = COMPONENT_ROLES[component]
@@ -147,4 +177,15 @@ def ensure_login(owner_url: str, name: str, password: str, component: str) -> bo
                 conn.execute(
                     sql.SQL("REVOKE {} FROM {}").format(sql.Identifier(group), sql.Identifier(name))
                 )
+        timeouts = dict(DASHBOARD_TIMEOUTS, statement_timeout=f"{int(statement_timeout_ms)}ms")
+        for setting, value in timeouts.items():
+            if component == "dashboard":
+                statement = sql.SQL("ALTER ROLE {} SET {} = {}").format(
+                    sql.Identifier(name), sql.Identifier(setting), sql.Literal(value)
+                )
+            else:
+                statement = sql.SQL("ALTER ROLE {} RESET {}").format(
+                    sql.Identifier(name), sql.Identifier(setting)
+                )
+            conn.execute(statement)
     return row is None

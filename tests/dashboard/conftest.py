@@ -5,19 +5,22 @@ variables (as `klineflow dashboard` does)."""
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pyarrow as pa
 import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from dashboard.data import sources
+from dashboard.data.db import Session
 from dashboard.data.users import add_user
-from dashboard.ui.common import USER_ID, USER_NAME
+from dashboard.ui.common import SESSION, USER_ID, USER_NAME
 from flows.dataflows.replay import ReplayJob, run_replay
 from flows.domain.keys import KeySpace
 from flows.signals.book import TraderRow
@@ -87,8 +90,25 @@ def make_app(**query: str) -> AppTest:
     return at
 
 
+def session_for(owner_url: str, user_id: int) -> Session:
+    """A live session of the user, opened as the owner (klineflow_open_session is the owner's
+    alone; the sign-in tests sign in as the dashboard does)."""
+    with psycopg.connect(owner_url) as conn:
+        row = conn.execute(
+            "SELECT o.token, o.expires_at, u.name FROM users u, "
+            "klineflow_open_session(u.id, 'password') o WHERE u.id = %s",
+            (user_id,),
+        ).fetchone()
+    assert row is not None, f"no user {user_id}"
+    return Session(user_id, str(row[2]), str(row[0]), row[1])
+
+
 def as_user(at: AppTest, user_id: int, name: str) -> AppTest:
-    """Sign a session in without the form (the sign-in tests use the form)."""
+    """Sign a browser session in without the form (the sign-in tests use the form): a real
+    session in the database the app is pointed at."""
+    session = session_for(os.environ["KLINEFLOW_DATABASE_URL"], user_id)
+    assert session.name == name
+    at.session_state[SESSION] = session
     at.session_state[USER_ID] = user_id
     at.session_state[USER_NAME] = name
     return at

@@ -5,8 +5,16 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from dashboard.data.users import UserError, add_user, list_users, oidc_user, verify
-from dashboard.ui.common import USER_ID
+from dashboard.data.users import (
+    SignInUnavailable,
+    UserError,
+    add_user,
+    list_users,
+    set_sso,
+    sso_sign_in,
+    verify,
+)
+from dashboard.ui.common import SESSION, USER_ID
 from tests.dashboard.conftest import PASSWORD, Filled, make_app, no_exceptions
 
 
@@ -69,6 +77,26 @@ def test_accounts_hash_passwords_with_argon2(signals_db: str) -> None:
 
 
 def test_single_sign_on_maps_the_identity_to_a_user_row(filled: Filled, app_env: None) -> None:
+    auth = {
+        "redirect_uri": "http://localhost:8501/oauth2callback",
+        "cookie_secret": "x" * 32,
+        "client_id": "id",
+        "client_secret": "secret",
+        "server_metadata_url": "https://idp.example/.well-known/openid-configuration",
+    }
+    # off until the owner switches it on: the dashboard alone cannot vouch for anyone
+    off = make_app()
+    off.secrets["auth"] = auth
+    off.user = {"is_logged_in": True, "email": "dana@example.com", "sub": "abc"}
+    off.run()
+    no_exceptions(off)
+    assert USER_ID not in off.session_state
+    (error,) = [e.value.replace("\\", "") for e in off.sidebar.error]
+    assert "single sign-on is switched off" in error and "klineflow users sso on" in error
+    with pytest.raises(SignInUnavailable):
+        sso_sign_in(filled.database_url, "dana@example.com")
+    set_sso(filled.database_url, True)
+
     at = make_app()
     at.secrets["auth"] = {
         "redirect_uri": "http://localhost:8501/oauth2callback",
@@ -83,8 +111,14 @@ def test_single_sign_on_maps_the_identity_to_a_user_row(filled: Filled, app_env:
     assert "Signed in as oidc:dana@example.com" in [
         c.value.replace("\\", "") for c in at.sidebar.caption
     ]
-    uid, name = oidc_user(filled.database_url, "dana@example.com")  # the same row again
-    assert at.session_state[USER_ID] == uid and name == "oidc:dana@example.com"
+    again = sso_sign_in(filled.database_url, "dana@example.com")  # the same row again
+    assert at.session_state[USER_ID] == again.user_id and again.name == "oidc:dana@example.com"
+    assert at.session_state[SESSION].token != again.token  # a session each
+    # never for an account that signs in with a password
+    with pytest.raises(SignInUnavailable, match="signs in with a password"):
+        with psycopg.connect(filled.database_url) as conn:
+            conn.execute("INSERT INTO users (name, password_hash) VALUES ('oidc:eve', 'x')")
+        sso_sign_in(filled.database_url, "eve")
     # signed out of the provider: the sign-in form offers single sign-on too
     other = make_app()
     other.secrets["auth"] = at.secrets["auth"]

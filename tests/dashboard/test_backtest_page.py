@@ -32,6 +32,7 @@ from tests.dashboard.conftest import (
     make_app,
     no_exceptions,
     open_page,
+    session_for,
     view_names,
 )
 
@@ -191,13 +192,17 @@ def test_a_run_from_the_page_is_the_backtest_and_is_stored_as_the_users(
     same_stats(opened, expected)
     assert len(at.get("download_button")) == 2
     db = sources.database()
-    assert backtests.export_csv(backtests.run_signals(db, users.ana, run_id).value) == (
+    ana, bob = (
+        session_for(users.database_url, users.ana),
+        session_for(users.database_url, users.bob),
+    )
+    assert backtests.export_csv(backtests.run_signals(db, ana, run_id).value) == (
         backtests.export_csv(direct_rows)
     )
 
     # bob sees neither the run in his list nor its signals
-    assert run_id not in [r.id for r in backtests.runs(db, users.bob).value]
-    assert backtests.run_signals(db, users.bob, run_id).value == []
+    assert run_id not in [r.id for r in backtests.runs(db, bob).value]
+    assert backtests.run_signals(db, bob, run_id).value == []
     other = backtest_page(users.bob, "bob")
     assert not any("owner" in d.value.columns for d in other.dataframe)
     assert "No runs yet." in [c.value for c in other.caption]
@@ -226,7 +231,9 @@ def test_a_bad_rule_shows_a_caret_and_starts_nothing(users: Users) -> None:
 def test_a_run_going_on_shows_its_progress_and_blocks_another(users: Users) -> None:
     # a job as the page keeps it, a quarter through its input (its thread never started)
     job = backtests.BacktestJob(
-        backtests.RunRequest((users.folder / XRPETH,), ()), users.ana, sources.database()
+        backtests.RunRequest((users.folder / XRPETH,), ()),
+        session_for(users.database_url, users.ana),
+        sources.database(),
     )
     job.stats.bytes_total, job.stats.bytes_done, job.stats.trades_read = 1000, 250, 1234
     at = make_app()

@@ -1,6 +1,6 @@
-"""Row-level security, by SQL as the dashboard role: a user reads and changes only her own
-traders and signals, whatever the query says; and the data layer's pooled connections never
-keep a user's identity after a transaction."""
+"""Row-level security, by SQL as the dashboard role: a user (named by her session's token)
+reads and changes only her own traders and signals, whatever the query says; and the data
+layer's pooled connections never keep a user's identity after a transaction."""
 
 from __future__ import annotations
 
@@ -11,17 +11,20 @@ from typing import Any
 import psycopg
 import pytest
 
-from dashboard.data.db import Database
-from tests.dashboard.conftest import Filled
+from dashboard.data.db import Database, Session, SessionEnded
+from dashboard.data.users import sign_out
+from tests.dashboard.conftest import Filled, session_for
 
 
 @contextmanager
 def acting_as(url: str, user_id: int | None) -> Iterator[psycopg.Connection[Any]]:
-    """One transaction as klineflow_dashboard for `user_id` (rolled back afterwards)."""
+    """One transaction as klineflow_dashboard with a new session of `user_id` (rolled back
+    afterwards)."""
+    token = session_for(url, user_id).token if user_id is not None else None
     with psycopg.connect(url) as conn:
         conn.execute("SET LOCAL ROLE klineflow_dashboard")
-        if user_id is not None:
-            conn.execute("SELECT set_config('klineflow.user_id', %s, true)", (str(user_id),))
+        if token is not None:
+            conn.execute("SELECT set_config('klineflow.session', %s, true)", (token,))
         yield conn
         conn.rollback()
 
@@ -106,20 +109,54 @@ def test_a_user_cannot_change_another_users_traders_or_signals(filled: Filled) -
 
 
 def test_the_data_layer_acts_for_one_user_per_transaction_only(filled: Filled) -> None:
-    db = Database(filled.database_url, max_size=1)  # one connection: every call reuses it
+    url = filled.database_url
+    ana, bob = session_for(url, filled.ana), session_for(url, filled.bob)
+    db = Database(url, max_size=1)  # one connection: every call reuses it
     try:
-        assert [t.id for t in db.traders(filled.ana).value] == [filled.ana_trader.id]
-        assert {s.trader_id for s in db.signals(filled.bob).value} == {filled.bob_trader.id}
+        assert [t.id for t in db.traders(ana).value] == [filled.ana_trader.id]
+        assert {s.trader_id for s in db.signals(bob).value} == {filled.bob_trader.id}
         with db.pool.connection() as conn:
             row = conn.execute(
                 "SELECT current_user, session_user, "
-                "coalesce(current_setting('klineflow.user_id', true), '')"
+                "coalesce(current_setting('klineflow.session', true), ''), "
+                "klineflow_current_user_id()"
             ).fetchone()
-        assert row is not None and row[0] == row[1] and row[2] == ""
+        assert row is not None and row[0] == row[1] and row[2] == "" and row[3] is None
         # a write for ana cannot touch bob's trader
         from dashboard.data.db import WriteRefused
 
         with pytest.raises(WriteRefused):
-            db.update_trader(filled.ana, filled.bob_trader.id, enabled=False)
+            db.update_trader(ana, filled.bob_trader.id, enabled=False)
+        # a session that ended, or a token that is not one, names nobody: refused outright
+        assert db.session_live(ana)
+        assert sign_out(url, ana) and not db.session_live(ana)
+        with pytest.raises(SessionEnded):
+            db.traders(ana)
+        forged = Session(filled.bob, "bob", "0" * 64, bob.expires_at)
+        with pytest.raises(SessionEnded):
+            db.traders(forged)
+        assert [t.id for t in db.traders(bob).value] == [filled.bob_trader.id]
     finally:
         db.close()
+
+
+def test_the_current_user_is_looked_up_once_per_query(filled: Filled) -> None:
+    """The policies call klineflow_current_user_id() through a scalar subquery: PostgreSQL
+    evaluates it once per query (an InitPlan), not once per signal or trader row."""
+    url = filled.database_url
+    with psycopg.connect(url) as conn:
+        total = conn.execute("SELECT count(*) FROM signals").fetchone()
+    assert total is not None and total[0] > 10
+    with acting_as(url, filled.ana) as conn:
+        conn.execute("RESET ROLE")  # a superuser's setting, then the dashboard role again
+        conn.execute("SET LOCAL track_functions = 'all'")
+        conn.execute("SET LOCAL ROLE klineflow_dashboard")
+        mine = conn.execute(
+            "SELECT count(*) FROM signals s JOIN traders t ON t.id = s.trader_id"
+        ).fetchone()
+        assert mine is not None and 0 < mine[0] < total[0]
+        calls = conn.execute(
+            "SELECT calls FROM pg_stat_xact_user_functions "
+            "WHERE funcname = 'klineflow_current_user_id'"
+        ).fetchone()
+        assert calls is not None and calls[0] <= 3, calls  # one per policy instance

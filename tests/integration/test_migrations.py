@@ -260,10 +260,15 @@ def test_flow_role_reads_traders_writes_signals_never_sees_users(db: str) -> Non
 
 
 def _as_dashboard(conn: psycopg.Connection, user_id: int | None) -> None:
-    """Inside a transaction: act as the dashboard for `user_id` (None: for nobody)."""
-    conn.execute("SET LOCAL ROLE klineflow_dashboard")
+    """Inside a transaction: act as the dashboard for a new session of `user_id` (None: for
+    nobody). The session is opened as the owner; signing in is tested elsewhere."""
     if user_id is not None:
-        conn.execute("SELECT set_config('klineflow.user_id', %s, true)", (str(user_id),))
+        row = conn.execute(
+            "SELECT token FROM klineflow_open_session(%s, 'password')", (user_id,)
+        ).fetchone()
+        assert row is not None
+        conn.execute("SELECT set_config('klineflow.session', %s, true)", (row[0],))
+    conn.execute("SET LOCAL ROLE klineflow_dashboard")
 
 
 def test_dashboard_role_sees_and_changes_only_its_users_rows(db: str) -> None:
@@ -276,8 +281,6 @@ def test_dashboard_role_sees_and_changes_only_its_users_rows(db: str) -> None:
             _as_dashboard(conn, alice)
             assert conn.execute("SELECT id FROM traders").fetchall() == [(alice_trader,)]
             assert conn.execute("SELECT id FROM signals").fetchall() == [(alice_signal,)]
-            # names of users, yes
-            assert conn.execute("SELECT count(*) FROM users WHERE id = %s", (bob,)).fetchone()
             # another user's rows are invisible, so an update finds nothing
             cur = conn.execute(
                 "UPDATE traders SET expression = 'true' WHERE id = %s", (bob_trader,)
@@ -301,6 +304,7 @@ def test_dashboard_role_sees_and_changes_only_its_users_rows(db: str) -> None:
 
         forbidden: list[tuple[LiteralString, tuple[object, ...]]] = [
             ("SELECT password_hash FROM users", ()),
+            ("SELECT name FROM users WHERE id = %s", (bob,)),  # not even names (sql/0006)
             ("UPDATE signals SET price = 1", ()),
             ("SELECT * FROM trader_versions", ()),
             # giving its trader away: the new row fails the policy's WITH CHECK

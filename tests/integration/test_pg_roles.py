@@ -17,7 +17,7 @@ from psycopg.conninfo import make_conninfo
 from typer.testing import CliRunner
 
 from dashboard.data.db import Database, WriteRefused
-from dashboard.data.users import add_user, verify
+from dashboard.data.users import add_user, sign_in, verify
 from flows.backtest.store import finish_run, start_run
 from flows.cli import app
 from flows.services import EmbeddedPostgres
@@ -155,22 +155,33 @@ def test_a_dashboard_login_does_the_dashboards_work_and_nothing_else(
     ana = add_user(signals_db, "ana", "ana's password")
     board, _ = logins("dashboard")
     assert ensure_schema(board) == []
-    assert verify(board, "ana", "ana's password") == ana  # signing in reads the hash
+    assert verify(board, "ana", "ana's password") == ana  # checked by PostgreSQL, not here
     assert verify(board, "ana", "wrong") is None
+    session = sign_in(board, "ana", "ana's password")
+    assert session is not None and session.user_id == ana
     db = Database(board)
     try:
-        mine = db.add_trader(ana, TraderRow(0, "mine", RULE, "5m"))
-        assert [t.name for t in db.traders(ana).value] == ["mine"]  # row-level security
+        mine = db.add_trader(session, TraderRow(0, "mine", RULE, "5m"))
+        assert [t.name for t in db.traders(session).value] == ["mine"]  # row-level security
         with pytest.raises(WriteRefused):
-            db.update_trader(ana, trader.id, enabled=False)  # the local user's, not ana's
+            db.update_trader(session, trader.id, enabled=False)  # the local user's, not ana's
+        # a backtest started from the dashboard: recorded as ana's, in her session
+        run = start_run(lambda: db.user_tx(session), {}, Book((), 1), {"source": "dashboard"},
+                        owner_id=ana)  # fmt: skip
+        finish_run(lambda: db.user_tx(session), run, [], trades=1, klines=1, seconds=0.1)
     finally:
         db.close()
+    # accounts are the owner's: `klineflow users` with the dashboard's login says so
     added = CliRunner().invoke(app, ["users", "add", "bo", "--password", "bo's password",
                                      "--database-url", board])  # fmt: skip
-    assert added.exit_code == 0, added.output  # `klineflow users` with the dashboard's login
-    assert verify(board, "bo", "bo's password") is not None
-    run = start_run(board, {}, Book((), 1), {"source": "dashboard"}, owner_id=ana)
-    finish_run(board, run, [], trades=1, klines=1, seconds=0.1)
+    assert added.exit_code == 2 and "owner's database URL" in added.output, added.output
+    assert verify(board, "bo", "bo's password") is None
+    listed = CliRunner().invoke(app, ["users", "list", "--database-url", board])
+    assert listed.exit_code == 2 and "owner's database URL" in listed.output, listed.output
+    with psycopg.connect(signals_db) as conn:
+        assert conn.execute("SELECT owner_id, status FROM backtest_runs").fetchall() == [
+            (ana, "done")
+        ]
     # never the flow's work
     with pytest.raises(Denied):
         connect_as(board, FLOW_ROLE)
