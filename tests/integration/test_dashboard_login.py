@@ -404,3 +404,29 @@ def test_an_upgrade_from_0005_keeps_passwords_and_logins(
         with psycopg.connect(url, autocommit=True) as conn:
             for name in made:
                 conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(name)))
+
+
+def test_a_temporary_table_cannot_lift_the_trader_quota(world: World) -> None:
+    """traders_enforce_quota (0008, SECURITY DEFINER) read a caller's temporary
+    klineflow_limits first until 0009 pinned every definer function's search path."""
+    with psycopg.connect(world.owner) as conn:
+        conn.execute("UPDATE klineflow_limits SET value = 1 WHERE name = 'max_enabled_traders'")
+        definers = conn.execute(
+            "SELECT p.proname, p.proconfig FROM pg_proc p WHERE p.prosecdef "
+            "AND p.pronamespace = current_schema()::regnamespace"
+        ).fetchall()
+    assert {"traders_enforce_quota", "klineflow_current_user_id"} <= {d[0] for d in definers}
+    assert all(any(c.endswith(", pg_temp") for c in d[1]) for d in definers), definers
+    ana = _session(world, "ana", ANA_PW)
+    db = Database(world.board, max_size=1)
+    try:
+        with pytest.raises(psycopg.errors.CheckViolation), db.user_tx(ana) as conn:
+            conn.execute("CREATE TEMP TABLE klineflow_limits (name text, value bigint)")
+            conn.execute("CREATE TEMP TABLE traders (owner_id bigint, enabled boolean, id bigint)")
+            conn.execute(
+                "INSERT INTO public.traders (owner_id, name, expression, interval) "
+                "VALUES (%s, 'one too many', 'close > 1', '1m')",
+                (world.ana,),
+            )
+    finally:
+        db.close()
