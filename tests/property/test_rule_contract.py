@@ -135,7 +135,7 @@ def test_every_accepted_rule_evaluates_without_raising(rule: str, kind: str, see
         book = Book((compile_trader(row),), version=1)
         engine, counters = SymbolEngine("EDGEUSDT"), EngineCounters()
         closed = [("1m", k) for k in minutes] + [("5m", k) for k in fives]
-        fires, failures = engine.process(closed, book, None, 0, counters)
+        _, failures = engine.process(closed, book, None, 0, counters)
         assert failures == [], (rule, kind, failures)
         assert counters.evaluations == len(minutes)
     by_interval = {"1m": minutes, "5m": fives}
