@@ -9,9 +9,11 @@ recordings replayed by the project's replay job."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -30,6 +32,18 @@ from tests.integration.test_live import _wait
 CAPTURE = "ws-capture-2021-04-04-btc-eth-dot.txt"  # 1,910 aggTrades, 3 symbols
 XRPETH = "XRPETH-aggTrades-20191011-20191013.csv"  # three days of one symbol
 KEYS = KeySpace("up")
+
+
+@pytest.fixture(autouse=True)
+def _no_server_left(tmp_path: Path) -> Iterator[None]:
+    """Whatever a test leaves running under its directory (a failed assertion midway) is
+    killed: daemonized servers outlive the test otherwise."""
+    yield
+    for pidfile in tmp_path.glob("*/redis.pid"):
+        with contextlib.suppress(ValueError, OSError):
+            pid = int(pidfile.read_text())
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)
 
 
 def _old_redis() -> str:
