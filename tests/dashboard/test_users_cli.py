@@ -46,7 +46,7 @@ def test_password_changes_an_existing_users_password(signals_db: str) -> None:
 
 
 def test_the_demo_gives_its_local_user_a_password_once(signals_db: str) -> None:
-    from flows.cli import _demo_sign_in
+    from flows.cli.common import _demo_sign_in
 
     password = _demo_sign_in(signals_db)
     assert password is not None and verify(signals_db, "local", password) is not None

@@ -29,7 +29,7 @@ from flows.signals.engine import Fire, RuleFailure, signal_id
 from flows.signals.store import SignalWriter
 from flows.storage.migrations import applied, migration_files
 from flows.storage.redis_klines import KlineWriter, RetentionPolicy
-from flows.traders_cli import traders_app
+from flows.cli.traders import traders_app
 from tests.conftest import NewDatabase
 
 runner = CliRunner()

@@ -1,0 +1,5 @@
+"""`python -m flows.cli`: the cluster supervisor starts its members this way."""
+
+from flows.cli.main import main
+
+main()

@@ -1,0 +1,220 @@
+"""What every command module shares: the typer app, the consoles, the common options,
+settings, the servers' URLs and the progress bar."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from flows.settings import Settings, load_settings
+
+if TYPE_CHECKING:  # the heavy imports stay inside the commands that need them
+    from flows.dashboard_server import DashboardProcess
+    from flows.dataflows.universe_cli import Exchange
+    from flows.domain.stats import RunStats
+
+
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, help="Binance trades to Binance-exact klines."
+)
+
+
+services_app = typer.Typer(no_args_is_help=True, help="The embedded Redis and PostgreSQL servers.")
+app.add_typer(services_app, name="services")
+
+
+console = Console(stderr=True)
+
+
+out = Console()
+
+
+RedisUrl = Annotated[str | None, typer.Option("--redis-url", help="Redis URL (default: embedded)")]
+
+
+Namespace = Annotated[str | None, typer.Option("--namespace", help="prefix for every Redis key")]
+
+
+DashboardOpt = Annotated[
+    bool, typer.Option("--dashboard/--no-dashboard", help="also start the Streamlit dashboard")
+]
+
+
+DashboardPort = Annotated[int, typer.Option("--dashboard-port", help="port of the dashboard")]
+
+
+DatabaseUrl = Annotated[
+    str | None, typer.Option("--database-url", help="PostgreSQL URL (default: embedded)")
+]
+
+
+ExchangeUrl = Annotated[
+    str | None,
+    typer.Option("--exchange-url", help="one server for WebSocket and REST (e.g. the simulator)"),
+]
+
+
+SymbolsOpt = Annotated[str | None, typer.Option("--symbols", help="e.g. BTCUSDT,ETHUSDT")]
+
+
+TopOpt = Annotated[
+    int | None, typer.Option("--top", help="the N symbols with the most 24h quote volume")
+]
+
+
+QuoteOpt = Annotated[str, typer.Option("--quote", help="quote asset for --top")]
+
+
+def _settings(**overrides: object) -> Settings:
+    try:
+        return load_settings(**overrides)
+    except Exception as e:  # pydantic's ValidationError names the bad setting
+        console.print(f"[red]configuration error:[/red] {e}")
+        raise typer.Exit(2) from e
+
+
+def _database(settings: Settings, away_ok: bool = False) -> str:
+    """The PostgreSQL URL (configured, or the embedded server started), migrated.
+    `away_ok` (the live flow): a configured server that does not answer is not an error; the
+    flow starts without it and its rules begin (migrating first) when it answers."""
+    import psycopg
+
+    from flows.services import Services
+    from flows.storage.migrations import MigrationError
+    from flows.storage.pg_roles import ensure_schema
+
+    configured = settings.database_url_value()
+    url = Services(settings.data_dir).database_url(configured)
+    try:
+        ensure_schema(url)  # a component's login only checks that the schema is current
+    except MigrationError as e:
+        console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(1) from e
+    except psycopg.OperationalError as e:
+        if away_ok and configured and "password authentication" not in str(e):
+            console.print("[yellow]warning:[/yellow] PostgreSQL does not answer; klines start "
+                          "now, the trader rules when it answers")  # fmt: skip
+            return url
+        console.print(f"[red]error:[/red] cannot reach PostgreSQL ({type(e).__name__}: {e})")
+        raise typer.Exit(1) from e
+    except Exception as e:  # psycopg errors and friends: say where, not a traceback
+        console.print(f"[red]error:[/red] cannot reach PostgreSQL ({type(e).__name__}: {e})")
+        raise typer.Exit(1) from e
+    return url
+
+
+def _start_dashboard(
+    settings: Settings, redis_url: str, database_url: str | None, port: int
+) -> DashboardProcess:
+    from flows.dashboard_server import start_dashboard
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    proc = start_dashboard(
+        redis_url, database_url, settings.namespace, port=port,
+        log=settings.data_dir / "dashboard.log",
+    )  # fmt: skip
+    console.print(f"Dashboard:  {proc.url} (log: {settings.data_dir / 'dashboard.log'})")
+    return proc
+
+
+def _demo_sign_in(db_url: str) -> str | None:
+    """Give the demo's user `local` a password if it has none, so the dashboard's Signals and
+    Traders pages can be opened at once; returns it (None when one was set before)."""
+    import psycopg
+
+    from dashboard.data.users import set_password
+
+    with psycopg.connect(db_url) as conn:
+        row = conn.execute("SELECT password_hash FROM users WHERE name = 'local'").fetchone()
+    if row is None or row[0] is not None:
+        return None
+    password = "local-demo"
+    set_password(db_url, "local", password)
+    return password
+
+
+def _redis_url(settings: Settings) -> str:
+    from flows.services import Services
+
+    return Services(settings.data_dir).redis_url(settings.redis_url_value())
+
+
+def _progress_loop(stats: RunStats, stop: threading.Event, label: str = "replay") -> None:
+    with Progress(
+        TextColumn(label),
+        BarColumn(),
+        TextColumn("{task.percentage:>5.1f}%"),
+        TextColumn("{task.fields[trades]:>12,} trades"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+    ) as progress:
+        task = progress.add_task("replay", total=max(stats.bytes_total, 1), trades=0)
+        while not stop.wait(0.2):
+            progress.update(task, completed=stats.bytes_done, trades=stats.trades_read)
+        progress.update(task, completed=stats.bytes_total, trades=stats.trades_read)
+
+
+@contextlib.contextmanager
+def _reading_files(stats: RunStats, label: str, progress: bool) -> Iterator[None]:
+    """A run over recorded files: a progress bar while it lasts (if asked), and a missing or
+    unreadable file as a one-line error (exit 1) rather than a traceback."""
+    from flows.sources.readers import FormatError
+
+    stop = threading.Event()
+    bar = threading.Thread(target=_progress_loop, args=(stats, stop, label), daemon=True)
+    if progress:
+        bar.start()
+    try:
+        yield
+    except (FileNotFoundError, FormatError) as e:
+        console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(1) from e
+    finally:
+        stop.set()
+        if progress:
+            bar.join()
+
+
+def _universe(exchange: Exchange, symbols: str | None, top: int | None, quote: str) -> list[str]:
+    from flows.binance.rest import RestClient, RestError
+    from flows.binance.universe import UniverseError
+    from flows.dataflows.universe_cli import resolve_symbols
+
+    if not symbols and top is None:
+        console.print("[red]error:[/red] give --symbols S1,S2 or --top N")
+        raise typer.Exit(2)
+    wanted = [s.strip().upper() for s in symbols.split(",") if s.strip()] if symbols else None
+    try:
+        return resolve_symbols(RestClient(exchange.rest_url, max_retries=2), wanted, top, quote)
+    except RestError as e:
+        console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(1) from e
+    except UniverseError as e:
+        console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(2) from e
+
+
+def _when(text: str | None) -> int | None:
+    """A time given as epoch ms or an ISO date/time (UTC unless it says)."""
+    if text is None:
+        return None
+    if text.isdigit():
+        return int(text)
+    from datetime import UTC, datetime
+
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        console.print(f"[red]error:[/red] {text!r} is neither epoch ms nor an ISO time")
+        raise typer.Exit(2) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp() * 1000)

@@ -1,0 +1,408 @@
+"""`up`, `demo`, `simulate`, `api` and `dashboard`: the long-running processes."""
+
+from __future__ import annotations
+
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from flows.cli.common import (
+    DashboardOpt,
+    DashboardPort,
+    DatabaseUrl,
+    ExchangeUrl,
+    Namespace,
+    QuoteOpt,
+    RedisUrl,
+    SymbolsOpt,
+    TopOpt,
+    _database,
+    _demo_sign_in,
+    _redis_url,
+    _settings,
+    _start_dashboard,
+    _universe,
+    app,
+    console,
+    out,
+)
+from flows.domain.keys import KeySpace
+from flows.settings import Settings
+
+if TYPE_CHECKING:  # the heavy imports stay inside the commands that need them
+    from flows.cluster import ClusterPlace
+
+
+@app.command()
+def api(
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port")] = 8000,
+    redis_url: RedisUrl = None,
+    namespace: Namespace = None,
+) -> None:
+    """Serve GET /api/v3/klines, compatible with Binance's REST endpoint, from Redis."""
+    from flows.api import serve
+
+    settings = _settings(redis_url=redis_url, namespace=namespace)
+    serve(_redis_url(settings), host, port, KeySpace(settings.namespace), settings.api_cache_ttl_s)
+
+
+@app.command()
+def demo(
+    symbols: Annotated[int, typer.Option(help="how many synthetic symbols")] = 40,
+    seed: Annotated[int, typer.Option(help="random seed of the synthetic market")] = 7,
+    history_hours: Annotated[float, typer.Option(help="hours of past market built at start")] = 6.0,
+    rate: Annotated[float, typer.Option(help="trades per second, all symbols together")] = 50.0,
+    duration: Annotated[float | None, typer.Option(help="stop after this many seconds")] = None,
+    port: Annotated[int, typer.Option(help="port of the klines API")] = 8000,
+    dashboard: DashboardOpt = True,
+    dashboard_port: DashboardPort = 8501,
+    redis_url: RedisUrl = None,
+    namespace: Namespace = None,
+) -> None:
+    """Run the pipeline on a seeded synthetic market, with the klines API and the dashboard,
+    on embedded servers."""
+    from flows.dataflows.demo import DemoJob, run_demo
+
+    settings = _settings(redis_url=redis_url, namespace=namespace)
+    from flows.services import Services
+    from flows.signals.examples import seed_examples
+    from flows.signals.store import TraderStore
+
+    services = Services(settings.data_dir)
+    url = services.redis_url(settings.redis_url_value())
+    db_url = _database(settings)
+    console.print(f"Redis:      {url}", soft_wrap=True)
+    console.print(f"PostgreSQL: {db_url}", soft_wrap=True)
+    added = seed_examples(TraderStore(db_url))
+    if added:
+        console.print(f"example traders added: {', '.join(added)}", soft_wrap=True)
+    demo_password = _demo_sign_in(db_url)
+    if demo_password:
+        console.print(f"Sign in:    user local, password {demo_password} (owner of the "
+                      "example traders; `klineflow users password local` changes it)",
+                      soft_wrap=True)  # fmt: skip
+    console.print("Traders:    klineflow traders list", soft_wrap=True)
+    job = DemoJob(
+        redis_url=url,
+        keys=KeySpace(settings.namespace),
+        intervals=settings.intervals,
+        symbols=symbols,
+        seed=seed,
+        history_ms=int(history_hours * 3_600_000),
+        rate=rate,
+        duration_s=duration,
+        port=port,
+        database_url=db_url,
+    )
+    board = _start_dashboard(settings, url, db_url, dashboard_port) if dashboard else None
+    try:
+        run_demo(job, console)
+    finally:
+        if board is not None:
+            board.stop()
+
+
+@app.command()
+def up(
+    symbols: SymbolsOpt = None,
+    top: TopOpt = None,
+    quote: QuoteOpt = "USDT",
+    intervals: Annotated[str | None, typer.Option(help="e.g. 1m,5m,1h")] = None,
+    exchange_url: ExchangeUrl = None,
+    ws_url: Annotated[str | None, typer.Option(help="WebSocket base (default Binance's)")] = None,
+    rest_url: Annotated[str | None, typer.Option(help="REST base (default Binance's)")] = None,
+    kind: Annotated[str, typer.Option(help="aggTrade or trade streams")] = "aggTrade",
+    per_connection: Annotated[int, typer.Option(help="streams per connection (max 1024)")] = 200,
+    grace_ms: Annotated[
+        int,
+        typer.Option(
+            help="close a kline once its connection delivered events this long past its end"
+        ),
+    ] = 2000,
+    record: Annotated[
+        Path | None, typer.Option("--record", help="also record every frame here")
+    ] = None,
+    reconcile: Annotated[
+        int, typer.Option(help="compare this many symbols' 1m klines with Binance's @kline_1m")
+    ] = 0,
+    refresh_every: Annotated[
+        float, typer.Option(help="seconds between refreshes of a --top universe")
+    ] = 3600.0,
+    duration: Annotated[float | None, typer.Option(help="stop after this many seconds")] = None,
+    rules: Annotated[
+        bool, typer.Option(help="evaluate the traders in PostgreSQL and write signals")
+    ] = True,
+    dashboard: DashboardOpt = True,
+    dashboard_port: DashboardPort = 8501,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(help="serve /metrics (Prometheus) and /healthz on this port; 0: none"),
+    ] = 9108,
+    metrics_host: Annotated[
+        str, typer.Option(help="address /metrics listens on (0.0.0.0: reachable from others)")
+    ] = "127.0.0.1",
+    processes: Annotated[
+        int, typer.Option(help="run as a Bytewax cluster of this many local processes")
+    ] = 1,
+    process_id: Annotated[
+        int | None, typer.Option(help="run one member of a cluster: its index in --addresses")
+    ] = None,
+    addresses: Annotated[
+        str | None,
+        typer.Option(help='every member\'s host:port, ";"-separated, same order everywhere'),
+    ] = None,
+    database_url: DatabaseUrl = None,
+    redis_url: RedisUrl = None,
+    namespace: Namespace = None,
+) -> None:
+    """Run the live flow: Binance's trade streams -> klines in Redis and signals in
+    PostgreSQL, surviving restarts."""
+    from flows.cluster import SINGLE, ClusterPlace
+    from flows.dataflows.live import LiveJob, run_live
+    from flows.dataflows.universe_cli import exchange_urls
+    from flows.storage.retention import RetentionAges
+
+    if kind not in ("aggTrade", "trade"):
+        console.print(f"[red]error:[/red] --kind must be aggTrade or trade, got {kind!r}")
+        raise typer.Exit(2)
+    place = SINGLE
+    try:
+        if processes < 1:
+            raise ValueError(f"--processes must be 1 or more, got {processes}")
+        if (process_id is None) != (addresses is None):
+            raise ValueError("--process-id and --addresses go together")
+        if process_id is not None and addresses is not None:
+            if processes != 1:
+                raise ValueError("--processes starts a local cluster; a member started with "
+                                 "--process-id takes its size from --addresses")  # fmt: skip
+            place = ClusterPlace.parse(process_id, addresses)
+    except ValueError as e:
+        console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(2) from e
+    settings = _settings(
+        intervals=intervals, redis_url=redis_url, namespace=namespace, database_url=database_url
+    )
+    exchange = exchange_urls(exchange_url, ws_url, rest_url)
+    universe = _universe(exchange, symbols, top, quote)
+    db_url = _database(settings, away_ok=True) if rules else None
+    console.print(f"{len(universe)} symbols from {exchange.ws_url}: {', '.join(universe[:8])}"
+                  f"{', ...' if len(universe) > 8 else ''}", soft_wrap=True)  # fmt: skip
+    recorder_stop = _start_recorder(exchange.ws_url, universe, kind, record) if record else None
+    if processes > 1:
+        _up_cluster(settings, processes, db_url, dashboard, dashboard_port, metrics_port,
+                    recorder_stop)  # fmt: skip
+        return
+    job = LiveJob(
+        ws_url=exchange.ws_url,
+        rest_url=exchange.rest_url,
+        symbols=tuple(universe),
+        redis_url=_redis_url(settings),
+        intervals=settings.intervals,
+        keys=KeySpace(settings.namespace),
+        kind=kind,
+        per_connection=per_connection,
+        grace_ms=grace_ms,
+        open_throttle_ms=settings.open_kline_throttle_ms,
+        refresh=_refresher(exchange.rest_url, top, quote)
+        if top is not None and not symbols
+        else None,
+        refresh_every_s=refresh_every,
+        reconcile=frozenset(universe[:reconcile]),
+        duration_s=duration,
+        database_url=db_url,
+        rule_budget_ms=settings.rule_budget_ms,
+        pruning=RetentionAges(
+            signals_days=settings.signals_retention_days,
+            trader_errors_days=settings.trader_errors_retention_days,
+            dead_letters_days=settings.dead_letters_retention_days,
+            every_s=settings.retention_every_s,
+        ),
+        metrics_port=metrics_port or None,
+        metrics_host=metrics_host,
+        cluster=place,
+    )
+    board = _start_dashboard(settings, job.redis_url, db_url, dashboard_port) if dashboard else None
+    from flows.domain.stats import RunStats
+
+    stats = RunStats()
+    try:
+        run_live(job, stats)
+    except KeyboardInterrupt:  # Ctrl-C (or the cluster's supervisor): the summary still
+        console.print("stopped")
+    finally:
+        if recorder_stop is not None:
+            recorder_stop()
+        if board is not None:
+            board.stop()
+    lines = [
+        f"trades: {stats.trades_read:,}; backfilled: {stats.trades_backfilled:,}",
+        f"gaps that could not be filled: {stats.gaps}",
+    ]
+    if place.processes > 1:
+        lines.insert(0, f"process {place.process_id} of {place.processes}:")
+        lines.append(f"trade batches from other processes: {stats.foreign_batches}")
+    out.print("\n".join(lines))
+    if stats.rules:
+        r = stats.rules
+        new, repeats = r.get("signals_new", 0), r.get("signals_repeat", 0)
+        out.print(f"rule evaluations: {r.get('evaluations', 0):,}; "
+                  f"signals: {new:,} new, {repeats:,} repeats")  # fmt: skip
+    if reconcile:
+        equal, differ = stats.reconciled, stats.reconcile_mismatches
+        out.print(f"reconciled with Binance: {equal:,} equal, {differ} differ")
+
+
+def _up_cluster(
+    settings: Settings,
+    processes: int,
+    db_url: str | None,
+    dashboard: bool,
+    dashboard_port: int,
+    metrics_port: int | None,
+    recorder_stop: Callable[[], None] | None,
+) -> None:
+    """`up --processes N`: N members on this machine, supervised (restarted together when
+    one fails); the dashboard and the recorder run here, once."""
+    from flows.cluster import member_args, supervise
+
+    argv = sys.argv[sys.argv.index("up") + 1 :]
+
+    def command(place: ClusterPlace) -> list[str]:
+        port = metrics_port + place.process_id if metrics_port else 0
+        return [sys.executable, "-m", "flows.cli", "up", *member_args(argv, place, port)]
+
+    redis = _redis_url(settings)
+    board = _start_dashboard(settings, redis, db_url, dashboard_port) if dashboard else None
+    if metrics_port:
+        console.print(f"metrics: http://127.0.0.1:{metrics_port}..{metrics_port + processes - 1}"
+                      "/metrics (one port per process)")  # fmt: skip
+    try:
+        code = supervise(command, processes)
+    finally:
+        if recorder_stop is not None:
+            recorder_stop()
+        if board is not None:
+            board.stop()
+    if code == 130:
+        console.print("stopped")
+        return
+    if code != 0:
+        raise typer.Exit(code)
+
+
+def _refresher(rest_url: str, top: int, quote: str) -> Callable[[], list[str]]:
+    """The --top N universe, recomputed from REST (run on the refresh thread)."""
+    from flows.binance.rest import RestClient
+    from flows.dataflows.universe_cli import resolve_symbols
+
+    client = RestClient(rest_url)
+    return lambda: resolve_symbols(client, None, top, quote)
+
+
+def _start_recorder(
+    ws_url: str, symbols: list[str], kind: str, out_dir: Path
+) -> Callable[[], None]:
+    """The recorder on its own connection and thread; returns a function that stops it."""
+    import asyncio
+
+    from flows.binance.universe import stream_names
+    from flows.recorder import record as record_frames
+
+    loop = asyncio.new_event_loop()
+    stop = asyncio.Event()
+    streams = stream_names(symbols, kind)
+    thread = threading.Thread(
+        target=lambda: loop.run_until_complete(record_frames(ws_url, streams, out_dir, stop=stop)),
+        name="recorder",
+        daemon=True,
+    )
+    thread.start()
+
+    def halt() -> None:
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(timeout=10)
+
+    return halt
+
+
+@app.command()
+def simulate(
+    symbols: Annotated[
+        int, typer.Option(help="synthetic symbols (liquid first, then a quiet tail)")
+    ] = 200,
+    seed: Annotated[int, typer.Option(help="random seed of the synthetic market")] = 7,
+    rate: Annotated[
+        float, typer.Option(help="trades per second of market time, all symbols")
+    ] = 200.0,
+    speed: Annotated[float, typer.Option(help="market time per wall time (1 = real time)")] = 1.0,
+    history_hours: Annotated[float, typer.Option(help="market history REST serves at start")] = 0.0,
+    recording: Annotated[Path | None, typer.Option(help="play this recording instead")] = None,
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port (WebSocket and REST)")] = 9000,
+    max_connection_age: Annotated[
+        float, typer.Option(help="seconds before a connection is closed")
+    ] = 86_400.0,
+    faults: Annotated[
+        str,
+        typer.Option(help='scheduled faults, e.g. "10:drop,30:stall?seconds=5,60:rest429?count=3"'),
+    ] = "",
+) -> None:
+    """A local exchange speaking Binance's spot protocol (streams, REST, faults under /_sim/)."""
+    from flows.simulator import SimConfig, parse_schedule, serve
+
+    try:
+        schedule = parse_schedule(faults)
+        config = SimConfig(
+            symbols=symbols,
+            seed=seed,
+            rate=rate,
+            speed=speed,
+            history_ms=int(history_hours * 3_600_000),
+            recording=recording,
+            host=host,
+            port=port,
+            max_connection_age_s=max_connection_age,
+            schedule=schedule,
+        )
+    except ValueError as e:
+        console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(2) from e
+
+    def ready(url: str) -> None:
+        console.print(
+            f"Binance simulator: {url} (WebSocket {url.replace('http', 'ws', 1)})", soft_wrap=True
+        )
+        console.print(
+            f"Run the flow on it: klineflow up --exchange-url {url} --top 20", soft_wrap=True
+        )
+
+    serve(config, on_start=ready)
+
+
+@app.command("dashboard")
+def dashboard_cmd(
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port")] = 8501,
+    database_url: DatabaseUrl = None,
+    redis_url: RedisUrl = None,
+    namespace: Namespace = None,
+) -> None:
+    """Serve the Streamlit dashboard alone (the flow runs elsewhere: `up` or `demo`)."""
+    from flows.dashboard_server import start_dashboard
+
+    settings = _settings(redis_url=redis_url, namespace=namespace, database_url=database_url)
+    redis = _redis_url(settings)
+    db = _database(settings)
+    proc = start_dashboard(redis, db, settings.namespace, host=host, port=port)
+    console.print(f"Dashboard: {proc.url}  (Ctrl-C to stop)")
+    try:
+        proc.process.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        proc.stop()

@@ -1,0 +1,240 @@
+"""`replay`, `backtest` and `record`: recorded trades through the dataflow, and recording."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.table import Table
+
+from flows.cli.common import (
+    DatabaseUrl,
+    ExchangeUrl,
+    Namespace,
+    QuoteOpt,
+    RedisUrl,
+    SymbolsOpt,
+    TopOpt,
+    _database,
+    _reading_files,
+    _redis_url,
+    _settings,
+    _universe,
+    _when,
+    app,
+    console,
+    out,
+)
+from flows.domain.clock import SYSTEM_CLOCK
+from flows.domain.keys import KeySpace
+
+if TYPE_CHECKING:  # the heavy imports stay inside the commands that need them
+    from flows.domain.stats import RunStats
+
+
+@app.command()
+def replay(
+    paths: Annotated[
+        list[Path], typer.Argument(help="captures, recordings, CSV dumps or REST JSON")
+    ],
+    symbols: Annotated[
+        str | None, typer.Option(help="only these symbols, e.g. BTCUSDT,ETHUSDT")
+    ] = None,
+    intervals: Annotated[
+        str | None, typer.Option(help="e.g. 1m,5m,1h (default 1m,5m,15m,1h,4h,1d)")
+    ] = None,
+    symbol: Annotated[
+        str | None, typer.Option(help="symbol of dump files whose name does not say")
+    ] = None,
+    redis_url: RedisUrl = None,
+    namespace: Namespace = None,
+    fresh: Annotated[
+        bool, typer.Option(help="forget where earlier replays left each symbol")
+    ] = False,
+    progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
+) -> None:
+    """Run the kline dataflow over recorded files to the end, then print a summary."""
+    from flows.dataflows.replay import ReplayJob, run_replay
+    from flows.domain.stats import RunStats
+    from flows.sources.readers import ReadOptions
+    from flows.storage.redis_klines import RetentionPolicy
+
+    settings = _settings(intervals=intervals, redis_url=redis_url, namespace=namespace)
+    wanted = (
+        frozenset(s.strip().upper() for s in symbols.split(",") if s.strip()) if symbols else None
+    )
+    job = ReplayJob(
+        paths=paths,
+        redis_url=_redis_url(settings),
+        intervals=settings.intervals,
+        keys=KeySpace(settings.namespace),
+        read=ReadOptions(
+            symbol=symbol,
+            symbols=wanted,
+            chunk_records=settings.chunk_records,
+            future_margin_ms=settings.future_margin_ms,
+        ),
+        retention=RetentionPolicy(settings.retention, {"1m": settings.retention_1m}),
+        open_throttle_ms=settings.open_kline_throttle_ms,
+        max_fill=settings.max_flat_fill,
+        dead_letter_maxlen=settings.dead_letter_maxlen,
+        fresh=fresh,
+    )
+    stats = RunStats()
+    started = SYSTEM_CLOCK.monotonic_s()
+    with _reading_files(stats, "replay", progress):
+        run_replay(job, stats)
+    _print_summary(stats, SYSTEM_CLOCK.monotonic_s() - started, settings.intervals)
+
+
+def _print_summary(stats: RunStats, seconds: float, intervals: tuple[str, ...]) -> None:
+    table = Table(title="replay summary", show_header=False)
+    table.add_row("trades read", f"{stats.trades_read:,}")
+    for interval in intervals:
+        table.add_row(f"klines written {interval}", f"{stats.klines_closed[interval]:,}")
+    table.add_row("late trades", f"{stats.dead_letters['late']:,}")
+    table.add_row("duplicate trades", f"{stats.duplicates:,}")
+    table.add_row("invalid trades", f"{stats.dead_letters['invalid']:,}")
+    table.add_row("implausible trades", f"{stats.dead_letters['implausible']:,}")
+    table.add_row(
+        "malformed / unknown frames",
+        f"{stats.dead_letters['malformed']:,} / {stats.dead_letters['unknown']:,}",
+    )
+    if stats.dead_letters["no_symbol"]:
+        table.add_row("files without a symbol", f"{stats.dead_letters['no_symbol']:,}")
+    if stats.files_truncated:
+        table.add_row("files truncated (read up to the cut)", f"{stats.files_truncated:,}")
+    table.add_row("frames of other streams", f"{stats.frames_ignored:,}")
+    if stats.trades_filtered:
+        table.add_row("trades of other symbols", f"{stats.trades_filtered:,}")
+    table.add_row("wall time", f"{seconds:.2f} s")
+    table.add_row("trades/s", f"{stats.trades_read / seconds:,.0f}" if seconds > 0 else "-")
+    out.print(table)
+
+
+@app.command()
+def backtest(
+    data: Annotated[list[Path], typer.Option("--data", help="recordings, captures or dumps")],
+    trader: Annotated[
+        list[str] | None, typer.Option("--trader", help="a stored trader (id or name)")
+    ] = None,
+    expr: Annotated[str | None, typer.Option("--expr", help="a rule instead of traders")] = None,
+    interval: Annotated[str, typer.Option(help="the --expr rule's interval")] = "1m",
+    trigger: Annotated[str, typer.Option(help="every_close or on_change (--expr)")] = "on_change",
+    cooldown: Annotated[int, typer.Option(help="cooldown in bars (--expr)")] = 0,
+    symbols: Annotated[str | None, typer.Option(help="only these symbols")] = None,
+    start: Annotated[str | None, typer.Option("--from", help="ms or ISO time")] = None,
+    end: Annotated[str | None, typer.Option("--to", help="ms or ISO time")] = None,
+    out_file: Annotated[
+        Path | None, typer.Option("--out", help="export: .parquet, else CSV")
+    ] = None,
+    store: Annotated[bool, typer.Option(help="keep the run in PostgreSQL")] = True,
+    progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
+    database_url: DatabaseUrl = None,
+    redis_url: RedisUrl = None,
+) -> None:
+    """Replay recorded trades through the live dataflow with traders; print their signals'
+    statistics (forward returns after 1, 5, 15, 60 bars, excursions, signals per day)."""
+    from flows.backtest.report import export, outcomes, span_ms, summary
+    from flows.backtest.run import needed_intervals, run_backtest
+    from flows.backtest.store import finish_run, start_run
+    from flows.domain.stats import RunStats
+    from flows.rules.errors import RuleError
+    from flows.signals.book import Book, TraderRow, compile_trader
+    from flows.signals.store import TraderError, TraderStore
+
+    if (expr is None) == (not trader):
+        console.print("[red]error:[/red] give --trader REF (one or more) or --expr RULE")
+        raise typer.Exit(2)
+    settings = _settings(redis_url=redis_url, database_url=database_url)
+    db = _database(settings) if (store or trader) else None
+    rows: list[TraderRow] = []
+    if expr is not None:
+        rows.append(TraderRow(0, "command line", expr, interval, trigger_mode=trigger,
+                              cooldown_bars=cooldown))  # fmt: skip
+    else:
+        assert db is not None and trader is not None
+        try:
+            rows = [TraderStore(db).find(ref) for ref in trader]
+        except TraderError as e:
+            console.print(f"[red]error:[/red] {e}")
+            raise typer.Exit(1) from e
+    try:
+        compiled = tuple(compile_trader(r) for r in rows)
+    except RuleError as e:
+        console.print(f"[red]bad rule:[/red] {e.message} (at {e.position})")
+        raise typer.Exit(2) from e
+    book = Book(compiled, version=1)
+    needed = needed_intervals(book)
+    wanted = frozenset(s.strip().upper() for s in symbols.split(",")) if symbols else None
+    params = {"symbols": sorted(wanted) if wanted else None, "from": start, "to": end,
+              "intervals": needed}  # fmt: skip
+    run_id = start_run(db, {}, book, params) if (store and db) else None
+    stats = RunStats()
+    started = SYSTEM_CLOCK.monotonic_s()
+    with _reading_files(stats, "backtest", progress):
+        result = run_backtest(data, book, tuple(needed), _redis_url(settings), wanted,
+                              _when(start), _when(end), stats=stats,
+                              future_margin_ms=settings.future_margin_ms)  # fmt: skip
+    seconds = SYSTEM_CLOCK.monotonic_s() - started
+    rows_out = outcomes(result.signals, result.klines)
+    span = span_ms(result.klines)
+    if run_id is not None and db is not None:
+        klines = sum(stats.klines_closed.values())
+        finish_run(db, run_id, rows_out, stats.trades_read, klines, seconds,
+                   inputs=result.input_hashes, span_ms=span)  # fmt: skip
+    if out_file is not None:
+        export(rows_out, out_file)
+    table = Table(title=f"backtest{f' run {run_id}' if run_id else ''}: {stats.trades_read:,} "
+                  f"trades in {seconds:.1f} s")  # fmt: skip
+    for column in ("trader", "symbol", "signals", "per day", "ret1", "ret5", "ret15", "ret60",
+                   "hit15", "mfe15", "mae15"):  # fmt: skip
+        table.add_column(column, justify="left" if column in ("trader", "symbol") else "right")
+
+    def pct(v: object) -> str:
+        return "" if v is None else f"{float(v) * 100:.2f}%"  # type: ignore[arg-type]
+
+    for line in summary(rows_out, span):
+        table.add_row(str(line["trader_id"]), str(line["symbol"]), str(line["signals"]),
+                      f"{float(line['signals_per_day'] or 0):.1f}",
+                      pct(line["ret1_mean"]), pct(line["ret5_mean"]), pct(line["ret15_mean"]),
+                      pct(line["ret60_mean"]), pct(line["ret15_hit_rate"]),
+                      pct(line["mfe15_mean"]), pct(line["mae15_mean"]))  # fmt: skip
+    out.print(table)
+    if result.failures:
+        out.print(f"rule failures: {len(result.failures)} (first: {result.failures[0].error})")
+    if out_file is not None:
+        out.print(f"signals written to {out_file}")
+
+
+@app.command("record")
+def record_cmd(
+    out_dir: Annotated[Path, typer.Option("--out", help="directory for the hourly recordings")],
+    symbols: SymbolsOpt = None,
+    top: TopOpt = None,
+    quote: QuoteOpt = "USDT",
+    exchange_url: ExchangeUrl = None,
+    kind: Annotated[str, typer.Option(help="aggTrade or trade streams")] = "aggTrade",
+    duration: Annotated[float | None, typer.Option(help="stop after this many seconds")] = None,
+) -> None:
+    """Record every raw frame with its receive time (gzip JSON lines, rotated hourly)."""
+    import asyncio
+
+    from flows.binance.universe import stream_names
+    from flows.dataflows.universe_cli import exchange_urls
+    from flows.recorder import record as record_frames
+
+    exchange = exchange_urls(exchange_url, None, None)
+    universe = _universe(exchange, symbols, top, quote)
+
+    async def main() -> object:
+        stop = asyncio.Event()
+        if duration is not None:
+            asyncio.get_running_loop().call_later(duration, stop.set)
+        return await record_frames(
+            exchange.ws_url, stream_names(universe, kind), out_dir, stop=stop
+        )
+
+    stats = asyncio.run(main())
+    out.print(f"recorded: {stats}")
