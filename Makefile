@@ -32,12 +32,21 @@ pytest: $(STAMP)
 
 # The dashboard's end-to-end test drives Debian's chromium (never a downloaded browser).
 # Elsewhere, install Chromium yourself and point KLINEFLOW_CHROMIUM at it.
+# apt runs only when chromium is missing; it waits up to 5 minutes for a lock that another apt
+# holds (an unattended upgrade, a second `make test`) and tries `update` and `install` 3 times.
+APT_LOCK_WAIT := -o DPkg::Lock::Timeout=300
 browser:
 	@if [ -n "$$KLINEFLOW_CHROMIUM" ] || command -v chromium >/dev/null 2>&1; then :; \
 	elif command -v apt-get >/dev/null 2>&1; then \
 		echo "installing Debian's chromium for the dashboard's browser test"; \
 		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
-		$$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+		for try in 1 2 3; do \
+			$$SUDO apt-get $(APT_LOCK_WAIT) update -qq \
+			&& $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get $(APT_LOCK_WAIT) install -y -qq chromium >/dev/null \
+			&& break; \
+			[ $$try = 3 ] && { echo "apt-get could not install chromium (3 tries)"; exit 1; }; \
+			echo "apt-get failed (try $$try of 3): again in 20 s"; sleep 20; \
+		done; \
 	else echo "the browser test needs Chromium: install it and set KLINEFLOW_CHROMIUM"; exit 1; fi
 
 test: lint typecheck browser pytest

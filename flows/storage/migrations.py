@@ -11,9 +11,11 @@ that records it: a file is either applied and recorded, or neither. Each transac
 takes an advisory lock, so two processes migrating the same database at once take turns and
 the second finds the work done.
 
-`MIGRATIONS_DIR` is the repository's sql/ folder, found from this file's location
-(flows/storage/migrations.py -> ../../sql). That holds for a source checkout and an editable
-install; a non-editable install does not ship sql/, so pass `directory` explicitly there.
+`MIGRATIONS_DIR` is where the migrations are, whatever the working directory: the wheel
+carries the repository's top-level sql/ as the package data `flows/sql/` (pyproject.toml's
+force-include), found with importlib.resources; a source checkout or an editable install has no
+flows/sql/ and reads the top-level sql/ itself (flows/storage/migrations.py -> ../../sql), the
+only copy kept in git.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import hashlib
 import logging
 import re
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
 import psycopg
@@ -31,10 +34,15 @@ log = logging.getLogger(__name__)
 
 
 def _migrations_dir() -> Path:
-    """sql/ beside the package in a checkout or editable install; else sql/ in the working
-    directory (the Docker image copies it to /app, its working directory)."""
-    beside = Path(__file__).resolve().parents[2] / "sql"
-    return beside if beside.is_dir() else Path.cwd() / "sql"
+    """flows/sql/ in an installed wheel; else the checkout's top-level sql/.
+
+    The packaged folder is looked for first: beside an installed package, ../../sql is
+    site-packages/sql, which another distribution may own. The working directory is never
+    looked at (a sql/ there may be anyone's)."""
+    packaged = resources.files("flows") / "sql"
+    if isinstance(packaged, Path) and packaged.is_dir():
+        return packaged
+    return Path(__file__).resolve().parents[2] / "sql"
 
 
 MIGRATIONS_DIR = _migrations_dir()
@@ -66,6 +74,11 @@ class Migration:
 
 def migration_files(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
     """The migrations in `directory`, in order; raise MigrationError on a repeated number."""
+    if not directory.is_dir():
+        raise MigrationError(
+            f"no migrations folder at {directory}: a wheel carries flows/sql/, a source "
+            "checkout has sql/ at its top level"
+        )
     found: dict[str, Path] = {}
     for path in sorted(directory.iterdir()):
         match = _NAME.match(path.name)
