@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import doctest
 import json
 import logging
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, cast
 
@@ -14,6 +16,9 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 from starlette.testclient import TestClient
 
+import flows.api
+import flows.api_exchange_info
+import flows.api_weights
 from flows.api import create_app
 from flows.dataflows.replay import ReplayJob, run_replay
 from flows.domain.clock import ManualClock
@@ -24,6 +29,7 @@ from flows.storage.redis_klines import RetentionPolicy
 SYMBOL = "XRPETH"
 RECORDING = "XRPETH-aggTrades-20191011-20191013.csv"
 KLINES = "/api/v3/klines"
+EXCHANGE_INFO = "/api/v3/exchangeInfo"
 
 
 @pytest.fixture
@@ -237,6 +243,10 @@ def test_redis_unreachable(
             "msg": "Internal error; unable to process your request. Please try again.",
         }
         assert any("Redis unreachable" in r.getMessage() for r in caplog.records)
+        assert response.headers["X-MBX-USED-WEIGHT-1M"] == "2"  # on every answer
+        info_response = client.get(EXCHANGE_INFO)
+        assert info_response.status_code == 503
+        assert info_response.json()["code"] == -1001
         invalid = client.get(KLINES, params={"symbol": SYMBOL, "interval": "9m"})
         assert invalid.status_code == 400  # refused before Redis is needed
         health = client.get("/healthz")
@@ -244,3 +254,238 @@ def test_redis_unreachable(
         ping = client.get("/api/v3/ping")
         assert ping.status_code == 200
     dead.close()
+
+
+# -- exchangeInfo --------------------------------------------------------------------------
+
+LISTED = ["1000SATSFDUSD", "BTCTUSD", "BTCUSDT", "TUSDT", "TRXXRP", SYMBOL]
+
+
+@pytest.fixture
+def listed_api(redis_client: redis.Redis, replayed: KeySpace) -> Iterator[TestClient]:
+    """The replayed XRPETH, and symbols listed in the stored-symbols set without klines."""
+    redis_client.sadd(replayed.symbols, *LISTED)
+    clock = ManualClock(now_ms=1_700_000_000_123)
+    with TestClient(create_app(KlineStore(redis_client, replayed), clock=clock)) as client:
+        yield client
+
+
+def info(api: TestClient, **params: str) -> dict[str, Any]:
+    response = api.get(EXCHANGE_INFO, params=params)
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def test_exchange_info_lists_the_stored_symbols_in_binance_shape(
+    listed_api: TestClient, redis_client: redis.Redis, replayed: KeySpace
+) -> None:
+    body = info(listed_api)
+    assert body["timezone"] == "UTC"
+    assert body["serverTime"] == 1_700_000_000_123
+    assert body["rateLimits"] == [
+        {"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1, "limit": 6000}
+    ]
+    assert body["exchangeFilters"] == []
+    symbols = body["symbols"]
+    assert [s["symbol"] for s in symbols] == sorted(LISTED)
+    assert {s["symbol"]: (s["baseAsset"], s["quoteAsset"]) for s in symbols} == {
+        "1000SATSFDUSD": ("1000SATS", "FDUSD"),
+        "BTCTUSD": ("BTC", "TUSD"),  # the longest quote: TUSD, not USD
+        "BTCUSDT": ("BTC", "USDT"),
+        "TUSDT": ("T", "USDT"),
+        "TRXXRP": ("TRX", "XRP"),
+        "XRPETH": ("XRP", "ETH"),
+    }
+    xrp = symbols[-1]
+    assert xrp["status"] == "TRADING"
+    for field in ("baseAssetPrecision", "quotePrecision", "quoteAssetPrecision"):
+        assert xrp[field] == 8
+    assert xrp["orderTypes"] == [
+        "LIMIT", "LIMIT_MAKER", "MARKET", "STOP_LOSS_LIMIT", "TAKE_PROFIT_LIMIT"
+    ]  # fmt: skip
+    assert (xrp["permissions"], xrp["permissionSets"]) == ([], [["SPOT"]])
+    assert xrp["isSpotTradingAllowed"] is True
+    assert xrp["isMarginTradingAllowed"] is False
+    filters = {f["filterType"]: f for f in xrp["filters"]}
+    price, lot = filters["PRICE_FILTER"], filters["LOT_SIZE"]
+    assert (price["tickSize"], lot["stepSize"]) == ("0.00000001", "0.00000001")
+    # every stored price and volume is a multiple of the steps, inside the bounds
+    rows = stored_rows(redis_client, replayed, "1m")
+    tick, step = Decimal(price["tickSize"]), Decimal(lot["stepSize"])
+    for row in rows:
+        for p in map(Decimal, row[1:5]):
+            assert p % tick == 0
+            assert Decimal(price["minPrice"]) <= p <= Decimal(price["maxPrice"])
+        volume = Decimal(row[5])
+        assert volume % step == 0
+        assert volume <= Decimal(lot["maxQty"])
+    assert Decimal(price["maxPrice"]) * 10**8 == 2**63 - 1
+
+
+def test_exchange_info_parameters(listed_api: TestClient) -> None:
+    def names(**params: str) -> list[str]:
+        return [s["symbol"] for s in info(listed_api, **params)["symbols"]]
+
+    assert names(symbol=SYMBOL) == [SYMBOL]
+    assert names(symbols='["XRPETH","BTCUSDT"]') == [SYMBOL, "BTCUSDT"]  # in the order asked
+    assert names(symbols='["XRPETH", "XRPETH"]') == [SYMBOL]
+    assert names(symbolStatus="TRADING") == sorted(LISTED)
+    assert names(symbolStatus="HALT") == []
+    assert names(symbolStatus="BREAK") == []
+    assert names(permissions="SPOT") == sorted(LISTED)
+    assert names(permissions='["MARGIN","SPOT"]') == sorted(LISTED)
+    assert names(permissions='["MARGIN"]') == []
+    hidden = info(listed_api, symbol=SYMBOL, showPermissionSets="false")["symbols"][0]
+    assert hidden["permissionSets"] == []
+
+
+COMBINATION = (-1128, "Combination of optional parameters invalid.")
+INFO_ERRORS: list[tuple[dict[str, str], tuple[int, str]]] = [
+    ({"symbol": "BTCBUSD"}, (-1121, "Invalid symbol.")),
+    ({"symbols": '["XRPETH","NOPE"]'}, (-1121, "Invalid symbol.")),
+    ({"symbol": "xrpeth"}, _illegal("symbol")),
+    ({"symbol": SYMBOL, "symbols": '["XRPETH"]'}, COMBINATION),
+    ({"symbol": SYMBOL, "symbolStatus": "TRADING"}, COMBINATION),
+    ({"symbols": '["XRPETH"]', "permissions": "SPOT"}, COMBINATION),
+    ({"symbolStatus": "OPEN"}, (-1122, "Invalid symbolStatus.")),
+    ({"permissions": "spot"}, (-1100, "Illegal characters found in parameter 'permissions'.")),
+    ({"showPermissionSets": "yes"}, _not_valid("showPermissionSets")),
+]
+
+
+@pytest.mark.parametrize(("params", "expected"), INFO_ERRORS)
+def test_exchange_info_invalid_requests(
+    listed_api: TestClient, params: dict[str, str], expected: tuple[int, str]
+) -> None:
+    response = listed_api.get(EXCHANGE_INFO, params=params)
+    assert response.status_code == 400
+    assert response.json() == {"code": expected[0], "msg": expected[1]}
+
+
+def test_exchange_info_symbols_malformed(listed_api: TestClient) -> None:
+    for symbols in ("XRPETH", '["xrpeth"]', '["XRPETH",]', "[XRPETH]"):
+        response = listed_api.get(EXCHANGE_INFO, params={"symbols": symbols})
+        assert response.status_code == 400
+        assert response.json()["code"] == -1100
+
+
+# -- request weight ------------------------------------------------------------------------
+
+
+def used(response: Any) -> int:
+    assert response.headers["X-MBX-USED-WEIGHT"] == response.headers["X-MBX-USED-WEIGHT-1M"]
+    return int(response.headers["X-MBX-USED-WEIGHT-1M"])
+
+
+def test_weight_header_counts_per_ip_per_minute(
+    redis_client: redis.Redis, replayed: KeySpace
+) -> None:
+    clock = ManualClock(now_ms=1_700_000_000_000)  # 20 s into a minute
+    app = create_app(KlineStore(redis_client, replayed), clock=clock, weight_limit=40)
+    one = {"symbol": SYMBOL, "interval": "1m", "limit": 1}
+    with TestClient(app) as a, TestClient(app, client=("10.0.0.2", 40000)) as b:
+        assert used(a.get("/api/v3/ping")) == 1
+        assert used(a.get("/api/v3/time")) == 2
+        assert used(a.get(KLINES, params=one)) == 4
+        assert used(a.get(EXCHANGE_INFO)) == 24
+        assert used(a.get("/healthz")) == 24  # weighs nothing, says what was used
+        assert used(a.get(KLINES, params={"symbol": SYMBOL})) == 26  # a 400 counts too
+        assert used(a.get("/nowhere")) == 27  # so does a 404, with weight 1
+        assert used(b.get(KLINES, params=one)) == 2  # another IP, its own count
+        for expected in (29, 31, 33, 35, 37, 39):
+            assert used(a.get(KLINES, params=one)) == expected
+        refused = a.get(KLINES, params=one)
+        assert refused.status_code == 429
+        assert used(refused) == 41
+        assert refused.headers["Retry-After"] == "40"  # seconds to the next minute
+        assert refused.json() == {
+            "code": -1003,
+            "msg": "Too much request weight used; current limit is 40 request weight per "
+            "1 MINUTE. Please use WebSocket Streams for live updates to avoid polling the API.",
+        }
+        assert a.get("/api/v3/ping").status_code == 429  # even the lightest call
+        assert used(b.get(KLINES, params=one)) == 4  # the other IP is not refused
+        clock.advance(39_999)
+        assert a.get("/api/v3/ping").headers["Retry-After"] == "1"
+        clock.advance(1)  # the next minute: everyone starts again
+        response = a.get(KLINES, params=one)
+        assert (response.status_code, used(response)) == (200, 2)
+        assert used(b.get("/api/v3/ping")) == 1
+
+
+# -- a range older than what is stored -----------------------------------------------------
+
+
+def test_window_before_the_oldest_stored_kline(
+    api: TestClient, redis_client: redis.Redis, replayed: KeySpace
+) -> None:
+    rows = stored_rows(redis_client, replayed, "1m")
+    oldest = rows[0][0]
+    minute = 60_000
+
+    def answer(**params: int) -> tuple[list[list[Any]], str | None]:
+        response = api.get(KLINES, params={"symbol": SYMBOL, "interval": "1m", **params})
+        assert response.status_code == 200
+        return response.json(), response.headers.get("X-Klineflow-Oldest-Open-Time")
+
+    # Binance's window from startTime: `limit` klines; here only those held, never later ones
+    assert answer(startTime=0) == ([], str(oldest))
+    assert answer(startTime=0, limit=1000)[0] == []
+    assert answer(startTime=oldest - 10 * minute, limit=15)[0] == rows[0:5]
+    assert answer(startTime=oldest - 10 * minute + 1, limit=15)[0] == rows[0:6]  # from -9 min
+    assert answer(startTime=oldest - 10 * minute, limit=10)[0] == []
+    assert answer(startTime=oldest - 10 * minute, limit=15, endTime=rows[2][0])[0] == rows[0:3]
+    assert answer(startTime=oldest - 1, limit=2) == (rows[0:2], str(oldest))
+    # endTime alone: the newest up to it, as Binance; before the oldest, none
+    assert answer(endTime=oldest - 1) == ([], str(oldest))
+    assert answer(endTime=rows[3][0], limit=10)[0] == rows[0:4]
+    # the header is on every answer of a series with klines; without any, absent
+    assert answer(limit=1) == (rows[-1:], str(oldest))
+    response = api.get(KLINES, params={"symbol": SYMBOL, "interval": "15m"})
+    assert (response.json(), response.headers.get("X-Klineflow-Oldest-Open-Time")) == ([], None)
+
+
+def test_window_semantics_follow_binance_after_retention(
+    shared_data: Path, redis_url: str, redis_client: redis.Redis, keys: KeySpace
+) -> None:
+    """Retention trimmed the oldest klines: startTime alone gives the first `limit` klines
+    from there among those held, endTime alone the last `limit` before it."""
+    run_replay(
+        ReplayJob(
+            paths=[shared_data / RECORDING],
+            redis_url=redis_url,
+            intervals=("5m",),
+            keys=keys,
+            retention=RetentionPolicy(default=300, by_interval={}),
+            open_throttle_ms=0,
+        )
+    )
+    rows = stored_rows(redis_client, keys, "5m")
+    assert len(rows) == 300
+    with TestClient(create_app(KlineStore(redis_client, keys))) as client:
+
+        def klines(**params: int) -> list[list[Any]]:
+            response = client.get(KLINES, params={"symbol": SYMBOL, "interval": "5m", **params})
+            assert response.status_code == 200
+            assert response.headers["X-Klineflow-Oldest-Open-Time"] == str(rows[0][0])
+            return cast(list[list[Any]], response.json())
+
+        recording_start = 1570752000000
+        assert rows[0][0] > recording_start + 100 * 300_000
+        assert klines(startTime=recording_start, limit=100) == []  # all trimmed away
+        window_end = recording_start + 500 * 300_000  # Binance's 500 klines from there
+        held = [r for r in rows if r[0] < window_end]
+        assert 0 < len(held) < 300
+        assert klines(startTime=recording_start) == held  # their held part, no later one
+        assert klines(startTime=rows[10][0], limit=5) == rows[10:15]
+        assert klines(endTime=rows[10][0], limit=5) == rows[6:11]
+        assert klines(endTime=rows[-1][0] + 1) == rows
+        assert klines() == rows
+
+
+@pytest.mark.parametrize("module", [flows.api, flows.api_exchange_info, flows.api_weights])
+def test_docstring_examples(module: Any) -> None:
+    # tests/unit/test_doc_examples.py leaves out every flows.api* module
+    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+    assert (result.failed, result.attempted > 0) == (0, True)
