@@ -21,7 +21,9 @@ Differences from Binance worth knowing:
   ``limit`` klines opening at or after it. When that window begins before the oldest kline
   held here (older than the retention, or before the recording began), the answer is the
   klines of that same window that are held: possibly fewer, possibly ``[]``, never klines
-  from after the window. Every 200 answer for a series holding klines carries
+  from after the window. A ``startTime`` before July 2017 (Binance had no kline then; 0 is
+  the usual "from the beginning") still gives the first ``limit`` klines held, as Binance
+  gives its first ones. Every 200 answer for a series holding klines carries
   ``X-Klineflow-Oldest-Open-Time`` (ms), so a client can tell "nothing there" from "not
   kept here" and start from that time.
 
@@ -58,6 +60,9 @@ from flows.storage.kline_store import DEFAULT_LIMIT, MAX_LIMIT, KlineStore
 logger = logging.getLogger(__name__)
 
 OLDEST_HEADER = "X-Klineflow-Oldest-Open-Time"
+# No Binance kline opens before July 2017: a startTime before it asks for the first klines
+# there are (python-binance finds a series' start with startTime=0, limit=1)
+BINANCE_OPENED_MS = 1_498_867_200_000  # 2017-07-01T00:00:00Z
 _UTC_SPELLINGS = frozenset({"0", "+0", "00:00", "+00:00", "-00:00"})
 _MICROS_FROM = 10**14  # a millisecond timestamp this large would be in the year 5138
 _UNAVAILABLE = "Internal error; unable to process your request. Please try again."
@@ -106,7 +111,7 @@ def create_app(
         oldest = oldest_open(symbol, interval)
         if oldest is None or (start is not None and end is not None and start > end):
             return b"[]", oldest
-        if start is not None and start < oldest:
+        if start is not None and BINANCE_OPENED_MS <= start < oldest:
             # Binance's window may begin before what is held: answer only that window
             end = binance_window_end(interval, start, end, limit)
             if end < oldest:

@@ -19,7 +19,7 @@ from starlette.testclient import TestClient
 import flows.api
 import flows.api_exchange_info
 import flows.api_weights
-from flows.api import create_app
+from flows.api import BINANCE_OPENED_MS, create_app
 from flows.dataflows.replay import ReplayJob, run_replay
 from flows.domain.clock import ManualClock
 from flows.domain.keys import KeySpace
@@ -430,8 +430,14 @@ def test_window_before_the_oldest_stored_kline(
         return response.json(), response.headers.get("X-Klineflow-Oldest-Open-Time")
 
     # Binance's window from startTime: `limit` klines; here only those held, never later ones
-    assert answer(startTime=0) == ([], str(oldest))
-    assert answer(startTime=0, limit=1000)[0] == []
+    start_2019 = 1546300800000  # 2019-01-01, long before the recording
+    assert answer(startTime=start_2019) == ([], str(oldest))
+    assert answer(startTime=start_2019, limit=1000)[0] == []
+    # before Binance had any kline: "from the beginning", the first held (python-binance's
+    # probe for a series' start: startTime=0, limit=1)
+    assert answer(startTime=0, limit=1) == (rows[:1], str(oldest))
+    assert answer(startTime=BINANCE_OPENED_MS - 1)[0] == rows[:500]
+    assert answer(startTime=BINANCE_OPENED_MS)[0] == []
     assert answer(startTime=oldest - 10 * minute, limit=15)[0] == rows[0:5]
     assert answer(startTime=oldest - 10 * minute + 1, limit=15)[0] == rows[0:6]  # from -9 min
     assert answer(startTime=oldest - 10 * minute, limit=10)[0] == []
