@@ -22,7 +22,10 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from flows.cli.boundary import GuardedGroup
+
 users_app = typer.Typer(
+    cls=GuardedGroup,
     no_args_is_help=True,
     help="Dashboard accounts (with the owner's database URL): add, password, list, sso.",
 )

@@ -13,7 +13,6 @@ from typing import Any
 import pandas as pd  # type: ignore[import-untyped]
 import redis
 import streamlit as st
-from rich.cells import cell_len
 
 from dashboard.data import sources
 from dashboard.data.config import DashboardConfig
@@ -30,16 +29,7 @@ PREVIEW_CANDLES = 500  # drawn; the preview itself reads up to PREVIEW_BARS
 
 def caret_text(expression: str, error: RuleError) -> str:
     """The rule with a caret under the character the error points at (as the CLI does)."""
-    pos = max(0, min(error.position, len(expression)))
-    line_no = expression.count("\n", 0, pos)
-    column = pos - (expression.rfind("\n", 0, pos) + 1)
-    out: list[str] = []
-    for number, line in enumerate(expression.split("\n")):
-        out.append(line)
-        if number == line_no:
-            pad = "".join("\t" if c == "\t" else " " * cell_len(c) for c in line[:column])
-            out.append(pad + "^")
-    return "\n".join(out)
+    return error.caret(expression)
 
 
 def render() -> None:

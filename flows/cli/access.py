@@ -26,8 +26,12 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from flows.cli.boundary import GuardedGroup
+
 access_app = typer.Typer(
-    no_args_is_help=True, help="Least-privilege credentials: Redis ACL users, PostgreSQL logins."
+    cls=GuardedGroup,
+    no_args_is_help=True,
+    help="Least-privilege credentials: Redis ACL users, PostgreSQL logins.",
 )
 console = Console(stderr=True, emoji=False)
 out = Console(emoji=False)

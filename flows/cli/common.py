@@ -9,9 +9,9 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from flows.cli.boundary import DEBUG, GuardedGroup, console, out
 from flows.settings import Settings, load_settings
 
 if TYPE_CHECKING:  # the heavy imports stay inside the commands that need them
@@ -21,18 +21,44 @@ if TYPE_CHECKING:  # the heavy imports stay inside the commands that need them
 
 
 app = typer.Typer(
-    add_completion=False, no_args_is_help=True, help="Binance trades to Binance-exact klines."
+    cls=GuardedGroup,
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="markdown",  # a docstring's lines are joined into paragraphs
 )
 
 
-services_app = typer.Typer(no_args_is_help=True, help="The embedded Redis and PostgreSQL servers.")
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            out.print(f"klineflow {version('klineflow')}")
+        except PackageNotFoundError:  # a checkout that was never installed
+            out.print("klineflow (not installed)")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="print the version")
+    ] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="show the traceback of a failure")] = False,
+) -> None:
+    """Binance trades to Binance-exact klines, trader rules and signals.
+
+    Exit codes: 0 done; 1 the command failed (a server unreachable, a login refused, a port
+    taken, nothing usable in the input); 2 bad usage or input (an option, setting, URL, rule
+    or file); 130 stopped by Ctrl-C or SIGTERM."""
+    DEBUG["on"] = debug
+
+
+services_app = typer.Typer(
+    cls=GuardedGroup, no_args_is_help=True, help="The embedded Redis and PostgreSQL servers."
+)
 app.add_typer(services_app, name="services")
-
-
-console = Console(stderr=True)
-
-
-out = Console()
 
 
 RedisUrl = Annotated[str | None, typer.Option("--redis-url", help="Redis URL (default: embedded)")]
@@ -72,11 +98,9 @@ QuoteOpt = Annotated[str, typer.Option("--quote", help="quote asset for --top")]
 
 
 def _settings(**overrides: object) -> Settings:
-    try:
-        return load_settings(**overrides)
-    except Exception as e:  # pydantic's ValidationError names the bad setting
-        console.print(f"[red]configuration error:[/red] {e}")
-        raise typer.Exit(2) from e
+    """The settings with these options over the environment's; a bad one is explained by
+    the error boundary (one line, exit 2)."""
+    return load_settings(**overrides)
 
 
 def _database(settings: Settings, away_ok: bool = False) -> str:
@@ -164,19 +188,13 @@ def _progress_loop(stats: RunStats, stop: threading.Event, label: str = "replay"
 
 @contextlib.contextmanager
 def _reading_files(stats: RunStats, label: str, progress: bool) -> Iterator[None]:
-    """A run over recorded files: a progress bar while it lasts (if asked), and a missing or
-    unreadable file as a one-line error (exit 1) rather than a traceback."""
-    from flows.sources.readers import FormatError
-
+    """A run over recorded files, with a progress bar while it lasts (if asked)."""
     stop = threading.Event()
     bar = threading.Thread(target=_progress_loop, args=(stats, stop, label), daemon=True)
     if progress:
         bar.start()
     try:
         yield
-    except (FileNotFoundError, FormatError) as e:
-        console.print(f"[red]error:[/red] {e}")
-        raise typer.Exit(1) from e
     finally:
         stop.set()
         if progress:

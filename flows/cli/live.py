@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from flows.cli.boundary import console, out
 from flows.cli.common import (
     DashboardOpt,
     DashboardPort,
@@ -27,8 +28,6 @@ from flows.cli.common import (
     _start_dashboard,
     _universe,
     app,
-    console,
-    out,
 )
 from flows.domain.keys import KeySpace
 from flows.settings import Settings

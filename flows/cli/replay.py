@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
+from flows.cli.boundary import out
 from flows.cli.common import (
     DatabaseUrl,
     ExchangeUrl,
@@ -23,8 +24,6 @@ from flows.cli.common import (
     _universe,
     _when,
     app,
-    console,
-    out,
 )
 from flows.domain.clock import SYSTEM_CLOCK
 from flows.domain.keys import KeySpace
@@ -55,6 +54,7 @@ def replay(
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
 ) -> None:
     """Run the kline dataflow over recorded files to the end, then print a summary."""
+    from flows.app.backtests import nothing_read
     from flows.dataflows.replay import ReplayJob, run_replay
     from flows.domain.stats import RunStats
     from flows.sources.readers import ReadOptions
@@ -86,6 +86,9 @@ def replay(
     with _reading_files(stats, "replay", progress):
         run_replay(job, stats)
     _print_summary(stats, SYSTEM_CLOCK.monotonic_s() - started, settings.intervals)
+    empty = nothing_read(stats)
+    if empty is not None:
+        raise empty
 
 
 def _print_summary(stats: RunStats, seconds: float, intervals: tuple[str, ...]) -> None:
@@ -136,54 +139,50 @@ def backtest(
 ) -> None:
     """Replay recorded trades through the live dataflow with traders; print their signals'
     statistics (forward returns after 1, 5, 15, 60 bars, excursions, signals per day)."""
-    from flows.backtest.report import export, outcomes, span_ms, summary
-    from flows.backtest.run import needed_intervals, run_backtest
-    from flows.backtest.store import finish_run, start_run
+    from flows.app.backtests import run_and_record
+    from flows.app.errors import BadInput, BadRule
+    from flows.backtest.report import export, summary
+    from flows.domain.intervals import get_interval
     from flows.domain.stats import RunStats
     from flows.rules.errors import RuleError
     from flows.signals.book import Book, TraderRow, compile_trader
-    from flows.signals.store import TraderError, TraderStore
+    from flows.signals.store import TraderStore
 
     if (expr is None) == (not trader):
-        console.print("[red]error:[/red] give --trader REF (one or more) or --expr RULE")
-        raise typer.Exit(2)
-    settings = _settings(redis_url=redis_url, database_url=database_url)
-    db = _database(settings) if (store or trader) else None
+        raise BadInput("give --trader REF (one or more) or --expr RULE")
     rows: list[TraderRow] = []
-    if expr is not None:
+    if expr is not None:  # checked before any server is started
+        get_interval(interval)  # an unknown interval is said as such, not as a bad rule
         rows.append(TraderRow(0, "command line", expr, interval, trigger_mode=trigger,
                               cooldown_bars=cooldown))  # fmt: skip
-    else:
-        assert db is not None and trader is not None
         try:
-            rows = [TraderStore(db).find(ref) for ref in trader]
-        except TraderError as e:
-            console.print(f"[red]error:[/red] {e}")
-            raise typer.Exit(1) from e
-    try:
-        compiled = tuple(compile_trader(r) for r in rows)
-    except RuleError as e:
-        console.print(f"[red]bad rule:[/red] {e.message} (at {e.position})")
-        raise typer.Exit(2) from e
-    book = Book(compiled, version=1)
-    needed = needed_intervals(book)
+            compile_trader(rows[0])
+        except RuleError as e:
+            raise BadRule(expr, e) from None
+    start_ms, end_ms = _when(start), _when(end)
+    settings = _settings(redis_url=redis_url, database_url=database_url)
+    db = _database(settings) if (store or trader) else None
+    if trader:
+        assert db is not None
+        rows = [TraderStore(db).find(ref) for ref in trader]
+    compiled = []
+    for row in rows:
+        try:
+            compiled.append(compile_trader(row))
+        except RuleError as e:
+            raise BadRule(row.expression, e) from None
+    book = Book(tuple(compiled), version=1)
     wanted = frozenset(s.strip().upper() for s in symbols.split(",")) if symbols else None
-    params = {"symbols": sorted(wanted) if wanted else None, "from": start, "to": end,
-              "intervals": needed}  # fmt: skip
-    run_id = start_run(db, {}, book, params) if (store and db) else None
+    params = {"symbols": sorted(wanted) if wanted else None, "from": start, "to": end}
     stats = RunStats()
-    started = SYSTEM_CLOCK.monotonic_s()
     with _reading_files(stats, "backtest", progress):
-        result = run_backtest(data, book, tuple(needed), _redis_url(settings), wanted,
-                              _when(start), _when(end), stats=stats,
-                              future_margin_ms=settings.future_margin_ms)  # fmt: skip
-    seconds = SYSTEM_CLOCK.monotonic_s() - started
-    rows_out = outcomes(result.signals, result.klines)
-    span = span_ms(result.klines)
-    if run_id is not None and db is not None:
-        klines = sum(stats.klines_closed.values())
-        finish_run(db, run_id, rows_out, stats.trades_read, klines, seconds,
-                   inputs=result.input_hashes, span_ms=span)  # fmt: skip
+        recorded = run_and_record(
+            data, book, _redis_url(settings), db if store else None, symbols=wanted,
+            start_ms=start_ms, end_ms=end_ms, params=params, stats=stats,
+            future_margin_ms=settings.future_margin_ms,
+        )  # fmt: skip
+    run_id, result, rows_out = recorded.run_id, recorded.result, recorded.rows
+    seconds, span = recorded.seconds, recorded.span_ms
     if out_file is not None:
         export(rows_out, out_file)
     table = Table(title=f"backtest{f' run {run_id}' if run_id else ''}: {stats.trades_read:,} "

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from flows.cli.boundary import console, out
 from flows.cli.common import (
     DatabaseUrl,
     Namespace,
@@ -14,8 +15,6 @@ from flows.cli.common import (
     _redis_url,
     _settings,
     app,
-    console,
-    out,
     services_app,
 )
 from flows.domain.clock import SYSTEM_CLOCK

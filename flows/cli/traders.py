@@ -23,13 +23,14 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import typer
 from rich import box
-from rich.cells import cell_len
 from rich.console import Console
 from rich.markup import escape
 from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
+from flows.app.errors import BadRule
+from flows.cli.boundary import GuardedGroup
 from flows.domain.clock import SYSTEM_CLOCK
 from flows.domain.intervals import IntervalError, get_interval
 from flows.domain.keys import KeySpace
@@ -44,6 +45,7 @@ if TYPE_CHECKING:  # the engine, psycopg and redis load only in the commands tha
     from flows.signals.store import TraderStore
 
 traders_app = typer.Typer(
+    cls=GuardedGroup,
     no_args_is_help=True,
     help="Trader rules: add, list, show, edit, enable/disable, and test a rule on stored klines.",
 )
@@ -92,10 +94,9 @@ def _say(text: str) -> None:
 
 
 def _settings(**overrides: object) -> Settings:
-    try:
-        return load_settings(**overrides)
-    except Exception as e:  # pydantic's ValidationError names the bad setting
-        _fail(f"configuration error: {e}", 2)
+    """The settings with these options over the environment's; a bad one is explained by
+    the error boundary (one line, exit 2)."""
+    return load_settings(**overrides)
 
 
 def _utc(ms: int) -> str:
@@ -111,17 +112,7 @@ def _check_interval(interval: str) -> None:
 
 def _bad_rule(expression: str, error: RuleError) -> NoReturn:
     """The rule, a caret under the offending character, and what is wrong; exit 2."""
-    pos = max(0, min(error.position, len(expression)))
-    line_no = expression.count("\n", 0, pos)
-    column = pos - (expression.rfind("\n", 0, pos) + 1)
-    console.print(f"[red]bad rule:[/red] {escape(error.message)}", soft_wrap=True, highlight=False)
-    for number, line in enumerate(expression.split("\n")):
-        console.print("  " + line, markup=False, highlight=False, soft_wrap=True)
-        if number == line_no:
-            # one blank cell per character before the error (tabs kept, so they line up)
-            pad = "".join("\t" if c == "\t" else " " * cell_len(c) for c in line[:column])
-            console.print("  " + pad + "^", markup=False, highlight=False, soft_wrap=True)
-    raise typer.Exit(2)
+    raise BadRule(expression, error)
 
 
 def _validate(row: TraderRow) -> None:

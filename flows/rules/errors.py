@@ -13,3 +13,21 @@ class RuleError(ValueError):
 
     def __str__(self) -> str:
         return f"rule error at {self.position}: {self.message}"
+
+    def caret(self, text: str) -> str:
+        """`text` with a caret under the character this error points at: the one rendering
+        of a rule error, in the command line and the dashboard. Each character before it
+        becomes as many blank cells as it takes on a terminal (tabs stay tabs), so the caret
+        lines up under wide characters too."""
+        from rich.cells import cell_len
+
+        pos = max(0, min(self.position, len(text)))
+        line_no = text.count("\n", 0, pos)
+        column = pos - (text.rfind("\n", 0, pos) + 1)
+        out: list[str] = []
+        for number, line in enumerate(text.split("\n")):
+            out.append(line)
+            if number == line_no:
+                pad = "".join("\t" if c == "\t" else " " * cell_len(c) for c in line[:column])
+                out.append(pad + "^")
+        return "\n".join(out)

@@ -64,7 +64,7 @@ def test_replay_of_missing_file_is_a_clear_error(
 ) -> None:
     missing = tmp_path / "nope.csv"
     result = runner.invoke(app, ["replay", str(missing), "--redis-url", redis_url, "--no-progress"])
-    assert result.exit_code == 1 and "no such file" in result.output
+    assert result.exit_code == 2 and "no such file" in result.output
 
 
 def test_bad_input_is_dead_lettered_counted_and_the_flow_goes_on(

@@ -22,6 +22,7 @@ import talib
 import typer
 from typer.testing import CliRunner, Result
 
+from flows.cli.traders import traders_app
 from flows.domain.keys import KeySpace
 from flows.domain.kline import Kline
 from flows.domain.money import format_units
@@ -29,7 +30,6 @@ from flows.signals.engine import Fire, RuleFailure, signal_id
 from flows.signals.store import SignalWriter
 from flows.storage.migrations import applied, migration_files
 from flows.storage.redis_klines import KlineWriter, RetentionPolicy
-from flows.cli.traders import traders_app
 from tests.conftest import NewDatabase
 
 runner = CliRunner()
