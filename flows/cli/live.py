@@ -43,7 +43,7 @@ def api(
     redis_url: RedisUrl = None,
     namespace: Namespace = None,
 ) -> None:
-    """Serve GET /api/v3/klines, compatible with Binance's REST endpoint, from Redis."""
+    """Serve Binance's market-data REST endpoints (klines, exchangeInfo, ping, time) from Redis."""
     from flows.api import serve
 
     settings = _settings(redis_url=redis_url, namespace=namespace)
