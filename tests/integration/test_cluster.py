@@ -3,10 +3,15 @@
 - Over a real recording (the simulator replaying Binance's BTC/ETH/DOT capture), 2 processes
   write exactly the klines and signals 1 process writes, and no trade batch crosses processes
   (each member counts those it received for a symbol it does not ingest: 0).
-- `kill -9` of one member at random moments: the supervisor restarts the cluster, whose
-  members resume from the stores, and Redis and PostgreSQL end with exactly the reference klines
-  and the signals an independent TA-Lib evaluation gives (what one process writes, proven
-  equal to the same reference by test_live_kill).
+- `kill -9` of one member at random points of the market, each time of a running cluster: the
+  supervisor restarts the cluster, whose members resume from the stores, and Redis and
+  PostgreSQL end with exactly the reference klines and the signals an independent TA-Lib
+  evaluation gives (what one process writes, proven equal to the same reference by
+  test_live_kill).
+
+Every wait is for a state (members' heartbeats, klines closed, processes ended), bounded far
+above what it takes on an idle machine: these tests start several Python processes each, and
+on a loaded 2-core machine that takes tens of seconds.
 """
 
 from __future__ import annotations
@@ -18,7 +23,6 @@ import re
 import signal
 import subprocess
 import sys
-import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -90,6 +94,34 @@ def _connected(client: redis.Redis, keys: KeySpace, processes: int) -> bool:
     return seen == processes and bool(feeds) and all(f["state"] == "connected" for f in feeds)
 
 
+def _cluster_running(
+    client: redis.Redis, keys: KeySpace, processes: int, started_after_ms: int
+) -> int | None:
+    """The latest start time (ms) of the members, once each member's own heartbeat shows it
+    started after `started_after_ms` (a new cluster, not one from before a restart) and
+    running with every feed connected (so the members formed their cluster and read the
+    market); else None."""
+    starts = []
+    for i in range(processes):
+        beat = client.hgetall(keys.heartbeat_of(i))
+        if not beat or beat.get(b"state") != b"running":
+            return None
+        feeds = json.loads(beat.get(b"feeds", b"[]"))
+        if not feeds or any(f["state"] != "connected" for f in feeds):
+            return None
+        started = int(beat[b"started_ms"])
+        if started <= started_after_ms:
+            return None
+        starts.append(started)
+    return max(starts)
+
+
+def _closed_through(client: redis.Redis, keys: KeySpace, symbols: list[str], open_ms: int) -> bool:
+    """Whether every symbol's 1m kline that opens at `open_ms` is closed."""
+    marks = [client.get(keys.last_closed(s, "1m")) for s in symbols]
+    return all(m is not None and int(m) >= open_ms for m in marks)  # type: ignore[arg-type]
+
+
 def _settler(db: str) -> Callable[[], bool]:
     """A check that is true once the signals stopped changing between two looks."""
     seen: list[int] = []
@@ -131,7 +163,7 @@ def _capture_run(
             "--intervals", "1m", "--processes", str(processes),
         )  # fmt: skip
         try:
-            assert _wait(lambda: _connected(client, keys, processes), 60), log.read_text()
+            assert _wait(lambda: _connected(client, keys, processes), 180), log.read_text()
             _post(sim.base_url, "/_sim/resume")
 
             def done() -> bool:  # 91 s of market at 20x; the last minute closes once the
@@ -139,17 +171,19 @@ def _capture_run(
                 marks = [client.get(keys.last_closed(s, "1m")) for s in symbols]
                 return all(m is not None and int(m) >= last_open for m in marks)  # type: ignore[arg-type]
 
-            assert _wait(done, 60), log.read_text()[-3000:]
+            assert _wait(done, 180), log.read_text()[-3000:]
             _wait(_settler(db), 10)
         finally:
             proc.send_signal(signal.SIGINT)
-            assert proc.wait(timeout=60) == 0, log.read_text()[-3000:]
+            # a bound above the supervisor's own (5 s, then 20 s, for each member to end)
+            assert proc.wait(timeout=180) == 0, log.read_text()[-3000:]
     out = (_klines(client, keys, symbols, ("1m",)), _signals(db), log.read_text())
     for name in client.scan_iter(match=f"{keys.namespace}:*", count=1000):
         client.delete(name)
     return out
 
 
+@pytest.mark.timeout(900)
 def test_two_processes_write_what_one_process_writes(
     shared_data: Path,
     redis_url: str,
@@ -182,34 +216,59 @@ def test_two_processes_write_what_one_process_writes(
     assert len(traded) == 2 and min(traded) > 0  # both processes ingested trades
 
 
+@pytest.mark.timeout(900)
 def test_kill_9_of_one_member_restarts_the_cluster_and_ends_identical(
     redis_url: str, redis_client: redis.Redis, keys: KeySpace, tmp_path: Path, signals_db: str
 ) -> None:
-    cfg = _market(symbols=6, end_ms=_market().start_ms + 6 * M, speed=15.0)  # 24 s of wall
+    cfg = _market(symbols=6, end_ms=_market().start_ms + 6 * M, speed=15.0)  # 24 s of market
+    assert cfg.start_ms is not None
     want = _reference(cfg)
     symbols = sorted(want)
     assert {worker_of(s, 2) for s in symbols} == {0, 1}
     up_id, strong_id = _traders(signals_db)
     rng = random.Random(20261125)
-    moments = sorted(rng.uniform(4.0, 18.0) for _ in range(2))
+    # each kill once the cluster runs and has closed this minute of every symbol: the first
+    # with history to resume from, the second a minute or two later (or as soon as the
+    # restarted cluster runs, when its restart took longer than that)
+    first = rng.choice([0, 1])
+    kill_after = [first, first + rng.choice([1, 2])]
     log = tmp_path / "flow.log"
-    pause = threading.Event()
     killed: list[int] = []
     with Simulator(cfg) as sim:
+        # the market waits for the first cluster to connect, however long it takes to start
+        _post(sim.base_url, "/_sim/pause")
         sup = start_flow(sim.base_url, symbols, redis_url, keys, tmp_path, log, signals_db,
                          "--intervals", "1m,3m", "--processes", "2")  # fmt: skip
         try:
-            elapsed = 0.0
-            for at in moments:
-                pause.wait(at - elapsed)
-                elapsed = at
-                assert _wait(lambda: len(local_members(sup.pid)) == 2, 20), log.read_text()
+            cluster = -1  # the latest member start of the running cluster
+            for number, minute in enumerate(kill_after):
+                started: list[int] = []
+
+                def running(after: int = cluster, into: list[int] = started) -> bool:
+                    latest = _cluster_running(redis_client, keys, 2, after)
+                    if latest is not None:
+                        into.append(latest)
+                    return latest is not None
+
+                assert _wait(running, 180), log.read_text()[-3000:]
+                cluster = started[-1]
+                if number == 0:
+                    _post(sim.base_url, "/_sim/resume")
+                open_ms = cfg.start_ms + minute * M
+                closed = _wait(
+                    lambda at=open_ms: _closed_through(redis_client, keys, symbols, at), 180
+                )
+                assert closed, log.read_text()[-3000:]
                 members = local_members(sup.pid)
+                assert len(members) == 2, (members, log.read_text()[-3000:])
                 victim = rng.choice(members)
                 os.kill(victim, signal.SIGKILL)
                 killed.append(victim)
                 assert sup.poll() is None, log.read_text()[-3000:]
-            assert _wait(lambda: _complete(redis_client, keys, want), 120), log.read_text()[-3000:]
+            # the cluster after the last restart runs: a new start of both members
+            assert _wait(lambda: _cluster_running(redis_client, keys, 2, cluster) is not None,
+                         180), log.read_text()[-3000:]  # fmt: skip
+            assert _wait(lambda: _complete(redis_client, keys, want), 180), log.read_text()[-3000:]
             # `klineflow status` sees the whole cluster through the combined heartbeat
             env = dict(os.environ, PYTHONPATH=str(REPO), KLINEFLOW_DATA_DIR=str(tmp_path))
             status = [sys.executable, "-m", "flows.cli", "status", "--json"]
@@ -218,7 +277,7 @@ def test_kill_9_of_one_member_restarts_the_cluster_and_ends_identical(
 
             def healthy_cluster() -> bool:
                 done = subprocess.run(status, check=False, env=env, capture_output=True,
-                                      text=True, timeout=60, cwd=REPO)  # fmt: skip
+                                      text=True, timeout=120, cwd=REPO)  # fmt: skip
                 report = json.loads(done.stdout)
                 flow = report["flow"]
                 return (
@@ -227,14 +286,18 @@ def test_kill_9_of_one_member_restarts_the_cluster_and_ends_identical(
                     and len({f["connection"].split("/")[0] for f in flow["feeds"]}) == 2
                 )
 
-            assert _wait(healthy_cluster, 30)
+            assert _wait(healthy_cluster, 120)
         finally:
             sup.send_signal(signal.SIGINT)  # Ctrl-C: the supervisor stops both members
+            # the supervisor's own bounds: 5 s for each member to end by itself, then 20 s
+            # after asking it; far more here, so this waits for it to end, not for a time
             try:
-                sup.wait(timeout=30)
+                sup.wait(timeout=180)
             except subprocess.TimeoutExpired:
                 sup.kill()
                 sup.wait()
+                pytest.fail("the supervisor did not end 180 s after Ctrl-C:\n"
+                            + log.read_text()[-3000:])  # fmt: skip
     text = log.read_text()
     assert sup.returncode == 0, text[-3000:]  # stopped by the signal, not by a failure
     # both members of the last cluster ended cleanly, with their summaries
@@ -243,7 +306,7 @@ def test_kill_9_of_one_member_restarts_the_cluster_and_ends_identical(
     assert text.count("restarting the cluster") >= 2, text[-3000:]
     assert _check_equal(redis_client, keys, want) >= 6 * (6 + 2)
     expected, written = expected_signals(redis_client, keys, want, signals_db, up_id, strong_id)
-    _wait(lambda: written() >= expected, 30)  # the last closes' signals may still be on the way
+    _wait(lambda: written() >= expected, 60)  # the last closes' signals may still be on the way
     got = written()
     assert got == expected, sorted(got ^ expected)
     assert len(expected) >= 15

@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import socket
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
 import psycopg
+import pytest
 import redis
 from rich.console import Console
 
 from flows.dataflows.demo import DemoJob, run_demo
 from flows.domain.keys import KeySpace
 from flows.services import EmbeddedPostgres, EmbeddedRedis, Services
+from tests.integration.test_live import _wait
 
 
 def test_embedded_redis_starts_is_reused_keeps_data_and_stops() -> None:
@@ -119,29 +125,47 @@ def test_embedded_redis_under_a_relative_data_dir(monkeypatch, tmp_path: Path) -
         assert server.stop() is True
 
 
+def _demo_is_live(client: redis.Redis, keys: KeySpace) -> bool:
+    """Whether the demo's live flow runs: its heartbeat says so with every feed connected,
+    and it has written klines (the history it fetched first)."""
+    beat = client.hgetall(keys.heartbeat)
+    if not beat or beat.get(b"state") != b"running" or not client.exists(keys.symbols):
+        return False
+    feeds = json.loads(beat.get(b"feeds", b"[]"))
+    return bool(feeds) and all(f["state"] == "connected" for f in feeds)
+
+
+@pytest.mark.timeout(600)
 def test_ctrl_c_stops_the_demo_with_its_summary_not_a_traceback(
     redis_url: str, keys: KeySpace, signals_db: str, tmp_path: Path
 ) -> None:
-    import os
-    import signal
-    import subprocess
-    import sys
-    import threading
-
+    """Ctrl-C once the demo runs live: it ends with its summary. Both waits are for a state
+    (live; ended), bounded far above an idle machine's seconds: on a loaded 2-core machine,
+    starting the demo's Python process and its flow takes tens of seconds."""
     repo = Path(__file__).resolve().parents[2]
     env = dict(os.environ, PYTHONPATH=str(repo), KLINEFLOW_DATA_DIR=str(tmp_path),
                KLINEFLOW_DATABASE_URL=signals_db)  # fmt: skip
     args = [sys.executable, "-m", "flows.cli", "demo", "--symbols", "3", "--history-hours",
             "0.05", "--port", "0", "--no-dashboard", "--redis-url", redis_url,
             "--namespace", keys.namespace]  # fmt: skip
-    proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    log = tmp_path / "demo.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT)
     client = redis.Redis.from_url(redis_url)
-    for _ in range(600):  # until the flow writes klines
-        if client.exists(keys.symbols) or proc.poll() is not None:
-            break
-        threading.Event().wait(0.1)
-    proc.send_signal(signal.SIGINT)
-    output = proc.communicate(timeout=60)[0].decode()
+    try:
+        live = _wait(lambda: _demo_is_live(client, keys) or proc.poll() is not None, 240)
+        assert live and proc.poll() is None, log.read_text()
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=240)
+        except subprocess.TimeoutExpired:
+            pytest.fail("the demo did not end 240 s after Ctrl-C:\n" + log.read_text())
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        client.close()
+    output = log.read_text()
     assert proc.returncode == 0, output
     assert "stopped" in output and "klines closed" in output
     assert "Traceback" not in output and "BytewaxRuntimeError" not in output
