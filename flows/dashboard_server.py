@@ -50,6 +50,9 @@ def start_dashboard(
     port: int = 8501,
     log: Path | None = None,
 ) -> DashboardProcess:
+    from flows.app.ports import ensure_free
+
+    ensure_free(host, port, "the dashboard", "--dashboard-port (or --port)")  # or PortTaken
     urls = {"redis_url": redis_url, **({"database_url": database_url} if database_url else {})}
     env = handing_over(os.environ, **urls)  # resolved: passwords included, no *_FILE twice
     if namespace:

@@ -7,7 +7,10 @@ Exit codes of every `klineflow` command:
   a port taken, a migration refused, input that gave nothing usable.
 - 2 (``EXIT_USAGE``): the command was given something it cannot use: an unknown option, a bad
   setting, interval, URL, rule or file.
-- 130 (``EXIT_INTERRUPTED``): stopped by Ctrl-C or SIGTERM, after its summary.
+- 130 (``EXIT_INTERRUPTED``): a one-off command (replay, backtest, migrate, ...) interrupted
+  by Ctrl-C. The long-running ones (up, demo, dashboard) take Ctrl-C and SIGTERM as the way
+  to stop: they finish what is in flight, stop their children, print their summary and
+  exit 0 (a second Ctrl-C stops at once).
 
 ``explain`` turns the exceptions of the libraries underneath (redis, psycopg, pydantic, the
 readers, the rule checker, sockets) into an ``AppError``; the command line's boundary

@@ -4,6 +4,7 @@ settings, the servers' URLs and the progress bar."""
 from __future__ import annotations
 
 import contextlib
+import signal
 import threading
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Annotated
@@ -51,7 +52,8 @@ def _root(
 
     Exit codes: 0 done; 1 the command failed (a server unreachable, a login refused, a port
     taken, nothing usable in the input); 2 bad usage or input (an option, setting, URL, rule
-    or file); 130 stopped by Ctrl-C or SIGTERM."""
+    or file); 130 a one-off command interrupted by Ctrl-C. `up`, `demo` and `dashboard` stop
+    on Ctrl-C or SIGTERM with their summary and exit 0."""
     DEBUG["on"] = debug
 
 
@@ -236,3 +238,30 @@ def _when(text: str | None) -> int | None:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return int(moment.timestamp() * 1000)
+
+
+@contextlib.contextmanager
+def stopping_on_signals(stop: threading.Event) -> Iterator[list[int]]:
+    """Ctrl-C and SIGTERM set `stop`: the flow ends after what it is doing, every child is
+    stopped by the command's own `finally`, and the summary is printed (no interrupt lands
+    inside the engine, whose threads would panic). A second signal stops at once. Yields
+    the signals received (the command exits 130 after its summary when there was one)."""
+    got: list[int] = []
+
+    def handler(signum: int, _frame: object) -> None:
+        if got:
+            raise KeyboardInterrupt
+        got.append(signum)
+        console.print(f"stopped by {signal.Signals(signum).name}: finishing what is in flight "
+                      "(press Ctrl-C again to stop at once)")  # fmt: skip
+        stop.set()
+
+    if threading.current_thread() is not threading.main_thread():
+        yield got  # signals reach the main thread only (an embedding, a test runner)
+        return
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield got
+    finally:
+        for s, old in previous.items():
+            signal.signal(s, old)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import threading
 from collections.abc import Callable
@@ -28,6 +29,7 @@ from flows.cli.common import (
     _start_dashboard,
     _universe,
     app,
+    stopping_on_signals,
 )
 from flows.domain.keys import KeySpace
 from flows.settings import Settings
@@ -45,7 +47,9 @@ def api(
 ) -> None:
     """Serve Binance's market-data REST endpoints (klines, exchangeInfo, ping, time) from Redis."""
     from flows.api import serve
+    from flows.app.ports import ensure_free
 
+    ensure_free(host, port, "the API", "--port")
     settings = _settings(redis_url=redis_url, namespace=namespace)
     serve(_redis_url(settings), host, port, KeySpace(settings.namespace), settings.api_cache_ttl_s)
 
@@ -65,8 +69,13 @@ def demo(
 ) -> None:
     """Run the pipeline on a seeded synthetic market, with the klines API and the dashboard,
     on embedded servers."""
+    from flows.app.ports import ensure_free
     from flows.dataflows.demo import DemoJob, run_demo
 
+    if port:  # the ports first: a taken one fails the start before anything runs
+        ensure_free("127.0.0.1", port, "the klines API", "--port")
+    if dashboard:
+        ensure_free("127.0.0.1", dashboard_port, "the dashboard", "--dashboard-port")
     settings = _settings(redis_url=redis_url, namespace=namespace)
     from flows.services import Services
     from flows.signals.examples import seed_examples
@@ -86,8 +95,10 @@ def demo(
                       "example traders; `klineflow users password local` changes it)",
                       soft_wrap=True)  # fmt: skip
     console.print("Traders:    klineflow traders list", soft_wrap=True)
+    stop = threading.Event()
     job = DemoJob(
         redis_url=url,
+        stop=stop,
         keys=KeySpace(settings.namespace),
         intervals=settings.intervals,
         symbols=symbols,
@@ -100,7 +111,8 @@ def demo(
     )
     board = _start_dashboard(settings, url, db_url, dashboard_port) if dashboard else None
     try:
-        run_demo(job, console)
+        with stopping_on_signals(stop):
+            run_demo(job, console)
     finally:
         if board is not None:
             board.stop()
@@ -196,8 +208,10 @@ def up(
         _up_cluster(settings, processes, db_url, dashboard, dashboard_port, metrics_port,
                     recorder_stop)  # fmt: skip
         return
+    stop = threading.Event()
     job = LiveJob(
         ws_url=exchange.ws_url,
+        stop=stop,
         rest_url=exchange.rest_url,
         symbols=tuple(universe),
         redis_url=_redis_url(settings),
@@ -229,9 +243,13 @@ def up(
     from flows.domain.stats import RunStats
 
     stats = RunStats()
+    # one process: a signal ends the flow gracefully; a cluster member keeps the interrupt,
+    # its supervisor stopping every member together
+    graceful = stopping_on_signals(stop) if place.processes == 1 else contextlib.nullcontext()
     try:
-        run_live(job, stats)
-    except KeyboardInterrupt:  # Ctrl-C (or the cluster's supervisor): the summary still
+        with graceful:
+            run_live(job, stats)
+    except KeyboardInterrupt:  # a second Ctrl-C, or the cluster's supervisor
         console.print("stopped")
     finally:
         if recorder_stop is not None:
@@ -399,8 +417,11 @@ def dashboard_cmd(
     db = _database(settings)
     proc = start_dashboard(redis, db, settings.namespace, host=host, port=port)
     console.print(f"Dashboard: {proc.url}  (Ctrl-C to stop)")
+    stop = threading.Event()
     try:
-        proc.process.wait()
+        with stopping_on_signals(stop):
+            while proc.process.poll() is None and not stop.wait(0.5):
+                pass
     except KeyboardInterrupt:
         pass
     finally:

@@ -35,18 +35,23 @@ class DemoJob:
     host: str = "127.0.0.1"
     clock: Clock = SYSTEM_CLOCK
     database_url: str | None = None  # traders and signals (migrated and seeded by the caller)
+    stop: threading.Event | None = None  # set it to end the demo (Ctrl-C, SIGTERM)
 
 
 def start_api_thread(job: DemoJob) -> uvicorn.Server:
     import redis
 
     from flows.api import create_app
+    from flows.app.ports import listening_socket
     from flows.storage.kline_store import KlineStore
 
+    sock = listening_socket(job.host, job.port, "the klines API", "--port")  # or PortTaken
     store = KlineStore(redis.Redis.from_url(job.redis_url), job.keys)
     config = uvicorn.Config(create_app(store), host=job.host, port=job.port, log_level="warning")
     server = uvicorn.Server(config)
-    threading.Thread(target=server.run, name="klines-api", daemon=True).start()
+    threading.Thread(
+        target=server.run, kwargs={"sockets": [sock]}, name="klines-api", daemon=True
+    ).start()
     return server
 
 
@@ -91,6 +96,7 @@ def run_demo(job: DemoJob, console: Console) -> RunStats:
             clock=job.clock,
             history_from_ms=now - job.history_ms,  # a first start fetches all the history
             database_url=job.database_url,
+            stop=job.stop,
         )
         stats = RunStats()
         try:

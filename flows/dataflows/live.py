@@ -102,9 +102,13 @@ def _metrics(
     )
     try:
         server = MetricsServer(view, job.metrics_host, job.metrics_port or 0).start()
-    except OSError as exc:  # port taken (another flow on this machine): run on without metrics
-        log.warning("metrics not served on %s:%s: %s", job.metrics_host, job.metrics_port, exc)
-        return None
+    except OSError as exc:  # port taken: the start fails, rather than run on unobserved
+        from flows.app.errors import PortTaken
+
+        raise PortTaken(
+            f"metrics cannot listen on {job.metrics_host}:{job.metrics_port}: {exc}",
+            "stop what listens there, or choose another with --metrics-port (0: none)",
+        ) from exc
     log.info("metrics on http://%s:%d/metrics", job.metrics_host, server.port)
     job_ports.append(server.port)
     return server
@@ -193,6 +197,12 @@ def run_live(job: LiveJob, stats: RunStats | None = None) -> RunStats:
     flow = build_kline_flow(
         "live", source, step, sink, stats, rules.stage if rules is not None else None
     )
+    try:  # first: a taken port fails the start before anything else runs
+        metrics = _metrics(job, source, stats, rules) if job.metrics_port is not None else None
+    except BaseException:
+        if rules is not None:
+            rules.stop()
+        raise
     heartbeat = Heartbeat(job.redis_url, job.keys, source, stats, clock=job.clock, place=place)
     heartbeat.start()
     pruner = None
@@ -201,7 +211,6 @@ def run_live(job: LiveJob, stats: RunStats | None = None) -> RunStats:
                                  job.clock)  # fmt: skip
         pruner.start()
         retention_threads.append(pruner)
-    metrics = _metrics(job, source, stats, rules) if job.metrics_port is not None else None
     epoch = timedelta(seconds=job.epoch_s)
     try:
         if place.processes > 1:

@@ -166,3 +166,26 @@ def test_every_command_the_readme_shows_has_help() -> None:
         result = _run(*command, "--help")
         assert result.exit_code == 0, (command, result.output)
         assert "Usage: " in result.stdout
+
+
+@pytest.fixture
+def taken_port() -> Iterator[int]:
+    """A port on 127.0.0.1 something listens on."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        yield s.getsockname()[1]
+
+
+def test_a_taken_port_fails_the_start(
+    taken_port: int, redis_url: str, signals_db: str, keys: object
+) -> None:
+    port = str(taken_port)
+    servers = ["--redis-url", redis_url]
+    _one_line(_run("demo", "--port", port, "--no-dashboard", *servers), 1,
+              f"127.0.0.1:{port}", "port is taken", "--port")  # fmt: skip
+    _one_line(_run("demo", "--port", "0", "--dashboard-port", port, *servers), 1,
+              "the dashboard", "--dashboard-port")  # fmt: skip
+    _one_line(_run("api", "--port", port, *servers), 1, "the API", "port is taken")
+    _one_line(_run("dashboard", "--port", port, "--database-url", signals_db, *servers), 1,
+              "the dashboard", "port is taken")  # fmt: skip
