@@ -1,9 +1,10 @@
-"""The helper library every rule can call, with the batch definition of each.
+"""The helper library every rule can call: the declaration of each helper.
 
 Indicator helpers read one shared incremental indicator per symbol (``flows.indicators``);
 function helpers combine the values of their arguments at earlier bars. Each declares its
 ``reference``: the same quantity over a whole history at once (TA-Lib's batch function where
-TA-Lib has it), against which ``tests/contract`` checks it at every bar.
+TA-Lib has it, else a batch definition in ``flows.rules.references``), against which
+``tests/contract`` checks it at every bar.
 
 Reference functions take ``bars`` (numpy arrays: open, high, low, close, volume,
 quote_volume, trades, time) then the helper's arguments in order: literal arguments as
@@ -14,11 +15,10 @@ undefined.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from typing import Any, cast
 
 import numpy as np
-import numpy.typing as npt
 import talib as _talib_module
 
 from flows.indicators.extra import (
@@ -27,13 +27,22 @@ from flows.indicators.extra import (
     hvn_below,
     hvn_count,
     hvn_near,
-    pattern_lookback,
 )
 from flows.rules.frame import UNDEFINED, Frame, SeriesRef
+from flows.rules.references import (
+    Arrays,
+    Series,
+    batch_crosses,
+    batch_divergence,
+    batch_pattern,
+    batch_profile_nodes,
+    batch_pvi,
+    batch_vwap,
+    shifted,
+    talib_over,
+)
 from flows.rules.registry import Arg, FunctionBinding, LiteralArgs, Registry
 
-Arrays = Mapping[str, npt.NDArray[np.float64]]
-Series = npt.NDArray[np.float64]
 Thunk = Callable[[int], float]
 _talib = cast(Any, _talib_module)
 NAN = math.nan
@@ -66,16 +75,6 @@ def _one_period_spec(name: str) -> Callable[[LiteralArgs], tuple[str, tuple[Any,
     return spec_of
 
 
-def _talib_over(func: str, *fields: str) -> Callable[..., Series]:
-    """TA-Lib's ``func`` over ``fields`` of the bars, then the helper's literal arguments."""
-
-    def reference(bars: Arrays, *args: Any) -> Series:
-        result: Series = _talib.__dict__[func](*(bars[f] for f in fields), *args)
-        return result
-
-    return reference
-
-
 def _pattern_spec(name: str) -> Callable[[LiteralArgs], tuple[str, tuple[Any, ...]]]:
     def spec_of(_: LiteralArgs) -> tuple[str, tuple[Any, ...]]:
         return ("pattern", (name,))
@@ -98,117 +97,6 @@ def _as_flag(values: Series) -> Series:
     return np.where(np.isnan(values), NAN, (values != 0).astype(float))
 
 
-# ---------------------------------------------------------------- batch definitions (numpy)
-
-
-def batch_vwap(bars: Arrays, period: int) -> tuple[Series, Series]:
-    """Volume-weighted typical price and its weighted deviation, per session or N bars."""
-    tp = (bars["high"] + bars["low"] + bars["close"]) / 3.0
-    vol, times = bars["volume"], bars["time"]
-    n = len(tp)
-    vwap, dev = np.full(n, NAN), np.full(n, NAN)
-    for i in range(n):
-        if period:
-            if i + 1 < period:
-                continue
-            lo = i + 1 - period
-        else:
-            day = math.floor(times[i] / 86_400_000)
-            lo = i
-            while lo > 0 and math.floor(times[lo - 1] / 86_400_000) == day:
-                lo -= 1
-        sv = svp = svpp = 0.0
-        for j in range(lo, i + 1):
-            sv += vol[j]
-            svp += vol[j] * tp[j]
-            svpp += vol[j] * tp[j] * tp[j]
-        if sv > 0:
-            vwap[i] = svp / sv
-            dev[i] = math.sqrt(max(0.0, svpp / sv - vwap[i] ** 2))
-    return vwap, dev
-
-
-def batch_profile_nodes(bars: Arrays, period: int, bins: int = 24) -> list[tuple[float, ...]]:
-    """The high-volume nodes of the volume profile over the last ``period`` bars, per bar."""
-    tp = (bars["high"] + bars["low"] + bars["close"]) / 3.0
-    out: list[tuple[float, ...]] = []
-    for i in range(len(tp)):
-        if i + 1 < period:
-            out.append((NAN,))
-            continue
-        lo_i = i + 1 - period
-        lo = float(np.min(bars["low"][lo_i : i + 1]))
-        hi = float(np.max(bars["high"][lo_i : i + 1]))
-        if hi == lo:
-            out.append((lo,))
-            continue
-        width = (hi - lo) / bins
-        hist = [0.0] * bins
-        for j in range(lo_i, i + 1):
-            b = min(int((tp[j] - lo) / width), bins - 1)
-            hist[max(b, 0)] += float(bars["volume"][j])
-        mean = sum(hist) / bins
-        nodes = []
-        for b in range(bins):
-            left = hist[b - 1] if b > 0 else -math.inf
-            right = hist[b + 1] if b + 1 < bins else -math.inf
-            if hist[b] >= 1.5 * mean and hist[b] > left and hist[b] >= right:
-                nodes.append(lo + (b + 0.5) * width)
-        out.append(tuple(nodes))
-    return out
-
-
-def batch_divergence(bars: Arrays, period: int, lookback: int) -> tuple[Series, Series]:
-    rsi = _talib.RSI(bars["close"], period)
-    low, high = bars["low"], bars["high"]
-    n = len(rsi)
-    bull, bear = np.full(n, NAN), np.full(n, NAN)
-    for i in range(n):
-        if i - lookback < 0 or np.isnan(rsi[i - lookback : i + 1]).any():
-            continue
-        window_low = low[i - lookback : i]
-        j_low = i - lookback + int(np.flatnonzero(window_low == window_low.min())[-1])
-        bull[i] = float(low[i] < window_low.min() and rsi[i] > rsi[j_low])
-        window_high = high[i - lookback : i]
-        j_high = i - lookback + int(np.flatnonzero(window_high == window_high.max())[-1])
-        bear[i] = float(high[i] > window_high.max() and rsi[i] < rsi[j_high])
-    return bull, bear
-
-
-def batch_pvi(bars: Arrays) -> Series:
-    close, vol = bars["close"], bars["volume"]
-    out = np.full(len(close), NAN)
-    value = 1000.0
-    for i in range(len(close)):
-        if i and vol[i] > vol[i - 1]:
-            value = value * (1.0 + (close[i] - close[i - 1]) / close[i - 1])
-        out[i] = value
-    return out
-
-
-def batch_pattern(bars: Arrays, func: str) -> Series:
-    """TA-Lib's pattern values, NaN (not TA-Lib's 0) before its first evaluated bar."""
-    out = np.asarray(
-        _talib.__dict__[func](bars["open"], bars["high"], bars["low"], bars["close"]), float
-    )
-    out[: pattern_lookback(func)] = NAN
-    return out
-
-
-def _shifted(x: Series, n: int) -> Series:
-    out = np.full(len(x), NAN)
-    if n < len(x):
-        out[n:] = x[: len(x) - n]
-    return out
-
-
-def batch_crosses(a: Series, b: Series, above: bool) -> Series:
-    pa, pb = _shifted(a, 1), _shifted(b, 1)
-    hit = (a > b) & (pa <= pb) if above else (a < b) & (pa >= pb)
-    undefined = np.isnan(a) | np.isnan(b) | np.isnan(pa) | np.isnan(pb)
-    return np.where(undefined, NAN, hit.astype(float))
-
-
 # ---------------------------------------------------------------- the default library
 
 
@@ -222,7 +110,7 @@ def _library() -> Registry:
             _one_period_spec(name),
             args=[Arg("period")],
             lookback=_first,
-            reference=_talib_over(func, "close"),
+            reference=talib_over(func, "close"),
             doc=f"{func} {close_only}",
         )
     reg.bind_indicator(
@@ -282,7 +170,7 @@ def _library() -> Registry:
             _one_period_spec(name),
             args=[_period(20 if name == "cci" else 14, lo=2)],
             lookback=_double if name == "adx" else _first,
-            reference=_talib_over(func, *hlc),
+            reference=talib_over(func, *hlc),
             doc=func,
         )
     reg.bind_indicator(
@@ -495,7 +383,7 @@ def _functions(reg: Registry) -> None:
             name,
             args=["number", Arg("period")],
             lookback=lambda a: _second(a) - 1,
-            reference=_talib_over(func),
+            reference=talib_over(func),
             doc=f"the {name} value of x over the last N bars (this one included)",
         )(_extreme(pick))
 
@@ -503,7 +391,7 @@ def _functions(reg: Registry) -> None:
         "change",
         args=["number", _period(1)],
         lookback=_second,
-        reference=lambda bars, x, n: x - _shifted(x, n),
+        reference=lambda bars, x, n: x - shifted(x, n),
         doc="x now minus x N bars ago",
     )
     def _change(frame: Frame, back: int, x: Thunk, n: int) -> float:
@@ -513,7 +401,7 @@ def _functions(reg: Registry) -> None:
         "pct_change",
         args=["number", _period(1)],
         lookback=_second,
-        reference=lambda bars, x, n: (x - _shifted(x, n)) / _shifted(x, n) * 100.0,
+        reference=lambda bars, x, n: (x - shifted(x, n)) / shifted(x, n) * 100.0,
         doc="percent change of x over N bars",
     )
     def _pct_change(frame: Frame, back: int, x: Thunk, n: int) -> float:
