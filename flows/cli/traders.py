@@ -13,13 +13,11 @@ from __future__ import annotations
 
 import contextlib
 import json
-import re
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import typer
 from rich import box
@@ -30,19 +28,18 @@ from rich.table import Table
 from rich.text import Text
 
 from flows.app.errors import BadRule
+from flows.app.traders import TraderDb, check_interval, open_traders, stored_klines, validate
 from flows.cli.boundary import GuardedGroup
 from flows.domain.clock import SYSTEM_CLOCK
-from flows.domain.intervals import IntervalError, get_interval
-from flows.domain.keys import KeySpace
 from flows.settings import Settings, load_settings
-from flows.signals.patterns import PatternError, check_glob, glob_of
+from flows.signals.patterns import PatternError, check_glob
 
 if TYPE_CHECKING:  # the engine, psycopg and redis load only in the commands that use them
     from flows.domain.kline import Kline
     from flows.rules.errors import RuleError
     from flows.signals.book import TraderRow
     from flows.signals.preview import PreviewResult
-    from flows.signals.store import TraderStore
+    from flows.signals.store import SignalCounts
 
 traders_app = typer.Typer(
     cls=GuardedGroup,
@@ -104,10 +101,7 @@ def _utc(ms: int) -> str:
 
 
 def _check_interval(interval: str) -> None:
-    try:
-        get_interval(interval)
-    except IntervalError as e:
-        _fail(str(e), 2)
+    check_interval(interval)
 
 
 def _bad_rule(expression: str, error: RuleError) -> NoReturn:
@@ -117,19 +111,7 @@ def _bad_rule(expression: str, error: RuleError) -> NoReturn:
 
 def _validate(row: TraderRow) -> None:
     """Everything the flow will check about a trader, before it is saved."""
-    from flows.rules.errors import RuleError
-    from flows.signals.book import compile_trader
-
-    _check_interval(row.interval)
-    if row.symbols_mode == "pattern":
-        try:
-            glob_of(row.symbols_pattern or "")
-        except PatternError as e:
-            _fail(f"bad --pattern {row.symbols_pattern!r}: {e}", 2)
-    try:
-        compile_trader(row)
-    except RuleError as e:
-        _bad_rule(row.expression, e)
+    validate(row)
 
 
 def _check_name(name: str) -> None:
@@ -180,103 +162,21 @@ def _label(row: TraderRow) -> str:
     return f"trader {row.id} {row.name!r}"
 
 
-# ------------------------------------------------------------------------------ secrets
-
-
-def _password_of(url: str) -> str | None:
-    if "://" in url:
-        with contextlib.suppress(ValueError):
-            parts = urlsplit(url)
-            if parts.password:
-                return parts.password
-            for key, value in parse_qsl(parts.query):
-                if key == "password" and value:
-                    return value
-        return None
-    found = re.search(r"(?:^|\s)password\s*=\s*('(?:[^'\\]|\\.)*'|\S+)", url)
-    return found.group(1).strip("'") if found else None
-
-
-def _redacted(url: str) -> str:
-    """The URL (or key=value conninfo) without its password, for messages."""
-    if "://" in url:
-        try:
-            parts = urlsplit(url)
-            netloc = parts.netloc
-            if parts.password is not None:
-                userinfo, _, hostport = netloc.rpartition("@")
-                netloc = f"{userinfo.split(':', 1)[0]}:***@{hostport}"
-            query = urlencode(
-                [(k, "***" if k == "password" else v) for k, v in parse_qsl(parts.query)]
-            )
-            return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
-        except ValueError:
-            return "the configured URL"
-    return re.sub(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)", r"\1***", url)
-
-
-def _scrubbed(text: str, url: str) -> str:
-    """A server's or driver's message, on one line and without the URL's password."""
-    password = _password_of(url)
-    if password:
-        text = text.replace(password, "***")
-    return " ".join(text.split())
-
-
 # ------------------------------------------------------------------------------ the database
 
 
-@dataclass(frozen=True)
-class _Db:
-    url: str
-    store: TraderStore
-
-
-def _database_url(database_url: str | None) -> str:
-    from flows.services import Services
-
-    settings = _settings(database_url=database_url)
-    configured = settings.database_url_value()
-    if configured:
-        return configured
-    try:
-        return Services(settings.data_dir).database_url(None)
-    except Exception as e:  # the embedded server failed to start (disk, permissions, ...)
-        _fail(f"could not start the embedded PostgreSQL: {' '.join(str(e).split())}")
-
-
 @contextlib.contextmanager
-def _database(database_url: str | None) -> Iterator[_Db]:
-    """The migrated database; its failures become one-line messages and exit codes."""
-    import psycopg
-    from psycopg.conninfo import conninfo_to_dict, make_conninfo
-
-    from flows.signals.store import TraderError, TraderStore
-    from flows.storage.migrations import MigrationError, apply_migrations
-
-    url = _database_url(database_url)
-    try:
-        given = conninfo_to_dict(url)
-    except psycopg.Error as e:
-        _fail(f"bad PostgreSQL URL {_redacted(url)}: {_scrubbed(str(e), url)}", 2)
-    # fail fast when the server cannot be reached (the store's own connections do too)
-    migrate_url = url if "connect_timeout" in given else make_conninfo(url, connect_timeout=5)
-    try:
-        apply_migrations(migrate_url)
-        yield _Db(url, TraderStore(url))
-    except TraderError as e:
-        _fail(str(e))
-    except MigrationError as e:
-        _fail(f"cannot migrate the database: {e}")
-    except psycopg.OperationalError as e:
-        _fail(f"cannot reach PostgreSQL at {_redacted(url)}: {_scrubbed(str(e), url)}")
-    except psycopg.Error as e:
-        primary = e.diag.message_primary if e.diag.message_primary else str(e)
-        _fail(f"database error: {_scrubbed(primary, url)}")
+def _database(database_url: str | None) -> Iterator[TraderDb]:
+    """The migrated database (its failures are explained by the error boundary)."""
+    with open_traders(_settings(database_url=database_url)) as db:
+        yield db
 
 
-def _row_json(row: TraderRow) -> str:
-    return json.dumps(asdict(row), separators=(",", ":"), ensure_ascii=False)
+def _row_json(row: TraderRow, counts: SignalCounts | None = None) -> str:
+    record = asdict(row)  # with its signal counts (0 when none)
+    record["signals"] = counts.total if counts else 0
+    record["signals_24h"] = counts.last_24h if counts else 0
+    return json.dumps(record, separators=(",", ":"), ensure_ascii=False)
 
 
 # ------------------------------------------------------------------------------ commands
@@ -331,30 +231,34 @@ def list_traders(
     """Every trader, enabled or not."""
     with _database(database_url) as db:
         rows = db.store.all()
+        counts = db.store.signal_counts()
     if as_json:
         for row in rows:
-            _say(_row_json(row))
+            _say(_row_json(row, counts.get(row.id)))
         return
     if not rows:
         _say("no traders yet (add one with: klineflow traders add NAME EXPR --interval 1m)")
         return
-    wide = _traders_table(rows, with_expression=True)
+    wide = _traders_table(rows, counts, with_expression=True)
     needed = Measurement.get(out, out.options.update_width(10_000), wide).maximum
     if needed <= out.width:
         out.print(wide)
         return
     # a narrow terminal: the rules below the table, one per line, rather than cut to shreds
-    out.print(_traders_table(rows, with_expression=False))
+    out.print(_traders_table(rows, counts, with_expression=False))
     _say("expressions, by id:")
     for row in rows:
         _say(f"{row.id:>4}  {row.expression}")
 
 
-def _traders_table(rows: Sequence[TraderRow], with_expression: bool) -> Table:
-    table = Table(title="traders", box=box.SIMPLE_HEAD)
-    for column in ("id", "name", "interval", "symbols", "trigger", "cooldown", "enabled",
-                   "version"):  # fmt: skip
-        right = column in ("id", "cooldown", "version")
+def _traders_table(
+    rows: Sequence[TraderRow], counts: dict[int, SignalCounts], with_expression: bool
+) -> Table:
+    """Short headers and no padding: the table without its rules fits 80 columns."""
+    table = Table(title="traders", box=box.SIMPLE_HEAD, pad_edge=False)
+    for column in ("id", "name", "iv", "symbols", "trigger", "cd", "on", "v", "signals",
+                   "24h"):  # fmt: skip
+        right = column in ("id", "cd", "v", "signals", "24h")
         table.add_column(column, overflow="fold", justify="right" if right else "left")
     if with_expression:
         table.add_column("expression", overflow="fold")
@@ -368,6 +272,8 @@ def _traders_table(rows: Sequence[TraderRow], with_expression: bool) -> Table:
             str(row.cooldown_bars),
             "yes" if row.enabled else "no",
             str(row.version),
+            f"{counts[row.id].total:,}" if row.id in counts else "0",
+            f"{counts[row.id].last_24h:,}" if row.id in counts else "0",
         ]
         if with_expression:
             cells.append(Text(row.expression))
@@ -382,18 +288,12 @@ def show(
     database_url: DatabaseUrl = None,
 ) -> None:
     """One trader: every field, its signals and the rule errors the flow recorded."""
-    import psycopg
-
     with _database(database_url) as db:
         row = db.store.find(ref)
         recent = db.store.signals(row.id, limit=signals) if signals else []
         errors = db.store.errors(row.id)
-        with psycopg.connect(db.url, connect_timeout=5) as conn:
-            counted = conn.execute(
-                "SELECT count(*), coalesce(sum(repeat_count), 0) FROM signals WHERE trader_id = %s",
-                (row.id,),
-            ).fetchone()
-    total, fires = (int(counted[0]), int(counted[1])) if counted else (0, 0)
+        counted = db.store.signal_counts().get(row.id)
+    total, fires = (counted.total, counted.fires) if counted else (0, 0)
     fields = [
         ("id", str(row.id)),
         ("name", row.name),
@@ -541,13 +441,9 @@ def test_rule(
     namespace: Namespace = None,
 ) -> None:
     """Where a rule would have fired over the klines stored in Redis (no cooldown applied)."""
-    import redis
-
     from flows.rules.errors import RuleError
-    from flows.services import Services
     from flows.signals.book import TraderRow, compile_trader
     from flows.signals.preview import preview
-    from flows.signals.step import redis_seeder
 
     _check_interval(interval)
     try:
@@ -555,21 +451,15 @@ def test_rule(
     except RuleError as e:
         _bad_rule(expression, e)
     settings = _settings(redis_url=redis_url, namespace=namespace)
-    configured = settings.redis_url_value()
-    try:
-        url = configured or Services(settings.data_dir).redis_url(None)
-    except Exception as e:  # the embedded server failed to start
-        _fail(f"could not start the embedded Redis: {' '.join(str(e).split())}")
     sym = symbol.strip().upper()
-    seed = redis_seeder(url, KeySpace(settings.namespace))
     # The newest member of a key may be the kline still open: only klines that closed before
-    # now are read (the seeder keeps those with close_ms < end_ms, the newest `bars` of them).
-    end_ms = SYSTEM_CLOCK.now_ms()
+    # now are read (the newest `bars` of them).
+    _, stored = stored_klines(settings, sym, bars, SYSTEM_CLOCK.now_ms())
     read: dict[str, Sequence[Kline]] = {}
 
     def klines(iv: str) -> Sequence[Kline]:
         if iv not in read:
-            read[iv] = seed(sym, iv, end_ms, bars)
+            read[iv] = stored(iv)
         return read[iv]
 
     try:
@@ -579,8 +469,6 @@ def test_rule(
         result = preview(expression, interval, sym, klines, trigger.value)
     except RuleError as e:  # already checked above; kept for a rule the preview rejects
         _bad_rule(expression, e)
-    except redis.RedisError as e:
-        _fail(f"cannot reach Redis at {_redacted(url)}: {_scrubbed(str(e), url)}")
     for iv in sorted(set(read) - {interval}):
         if not read[iv]:
             console.print(

@@ -372,6 +372,13 @@ class BookWatcher(threading.Thread):
 # ------------------------------------------------------------------------- the command line
 
 
+@dataclass(frozen=True)
+class SignalCounts:
+    total: int
+    last_24h: int
+    fires: int  # counting cooldown repeats
+
+
 class TraderError(ValueError):
     """A trader command could not be carried out (unknown trader, bad field value)."""
 
@@ -459,6 +466,17 @@ class TraderStore:
                 (trader_id, limit),
             )
             return list(cur.fetchall())
+
+    def signal_counts(self) -> dict[int, SignalCounts]:
+        """Per trader: signals recorded, those of the last 24 hours, and fires counting
+        cooldown repeats."""
+        with self._conn() as conn:
+            rows = conn.execute(
+                "SELECT trader_id, count(*), count(*) FILTER (WHERE created_at > now() - "
+                "interval '24 hours'), coalesce(sum(repeat_count), 0) FROM signals "
+                "GROUP BY trader_id"
+            ).fetchall()
+        return {int(t): SignalCounts(int(a), int(d), int(f)) for t, a, d, f in rows}
 
     def errors(self, trader_id: int) -> list[dict[str, Any]]:
         with self._conn() as conn, conn.cursor(row_factory=dict_row) as cur:

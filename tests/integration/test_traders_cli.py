@@ -131,6 +131,8 @@ def test_add_list_show_enable_disable_edit_round_trip(db: str) -> None:
         "trigger_mode": "every_close",
         "cooldown_bars": 5,
         "enabled": True,
+        "signals": 0,
+        "signals_24h": 0,
     }
     with psycopg.connect(db) as conn:
         owner = conn.execute("SELECT name FROM users WHERE id = %s", (row["owner_id"],))
@@ -141,7 +143,8 @@ def test_add_list_show_enable_disable_edit_round_trip(db: str) -> None:
     line = next(x for x in table.stdout.splitlines() if name in x)
     cells = re.split(r"\s{2,}", line.strip())  # columns are set apart by spaces
     assert cells == [
-        str(tid), name, "1m", "BTCUSDT,ETHUSDT", "every_close", "5", "yes", "1", "rsi(14) < 30"
+        str(tid), name, "1m", "BTCUSDT,ETHUSDT", "every_close", "5", "yes", "1", "0", "0",
+        "rsi(14) < 30",
     ]  # fmt: skip
 
     # a narrow terminal: the rules below the table, whole
@@ -611,3 +614,23 @@ def test_dry_run_against_an_unreachable_redis(keys: KeySpace) -> None:
     assert result.exit_code == 1, result.output
     assert result.stderr.startswith("error: cannot reach Redis at redis://:***@127.0.0.1:1/0: ")
     assert "s3cret-pw" not in result.output and "Traceback" not in result.output
+
+
+def test_list_and_show_count_each_traders_signals(db: str) -> None:
+    name = unique("counted")
+    tid = added_id(traders(db, "add", name, "close > open", "--interval", "1m"))
+    with psycopg.connect(db, autocommit=True) as conn:
+        for i, (age, repeats) in enumerate([("1 hour", 3), ("2 days", 1), ("3 days", 2)]):
+            conn.execute(
+                "INSERT INTO signals (id, trader_id, trader_version, symbol, interval, "
+                "kline_open_ms, kline_close_ms, price, repeat_count, created_at) VALUES "
+                "(%s, %s, 1, 'BTCUSDT', '1m', %s, %s, 1, %s, now() - %s::interval)",
+                (f"{tid}-BTCUSDT-1m-{i}", tid, i * 60_000, i * 60_000 + 59_999, repeats, age),
+            )
+    row = listed(db)[tid]
+    assert (row["signals"], row["signals_24h"]) == (3, 1)
+    shown = traders(db, "show", str(tid))
+    assert "signals:      3 (6 fires counting repeats)" in shown.stdout.splitlines()
+    table = traders(db, "list", env=WIDE)
+    line = next(x for x in table.stdout.splitlines() if name in x)
+    assert re.split(r"\s{2,}", line.strip())[8:10] == ["3", "1"]
