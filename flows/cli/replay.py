@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
-from flows.cli.boundary import out
+from flows.app.errors import NothingUsable
+from flows.cli.boundary import console, out
 from flows.cli.common import (
     DatabaseUrl,
     ExchangeUrl,
@@ -24,6 +26,7 @@ from flows.cli.common import (
     _universe,
     _when,
     app,
+    stopping_on_signals,
 )
 from flows.domain.clock import SYSTEM_CLOCK
 from flows.domain.keys import KeySpace
@@ -217,23 +220,77 @@ def record_cmd(
     kind: Annotated[str, typer.Option(help="aggTrade or trade streams")] = "aggTrade",
     duration: Annotated[float | None, typer.Option(help="stop after this many seconds")] = None,
 ) -> None:
-    """Record every raw frame with its receive time (gzip JSON lines, rotated hourly)."""
+    """Record every raw frame with its receive time (gzip JSON lines, rotated hourly).
+
+    A status line shows frames, bytes, files and reconnects while it records; Ctrl-C or
+    SIGTERM ends it with a summary."""
     import asyncio
 
     from flows.binance.universe import stream_names
     from flows.dataflows.universe_cli import exchange_urls
+    from flows.recorder import RecorderStats
     from flows.recorder import record as record_frames
 
     exchange = exchange_urls(exchange_url, None, None)
     universe = _universe(exchange, symbols, top, quote)
+    stats = RecorderStats()
+    stopping = threading.Event()
+    started = SYSTEM_CLOCK.monotonic_s()
 
-    async def main() -> object:
+    async def main() -> None:
         stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
         if duration is not None:
-            asyncio.get_running_loop().call_later(duration, stop.set)
-        return await record_frames(
-            exchange.ws_url, stream_names(universe, kind), out_dir, stop=stop
-        )
+            loop.call_later(duration, stop.set)
 
-    stats = asyncio.run(main())
-    out.print(f"recorded: {stats}")
+        async def watch() -> None:  # a signal sets `stopping` (a thread-safe flag)
+            while not stop.is_set():
+                if stopping.is_set():
+                    stop.set()
+                await asyncio.sleep(0.2)
+
+        watcher = asyncio.create_task(watch())
+        try:
+            await record_frames(exchange.ws_url, stream_names(universe, kind), out_dir,
+                                stop=stop, stats=stats)  # fmt: skip
+        finally:
+            watcher.cancel()
+
+    console.print(f"recording {len(universe)} symbols' {kind} streams into {out_dir} "
+                  f"({'for ' + format(duration, 'g') + ' s' if duration else 'Ctrl-C to stop'})",
+                  soft_wrap=True)  # fmt: skip
+    with stopping_on_signals(stopping), console.status("") as status:
+        bar = threading.Thread(target=_record_status, args=(stats, status, stopping),
+                               daemon=True)  # fmt: skip
+        bar.start()
+        try:
+            asyncio.run(main())
+        finally:
+            stopping.set()
+            bar.join()
+    seconds = SYSTEM_CLOCK.monotonic_s() - started
+    table = Table(title="recording summary", show_header=False)
+    table.add_row("frames", f"{stats.frames:,}")
+    table.add_row("received", f"{stats.bytes_received / 1e6:,.1f} MB")
+    table.add_row("files", f"{stats.files:,}")
+    table.add_row("connections (reconnects)", f"{stats.connections:,} ({stats.reconnects:,})")
+    table.add_row("wall time", f"{seconds:,.1f} s")
+    if stats.last_error:
+        table.add_row("last connection error", stats.last_error)
+    out.print(table)
+    for path in stats.paths:
+        out.print(str(path), highlight=False, soft_wrap=True)
+    if not stats.frames:
+        raise NothingUsable("nothing was recorded", "check the symbols and --exchange-url")
+
+
+def _record_status(stats: object, status: object, done: threading.Event) -> None:
+    """The recorder's progress on the status line, every half second."""
+    from rich.status import Status
+
+    from flows.recorder import RecorderStats
+
+    assert isinstance(stats, RecorderStats) and isinstance(status, Status)
+    while not done.wait(0.5):
+        status.update(f"{stats.frames:,} frames, {stats.bytes_received / 1e6:,.1f} MB, "
+                      f"{stats.files} file(s), {stats.reconnects} reconnects")  # fmt: skip
