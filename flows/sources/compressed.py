@@ -166,3 +166,12 @@ class ZipMember(io.RawIOBase):
     def close(self) -> None:
         self._file.close()
         super().close()
+
+
+def open_text_stream(path: Path) -> IO[bytes]:
+    f = path.open("rb")
+    if f.read(2) == GZIP_MAGIC:
+        f.seek(0)
+        return gzip.GzipFile(fileobj=f, mode="rb")  # type: ignore[return-value]
+    f.seek(0)
+    return f
