@@ -206,3 +206,28 @@ def acl_file(passwords: Mapping[str, str], namespace: str = "", redis_major: int
     keys = KeySpace(namespace)
     lines = [DEFAULT_OFF, *(acl_user(u, passwords[u], keys, redis_major) for u in USERS)]
     return "\n".join(lines) + "\n"
+
+
+def redis_major_of(url: str | None) -> tuple[int, str]:
+    """(the major version of the Redis at `url`, a note to show or ""), refusing an old one
+    (OldRedisError below 7). With no URL, or a server that does not answer (the ACL file is
+    often made before the server starts, as in docker-compose.yml), 7 and a note saying the
+    file is for Redis >= 7."""
+    import redis
+
+    from flows.services import major_version, server_version
+
+    if url is None:
+        return MIN_REDIS_MAJOR, ""
+    client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+    try:
+        version = server_version(client)
+    except (redis.RedisError, OSError) as e:
+        return MIN_REDIS_MAJOR, (
+            f"KLINEFLOW_REDIS_URL did not tell its version ({type(e).__name__}); the file is "
+            "for Redis >= 7 or Valkey >= 7.2"
+        )
+    finally:
+        client.close()
+    check_redis_version(major_version(version), f"the Redis at KLINEFLOW_REDIS_URL ({version})")
+    return major_version(version), ""

@@ -241,3 +241,18 @@ def sso_enabled(db_url: str) -> bool:
     except psycopg.errors.InsufficientPrivilege:
         raise UserError(OWNER_NEEDED) from None
     return bool(row and row[0])
+
+
+DEMO_PASSWORD = "local-demo"
+
+
+def demo_password(db_url: str) -> str | None:
+    """The demo's user `local` gets a password when it has none, so the dashboard's Signals
+    and Traders pages open at once; returns it (None when one was set before). Run with the
+    owner's URL, as the demo is."""
+    with _as_owner(db_url) as conn:
+        row = conn.execute("SELECT password_hash FROM users WHERE name = 'local'").fetchone()
+    if row is None or row[0] is not None:
+        return None
+    set_password(db_url, "local", DEMO_PASSWORD)
+    return DEMO_PASSWORD

@@ -128,31 +128,13 @@ def redis_acl(
 
 
 def _configured_redis_major(url: str | None) -> int:
-    """The major version of the configured Redis, checked (OldRedisError below 7); 7 when
-    none is configured or it does not answer (the file is often made before the server
-    starts, as in docker-compose.yml), with a note saying so."""
-    import redis
+    """The configured Redis's major version, checked (see flows.access.redis_major_of)."""
+    from flows.access import redis_major_of
 
-    from flows.access import MIN_REDIS_MAJOR, check_redis_version
-    from flows.services import major_version, server_version
-
-    if url is None:
-        return MIN_REDIS_MAJOR
-    client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
-    try:
-        version = server_version(client)
-    except (redis.RedisError, OSError) as e:
-        console.print(
-            f"note: KLINEFLOW_REDIS_URL did not tell its version ({escape(type(e).__name__)}); "
-            "the file is for Redis >= 7 or Valkey >= 7.2",
-            soft_wrap=True,
-            highlight=False,
-        )
-        return MIN_REDIS_MAJOR
-    finally:
-        client.close()
-    check_redis_version(major_version(version), f"the Redis at KLINEFLOW_REDIS_URL ({version})")
-    return major_version(version)
+    major, note = redis_major_of(url)
+    if note:
+        console.print(f"note: {escape(note)}", soft_wrap=True, highlight=False)
+    return major
 
 
 @access_app.command("pg-login")

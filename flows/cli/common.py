@@ -150,19 +150,11 @@ def _start_dashboard(
 
 
 def _demo_sign_in(db_url: str) -> str | None:
-    """Give the demo's user `local` a password if it has none, so the dashboard's Signals and
-    Traders pages can be opened at once; returns it (None when one was set before)."""
-    import psycopg
+    """Give the demo's user `local` a password if it has none (see
+    dashboard.data.users.demo_password); returns it, None when one was set before."""
+    from dashboard.data.users import demo_password
 
-    from dashboard.data.users import set_password
-
-    with psycopg.connect(db_url) as conn:
-        row = conn.execute("SELECT password_hash FROM users WHERE name = 'local'").fetchone()
-    if row is None or row[0] is not None:
-        return None
-    password = "local-demo"
-    set_password(db_url, "local", password)
-    return password
+    return demo_password(db_url)
 
 
 def _redis_url(settings: Settings) -> str:
