@@ -34,6 +34,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from flows.domain import defaults
 from flows.domain.intervals import DEFAULT_INTERVALS, parse_intervals
 from flows.domain.trade_checks import DEFAULT_FUTURE_MARGIN_MS
 
@@ -82,17 +83,25 @@ class Settings(BaseSettings):
     )
     api_cache_ttl_s: float = Field(1.0, ge=0)
     signals_retention_days: float = Field(
-        90.0, ge=0, description="signals older than this are deleted by the live flow (0: kept)"
+        defaults.SIGNALS_RETENTION_DAYS,
+        ge=0,
+        description="signals older than this are deleted by the live flow (0: kept)",
     )
     trader_errors_retention_days: float = Field(
-        30.0, ge=0, description="trader errors older than this are deleted (0: kept)"
+        defaults.TRADER_ERRORS_RETENTION_DAYS,
+        ge=0,
+        description="trader errors older than this are deleted (0: kept)",
     )
     dead_letters_retention_days: float = Field(
-        14.0, ge=0, description="dead letters older than this are trimmed (0: count cap only)"
+        defaults.DEAD_LETTERS_RETENTION_DAYS,
+        ge=0,
+        description="dead letters older than this are trimmed (0: count cap only)",
     )
-    retention_every_s: float = Field(3600.0, gt=0, description="how often retention runs")
+    retention_every_s: float = Field(
+        defaults.RETENTION_EVERY_S, gt=0, description="how often retention runs"
+    )
     rule_budget_ms: float = Field(
-        250.0,
+        defaults.RULE_BUDGET_MS,
         gt=0,
         description="one trader's evaluation on one kline; over it on 3 klines in a row, the "
         "trader is switched off for that symbol",

@@ -26,6 +26,7 @@ from flows.cluster import SINGLE, ClusterPlace
 from flows.dataflows.heartbeat import Heartbeat, feeds
 from flows.dataflows.kline_step import KlineStepConfig
 from flows.dataflows.klines_flow import build_kline_flow
+from flows.domain import defaults
 from flows.domain.clock import SYSTEM_CLOCK, Clock
 from flows.domain.intervals import INTERVALS
 from flows.domain.keys import KeySpace
@@ -70,7 +71,7 @@ class LiveJob:
     stop: threading.Event | None = None  # set it to end the flow (tests, embedding)
     clock: Clock = SYSTEM_CLOCK
     database_url: str | None = None  # set: evaluate its traders, write signals there
-    rule_budget_ms: float = 250.0  # one trader's evaluation on one kline (see signals.engine)
+    rule_budget_ms: float = defaults.RULE_BUDGET_MS  # one trader's evaluation on one kline
     pruning: RetentionAges | None = field(default_factory=RetentionAges)  # by age (None: off)
     metrics_port: int | None = None  # set: /metrics and /healthz on 127.0.0.1:PORT (0: any)
     metrics_host: str = "127.0.0.1"

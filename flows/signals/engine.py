@@ -36,6 +36,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from flows.domain import defaults
 from flows.domain.intervals import INTERVALS
 from flows.domain.kline import Kline
 from flows.domain.money import format_units
@@ -46,7 +47,7 @@ from flows.signals.book import Book, CompiledTrader
 
 log = logging.getLogger(__name__)
 
-DEFAULT_BUDGET_S = 0.25  # one trader's evaluation on one kline
+DEFAULT_BUDGET_S = defaults.RULE_BUDGET_MS / 1000  # one trader's evaluation on one kline
 SLOW_STRIKES = 3  # evaluations over budget in a row before the trader is switched off
 
 # (symbol, interval, end_ms, count) -> up to `count` closed klines with close_ms < end_ms,

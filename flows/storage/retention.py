@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 import psycopg
 import redis
 
+from flows.domain import defaults
 from flows.domain.clock import SYSTEM_CLOCK, Clock
 from flows.domain.keys import KeySpace
 from flows.storage.pg_roles import FLOW_ROLE, connect_as
@@ -42,10 +43,10 @@ _LOCK_KEY = 0x6B66726574656E74  # "kfretent": one retention pass at a time per d
 
 @dataclass(frozen=True)
 class RetentionAges:
-    signals_days: float = 90.0
-    trader_errors_days: float = 30.0
-    dead_letters_days: float = 14.0
-    every_s: float = 3600.0
+    signals_days: float = defaults.SIGNALS_RETENTION_DAYS
+    trader_errors_days: float = defaults.TRADER_ERRORS_RETENTION_DAYS
+    dead_letters_days: float = defaults.DEAD_LETTERS_RETENTION_DAYS
+    every_s: float = defaults.RETENTION_EVERY_S
     batch: int = 5000
 
 

@@ -1,0 +1,11 @@
+"""Defaults of the components that the settings expose, each written once here: the
+settings (``flows.settings``), the components' own config dataclasses and the command line
+all read them from this module."""
+
+from __future__ import annotations
+
+RULE_BUDGET_MS = 250.0  # one trader's evaluation on one kline (flows.signals.engine)
+SIGNALS_RETENTION_DAYS = 90.0  # flows.storage.retention
+TRADER_ERRORS_RETENTION_DAYS = 30.0
+DEAD_LETTERS_RETENTION_DAYS = 14.0
+RETENTION_EVERY_S = 3600.0
