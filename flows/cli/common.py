@@ -4,6 +4,7 @@ settings, the servers' URLs and the progress bar."""
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import threading
 from collections.abc import Iterator
@@ -12,6 +13,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+from flows.app.errors import EXIT_INTERRUPTED
 from flows.cli.boundary import DEBUG, GuardedGroup, console, out
 from flows.settings import Settings, load_settings
 
@@ -236,14 +238,18 @@ def _when(text: str | None) -> int | None:
 def stopping_on_signals(stop: threading.Event) -> Iterator[list[int]]:
     """Ctrl-C and SIGTERM set `stop`: the flow ends after what it is doing, every child is
     stopped by the command's own `finally`, and the summary is printed (no interrupt lands
-    inside the engine, whose threads would panic). A second signal stops at once. Yields
-    the signals received (the command exits 130 after its summary when there was one)."""
+    inside the engine, whose threads would panic). A second signal interrupts what is
+    running; a third leaves at once (exit 130), whatever waits. Yields the signals
+    received."""
     got: list[int] = []
 
     def handler(signum: int, _frame: object) -> None:
-        if got:
-            raise KeyboardInterrupt
         got.append(signum)
+        if len(got) >= 3:  # something does not let go (a store away for ever): leave now
+            console.print("stopped at once, without the summary")
+            os._exit(EXIT_INTERRUPTED)
+        if len(got) == 2:
+            raise KeyboardInterrupt
         console.print(f"stopped by {signal.Signals(signum).name}: finishing what is in flight "
                       "(press Ctrl-C again to stop at once)")  # fmt: skip
         stop.set()
