@@ -34,7 +34,9 @@ from flows.domain.stats import RunStats
 from flows.klines.builder import base_interval_for
 from flows.metrics import FlowView, MetricsServer
 from flows.sinks.redis_sink import RedisKlineSink, writer_factory
-from flows.sources.live_source import LiveConfig, LiveSource, clock_stream_for
+from flows.sources.live_config import LiveConfig
+from flows.sources.live_source import LiveSource
+from flows.sources.live_streams import clock_stream_for
 from flows.storage.redis_klines import RetentionPolicy
 from flows.storage.resume import RedisResume
 from flows.storage.retention import RetentionAges, RetentionThread

@@ -42,6 +42,12 @@ closed kline amends it (`flows.klines.builder`).
 `future_margin_ms` ahead of the exchange's clock (its clock stream, or its REST time before
 that), or whose ids or amounts cannot be real (`flows.domain.trade_checks`), is
 dead-lettered as `implausible` and reaches no state; it never counts as evidence either.
+
+This module holds the Bytewax source and its partition: the feed thread, the batches, the
+watermarks and the connection's state. Its parts live beside it: `flows.sources.live_config`
+(the configuration), `flows.sources.live_streams` (connections and the universe),
+`flows.sources.live_door` (the checks at the door), `flows.sources.live_order` (per-symbol
+order and the release of backfills), `flows.sources.live_backfill` (the REST jobs).
 """
 
 from __future__ import annotations
@@ -50,199 +56,29 @@ import asyncio
 import collections
 import logging
 import threading
-from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import partial
-from typing import Any, Final, Protocol, TypeVar
+from typing import Any, Final
 
-import msgspec
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
-from flows.binance.decode import (
-    AggTradeEvent,
-    FrameError,
-    InvalidTrade,
-    KlineEvent,
-    LaxAggTrade,
-    LaxCombined,
-    RestAggTrade,
-    TradeEvent,
-    agg_trade_to_trade,
-    decode_frame,
-    kline_of_event,
-    lax_trade,
-    trade_event_to_trade,
-)
-from flows.binance.rest import BinanceError, RateLimited, RestClient, RestError
-from flows.binance.ws_feed import AttemptLimiter, FeedConfig, StreamFeed
-from flows.domain import deadletter as dl
-from flows.domain.clock import SYSTEM_CLOCK, Clock
+from flows.binance.rest import RestClient
+from flows.binance.ws_feed import AttemptLimiter, StreamFeed
 from flows.domain.deadletter import DeadLetter
-from flows.domain.intervals import INTERVALS, Interval
-from flows.domain.kline import Kline, Trade, kline_of_row
+from flows.domain.kline import Kline, Trade
 from flows.domain.stats import RunStats
-from flows.domain.trade_checks import implausible, implausible_jump
-from flows.klines.builder import SymbolKlines, base_interval_for
 from flows.sources.items import GapReport, QualityNote, SourceItem, SourceReport, SymbolBatch
-from flows.storage.resume import StoredStart
+from flows.sources.live_backfill import BackfillJobs, Fetched, SymbolState
+from flows.sources.live_config import LiveConfig
+from flows.sources.live_door import FrameDoor
+from flows.sources.live_streams import Universe, stream_groups, symbol_streams
 
 log = logging.getLogger(__name__)
 
-_lax_frame: Final = msgspec.json.Decoder(LaxCombined, strict=False)
-_LAX_ERRORS: Final = (msgspec.DecodeError, msgspec.ValidationError)
-_PAGE: Final = 1000
 _POLL_MS: Final = 10
-_RETRY_MAX_S: Final = 60.0
-_T = TypeVar("_T")
-
-# per symbol: [last trade id, its trade time ms, last aggTrade id (-1 unknown)]
-SymbolState = list[int]
 
 
-class ResumeStore(Protocol):
-    """What the stores hold of a symbol (`flows.storage.resume.RedisResume`)."""
-
-    def read(self, symbol: str) -> StoredStart | None: ...
-
-    def claim_origin(self, symbol: str, origin_ms: int) -> int: ...
-
-
-@dataclass(frozen=True)
-class LiveConfig:
-    feed: FeedConfig
-    rest_url: str
-    symbols: tuple[str, ...]
-    kind: str = "aggTrade"  # or "trade"
-    per_connection: int = 200
-    grace_ms: int = 2000
-    base_interval_ms: int = 60_000
-    intervals: tuple[str, ...] = ("1m",)  # the intervals built (resume points need them)
-    max_batch_frames: int = 50_000
-    max_buffered_frames: int = 200_000  # the feed stops reading past this many waiting frames
-    backfill_workers: int = 2
-    pages_per_job: int = 50  # a long catch-up hands its trades on every this many pages
-    weight_per_minute: int = 6000
-    duration_s: float | None = None  # stop after this long (tests, demo); None: run on
-    clock: Clock = SYSTEM_CLOCK
-    stop: threading.Event | None = field(default=None, compare=False)  # set: the flow ends
-    warmup_interval: Interval | None = None  # a first start begins at this kline's open
-    longest_interval: Interval | None = None  # for the "started mid-interval" report
-    resume: ResumeStore | None = field(default=None, compare=False)  # None: nothing stored
-    history_from_ms: int | None = None  # a first start begins here instead (the demo)
-    clock_stream: str | None = None  # e.g. "btcusdt@kline_1s", on every connection
-    future_margin_ms: int = 60_000  # trades further ahead of the exchange clock are refused
-    refresh: Callable[[], Sequence[str]] | None = field(default=None, compare=False)  # universe
-    refresh_every_s: float = 3600.0
-    reconcile: frozenset[str] = frozenset()  # also take Binance's @kline_1m for these
-    part_prefix: str = ""  # names this process's partitions apart in a cluster ("p0of2-")
-
-
-def symbol_streams(symbols: Sequence[str], kind: str, reconcile: frozenset[str]) -> list[str]:
-    """Each symbol's trade stream, and its @kline_1m when it is reconciled."""
-    out: list[str] = []
-    for s in symbols:
-        out.append(f"{s.lower()}@{kind}")
-        if s in reconcile:
-            out.append(f"{s.lower()}@kline_1m")
-    return out
-
-
-def stream_groups(
-    symbols: tuple[str, ...],
-    kind: str,
-    per_connection: int,
-    reconcile: frozenset[str] = frozenset(),
-) -> list[list[str]]:
-    """Streams per connection; a reconciled symbol's @kline_1m rides with its trades."""
-    if not 1 <= per_connection <= 1024:
-        raise ValueError(
-            f"streams per connection must be 1..1024 (Binance's limit), got {per_connection}"
-        )
-    groups: list[list[str]] = [[]]
-    for s in symbols:
-        mine = symbol_streams([s], kind, reconcile)
-        if len(groups[-1]) + len(mine) > per_connection:
-            groups.append([])
-        groups[-1].extend(mine)
-    return [g for g in groups if g]
-
-
-def clock_stream_for(symbols: Sequence[str], listed: Sequence[str] = ()) -> str:
-    """The clock stream every connection carries: BTCUSDT's 1-second klines when the exchange
-    lists it (the most traded symbol, so it is pushed every second), else those of the first
-    symbol of the universe (the most traded one for a --top universe)."""
-    pick = "BTCUSDT" if "BTCUSDT" in listed or "BTCUSDT" in symbols else symbols[0]
-    return f"{pick.lower()}@kline_1s"
-
-
-class Universe:
-    """Which symbols each connection carries; `refresh` recomputes it every `every_s` on a
-    thread: symbols that stay keep their connection, symbols that leave are dropped, new ones
-    go to the connections with the most room (at most `per_connection` each)."""
-
-    def __init__(self, groups: list[list[str]], per_connection: int, kind: str) -> None:
-        self._lock = threading.Lock()
-        self._groups = [[s.split("@", 1)[0].upper() for s in g] for g in groups]
-        self._per_connection = per_connection
-        self._kind = kind
-        self.version = 0
-        self.refreshes = 0
-
-    def symbols_of(self, index: int) -> list[str]:
-        with self._lock:
-            return list(dict.fromkeys(self._groups[index]))
-
-    def apply(self, wanted: Sequence[str]) -> None:
-        want = [s.upper() for s in wanted]
-        keep = set(want)
-        with self._lock:
-            groups = [list(dict.fromkeys(s for s in g if s in keep)) for g in self._groups]
-            placed = {s for g in groups for s in g}
-            for symbol in want:
-                if symbol in placed:
-                    continue
-                room = min(range(len(groups)), key=lambda i: len(groups[i]))
-                if len(groups[room]) >= self._per_connection:
-                    log.warning(
-                        "universe: no room for symbol=%s (every connection is full)", symbol
-                    )
-                    continue
-                groups[room].append(symbol)
-                placed.add(symbol)
-            if groups != self._groups:
-                self._groups = groups
-                self.version += 1
-            self.refreshes += 1
-
-    def run(
-        self, refresh: Callable[[], Sequence[str]], every_s: float, stop: threading.Event
-    ) -> None:
-        while not stop.wait(every_s):
-            try:
-                self.apply(refresh())
-            except Exception as e:  # a failed refresh keeps the current universe
-                log.warning("universe refresh failed: %s", e)
-
-
-class _Closing(Exception):
-    """The partition is closing: a worker thread gives up waiting."""
-
-
-@dataclass
-class Fetched:
-    """What a backfill or resume job brings back (made on a worker thread)."""
-
-    trades: list[tuple[int, Trade]]
-    complete: bool  # reached the present (or the trade it was asked to reach)
-    reset: dict[str, Any] | None = None  # resume jobs: the builder state to continue from
-    position: SymbolState | None = None  # resume jobs: the symbol's position before `trades`
-    gaps: list[GapReport] = field(default_factory=list)
-    exchange_ms: int = -1  # the exchange's clock when the fetch ended (-1: not read)
-
-
-class _LivePartition(StatefulSourcePartition[SourceItem, dict[str, list[int]]]):
+class _LivePartition(FrameDoor, StatefulSourcePartition[SourceItem, dict[str, list[int]]]):
     def __init__(
         self,
         streams: list[str],
@@ -279,7 +115,6 @@ class _LivePartition(StatefulSourcePartition[SourceItem, dict[str, list[int]]]):
         self._ceiling = cfg.clock.now_ms() + cfg.future_margin_ms  # latest plausible trade time
         self._feed_seen = (0, 0, 0, 0)
         self._control_seen = (0, 0)
-        self._exchange_now: tuple[float, int] | None = None  # (monotonic s, exchange ms)
         self._time_job: Future[int] | None = None  # the exchange's time, asked after a refusal
         self._time_refused = False  # a frame was refused for its time in this batch
         self._deadline_ms = (
@@ -289,6 +124,7 @@ class _LivePartition(StatefulSourcePartition[SourceItem, dict[str, list[int]]]):
         )
         self._refused: list[DeadLetter] = []  # implausible trades of backfills
         self._closing = threading.Event()
+        self._backfill = BackfillJobs(cfg, stats, rest, self._closing)
         self._pool = ThreadPoolExecutor(cfg.backfill_workers, thread_name_prefix="backfill")
         frames = self._frames
         limit = cfg.max_buffered_frames
@@ -355,7 +191,7 @@ class _LivePartition(StatefulSourcePartition[SourceItem, dict[str, list[int]]]):
             # our idea of the exchange's clock may lag (a host that slept, a clock that runs
             # faster than ours): ask the exchange; a trade refused meanwhile is fetched again
             # over REST when its ids are found skipped
-            self._time_job = self._pool.submit(self._exchange_ms, True)
+            self._time_job = self._pool.submit(self._backfill.exchange_ms, True)
         self._time_refused = False
         items: list[SourceItem] = []
         watermark = seen - self._cfg.grace_ms
@@ -471,314 +307,6 @@ class _LivePartition(StatefulSourcePartition[SourceItem, dict[str, list[int]]]):
                 else:
                     self._start_job(symbol)
 
-    # -- frames ------------------------------------------------------------------------
-    def _exchange_clock_ms(self) -> int:
-        """The exchange's clock as best known: its clock stream, else its REST time (advanced
-        by our own clock since it was read), else our own clock."""
-        known = self._exchange_now
-        rest = (
-            -1 if known is None else known[1] + int((self._clock.monotonic_s() - known[0]) * 1000)
-        )
-        best = max(self._clock_ms, rest)
-        return best if best >= 0 else self._clock.now_ms()
-
-    def _frame(self, raw: bytes, out: dict[str, list[Trade]], dead: list[DeadLetter]) -> int:
-        """Take one frame; returns the event time it proves delivered (-1 for none)."""
-        try:
-            ev: Any = _lax_frame.decode(raw).data
-            trade = lax_trade(ev, self._ceiling)
-        except _LAX_ERRORS:
-            trade = None
-        if trade is not None:
-            agg_id = ev.a if type(ev) is LaxAggTrade else -1
-            self._accept(ev.s, agg_id, trade, out)
-            return trade[4]
-        text = raw[:4000].decode("utf-8", "replace")
-        try:
-            exact = decode_frame(raw)
-        except FrameError as e:
-            dead.append(DeadLetter(e.reason, e.detail, text, "live"))
-            return -1
-        if isinstance(exact, AggTradeEvent | TradeEvent):
-            try:
-                if isinstance(exact, AggTradeEvent):
-                    trade, agg_id = agg_trade_to_trade(exact), exact.a
-                else:
-                    trade, agg_id = trade_event_to_trade(exact), -1
-            except InvalidTrade as e:
-                dead.append(DeadLetter(e.reason, str(e), text, "live", exact.s))
-                return -1
-            why = implausible(trade, self._ceiling)
-            if why is not None:
-                self._time_refused |= trade[4] > self._ceiling
-                dead.append(DeadLetter(dl.IMPLAUSIBLE, why, text, "live", exact.s))
-                return -1
-            self._accept(exact.s, agg_id, trade, out)
-            return trade[4]
-        if isinstance(exact, KlineEvent):
-            k = exact.k
-            event_ms = exact.E // 1000 if exact.E >= 100_000_000_000_000 else exact.E
-            if event_ms > self._ceiling:
-                self._time_refused = True
-                dead.append(DeadLetter(dl.IMPLAUSIBLE, f"event time {event_ms} is after "
-                                       f"{self._ceiling}", text, "live", exact.s))  # fmt: skip
-                return -1
-            if k.i == "1m" and k.x and exact.s in self._cfg.reconcile:
-                self._refs.setdefault(exact.s, []).append(kline_of_event(exact))
-            else:
-                self._stats.clock_frames += 1
-                if event_ms > self._clock_ms:
-                    # the exchange's clock moved: so does the latest plausible time
-                    self._clock_ms = event_ms
-                    self._ceiling = max(self._ceiling, event_ms + self._cfg.future_margin_ms)
-            return event_ms
-        self._stats.frames_ignored += 1  # depth, tickers and serverShutdown frames
-        return -1
-
-    def _accept(self, symbol: str, agg_id: int, trade: Trade, out: dict[str, list[Trade]]) -> None:
-        st = self._state.get(symbol)
-        if symbol in self._jobs or st is None:
-            self._pending.setdefault(symbol, []).append((agg_id, trade))
-            if st is None and symbol not in self._jobs and symbol in self._symbols:
-                self._start_job(symbol)
-            return
-        if trade[1] <= st[0]:
-            self._stats.duplicates += 1
-            return
-        if trade[0] > st[0] + 1 and st[0] >= 0:  # ids were skipped: fetch them before going on
-            self._pending.setdefault(symbol, []).append((agg_id, trade))
-            self._live.discard(symbol)
-            self._start_job(symbol)
-            return
-        st[0], st[1], st[2] = trade[1], trade[4], agg_id
-        self._emit(symbol, trade, out)
-
-    def _emit(self, symbol: str, trade: Trade, out: dict[str, list[Trade]]) -> None:
-        self._stats.trades_read += 1
-        lst = out.get(symbol)
-        if lst is None:
-            out[symbol] = lst = []
-        lst.append(trade)
-
-    # -- backfill ----------------------------------------------------------------------
-    def _start_job(self, symbol: str) -> None:
-        """Resume the symbol from the stores (first time in this process), or fetch the
-        trades after its position."""
-        self._live.discard(symbol)
-        st = self._state.get(symbol)
-        if st is None:
-            self._jobs[symbol] = self._pool.submit(self._resume_job, symbol)
-        else:
-            self._jobs[symbol] = self._pool.submit(self._fetch, symbol, st[0], st[1], st[2])
-
-    def _patiently(self, what: str, call: Callable[[], _T]) -> _T:
-        """`call()` until it answers: rate limits waited out, other failures retried with
-        backoff (the exchange or a store may be away for minutes). A refusal that retrying
-        cannot change (BinanceError) is raised. Runs on a worker thread."""
-        delay = 1.0
-        failures = 0
-        while True:
-            if self._closing.is_set():
-                raise _Closing
-            try:
-                return call()
-            except BinanceError:
-                raise
-            except RateLimited as e:
-                wait = max(e.retry_after_s, 1.0)
-                error: Exception = e
-            except Exception as e:  # unreachable, 5xx, a store away: all worth a retry
-                wait, delay = delay, min(delay * 2, _RETRY_MAX_S)
-                error = e
-            failures += 1
-            self._stats.backfill_retries += 1
-            if failures == 1 or failures % 10 == 0:
-                log.warning(
-                    "%s: waiting %.0f s and trying again (attempt %d): %s",
-                    what,
-                    wait,
-                    failures,
-                    error,
-                )
-            if self._closing.wait(wait):
-                raise _Closing
-
-    def _exchange_ms(self, fresh: bool = False) -> int:
-        """The exchange's clock (GET /api/v3/time, kept for a few seconds unless `fresh`)."""
-        now_s = self._clock.monotonic_s()
-        known = self._exchange_now
-        if fresh or known is None or now_s - known[0] > 5.0:
-            server = self._patiently("exchange time", self._rest.server_time)
-            known = self._exchange_now = (now_s, server)
-        return known[1] + int((now_s - known[0]) * 1000)
-
-    def _prev_close(self, symbol: str, open_ms: int) -> int:
-        """The close of the exchange's kline before `open_ms` (0: none, not listed yet)."""
-        base = base_interval_for(self._cfg.intervals)
-        rows = self._patiently(
-            f"previous close of {symbol}",
-            lambda: self._rest.klines(symbol, base, end_ms=open_ms - 1, limit=1),
-        )
-        if not rows:
-            return 0
-        k = kline_of_row(rows[-1])
-        return k.close if k.open_ms < open_ms else 0
-
-    def _resume_job(self, symbol: str) -> Fetched:
-        """Where the symbol continues (what Redis holds, or its first start), and the trades
-        from there. Runs on a worker thread."""
-        cfg = self._cfg
-        resume = cfg.resume
-        self._exchange_ms()  # the exchange's clock, for the checks at the door
-        start = None
-        if resume is not None:
-            start = self._patiently(f"resume point of {symbol}", lambda: resume.read(symbol))
-        gaps: list[GapReport] = []
-        if start is not None and not start.from_origin:
-            sk = SymbolKlines.resumed(
-                cfg.intervals, start.next_open_ms, start.prev_close, start.stored
-            )
-            origin = start.next_open_ms
-        else:
-            if start is not None:
-                origin = start.next_open_ms  # a first start that closed nothing yet
-            else:
-                origin = self._first_open()
-                if resume is not None:
-                    first = origin
-                    origin = self._patiently(
-                        f"origin of {symbol}", lambda: resume.claim_origin(symbol, first)
-                    )
-                longest = cfg.longest_interval
-                if longest is not None and longest.open_time(origin) < origin:
-                    gaps.append(
-                        GapReport(
-                            symbol,
-                            -1,
-                            -1,
-                            longest.open_time(origin),
-                            origin,
-                            "started mid-interval",
-                        )
-                    )
-            prev = self._prev_close(symbol, origin)
-            sk = SymbolKlines.resumed(cfg.intervals, origin, prev, {})
-        fetched = self._fetch(symbol, -1, origin, -1)
-        fetched.reset = sk.snapshot()
-        fetched.position = [-1, origin, -1]
-        fetched.gaps = gaps + fetched.gaps
-        return fetched
-
-    def _first_open(self) -> int:
-        cfg = self._cfg
-        if cfg.history_from_ms is not None:
-            return cfg.history_from_ms
-        now = self._exchange_ms()
-        base = INTERVALS[base_interval_for(cfg.intervals)]
-        warmup = cfg.warmup_interval or base
-        return warmup.open_time(now)
-
-    def _fetch(self, symbol: str, last_id: int, last_ms: int, last_agg: int) -> Fetched:
-        """aggTrades after last_id (from last_agg + 1, or from the time last_ms), up to the
-        present or `pages_per_job` pages. Runs on a worker thread."""
-        got: list[tuple[int, Trade]] = []
-        from_id = last_agg + 1 if last_agg >= 0 else None
-        start_ms = None if from_id is not None else last_ms
-        for _ in range(self._cfg.pages_per_job):
-            page = self._patiently(
-                f"backfill of {symbol}", partial(self._page, symbol, from_id, start_ms)
-            )
-            for x in page:
-                if x.l <= last_id:
-                    continue
-                try:
-                    trade = agg_trade_to_trade(x.event(symbol))
-                except InvalidTrade:
-                    continue  # Binance's invalid-marker rows carry no trade
-                got.append((x.a, trade))
-            if len(page) < _PAGE:
-                # what the exchange served reaches its clock now: the door's check of these
-                # trades uses it (ours, or the stream's, may lag behind)
-                return Fetched(got, True, exchange_ms=self._exchange_ms(fresh=True))
-            from_id, start_ms = page[-1].a + 1, None
-        return Fetched(got, False, exchange_ms=self._exchange_ms(fresh=True))
-
-    def _page(self, symbol: str, from_id: int | None, start_ms: int | None) -> list[RestAggTrade]:
-        return self._rest.agg_trades(symbol, from_id=from_id, start_ms=start_ms, limit=_PAGE)
-
-    def _finish_backfill(
-        self,
-        symbol: str,
-        job: Future[Fetched],
-        out: dict[str, list[Trade]],
-        gaps: list[GapReport],
-        resets: dict[str, dict[str, Any]],
-    ) -> bool:
-        """Release what a job fetched (and, once caught up, the live trades held meanwhile);
-        returns whether the symbol is caught up and live."""
-        stale = symbol in self._stale_jobs
-        self._stale_jobs.discard(symbol)
-        try:
-            res = job.result()
-        except _Closing:
-            return False
-        except RestError as e:  # the exchange refuses (e.g. an unknown symbol): cannot be had
-            log.warning("backfill refused symbol=%s error=%s", symbol, e)
-            st = self._state.setdefault(symbol, [-1, self._clock.now_ms(), -1])
-            gaps.append(
-                GapReport(
-                    symbol,
-                    st[0] + 1,
-                    -1,
-                    st[1],
-                    self._clock.now_ms(),
-                    f"refused by the exchange: {e}",
-                )
-            )
-            self._stats.gaps += 1
-            res = Fetched([], True)
-        self._stats.trades_backfilled += len(res.trades)
-        gaps.extend(res.gaps)
-        if res.reset is None:
-            self._stats.backfills += 1
-        if res.reset is not None and res.position is not None:
-            self._stats.resumes += 1
-            resets[symbol] = res.reset
-            self._state[symbol] = res.position
-        st = self._state[symbol]
-        held = self._pending.pop(symbol, []) if res.complete and not stale else []
-        ceiling = max(self._ceiling, res.exchange_ms + self._cfg.future_margin_ms)
-        for agg_id, trade in res.trades + held:
-            if trade[1] <= st[0]:
-                self._stats.duplicates += 1  # fetched and also held from the stream
-                continue
-            why = implausible(trade, ceiling)
-            if why is not None:
-                self._refused.append(DeadLetter(dl.IMPLAUSIBLE, why, repr(trade), "rest", symbol))
-                continue
-            if trade[0] > st[0] + 1 and st[0] >= 0:  # (no position yet: nothing to miss)
-                jump = implausible_jump(trade[0], st[0], trade[4] - st[1])
-                if jump is not None:  # ids the exchange itself did not serve: a poisoned frame
-                    self._refused.append(
-                        DeadLetter(dl.IMPLAUSIBLE, jump, repr(trade), "live", symbol)
-                    )
-                    continue
-                gaps.append(
-                    GapReport(
-                        symbol, st[0] + 1, trade[0] - 1, st[1], trade[4], "not served by REST"
-                    )
-                )
-                self._stats.gaps += 1
-            st[0], st[1], st[2] = trade[1], trade[4], agg_id
-            self._emit(symbol, trade, out)
-        if not res.complete or stale:
-            self._start_job(symbol)  # more to fetch (or fetched before the last reconnect)
-            return False
-        if self._connected and symbol in self._symbols:
-            self._live.add(symbol)
-            return True
-        return False
-
 
 class LiveSource(FixedPartitionedSource[SourceItem, dict[str, list[int]]]):
     def __init__(self, cfg: LiveConfig, stats: RunStats) -> None:
@@ -826,4 +354,4 @@ class LiveSource(FixedPartitionedSource[SourceItem, dict[str, list[int]]]):
         return part
 
 
-__all__ = ["LiveConfig", "LiveSource", "Mapping", "clock_stream_for", "stream_groups"]
+__all__ = ["LiveSource"]
