@@ -2,8 +2,10 @@
 
 Nothing is counted twice: a custom collector reads the flow's own counters (RunStats, the
 rules engine's counters, the signal writers, the feeds) when Prometheus scrapes. `/healthz`
-answers 200 when Redis answers, PostgreSQL answers (if the flow writes signals) and every
-feed connection is connected and heard from within `stale_after_s`; else 503 with the reasons.
+answers 200 when Redis answers, PostgreSQL answers (if the flow writes signals) and the
+flow's heartbeat as it is now is healthy by the one definition every reader uses
+(``flows.app.health``: not waiting for a server, every feed connection connected and heard
+from within `stale_after_s`); else 503 with the reasons.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from flows.app.health import FEED_SILENT_AFTER_S, FlowHeartbeat
+from flows.domain.clock import SYSTEM_CLOCK, Clock
 from flows.domain.deadletter import REASONS
 from flows.domain.stats import RunStats
 
@@ -31,6 +35,7 @@ class FlowView:
     feeds: Callable[[], list[dict[str, Any]]] = lambda: []
     rules: Callable[[], dict[str, float]] = lambda: {}
     checks: dict[str, Callable[[], bool]] = field(default_factory=dict)  # name -> reachable?
+    clock: Clock = SYSTEM_CLOCK
 
 
 class FlowCollector(Collector):
@@ -141,9 +146,13 @@ class FlowCollector(Collector):
         yield buffered
 
 
-def health(view: FlowView, stale_after_s: float = 30.0) -> tuple[bool, list[str]]:
-    problems = [f"waiting for {server}" for server in sorted(view.stats.waiting_for)]
-    if view.rules().get("waiting"):
+def health(view: FlowView, stale_after_s: float = FEED_SILENT_AFTER_S) -> tuple[bool, list[str]]:
+    """The flow's heartbeat now, judged as `klineflow status` and the dashboard judge it,
+    with the signals held for PostgreSQL and the servers that do not answer."""
+    now_ms = view.clock.now_ms()
+    beat = FlowHeartbeat.of_run(view.stats, view.feeds(), now_ms, now_ms)
+    problems = list(beat.health(now_ms, feed_silent_after_s=stale_after_s).reasons)
+    if view.rules().get("waiting") and "postgresql" not in beat.waiting_for:
         problems.append("waiting for postgresql (signals held)")
     for name, check in view.checks.items():
         try:
@@ -152,11 +161,6 @@ def health(view: FlowView, stale_after_s: float = 30.0) -> tuple[bool, list[str]
             ok = False
         if not ok:
             problems.append(f"{name} unreachable")
-    for f in view.feeds():
-        if f["state"] != "connected":
-            problems.append(f"feed {f['connection']} {f['state']}")
-        elif f["last_message_age_s"] is not None and f["last_message_age_s"] > stale_after_s:
-            problems.append(f"feed {f['connection']} silent for {f['last_message_age_s']:.0f} s")
     return not problems, problems
 
 
@@ -187,7 +191,7 @@ class MetricsServer:
             def log_message(self, format: str, *args: object) -> None:
                 pass  # scrapes every few seconds are not news
 
-        self.stale_after_s = 30.0
+        self.stale_after_s = FEED_SILENT_AFTER_S
         self.server = ThreadingHTTPServer((host, port), Handler)
         self.port = int(self.server.server_address[1])
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True,

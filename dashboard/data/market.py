@@ -7,7 +7,6 @@ function answers a `Fetched`: when Redis is unreachable, the last good answer, m
 
 from __future__ import annotations
 
-import json
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from flows.app.health import FlowHeartbeat, HeartbeatError
 from flows.domain.clock import SYSTEM_CLOCK, Clock
 from flows.domain.intervals import get_interval
 from flows.domain.keys import KeySpace
@@ -89,7 +89,8 @@ class RedisStatus:
     reconcile_mismatches: int
     now_ms: int = 0
     notes: list[str] = field(default_factory=list)
-    heartbeat: dict[str, Any] | None = None  # the live flow's, if one is running (or just ran)
+    heartbeat: FlowHeartbeat | None = None  # the live flow's, if one is running (or just ran)
+    heartbeat_error: str = ""  # why the heartbeat hash in Redis could not be read
 
 
 def _client(url: str) -> redis.Redis:
@@ -289,6 +290,7 @@ class MarketData:
             i += 1
         dl_len, dl_recent, dq_len, dq_recent, rec_len, beat = results[i : i + 6]
         letters = [_text_fields(fields) for _, fields in dl_recent]
+        heartbeat, heartbeat_error = _heartbeat(beat)
         notes = []
         if len(symbols) > max_symbols:
             notes.append(f"series of the first {max_symbols} of {len(symbols)} symbols shown")
@@ -306,24 +308,19 @@ class MarketData:
             reconcile_mismatches=int(rec_len),
             now_ms=self._clock.now_ms(),
             notes=notes,
-            heartbeat=_heartbeat(beat),
+            heartbeat=heartbeat,
+            heartbeat_error=heartbeat_error,
         )
 
 
-def _heartbeat(fields: dict[bytes, bytes]) -> dict[str, Any] | None:
-    """The flow's heartbeat hash, decoded (numbers as ints, JSON fields parsed)."""
+def _heartbeat(fields: dict[bytes, bytes]) -> tuple[FlowHeartbeat | None, str]:
+    """The flow's heartbeat (None when there is none), or why it cannot be read."""
     if not fields:
-        return None
-    out: dict[str, Any] = {}
-    for key, raw in fields.items():
-        name, text = key.decode(), raw.decode(errors="replace")
-        if name in ("feeds", "klines_closed"):
-            out[name] = json.loads(text)
-        elif text.lstrip("-").isdigit():
-            out[name] = int(text)
-        else:
-            out[name] = text
-    return out
+        return None, ""
+    try:
+        return FlowHeartbeat.decode(fields), ""
+    except HeartbeatError as e:
+        return None, str(e)
 
 
 def _text_fields(fields: dict[bytes, bytes]) -> dict[str, str]:

@@ -1,13 +1,14 @@
 """Status: can the dashboard reach its servers, and how is the flow doing: the live flow's
-heartbeat (its counters and each feed connection's state, rewritten every few seconds) and
-what the stored klines show (the age of the newest kline of each series)."""
+heartbeat (its counters and each feed connection's state, rewritten every few seconds) judged
+as `klineflow status` judges it (``flows.app.health``), what the stored klines show (the age
+of the newest kline of each series), and the signed-in user's traders' signal counts."""
 
 from __future__ import annotations
 
 import pandas as pd  # type: ignore[import-untyped]
 import streamlit as st
 
-from dashboard.data import sources
+from dashboard.data import flow_status, sources
 from dashboard.ui.common import banner, current_user, utc_text
 
 SERVER_TIME = "klineflow_status"
@@ -45,47 +46,51 @@ def render() -> None:
     now = rs.now_ms
     st.subheader("Flow")
     beat = rs.heartbeat
+    health = flow_status.flow_health(rs)
     if beat is None:
-        st.caption("No live flow heartbeat: no `klineflow up` or `demo` is running on this "
-                   "Redis and namespace (replays and backtests publish none).")  # fmt: skip
+        if rs.heartbeat_error:
+            st.error(f"The flow's heartbeat in Redis cannot be read: {rs.heartbeat_error}")
+        else:
+            st.caption("No live flow heartbeat: no `klineflow up` or `demo` is running on this "
+                       "Redis and namespace (replays and backtests publish none).")  # fmt: skip
     else:
+        c = beat.counters
         f1, f2, f3, f4 = st.columns(4)
-        beat_age = _age(now, beat.get("ts_ms"))
-        f1.metric("Flow", str(beat.get("state", "?")), f"heartbeat {beat_age} ago",
+        f1.metric("Flow", beat.state, f"heartbeat {_age(now, beat.ts_ms)} ago",
                   delta_color="off")  # fmt: skip
-        f2.metric("Trades read", f"{int(beat.get('trades_read', 0)):,}")
-        f3.metric("Late / duplicate", f"{beat.get('late', 0)} / {beat.get('duplicates', 0)}")
-        f4.metric("Reconnects / gaps", f"{beat.get('feed_reconnects', 0)} / {beat.get('gaps', 0)}")
-        waiting = str(beat.get("waiting_for") or "")
-        if waiting:
-            st.warning(f"The flow is paused, waiting for {waiting.replace(',', ', ')}: nothing is "
-                       "lost, it goes on when the server answers.")  # fmt: skip
-        amended, refused = int(beat.get("klines_amended", 0)), int(beat.get("implausible", 0))
-        repairs = int(beat.get("store_repairs", 0))
-        if amended or refused or repairs:
-            st.caption(f"{amended} kline(s) amended by trades that came after their close, "
-                       f"{refused} implausible trade(s) refused, {repairs} Redis repair(s) "
-                       "(see the data-quality records below).")  # fmt: skip
-        processes = int(beat.get("processes", 1))
-        if processes > 1:
-            st.caption(f"Cluster: {beat.get('processes_seen', 0)} of {processes} processes "
+        f2.metric("Trades read", f"{c.trades_read:,}")
+        f3.metric("Late / duplicate", f"{c.late} / {c.duplicates}")
+        f4.metric("Reconnects / gaps", f"{c.feed_reconnects} / {c.gaps}")
+        when = " (as of the data shown)" if redis_answer.stale else ""
+        if health is not None and health.healthy:
+            st.success(f"Healthy{when}.")
+        elif health is not None:
+            st.error(f"Not healthy{when}: " + "; ".join(health.reasons) + ".")
+        if beat.waiting_for:
+            st.warning(f"The flow is paused, waiting for {', '.join(beat.waiting_for)}: nothing "
+                       "is lost, it goes on when the server answers.")  # fmt: skip
+        if c.klines_amended or c.implausible or c.store_repairs:
+            st.caption(f"{c.klines_amended} kline(s) amended by trades that came after their "
+                       f"close, {c.implausible} implausible trade(s) refused, {c.store_repairs} "
+                       "Redis repair(s) (see the data-quality records below).")  # fmt: skip
+        if beat.processes > 1:
+            st.caption(f"Cluster: {beat.processes_seen} of {beat.processes} processes "
                        "heard from; feeds are listed as process/connection.")  # fmt: skip
-        feeds = beat.get("feeds") or []
-        if feeds:
+        if beat.feeds:
             st.dataframe(
                 pd.DataFrame(
                     [
                         {
-                            "connection": f["connection"],
-                            "streams": f["streams"],
-                            "state": f["state"],
+                            "connection": f.connection,
+                            "streams": f.streams,
+                            "state": f.state,
                             "last message": "-"
-                            if f["last_message_age_s"] is None
-                            else f"{f['last_message_age_s']:.1f} s ago",
-                            "reconnects": f["reconnects"],
-                            "frames": f["frames"],
+                            if f.last_message_age_s is None
+                            else f"{f.last_message_age_s:.1f} s ago",
+                            "reconnects": f.reconnects,
+                            "frames": f.frames,
                         }
-                        for f in feeds
+                        for f in beat.feeds
                     ]
                 ),
                 hide_index=True,
@@ -159,6 +164,19 @@ def render() -> None:
 
     user = current_user()
     if user is not None:
+        st.subheader("Your traders' signals")
+        counts = flow_status.signal_counts(sources.database(cfg), user, now)
+        if counts.value:
+            st.dataframe(
+                pd.DataFrame(
+                    [{"trader": t.trader, "enabled": t.enabled, "signals": t.total,
+                      "last 24 h": t.last_24h} for t in counts.value]
+                ),
+                hide_index=True,
+                key="status_signal_counts",
+            )  # fmt: skip
+        else:
+            st.caption("No traders yet.")
         st.subheader("Your traders' rule errors")
         errors = sources.database(cfg).rule_errors(user)
         if errors.value:

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
+import textwrap
+import unicodedata
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.cells import cell_len, set_cell_size
 
 from flows.cli.boundary import console, out
 from flows.cli.common import (
@@ -17,12 +21,14 @@ from flows.cli.common import (
     app,
     services_app,
 )
-from flows.domain.clock import SYSTEM_CLOCK
 from flows.domain.intervals import IntervalError, get_interval
 from flows.domain.keys import KeySpace
 
 if TYPE_CHECKING:  # the heavy imports stay inside the commands that need them
-    pass
+    from flows.app.status import StatusReport
+
+WIDTH = 80  # every line of `status` fits a terminal this wide
+MAX_TRADERS = 30  # traders listed in the text form (--json lists them all)
 
 
 @app.command()
@@ -32,129 +38,120 @@ def status(
     database_url: DatabaseUrl = None,
     as_json: Annotated[bool, typer.Option("--json", help="one JSON object")] = False,
 ) -> None:
-    """The pipeline's health at a glance: servers, the live flow's heartbeat and feeds.
-    Exits 1 when a server is unreachable or the flow's heartbeat is stale or missing."""
-    import json as _json
+    """The pipeline's health at a glance: servers, the live flow's heartbeat and feeds, data
+    quality, signals per trader. Exits 1 when not healthy (a server unreachable, the flow's
+    heartbeat stale or missing, a feed not connected or silent, the flow waiting for a
+    server, a cluster member missing), with the reasons."""
+    from flows.app.status import status as gather
 
-    import psycopg
-    import redis as _redis
-
-    from flows.services import Services
-
-    settings = _settings(redis_url=redis_url, namespace=namespace, database_url=database_url)
-    services = Services(settings.data_dir)
-    rurl = settings.redis_url_value() or services.redis.url
-    report: dict[str, object] = {"redis": "unreachable", "postgresql": "unreachable"}
-    beat: dict[str, object] | None = None
-    keys = KeySpace(settings.namespace)
-    try:
-        client = _redis.Redis.from_url(rurl, socket_timeout=3, socket_connect_timeout=3)
-        client.ping()
-        report["redis"] = "reachable"
-        raw = client.hgetall(keys.heartbeat)
-        if raw:
-            beat = {k.decode(): v.decode() for k, v in raw.items()}  # type: ignore[union-attr]
-        report["data_quality"] = _data_quality(client, keys)
-    except (_redis.RedisError, OSError):
-        pass
-    durl = settings.database_url_value()
-    if durl is None and services.postgres.running():
-        durl = services.database_url(None)
-    if durl:
-        try:
-            with psycopg.connect(durl, connect_timeout=3) as conn:
-                conn.execute("SELECT 1")
-            report["postgresql"] = "reachable"
-        except psycopg.Error:
-            pass
-    now = SYSTEM_CLOCK.now_ms()
-    healthy = report["redis"] == "reachable" and report["postgresql"] == "reachable"
-    if beat is None:
-        report["flow"] = "no heartbeat (no live flow on this Redis and namespace)"
-        healthy = False
-    else:
-        age_s = (now - int(str(beat["ts_ms"]))) / 1000
-        feeds = _json.loads(str(beat.get("feeds", "[]")))
-        report["flow"] = {
-            "state": beat.get("state"),
-            "heartbeat_age_s": round(age_s, 1),
-            "trades_read": int(str(beat.get("trades_read", 0))),
-            "late": int(str(beat.get("late", 0))),
-            "duplicates": int(str(beat.get("duplicates", 0))),
-            "gaps": int(str(beat.get("gaps", 0))),
-            "implausible": int(str(beat.get("implausible", 0))),
-            "klines_amended": int(str(beat.get("klines_amended", 0))),
-            "store_repairs": int(str(beat.get("store_repairs", 0))),
-            "waiting_for": [w for w in str(beat.get("waiting_for", "")).split(",") if w],
-            "processes": int(str(beat.get("processes", 1))),
-            "processes_seen": int(str(beat.get("processes_seen", 1))),
-            "feeds": feeds,
-        }
-        stale_feed = any(f["state"] != "connected" for f in feeds)
-        waiting = bool(str(beat.get("waiting_for", "")))
-        healthy = (
-            healthy and beat.get("state") == "running" and age_s < 10 and not stale_feed
-            and not waiting
-        )  # fmt: skip
-    report["healthy"] = healthy
+    report = gather(_settings(redis_url=redis_url, namespace=namespace, database_url=database_url))
     if as_json:
-        out.print_json(_json.dumps(report))
+        out.print_json(json.dumps(report.to_json()))
     else:
-        out.print(f"redis       {report['redis']}")
-        out.print(f"postgresql  {report['postgresql']}")
-        flow = report["flow"]
-        if isinstance(flow, dict):
-            out.print(f"flow        {flow['state']}, heartbeat {flow['heartbeat_age_s']} s ago, "
-                      f"{flow['trades_read']:,} trades, {flow['late']} late, "
-                      f"{flow['duplicates']} duplicates, {flow['gaps']} gaps")  # fmt: skip
-            if flow["waiting_for"]:
-                out.print(f"  WAITING for {', '.join(flow['waiting_for'])} (the flow is paused)")
-            if flow["implausible"] or flow["klines_amended"] or flow["store_repairs"]:
-                out.print(f"  {flow['implausible']} implausible trades refused, "
-                          f"{flow['klines_amended']} klines amended, "
-                          f"{flow['store_repairs']} Redis repairs")  # fmt: skip
-            if flow["processes"] > 1:
-                out.print(f"  cluster: {flow['processes_seen']} of {flow['processes']} "
-                          "processes heard from")  # fmt: skip
-            for f in flow["feeds"]:
-                age = f["last_message_age_s"]
-                out.print(f"  feed {f['connection']}: {f['state']}, {f['streams']} streams, "
-                          f"last message {'-' if age is None else f'{age:.1f} s'} ago, "
-                          f"{f['reconnects']} reconnects")  # fmt: skip
-        else:
-            out.print(f"flow        {flow}")
-        quality = report.get("data_quality")
-        if isinstance(quality, dict) and quality["records"]:
-            out.print(f"data quality: {quality['records']} record(s), "
-                      f"{quality['gap_symbols']} symbol(s) with gaps; newest:")  # fmt: skip
-            for rec in quality["recent"]:
-                out.print("  " + _quality_line(rec), soft_wrap=True)
-        out.print("healthy" if healthy else "NOT healthy")
-    if not healthy:
+        for line in render(report):
+            out.print(line, soft_wrap=True, markup=False, highlight=False)
+    if not report.healthy:
         raise typer.Exit(1)
 
 
-def _data_quality(client: object, keys: KeySpace, newest: int = 5) -> dict[str, object]:
-    """What the data-quality stream holds: how many records, how many symbols have gaps, and
-    the newest records."""
-    import redis as _redis
+def render(report: StatusReport, width: int = WIDTH) -> list[str]:
+    """The report as lines of at most `width` cells: long text is wrapped, never cut, but
+    for trader names (shortened with an ellipsis: the id says which)."""
+    lines = [f"redis       {report.redis.word}", f"postgresql  {report.postgresql.word}"]
+    beat = report.heartbeat
+    if beat is None:
+        lines.append("flow        " + (report.heartbeat_error or "no heartbeat (no live flow "
+                                        "on this Redis and namespace)"))  # fmt: skip
+    else:
+        c = beat.counters
+        age_s = beat.age_ms(report.now_ms) / 1000
+        lines.append(f"flow        {beat.state}, heartbeat {age_s:.1f} s old, started "
+                     f"{_when(beat.started_ms)}")  # fmt: skip
+        lines.append(f"  {c.trades_read:,} trades ({c.trades_backfilled:,} backfilled), "
+                     f"{c.late:,} late, {c.duplicates:,} duplicates, {c.gaps:,} gaps")  # fmt: skip
+        if c.implausible or c.klines_amended or c.store_repairs:
+            lines.append(f"  {c.implausible:,} implausible trades refused, {c.klines_amended:,} "
+                         f"klines amended, {c.store_repairs:,} Redis repairs")  # fmt: skip
+        if beat.waiting_for:
+            lines.append(f"  WAITING for {', '.join(beat.waiting_for)} (the flow is paused)")
+        if beat.processes > 1:
+            lines.append(f"  cluster: {beat.processes_seen} of {beat.processes} processes "
+                         "heard from")  # fmt: skip
+        for f in beat.feeds:
+            age = f.last_message_age_s
+            heard = "never heard from" if age is None else f"last message {age:.1f} s ago"
+            lines.append(f"  feed {f.connection:<5} {f.state:<12} {f.streams:>4} streams, "
+                         f"{heard}, {f.reconnects:,} reconnects")  # fmt: skip
+    quality = report.data_quality
+    if quality is not None and quality.records:
+        lines.append(f"data quality: {quality.records:,} record(s), {quality.gap_symbols:,} "
+                     "symbol(s) with gaps; newest:")  # fmt: skip
+        lines += ["  " + _quality_line(rec) for rec in quality.recent]
+    lines += _signals(report, width)
+    if report.healthy:
+        lines.append("healthy")
+    else:
+        lines.append("NOT healthy:")
+        lines += [f"  - {reason}" for reason in report.health.reasons]
+    return [part for line in lines for part in _wrapped(line, width)]
 
-    assert isinstance(client, _redis.Redis)
-    count = int(client.xlen(keys.data_quality))
-    rows = client.xrevrange(keys.data_quality, count=newest) if count else []
-    recent = [{k.decode(): v.decode() for k, v in fields.items()} for _, fields in rows]  # type: ignore[union-attr]
-    gap_keys = list(client.scan_iter(match=keys.gaps("*"), count=1000)) if count else []
-    return {"records": count, "gap_symbols": len(gap_keys), "recent": recent}
+
+def _signals(report: StatusReport, width: int) -> list[str]:
+    if report.signals is None:
+        return [f"signals     {report.signals_error}"] if report.postgresql.reachable else []
+    if not report.signals:
+        return ["signals     no traders"]
+    name_cells = width - 2 - 8 - 2 - 2 - 12 - 2 - 10
+    head = f"  {'id':>8}  {'trader':<{name_cells}}  {'total':>12}  {'last 24 h':>10}"
+    lines = [f"signals     per trader ({len(report.signals):,})", head]
+    for t in report.signals[:MAX_TRADERS]:
+        name = _cells(_printable(t.trader), name_cells, "" if t.enabled else " (off)")
+        lines.append(f"  {t.trader_id:>8}  {name}  {t.total:>12,}  {t.last_24h:>10,}")
+    if len(report.signals) > MAX_TRADERS:
+        lines.append(f"  ... {len(report.signals) - MAX_TRADERS:,} more (--json lists all)")
+    return lines
+
+
+def _printable(text: str) -> str:
+    """User text on one line, without control characters (no escape reaches the terminal)."""
+    return "".join(" " if unicodedata.category(ch).startswith("C") else ch
+                   for ch in " ".join(text.split()))  # fmt: skip
+
+
+def _cells(text: str, cells: int, suffix: str = "") -> str:
+    """Text and suffix in exactly `cells` terminal cells: padded, or the text shortened with
+    an ellipsis (the suffix kept whole)."""
+    room = cells - cell_len(suffix)
+    if cell_len(text) > room:
+        text = set_cell_size(text, room - 1) + "\u2026"
+    return set_cell_size(text + suffix, cells)
+
+
+def _wrapped(line: str, width: int) -> list[str]:
+    if cell_len(line) <= width:
+        return [line]
+    indent = " " * (len(line) - len(line.lstrip(" ")) + 4)
+    parts = textwrap.wrap(line, width, subsequent_indent=indent, break_on_hyphens=False)
+    out_lines: list[str] = []
+    for part in parts:  # text of wide characters: cut by cells as a last resort
+        rest = part
+        while cell_len(rest) > width:
+            head = set_cell_size(rest, width)
+            out_lines.append(head)
+            rest = indent + rest[len(head) :]
+        out_lines.append(rest)
+    return out_lines
+
+
+def _when(ms: int) -> str:
+    if ms < 0:
+        return "-"
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 def _quality_line(rec: dict[str, str]) -> str:
-    from datetime import UTC, datetime
-
     def when(ms: str) -> str:
-        value = int(ms) if ms.lstrip("-").isdigit() else -1
-        if value < 0:
-            return "-"
-        return datetime.fromtimestamp(value / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M")
+        return _when(int(ms)) if ms.lstrip("-").isdigit() else "-"
 
     if "reason" in rec:  # a range of trades that could not be had
         return (f"{rec.get('symbol')}: {rec['reason']}, {when(rec.get('from_ms', '-1'))} .. "

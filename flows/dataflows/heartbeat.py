@@ -1,27 +1,28 @@
 """The live flow's heartbeat in Redis, for the dashboard's Status page and `klineflow status`.
 
-Every `every_s` a thread rewrites one hash (KeySpace.heartbeat): the time, the flow's
+Every `every_s` a thread rewrites one hash (KeySpace.heartbeat) with a
+``flows.app.health.FlowHeartbeat`` (the record every reader decodes): the time, the flow's
 counters, and each feed connection's state (connecting / connected / reconnecting, then
 disconnected when the flow stops) with the age of its last message. The hash expires a few
 periods after the last write, so a flow that died without a word shows as gone.
 
 In a cluster each process writes its own hash (KeySpace.heartbeat_of(process)) and then
-rewrites the flow's hash from every member's: counters summed, feeds listed as
-"process/connection", `processes` and `processes_seen`, and state "degraded" while a member's
-hash is missing or not running. Any live member keeps it fresh, so readers need not know the
+rewrites the flow's hash from every member's (``flows.app.health.combine``): counters summed,
+feeds listed as "process/connection", the members missing or stopped named, and state
+"degraded" while one is. Any live member keeps it fresh, so readers need not know the
 cluster's shape.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import threading
 from typing import Any
 
 import redis
 
+from flows.app.health import FlowHeartbeat, HeartbeatError, combine
 from flows.cluster import SINGLE, ClusterPlace
 from flows.domain.clock import SYSTEM_CLOCK, Clock
 from flows.domain.keys import KeySpace
@@ -32,6 +33,7 @@ log = logging.getLogger(__name__)
 
 
 def feeds(source: LiveSource, stopped: bool = False) -> list[dict[str, Any]]:
+    """Each feed connection's state now (what the metrics read, and the heartbeat carries)."""
     out = []
     for index, part in enumerate(list(source.partitions)):
         feed = part.feed
@@ -70,46 +72,28 @@ class Heartbeat(threading.Thread):
         self._stop = threading.Event()
         self.started_ms = clock.now_ms()
 
-    def beat(self, stopped: bool = False) -> None:
-        s = self._stats
-        fields = {
-            "ts_ms": self._clock.now_ms(),
-            "started_ms": self.started_ms,
-            "state": "stopped" if stopped else "running",
-            "trades_read": s.trades_read,
-            "trades_backfilled": s.trades_backfilled,
-            "feed_reconnects": s.feed_reconnects,
-            "gaps": s.gaps,
-            "duplicates": s.duplicates,
-            "late": s.dead_letters["late"],
-            "implausible": s.dead_letters["implausible"],
-            "foreign_batches": s.foreign_batches,
-            "klines_amended": s.klines_amended,
-            "resumes": s.resumes,
-            "backfill_retries": s.backfill_retries,
-            "store_repairs": s.store_repairs,
-            "waiting_for": ",".join(sorted(s.waiting_for)),
-            "klines_closed": json.dumps(dict(s.klines_closed)),
-            "feeds": json.dumps(feeds(self._source, stopped)),
-        }
+    def beat(self, stopped: bool = False) -> FlowHeartbeat:
+        """Write the heartbeat now (and in a cluster the flow's, combined); returns what the
+        flow's hash says."""
+        own = FlowHeartbeat.of_run(self._stats, feeds(self._source, stopped),
+                                   self._clock.now_ms(), self.started_ms, stopped)  # fmt: skip
         place = self._place
         if place.processes == 1:
-            self._write(self._keys.heartbeat, fields)
-            return
-        self._write(self._keys.heartbeat_of(place.process_id), fields)
+            self._write(self._keys.heartbeat, own)
+            return own
+        self._write(self._keys.heartbeat_of(place.process_id), own)
         pipe = self._client.pipeline()
         for i in range(place.processes):
             pipe.hgetall(self._keys.heartbeat_of(i))
-        members = [
-            ({k.decode(): v.decode() for k, v in raw.items()} if raw else None)
-            for raw in pipe.execute()
-        ]
-        self._write(self._keys.heartbeat, combine(members, self._clock.now_ms()))
+        members = [_member(i, raw) for i, raw in enumerate(pipe.execute())]
+        flow = combine(members, self._clock.now_ms())
+        self._write(self._keys.heartbeat, flow)
+        return flow
 
-    def _write(self, key: str, fields: dict[str, Any]) -> None:
+    def _write(self, key: str, beat: FlowHeartbeat) -> None:
         pipe = self._client.pipeline()
         pipe.delete(key)
-        pipe.hset(key, mapping=fields)  # type: ignore[arg-type]
+        pipe.hset(key, mapping=beat.encode())  # type: ignore[arg-type]
         pipe.expire(key, max(10, int(self._every_s * 5)))
         pipe.execute()
 
@@ -127,41 +111,12 @@ class Heartbeat(threading.Thread):
         self._client.close()
 
 
-_SUMMED = ("trades_read", "trades_backfilled", "feed_reconnects", "gaps", "duplicates", "late",
-           "implausible", "foreign_batches", "klines_amended", "resumes", "backfill_retries",
-           "store_repairs")  # fmt: skip
-
-
-def combine(members: list[dict[str, str] | None], now_ms: int) -> dict[str, Any]:
-    """The flow's heartbeat from its members' (None: a member whose hash is missing)."""
-    seen = [(i, m) for i, m in enumerate(members) if m is not None]
-    closed: dict[str, int] = {}
-    all_feeds: list[dict[str, Any]] = []
-    for i, m in seen:
-        for interval, n in json.loads(m.get("klines_closed", "{}")).items():
-            closed[interval] = closed.get(interval, 0) + int(n)
-        for f in json.loads(m.get("feeds", "[]")):
-            all_feeds.append(dict(f, connection=f"{i}/{f['connection']}", process=i))
-    states = {m.get("state") for _, m in seen}
-    if not seen:
-        state = "stopped"
-    elif len(seen) == len(members) and states == {"running"}:
-        state = "running"
-    elif states == {"stopped"}:
-        state = "stopped"
-    else:
-        state = "degraded"
-    out: dict[str, Any] = {
-        "ts_ms": now_ms,
-        "started_ms": min((int(m["started_ms"]) for _, m in seen), default=now_ms),
-        "state": state,
-        "processes": len(members),
-        "processes_seen": len(seen),
-        "klines_closed": json.dumps(closed),
-        "feeds": json.dumps(all_feeds),
-    }
-    for name in _SUMMED:
-        out[name] = sum(int(m.get(name, 0)) for _, m in seen)
-    waiting = {w for _, m in seen for w in m.get("waiting_for", "").split(",") if w}
-    out["waiting_for"] = ",".join(sorted(waiting))
-    return out
+def _member(process: int, raw: dict[bytes, bytes]) -> FlowHeartbeat | None:
+    """A member's own heartbeat; None when missing or unreadable (counted as missing)."""
+    if not raw:
+        return None
+    try:
+        return FlowHeartbeat.decode(raw)
+    except HeartbeatError as exc:
+        log.warning("heartbeat of process=%s unreadable: %s", process, exc)
+        return None

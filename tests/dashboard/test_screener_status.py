@@ -93,25 +93,82 @@ def test_status_shows_the_flow_heartbeat_and_each_feed_connection(
     table = at.dataframe[0].value
     assert list(table["state"]) == ["connected", "reconnecting"]
     assert list(table["last message"]) == ["0.4 s ago", "31.0 s ago"]
+    # judged as `klineflow status` judges it (an older flow's hash: no waiting_for, ...)
+    assert [e.value for e in at.error] == ["Not healthy: feed 1 reconnecting."]
+
+
+def test_status_says_healthy_and_names_what_the_flow_waits_for(
+    filled: Filled, app_env: None
+) -> None:
+    from flows.app.health import FeedState, FlowHeartbeat
+
+    client = redis.Redis.from_url(filled.redis_url)
+    beat = FlowHeartbeat(ts_ms=at_now(), started_ms=at_now() - 5_000, state="running",
+                         feeds=(FeedState("0", "connected", 3, 0.2),))  # fmt: skip
+    client.hset(filled.keys.heartbeat, mapping=beat.encode())  # type: ignore[arg-type]
+    at = open_page("views/status.py")
+    assert [x.value for x in at.success] == ["Healthy."] and not at.error
+    waiting = FlowHeartbeat(ts_ms=at_now(), started_ms=beat.started_ms, state="running",
+                            waiting_for=("postgresql",), feeds=beat.feeds)  # fmt: skip
+    client.hset(filled.keys.heartbeat, mapping=waiting.encode())  # type: ignore[arg-type]
+    at = open_page("views/status.py")
+    assert [e.value for e in at.error] == [
+        "Not healthy: waiting for postgresql (the flow is paused)."
+    ]
+    assert any("waiting for postgresql" in w.value for w in at.warning)
+
+
+def test_status_says_when_the_heartbeat_cannot_be_read(filled: Filled, app_env: None) -> None:
+    client = redis.Redis.from_url(filled.redis_url)
+    client.hset(filled.keys.heartbeat, mapping={"ts_ms": "soon", "state": "running"})
+    at = open_page("views/status.py")
+    assert [e.value for e in at.error] == [
+        "The flow's heartbeat in Redis cannot be read: heartbeat field 'ts_ms': expected an "
+        "integer, got 'soon'"
+    ]
+
+
+def test_status_counts_the_signals_of_the_users_own_traders_only(
+    filled: Filled, app_env: None
+) -> None:
+    import psycopg
+
+    with psycopg.connect(filled.database_url) as conn:
+        conn.execute(  # one of Ana's signals is two days old
+            "UPDATE signals SET created_at = now() - interval '2 days' WHERE id = "
+            "(SELECT min(id) FROM signals WHERE trader_id = %s)",
+            (filled.ana_trader.id,),
+        )
+        (total,) = conn.execute(  # type: ignore[misc]
+            "SELECT count(*) FROM signals WHERE trader_id = %s", (filled.ana_trader.id,)
+        ).fetchone()
+    assert total > 1
+    at = open_page("views/status.py", filled.ana, "ana")
+    table = next(d.value for d in at.dataframe if "last 24 h" in d.value.columns)
+    assert list(table["trader"]) == ["Ana up bars"]  # not Bob's
+    assert list(table["signals"]) == [total] and list(table["last 24 h"]) == [total - 1]
 
 
 def test_status_shows_a_cluster_from_its_combined_heartbeat(filled: Filled, app_env: None) -> None:
-    from flows.dataflows.heartbeat import combine
+    from flows.app.health import FlowHeartbeat, combine
 
     now_ms = int(at_now())
     member = {
-        "state": "running", "started_ms": str(now_ms - 9_000), "trades_read": "40",
+        "ts_ms": str(now_ms), "state": "running", "started_ms": str(now_ms - 9_000),
+        "trades_read": "40",
         "klines_closed": "{}", "feeds": json.dumps([{
             "connection": 0, "streams": 3, "state": "connected", "last_message_age_s": 0.2,
             "reconnects": 0, "frames": 40}]),
     }  # fmt: skip
     client = redis.Redis.from_url(filled.redis_url)
-    client.hset(filled.keys.heartbeat, mapping=combine([member, None], now_ms))
+    flow = combine([FlowHeartbeat.decode(member), None], now_ms)
+    client.hset(filled.keys.heartbeat, mapping=flow.encode())  # type: ignore[arg-type]
     at = open_page("views/status.py")
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Flow"] == "degraded"  # one of two members is missing
     assert any("1 of 2 processes" in c.value for c in at.caption)
     assert list(at.dataframe[0].value["connection"]) == ["0/0"]
+    assert [e.value for e in at.error] == ["Not healthy: cluster process 1 of 2 not heard from."]
 
 
 def at_now() -> int:

@@ -287,9 +287,17 @@ def test_the_flow_publishes_a_heartbeat_with_each_feed_state(
         code, report = status()  # `klineflow status`: healthy while it runs
         assert code == 0 and report["healthy"] is True, report
         assert report["redis"] == "reachable" and report["postgresql"] == "reachable"
+        text = CliRunner().invoke(app, ["status", "--redis-url", redis_url, "--namespace",
+                                        keys.namespace, "--database-url",
+                                        database_url])  # fmt: skip
+        lines = text.stdout.splitlines()
+        assert text.exit_code == 0 and lines[-1] == "healthy", text.output
+        assert sum(line.startswith("  feed ") and " connected " in line for line in lines) == 2
+        assert all(len(line) <= 80 for line in lines), lines
     code, report = status()
     assert code == 1 and report["healthy"] is False
     assert report["flow"]["state"] == "stopped"  # type: ignore[index]
+    assert report["reasons"] == ["the flow stopped"]
     stopped = beat()
     assert stopped[b"state"] == b"stopped"
     assert {f["state"] for f in _json.loads(stopped[b"feeds"])} == {"disconnected"}

@@ -192,7 +192,7 @@ def test_the_live_flow_runs_as_its_users_and_the_readers_read(
         status = market.status()
         assert not status.stale, status.error
         assert status.value.symbols == len(want) and status.value.heartbeat is not None
-        assert status.value.heartbeat["state"] == "stopped"
+        assert status.value.heartbeat.state == "stopped"
         assert status.value.dead_letters == 1 and status.value.gaps == {symbol: 1}
         assert status.value.data_quality >= 2 and status.value.reconcile_mismatches == 1
         assert {(x.symbol, x.interval) for x in status.value.series} == {
