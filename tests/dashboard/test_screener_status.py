@@ -7,6 +7,7 @@ import json
 import pytest
 import redis
 
+from flows.app.health import FeedState, FlowCounters, FlowHeartbeat
 from flows.domain.deadletter import DeadLetter
 from flows.domain.kline import kline_of_row
 from flows.sources.items import GapReport
@@ -100,8 +101,6 @@ def test_status_shows_the_flow_heartbeat_and_each_feed_connection(
 def test_status_says_healthy_and_names_what_the_flow_waits_for(
     filled: Filled, app_env: None
 ) -> None:
-    from flows.app.health import FeedState, FlowHeartbeat
-
     client = redis.Redis.from_url(filled.redis_url)
     beat = FlowHeartbeat(ts_ms=at_now(), started_ms=at_now() - 5_000, state="running",
                          feeds=(FeedState("0", "connected", 3, 0.2),))  # fmt: skip
@@ -150,7 +149,7 @@ def test_status_counts_the_signals_of_the_users_own_traders_only(
 
 
 def test_status_shows_a_cluster_from_its_combined_heartbeat(filled: Filled, app_env: None) -> None:
-    from flows.app.health import FlowHeartbeat, combine
+    from flows.app.health import combine
 
     now_ms = int(at_now())
     member = {
@@ -175,3 +174,27 @@ def at_now() -> int:
     from flows.domain.clock import SYSTEM_CLOCK
 
     return SYSTEM_CLOCK.now_ms()
+
+
+def test_status_keeps_the_last_heartbeat_and_verdict_while_redis_is_unreachable(
+    filled: Filled, app_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.dashboard.conftest import make_app, no_exceptions
+
+    client = redis.Redis.from_url(filled.redis_url)
+    beat = FlowHeartbeat(ts_ms=at_now(), started_ms=at_now(), state="running",
+                         counters=FlowCounters(trades_read=777),
+                         feeds=(FeedState("0", "connected", 3, 0.2),))  # fmt: skip
+    client.hset(filled.keys.heartbeat, mapping=beat.encode())  # type: ignore[arg-type]
+    at = make_app().run()
+    at.switch_page("views/status.py").run()
+    no_exceptions(at)
+    assert [x.value for x in at.success] == ["Healthy."]
+
+    monkeypatch.setenv("KLINEFLOW_REDIS_URL", "redis://127.0.0.1:1/0")
+    at.run()
+    no_exceptions(at)
+    assert any(w.value.endswith(": Redis is unreachable") for w in at.warning)
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Redis"] == "unreachable" and metrics["Trades read"] == "777"
+    assert [x.value for x in at.success] == ["Healthy (as of the data shown)."]
