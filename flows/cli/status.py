@@ -21,8 +21,6 @@ from flows.cli.common import (
     app,
     services_app,
 )
-from flows.domain.intervals import IntervalError, get_interval
-from flows.domain.keys import KeySpace
 
 if TYPE_CHECKING:  # the heavy imports stay inside the commands that need them
     from flows.app.status import StatusReport
@@ -170,20 +168,10 @@ def klines(
     namespace: Namespace = None,
 ) -> None:
     """Print stored klines as JSON arrays in Binance's REST form, one per line."""
-    from flows.services import connect_redis
-    from flows.storage.kline_store import KlineStore
+    from flows.app.klines import read_klines
 
-    try:
-        get_interval(interval)
-    except IntervalError as e:
-        console.print(f"[red]error:[/red] {e}")
-        raise typer.Exit(2) from e
     settings = _settings(redis_url=redis_url, namespace=namespace)
-    store = KlineStore(connect_redis(_redis_url(settings)), KeySpace(settings.namespace), ttl_s=0)
-    rows = store.get_klines(symbol.upper(), interval, start, end, limit)
-    if not rows and not store.has_symbol(symbol.upper()):
-        console.print(f"no klines stored for symbol {symbol.upper()!r}")
-        raise typer.Exit(1)
+    rows = read_klines(settings, _redis_url(settings), symbol, interval, start, end, limit)
     for row in rows:
         out.print(json.dumps(row, separators=(",", ":")), highlight=False, soft_wrap=True)
 
