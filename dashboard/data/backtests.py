@@ -26,10 +26,10 @@ from typing import Any
 
 import psycopg
 
-from flows.backtest.report import HORIZONS, SignalOutcome, export, outcomes, span_ms, summary
-from flows.backtest.run import Signal, needed_intervals, run_backtest
+from flows.app.backtests import run_and_record
+from flows.backtest.report import HORIZONS, SignalOutcome, export, summary
+from flows.backtest.run import Signal
 from flows.backtest.scratch import scratch_redis
-from flows.backtest.store import finish_run, start_run
 from flows.domain.kline import Kline
 from flows.domain.stats import RunStats
 from flows.settings import load_settings
@@ -146,45 +146,32 @@ class BacktestJob:
         return frac, eta
 
     def _run(self) -> None:
+        """The run through the application's one backtest service (flows.app.backtests),
+        on a throwaway Redis of its own; every failure is shown and the run marked failed."""
         try:
             book = Book(tuple(compile_trader(r) for r in self.request.traders), version=1)
-            intervals = needed_intervals(book)
             params = {
                 "symbols": sorted(self.request.symbols) if self.request.symbols else None,
                 "from": None,
                 "to": None,
-                "intervals": list(intervals),
                 "source": "dashboard",
             }
-            self.run_id = start_run(self._as_owner, {}, book, params, owner_id=self.owner_id)
-        except Exception as exc:  # shown on the page
-            self.error = _one_line(exc)
-            return
-        started = time.monotonic()
-        try:
             with scratch_redis() as redis_url:
-                result = run_backtest(
-                    list(self.request.paths),
-                    book,
-                    intervals,
-                    redis_url,
-                    self.request.symbols,
-                    stats=self.stats,
-                )
-            rows = outcomes(result.signals, result.klines)
-            span = span_ms(result.klines)
-            seconds = time.monotonic() - started
-            closed = sum(self.stats.klines_closed.values())
-            finish_run(self._as_owner, self.run_id, rows, self.stats.trades_read, closed,
-                       seconds, inputs=result.input_hashes, span_ms=span)  # fmt: skip
-        except Exception as exc:  # shown on the page; the run is marked failed
+                recorded = run_and_record(
+                    list(self.request.paths), book, redis_url, self._as_owner,
+                    symbols=self.request.symbols, params=params, owner_id=self.owner_id,
+                    stats=self.stats, on_run=self._started,
+                )  # fmt: skip
+        except Exception as exc:  # shown on the page; a recorded run is marked failed
             self.error = _one_line(exc)
-            with contextlib.suppress(psycopg.Error, PermissionError):
-                finish_run(self._as_owner, self.run_id, [], self.stats.trades_read, 0,
-                           time.monotonic() - started, failed=True)  # fmt: skip
             return
-        self.finished = Finished(self.run_id, rows, span, result.klines, len(result.failures),
-                                 self.stats.trades_read, seconds)  # fmt: skip
+        result = recorded.result
+        self.finished = Finished(recorded.run_id or 0, recorded.rows, recorded.span_ms,
+                                 result.klines, len(result.failures), self.stats.trades_read,
+                                 recorded.seconds)  # fmt: skip
+
+    def _started(self, run_id: int) -> None:
+        self.run_id = run_id
 
 
 def start_backtest(request: RunRequest, owner: Session, db: Database) -> BacktestJob:

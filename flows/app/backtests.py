@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -75,15 +75,20 @@ def run_and_record(
     owner_id: int | None = None,
     stats: RunStats | None = None,
     future_margin_ms: int = DEFAULT_FUTURE_MARGIN_MS,
+    on_run: Callable[[int], None] | None = None,
 ) -> Recorded:
     """Replay `paths` with `book`'s traders (see ``flows.backtest.run``); with `store`, the
-    run is recorded there and always finished."""
+    run is recorded there and always finished. `store` is a URL or a connection factory (the
+    dashboard's: a transaction acting for the signed-in user); `on_run` hears the run's id as
+    soon as it is recorded (a page showing the run while it goes)."""
     stats = stats if stats is not None else RunStats()
     intervals = needed_intervals(book)
     run_id = None
     if store is not None:
         run_id = start_run(store, {}, book, {**(params or {}), "intervals": list(intervals)},
                            owner_id=owner_id)  # fmt: skip
+        if on_run is not None:
+            on_run(run_id)
     started = time.monotonic()
     try:
         result = run_backtest(list(paths), book, tuple(intervals), redis_url, symbols, start_ms,
