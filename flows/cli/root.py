@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 
 from dashboard.users_cli import users_app
 from flows.cli import live, replay, status  # noqa: F401  (they register their commands)
@@ -16,8 +17,16 @@ app.add_typer(access_app, name="access")
 
 
 def main() -> None:
+    """The `klineflow` command. Ctrl-C (SIGINT) and SIGTERM stop every command, also when
+    it was started with them ignored: a shell's background job (`cmd &` in a script) inherits
+    SIGINT ignored, and then neither `kill -INT` nor a supervisor's SIGINT reached it (a
+    cluster or a demo started that way could not be stopped but by SIGKILL)."""
     from flows.logs import setup
 
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if signal.getsignal(signal.SIGTERM) == signal.SIG_IGN:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
     setup(logging.WARNING)
     app()
 

@@ -35,14 +35,17 @@ def start_flow(
     base: str, symbols: list[str], redis_url: str, keys: KeySpace, data_dir: Path, log: Path,
     database_url: str, *extra: str,
 ) -> subprocess.Popen[bytes]:  # fmt: skip
-    """`klineflow up` in a subprocess on the simulator at `base` (`extra`: more options)."""
+    """`klineflow up` in a subprocess on the simulator at `base` (`extra`: more options),
+    started as a shell's background job is: with SIGINT ignored, inherited, which the
+    command must override (the tests stop it with SIGINT). `exec` keeps the pid."""
     env = dict(os.environ, PYTHONPATH=str(REPO), KLINEFLOW_DATA_DIR=str(data_dir))
     args = [sys.executable, "-m", "flows.cli", "up", "--exchange-url", base]
     args += ["--symbols", ",".join(symbols), "--intervals", "1m,3m", "--grace-ms", "500"]
     args += ["--redis-url", redis_url, "--namespace", keys.namespace]
     args += ["--database-url", database_url, "--no-dashboard", "--metrics-port", "0", *extra]
+    ignoring = ["sh", "-c", 'trap "" INT; exec "$@"', "sh", *args]
     return subprocess.Popen(
-        args, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT, cwd=REPO
+        ignoring, env=env, stdout=log.open("ab"), stderr=subprocess.STDOUT, cwd=REPO
     )
 
 

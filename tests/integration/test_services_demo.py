@@ -150,7 +150,10 @@ def test_ctrl_c_stops_the_demo_with_its_summary_not_a_traceback(
             "--namespace", keys.namespace]  # fmt: skip
     log = tmp_path / "demo.log"
     with log.open("wb") as out:
-        proc = subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT)
+        # started as a shell's background job is: with SIGINT ignored, inherited (the demo
+        # must still stop on it); `exec` keeps the pid the signal is sent to
+        ignoring = ["sh", "-c", 'trap "" INT; exec "$@"', "sh", *args]
+        proc = subprocess.Popen(ignoring, env=env, stdout=out, stderr=subprocess.STDOUT)
     client = redis.Redis.from_url(redis_url)
     try:
         live = _wait(lambda: _demo_is_live(client, keys) or proc.poll() is not None, 240)
