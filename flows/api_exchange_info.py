@@ -37,7 +37,9 @@ from typing import Any, Final
 
 import msgspec
 
-from flows.binance.rest_params import SYMBOL_RE, ApiError
+from flows.binance.exchange_info import named_symbols, symbol_entry
+from flows.binance.exchange_info import weight_limit as weight_limit_entry
+from flows.binance.rest_params import ApiError
 
 logger = logging.getLogger(__name__)
 
@@ -49,16 +51,12 @@ QUOTE_ASSETS: Final = (
     "UAH", "ZAR", "NGN", "RUB", "IDRT", "BIDR", "BKRW", "BVND",
 )  # fmt: skip
 _BY_LENGTH: Final = sorted(QUOTE_ASSETS, key=len, reverse=True)
-_PRECISION: Final = 8
 _TICK: Final = "0.00000001"
 _MAX_AMOUNT: Final = "92233720368.54775807"  # (2**63 - 1) units of 1e-8
 _STATUSES: Final = frozenset({"TRADING", "HALT", "BREAK"})
-_SYMBOLS_RE: Final = re.compile(r'\[("[A-Z0-9\-_.]{1,20}"(,"[A-Z0-9\-_.]{1,20}")*)?\]')
 _PERMISSIONS_RE: Final = re.compile(
     r'[A-Z0-9_]{1,40}|\[("[A-Z0-9_]{1,40}"(,"[A-Z0-9_]{1,40}")*)?\]'
 )
-_ORDER_TYPES: Final = ("LIMIT", "LIMIT_MAKER", "MARKET", "STOP_LOSS_LIMIT", "TAKE_PROFIT_LIMIT")
-_STP_MODES: Final = ("EXPIRE_TAKER", "EXPIRE_MAKER", "EXPIRE_BOTH")
 
 
 @lru_cache(maxsize=4096)
@@ -73,44 +71,8 @@ def split_symbol(symbol: str) -> tuple[str, str]:
 
 def symbol_info(symbol: str, permission_sets: bool = True) -> dict[str, Any]:
     base, quote = split_symbol(symbol)
-    return {
-        "symbol": symbol,
-        "status": "TRADING",
-        "baseAsset": base,
-        "baseAssetPrecision": _PRECISION,
-        "quoteAsset": quote,
-        "quotePrecision": _PRECISION,
-        "quoteAssetPrecision": _PRECISION,
-        "baseCommissionPrecision": _PRECISION,
-        "quoteCommissionPrecision": _PRECISION,
-        "orderTypes": list(_ORDER_TYPES),
-        "icebergAllowed": True,
-        "ocoAllowed": True,
-        "otoAllowed": True,
-        "quoteOrderQtyMarketAllowed": True,
-        "allowTrailingStop": True,
-        "cancelReplaceAllowed": True,
-        "isSpotTradingAllowed": True,
-        "isMarginTradingAllowed": False,
-        "filters": [
-            {
-                "filterType": "PRICE_FILTER",
-                "minPrice": _TICK,
-                "maxPrice": _MAX_AMOUNT,
-                "tickSize": _TICK,
-            },
-            {
-                "filterType": "LOT_SIZE",
-                "minQty": _TICK,
-                "maxQty": _MAX_AMOUNT,
-                "stepSize": _TICK,
-            },
-        ],
-        "permissions": [],
-        "permissionSets": [["SPOT"]] if permission_sets else [],
-        "defaultSelfTradePreventionMode": "EXPIRE_MAKER",
-        "allowedSelfTradePreventionModes": list(_STP_MODES),
-    }
+    return symbol_entry(symbol, base, quote, (_TICK, _MAX_AMOUNT), (_TICK, _MAX_AMOUNT),
+                        permission_sets)  # fmt: skip
 
 
 def exchange_info(
@@ -124,14 +86,7 @@ def exchange_info(
     return {
         "timezone": "UTC",
         "serverTime": now_ms,
-        "rateLimits": [
-            {
-                "rateLimitType": "REQUEST_WEIGHT",
-                "interval": "MINUTE",
-                "intervalNum": 1,
-                "limit": weight_limit,
-            }
-        ],
+        "rateLimits": [weight_limit_entry(weight_limit)],
         "exchangeFilters": [],
         "symbols": [symbol_info(s, show == "true") for s in symbols],
     }
@@ -140,29 +95,11 @@ def exchange_info(
 def _selected(stored: Collection[str], params: Mapping[str, str]) -> list[str]:
     one, many = params.get("symbol"), params.get("symbols")
     permissions, status = params.get("permissions"), params.get("symbolStatus")
-    named = one is not None or many is not None
-    if (one is not None and many is not None) or (
-        named and (permissions is not None or status is not None)
-    ):
+    if (one is not None or many is not None) and (permissions is not None or status is not None):
         raise ApiError(-1128, "Combination of optional parameters invalid.")
-    if one is not None:
-        if not SYMBOL_RE.fullmatch(one):
-            raise ApiError(
-                -1100,
-                "Illegal characters found in parameter 'symbol'; "
-                "legal range is '^[A-Z0-9-_.]{1,20}$'.",
-            )
-        return [_known(stored, one)]
-    if many is not None:
-        compact = many.replace(" ", "")
-        if not _SYMBOLS_RE.fullmatch(compact):
-            raise ApiError(
-                -1100,
-                "Illegal characters found in parameter 'symbols'; legal range is "
-                '\'^\\[("[A-Z0-9-_.]{1,20}"(,"[A-Z0-9-_.]{1,20}"){0,}){0,1}\\]$\'.',
-            )
-        names = msgspec.json.decode(compact, type=list[str])
-        return [_known(stored, s) for s in dict.fromkeys(names)]
+    named = named_symbols(one, many, lambda symbol: _known(stored, symbol))
+    if named is not None:
+        return named
     everything = sorted(stored)
     if status is not None:
         if status not in _STATUSES:

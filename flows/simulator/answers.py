@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from flows.binance.exchange_info import symbol_entry, weight_limit
 from flows.domain.intervals import DAY_MS, INTERVALS
 from flows.domain.kline import Kline
 from flows.domain.money import SCALE, format_units
@@ -25,72 +26,19 @@ def _percent(change: int, base: int) -> str:
 
 
 def exchange_info(
-    market: SimMarket, weight_limit: int, symbols: list[str] | None, now: int
+    market: SimMarket, limit: int, symbol_list: list[str] | None, now: int
 ) -> dict[str, Any]:
     infos = []
-    for symbol in market.symbols if symbols is None else symbols:
+    for symbol in market.symbols if symbol_list is None else symbol_list:
         base, quote = split_symbol(symbol)
         tick, step = (format_units(u) for u in market.steps(symbol))
-        infos.append(
-            {
-                "symbol": symbol,
-                "status": "TRADING",
-                "baseAsset": base,
-                "baseAssetPrecision": 8,
-                "quoteAsset": quote,
-                "quotePrecision": 8,
-                "quoteAssetPrecision": 8,
-                "baseCommissionPrecision": 8,
-                "quoteCommissionPrecision": 8,
-                "orderTypes": [
-                    "LIMIT",
-                    "LIMIT_MAKER",
-                    "MARKET",
-                    "STOP_LOSS_LIMIT",
-                    "TAKE_PROFIT_LIMIT",
-                ],
-                "icebergAllowed": True,
-                "ocoAllowed": True,
-                "otoAllowed": True,
-                "quoteOrderQtyMarketAllowed": True,
-                "allowTrailingStop": True,
-                "cancelReplaceAllowed": True,
-                "isSpotTradingAllowed": True,
-                "isMarginTradingAllowed": False,
-                "filters": [
-                    {
-                        "filterType": "PRICE_FILTER",
-                        "minPrice": tick,
-                        "maxPrice": "1000000.00000000",
-                        "tickSize": tick,
-                    },
-                    {
-                        "filterType": "LOT_SIZE",
-                        "minQty": step,
-                        "maxQty": "9000000.00000000",
-                        "stepSize": step,
-                    },
-                ],
-                "permissions": [],
-                "permissionSets": [["SPOT"]],
-                "defaultSelfTradePreventionMode": "EXPIRE_MAKER",
-                "allowedSelfTradePreventionModes": [
-                    "EXPIRE_TAKER",
-                    "EXPIRE_MAKER",
-                    "EXPIRE_BOTH",
-                ],
-            }
-        )
+        infos.append(symbol_entry(symbol, base, quote, (tick, "1000000.00000000"),
+                                  (step, "9000000.00000000")))  # fmt: skip
     return {
         "timezone": "UTC",
         "serverTime": now,
         "rateLimits": [
-            {
-                "rateLimitType": "REQUEST_WEIGHT",
-                "interval": "MINUTE",
-                "intervalNum": 1,
-                "limit": weight_limit,
-            },
+            weight_limit(limit),
             {"rateLimitType": "ORDERS", "interval": "SECOND", "intervalNum": 10, "limit": 100},
             {"rateLimitType": "ORDERS", "interval": "DAY", "intervalNum": 1, "limit": 200000},
             {

@@ -22,7 +22,6 @@ Where the simulator differs from Binance:
 
 from __future__ import annotations
 
-import re
 from collections.abc import Awaitable, Callable
 from typing import Final
 
@@ -31,6 +30,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from flows.binance.exchange_info import named_symbols
 from flows.binance.rest_params import SYMBOL_RE, ApiError, mandatory, optional_number
 from flows.domain.clock import Clock
 from flows.domain.intervals import INTERVALS, MINUTE_MS
@@ -44,7 +44,6 @@ from flows.simulator.answers import (
 from flows.simulator.hub import Hub
 from flows.simulator.market import SimMarket
 
-_SYMBOLS_RE: Final = re.compile(r'\[("[A-Z0-9\-_.]{1,20}"(,"[A-Z0-9\-_.]{1,20}")*)?\]')
 _MICROS_FROM: Final = 10**14
 _UTC: Final = frozenset({"0", "+0", "-0", "00:00", "+00:00", "-00:00"})
 _ENCODER: Final = msgspec.json.Encoder()
@@ -107,21 +106,7 @@ def _symbol(request: Request, market: SimMarket) -> str:
 def _symbol_filter(request: Request, market: SimMarket) -> list[str] | None:
     """The symbols asked for by ``symbol`` or ``symbols``; None when neither is sent."""
     one, many = request.query_params.get("symbol"), request.query_params.get("symbols")
-    if one is not None and many is not None:
-        raise ApiError(-1128, "Combination of optional parameters invalid.")
-    if one is not None:
-        return [_symbol(request, market)]
-    if many is None:
-        return None
-    compact = many.replace(" ", "")
-    if not _SYMBOLS_RE.fullmatch(compact):
-        raise ApiError(
-            -1100,
-            "Illegal characters found in parameter 'symbols'; legal range is "
-            '\'^\\[("[A-Z0-9-_.]{1,20}"(,"[A-Z0-9-_.]{1,20}"){0,}){0,1}\\]$\'.',
-        )
-    names = msgspec.json.decode(compact, type=list[str])
-    return [_known(market, s) for s in dict.fromkeys(names)]
+    return named_symbols(one, many, lambda symbol: _known(market, symbol))
 
 
 def _ticker_weight(request: Request) -> int:
