@@ -19,9 +19,10 @@ from dashboard.data.config import DashboardConfig
 from dashboard.data.db import Session, WriteRefused
 from dashboard.ui.charts import Marker, build_frame, chart_spec
 from dashboard.ui.common import banner, current_user, md_escape, utc_text
+from flows.app.errors import BadInput, BadRule
+from flows.app.traders import validate
 from flows.rules.errors import RuleError
-from flows.signals.book import SYMBOL_MODES, TRIGGER_MODES, TraderRow, compile_trader
-from flows.signals.patterns import PatternError, check_glob
+from flows.signals.book import SYMBOL_MODES, TRIGGER_MODES, TraderRow
 
 NEW = "New trader"
 PREVIEW_CANDLES = 500  # drawn; the preview itself reads up to PREVIEW_BARS
@@ -146,17 +147,15 @@ def check(draft: TraderRow, cfg: DashboardConfig) -> str | None:
     if draft.symbols_mode == "pattern" and not draft.symbols_pattern:
         st.warning("Give a pattern, e.g. *USDT")
         return "no pattern"
-    if draft.symbols_mode == "pattern":
-        try:
-            check_glob(draft.symbols_pattern or "")
-        except PatternError as exc:
-            st.error(md_escape(str(exc)))
-            return str(exc)
-    try:
-        compile_trader(draft, cfg.intervals)
-    except RuleError as exc:
-        st.error(f"Rule error at character {exc.position + 1}: {md_escape(exc.message)}")
-        st.code(caret_text(draft.expression, exc), language=None)
+    try:  # the application's own check, as the command line makes it
+        validate(draft, cfg.intervals)
+    except BadRule as exc:
+        err = exc.error
+        st.error(f"Rule error at character {err.position + 1}: {md_escape(err.message)}")
+        st.code(exc.detail, language=None)
+        return err.message
+    except BadInput as exc:
+        st.error(md_escape(exc.message))
         return exc.message
     return None
 
