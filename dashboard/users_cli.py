@@ -43,30 +43,12 @@ def _fail(message: str, code: int = 1) -> NoReturn:
 
 
 def _database(database_url: str | None) -> str:
-    """The migrated database's URL; failures become one line and an exit code."""
-    import psycopg
-
-    from flows.services import Services
+    """The database's URL, its schema current (flows.app.database); failures are explained
+    by the command line's error boundary."""
+    from flows.app.database import open_database
     from flows.settings import load_settings
-    from flows.storage.migrations import MigrationError
-    from flows.storage.pg_roles import ensure_schema
 
-    try:
-        settings = load_settings(database_url=database_url)
-    except Exception as e:  # pydantic names the bad setting
-        _fail(f"configuration error: {e}", 2)
-    configured = settings.database_url_value()
-    try:
-        url = configured or Services(settings.data_dir).database_url(None)
-    except Exception as e:  # the embedded server failed to start
-        _fail(f"could not start the embedded PostgreSQL: {' '.join(str(e).split())}")
-    try:
-        ensure_schema(url)  # the dashboard's own login may only check that it is current
-    except MigrationError as e:
-        _fail(f"cannot migrate the database: {e}")
-    except psycopg.Error as e:
-        _fail(f"cannot reach PostgreSQL: {type(e).__name__}")
-    return url
+    return open_database(load_settings(database_url=database_url))
 
 
 @users_app.command()

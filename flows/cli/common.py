@@ -108,33 +108,13 @@ def _settings(**overrides: object) -> Settings:
 
 
 def _database(settings: Settings, away_ok: bool = False) -> str:
-    """The PostgreSQL URL (configured, or the embedded server started), migrated.
-    `away_ok` (the live flow): a configured server that does not answer is not an error; the
-    flow starts without it and its rules begin (migrating first) when it answers."""
-    import psycopg
+    """The PostgreSQL URL, its schema current (see flows.app.database.open_database)."""
+    from flows.app.database import open_database
 
-    from flows.services import Services
-    from flows.storage.migrations import MigrationError
-    from flows.storage.pg_roles import ensure_schema
+    def warn(text: str) -> None:
+        console.print(f"[yellow]warning:[/yellow] {text}")
 
-    configured = settings.database_url_value()
-    url = Services(settings.data_dir).database_url(configured)
-    try:
-        ensure_schema(url)  # a component's login only checks that the schema is current
-    except MigrationError as e:
-        console.print(f"[red]error:[/red] {e}")
-        raise typer.Exit(1) from e
-    except psycopg.OperationalError as e:
-        if away_ok and configured and "password authentication" not in str(e):
-            console.print("[yellow]warning:[/yellow] PostgreSQL does not answer; klines start "
-                          "now, the trader rules when it answers")  # fmt: skip
-            return url
-        console.print(f"[red]error:[/red] cannot reach PostgreSQL ({type(e).__name__}: {e})")
-        raise typer.Exit(1) from e
-    except Exception as e:  # psycopg errors and friends: say where, not a traceback
-        console.print(f"[red]error:[/red] cannot reach PostgreSQL ({type(e).__name__}: {e})")
-        raise typer.Exit(1) from e
-    return url
+    return open_database(settings, away_ok, warn)
 
 
 def _start_dashboard(
