@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from flows.api_weights import REQUEST_WEIGHT_LIMIT
 from flows.cli.boundary import console, out
 from flows.cli.common import (
     DashboardOpt,
@@ -42,6 +43,9 @@ if TYPE_CHECKING:  # the heavy imports stay inside the commands that need them
 def api(
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port")] = 8000,
+    weight_limit: Annotated[
+        int, typer.Option(min=1, help="request weight a client IP may use per minute (Binance's)")
+    ] = REQUEST_WEIGHT_LIMIT,
     redis_url: RedisUrl = None,
     namespace: Namespace = None,
 ) -> None:
@@ -51,7 +55,8 @@ def api(
 
     ensure_free(host, port, "the API", "--port")
     settings = _settings(redis_url=redis_url, namespace=namespace)
-    serve(_redis_url(settings), host, port, KeySpace(settings.namespace), settings.api_cache_ttl_s)
+    serve(_redis_url(settings), host, port, KeySpace(settings.namespace), settings.api_cache_ttl_s,
+          weight_limit)  # fmt: skip
 
 
 @app.command()
