@@ -68,12 +68,14 @@ class Settings(BaseSettings):
     namespace: str = Field("", description="prefix for every Redis key (scratch runs, tests)")
     intervals: Annotated[tuple[str, ...], NoDecode] = DEFAULT_INTERVALS
     open_kline_throttle_ms: int = Field(
-        1000, ge=0, description="min wall time between open-kline writes"
+        defaults.OPEN_KLINE_THROTTLE_MS, ge=0, description="min wall time between open-kline writes"
     )
     retention: int = Field(1000, ge=1, description="klines kept per symbol and interval")
     retention_1m: int = Field(1500, ge=1, description="1m keeps more: a rolling 24-hour window")
-    dead_letter_maxlen: int = Field(100_000, ge=100)
-    max_flat_fill: int = Field(10_000, ge=1, description="most flat klines emitted for one gap")
+    dead_letter_maxlen: int = Field(defaults.DEAD_LETTER_MAXLEN, ge=100)
+    max_flat_fill: int = Field(
+        defaults.MAX_FLAT_FILL, ge=1, description="most flat klines emitted for one gap"
+    )
     chunk_records: int = Field(8192, ge=1, description="records per source batch")
     future_margin_ms: int = Field(
         DEFAULT_FUTURE_MARGIN_MS,

@@ -32,6 +32,7 @@ from flows.cli.common import (
     app,
     stopping_on_signals,
 )
+from flows.domain import defaults
 from flows.domain.keys import KeySpace
 from flows.settings import Settings
 
@@ -133,13 +134,15 @@ def up(
     ws_url: Annotated[str | None, typer.Option(help="WebSocket base (default Binance's)")] = None,
     rest_url: Annotated[str | None, typer.Option(help="REST base (default Binance's)")] = None,
     kind: Annotated[str, typer.Option(help="aggTrade or trade streams")] = "aggTrade",
-    per_connection: Annotated[int, typer.Option(help="streams per connection (max 1024)")] = 200,
+    per_connection: Annotated[
+        int, typer.Option(help="streams per connection (max 1024)")
+    ] = defaults.STREAMS_PER_CONNECTION,
     grace_ms: Annotated[
         int,
         typer.Option(
             help="close a kline once its connection delivered events this long past its end"
         ),
-    ] = 2000,
+    ] = defaults.GRACE_MS,
     record: Annotated[
         Path | None, typer.Option("--record", help="also record every frame here")
     ] = None,

@@ -56,9 +56,9 @@ class LiveJob:
     intervals: tuple[str, ...]
     keys: KeySpace = KeySpace()
     kind: str = "aggTrade"
-    per_connection: int = 200
-    grace_ms: int = 2000
-    open_throttle_ms: int = 1000
+    per_connection: int = defaults.STREAMS_PER_CONNECTION
+    grace_ms: int = defaults.GRACE_MS
+    open_throttle_ms: int = defaults.OPEN_KLINE_THROTTLE_MS
     retention: RetentionPolicy = RetentionPolicy()
     epoch_s: float = 2.0
     max_connection_age_s: float = 23.5 * 3600

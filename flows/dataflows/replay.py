@@ -17,6 +17,7 @@ from bytewax.testing import run_main
 
 from flows.dataflows.kline_step import KlineStepConfig
 from flows.dataflows.klines_flow import build_kline_flow
+from flows.domain import defaults
 from flows.domain.clock import SYSTEM_CLOCK, Clock
 from flows.domain.keys import KeySpace
 from flows.domain.stats import RunStats
@@ -36,9 +37,9 @@ class ReplayJob:
     keys: KeySpace = KeySpace()
     read: ReadOptions = ReadOptions()
     retention: RetentionPolicy = field(default_factory=RetentionPolicy)
-    open_throttle_ms: int = 1000
-    max_fill: int = 10_000
-    dead_letter_maxlen: int = 100_000
+    open_throttle_ms: int = defaults.OPEN_KLINE_THROTTLE_MS
+    max_fill: int = defaults.MAX_FLAT_FILL
+    dead_letter_maxlen: int = defaults.DEAD_LETTER_MAXLEN
     fresh: bool = False
     clock: Clock = SYSTEM_CLOCK
     database_url: str | None = None  # set: evaluate the traders stored there, write signals
