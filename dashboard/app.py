@@ -16,7 +16,7 @@ HERE = Path(__file__).resolve().parent
 if str(HERE.parent) not in sys.path:  # `streamlit run dashboard/app.py` from a checkout
     sys.path.insert(0, str(HERE.parent))
 
-from dashboard.ui import auth  # noqa: E402
+from dashboard.ui import alerts, auth  # noqa: E402
 
 VIEWS = HERE / "views"
 MARKET = st.Page(VIEWS / "market.py", title="Market", url_path="market")
@@ -44,4 +44,5 @@ with st.sidebar:
         st.page_link(listed)
     st.divider()
 auth.sidebar()
+alerts.watch()  # new-signal toasts on every page
 page.run()

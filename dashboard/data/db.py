@@ -56,6 +56,7 @@ SIGNAL_COLUMNS = (
     "s.latency_ms, s.created_at"
 )
 WRITABLE = WRITABLE_TRADER_FIELDS
+STATUSES = ("new", "seen", "dismissed")  # signals.status (sql/0001)
 
 
 class WriteRefused(ValueError):
@@ -101,6 +102,7 @@ class SignalFilter:
     symbols: tuple[str, ...] = ()
     intervals: tuple[str, ...] = ()
     since: datetime | None = None  # recorded at or after
+    statuses: tuple[str, ...] = ()  # of STATUSES; () is every one
     limit: int = 500
 
 
@@ -206,6 +208,9 @@ class Database:
         if flt.intervals:
             where.append("s.interval = ANY(%s)")
             params.append(list(flt.intervals))
+        if flt.statuses:
+            where.append("s.status = ANY(%s)")
+            params.append(list(flt.statuses))
         if flt.since is not None:
             where.append("s.created_at >= %s")
             params.append(flt.since)
@@ -292,6 +297,10 @@ class Database:
         return row_of(saved)
 
     def set_status(self, who: Session, signal_ids: Sequence[str], status: str) -> int:
+        """Mark the user's signals 'new', 'seen' or 'dismissed'; how many changed (others'
+        signals are not visible under row-level security, so they count nothing)."""
+        if status not in STATUSES:
+            raise WriteRefused(f"status {status!r} is not one of {', '.join(STATUSES)}")
         with _refusals(), self.user_tx(who) as conn:
             cur = conn.execute(
                 "UPDATE signals SET status = %s WHERE id = ANY(%s)", (status, list(signal_ids))

@@ -135,6 +135,16 @@ def sso_sign_in(db_url: str, subject: str) -> Session:
     return Session(int(row[0]), str(row[1]), str(row[2]), row[3])
 
 
+def resume(db_url: str, token: str) -> Session | None:
+    """The live session `token` names (kept by the browser, e.g. in a cookie), or None when
+    it names none (made up, expired, signed out, password changed). sql/0010."""
+    with _connect(db_url) as conn:
+        row = conn.execute(
+            "SELECT user_id, name, expires_at FROM klineflow_session_user(%s)", (token,)
+        ).fetchone()
+    return Session(int(row[0]), str(row[1]), token, row[2]) if row is not None else None
+
+
 def sign_out(db_url: str, session: Session) -> bool:
     """End the session (its token stops naming the user at once); True if it was live."""
     with _connect(db_url) as conn:

@@ -59,6 +59,17 @@ def utc_text(ms: int) -> str:
     return utc(ms).strftime("%Y-%m-%d %H:%M")
 
 
+def signal_time(kline_close_ms: int) -> datetime:
+    """A signal's one time, wherever it is shown: the moment its kline closed (the end of
+    the kline's interval, kline_close_ms + 1), in UTC. (Its kline's open time only picks
+    the kline on the chart.)"""
+    return utc(kline_close_ms + 1)
+
+
+def signal_time_text(kline_close_ms: int) -> str:
+    return signal_time(kline_close_ms).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
 def query_param(name: str) -> str | None:
     value = st.query_params.get(name)
     return value if value else None

@@ -2,8 +2,11 @@
 
 The table refreshes every second from the process's listener (a NOTIFY bumps its `seq`, and
 only then is PostgreSQL asked again, under row-level security); when the listener is down
-it falls back to asking every few seconds. Selecting a row links to the Market page at that
-signal's kline.
+it falls back to asking every few seconds. A signal's time is the one every page shows: the
+moment its kline closed, in UTC (ui.common.signal_time). Selecting a row links to the Market
+page at that signal's kline and offers to mark it seen or dismiss it (signals.status, which
+the user may change under row-level security); dismissed signals are hidden unless asked
+for. New-signal toasts come from the app's frame (ui.alerts), on every page.
 """
 
 from __future__ import annotations
@@ -15,9 +18,9 @@ import pandas as pd  # type: ignore[import-untyped]
 import streamlit as st
 
 from dashboard.data import sources
-from dashboard.data.db import Session, SignalFilter, SignalRow
+from dashboard.data.db import DB_ERRORS, STATUSES, Session, SignalFilter, SignalRow, WriteRefused
 from dashboard.data.stale import Fetched
-from dashboard.ui.common import banner, current_user, md_escape, utc, utc_text
+from dashboard.ui.common import banner, current_user, md_escape, signal_time, signal_time_text, utc
 from flows.domain.clock import SYSTEM_CLOCK
 
 REFRESH_S = 1.0
@@ -30,8 +33,8 @@ RANGES = {
     "Last 7 days": timedelta(days=7),
 }
 CACHE = "klineflow_signals_cache"
-SEEN = "klineflow_signals_seen"
 TABLE = "signals_table"
+SHOWN_STATUSES = ("new", "seen")  # by default: dismissed ones are hidden
 
 
 def render() -> None:
@@ -47,24 +50,25 @@ def render() -> None:
     symbols = sources.market(cfg).symbols()
     banner(traders, symbols)
     names = {t.name: t.id for t in traders.value}
-    c1, c2, c3, c4 = st.columns(4)
+    c1, c2, c3, c4, c5 = st.columns(5)
     picked = c1.multiselect("Trader", sorted(names))
     syms = c2.multiselect("Symbol", symbols.value)
     ivs = c3.multiselect("Interval", list(cfg.intervals))
     span = c4.selectbox("Recorded", list(RANGES))
+    statuses = c5.multiselect("Status", list(STATUSES), default=list(SHOWN_STATUSES))
     delta = RANGES[span]
     since = utc(SYSTEM_CLOCK.now_ms()) - delta if delta is not None else None
     flt = SignalFilter(
         trader_ids=tuple(sorted(names[n] for n in picked)),
         symbols=tuple(syms),
         intervals=tuple(ivs),
+        statuses=tuple(s for s in STATUSES if s in statuses),
         since=since.replace(second=0, microsecond=0) if since is not None else None,
     )
-    notify = st.toggle("Notify me of new signals", value=True)
 
     @st.fragment(run_every=REFRESH_S)
     def table() -> None:
-        live_table(user, flt, notify)
+        live_table(user, flt)
 
     table()
 
@@ -92,7 +96,7 @@ def _rows(who: Session, flt: SignalFilter) -> Fetched[list[SignalRow]]:
     return answer
 
 
-def live_table(who: Session, flt: SignalFilter, notify: bool) -> None:
+def live_table(who: Session, flt: SignalFilter) -> None:
     answer = _rows(who, flt)
     rows = answer.value
     market = sources.market()
@@ -100,7 +104,6 @@ def live_table(who: Session, flt: SignalFilter, notify: bool) -> None:
     prices = market.last_prices(symbols)
     tickers = market.tickers()
     banner(answer, prices, tickers)
-    _toast_new(rows, notify)
     if rows:
         newest = rows[0]
         st.caption(f"Latest: {md_escape(newest.trader)} · {newest.symbol} · {newest.interval}")
@@ -115,7 +118,9 @@ def live_table(who: Session, flt: SignalFilter, notify: bool) -> None:
         selection_mode="single-row",
         key=TABLE,
         column_config={
-            "time": st.column_config.DatetimeColumn("time (UTC)", format="YYYY-MM-DD HH:mm"),
+            "time": st.column_config.DatetimeColumn(
+                "kline closed (UTC)", format="YYYY-MM-DD HH:mm:ss"
+            ),
             "recorded": st.column_config.DatetimeColumn(
                 "recorded (UTC)", format="YYYY-MM-DD HH:mm:ss"
             ),
@@ -128,18 +133,48 @@ def live_table(who: Session, flt: SignalFilter, notify: bool) -> None:
     st.caption(f"{len(rows)} signals shown (newest {flt.limit} at most).")
     selected = list(event.selection.rows) if event is not None else []
     if selected and selected[0] < len(rows):
-        sig = rows[selected[0]]
-        st.page_link(
-            "views/market.py",
-            label=f"Open {sig.symbol} {sig.interval} at {utc_text(sig.kline_open_ms)} UTC",
-            icon="📈",
-            query_params={
-                "symbol": sig.symbol,
-                "interval": sig.interval,
-                "open_ms": str(sig.kline_open_ms),
-                "signal": sig.id,
-            },
-        )
+        selected_signal(who, rows[selected[0]])
+
+
+def selected_signal(who: Session, sig: SignalRow) -> None:
+    """The selected signal: a link to its kline on Market, and its status to change."""
+    st.page_link(
+        "views/market.py",
+        label=f"Open {sig.symbol} {sig.interval} at the kline closed "
+        f"{signal_time_text(sig.kline_close_ms)}",
+        icon="📈",
+        query_params={
+            "symbol": sig.symbol,
+            "interval": sig.interval,
+            "open_ms": str(sig.kline_open_ms),
+            "signal": sig.id,
+        },
+    )
+    st.caption(f"Status: {sig.status}")
+    c1, c2, c3 = st.columns(3)
+    wanted = None
+    if c1.button("Mark seen", disabled=sig.status == "seen", key="signal_seen"):
+        wanted = "seen"
+    if c2.button("Dismiss", disabled=sig.status == "dismissed", key="signal_dismiss"):
+        wanted = "dismissed"
+    if c3.button("Mark new", disabled=sig.status == "new", key="signal_new"):
+        wanted = "new"
+    if wanted is None:
+        return
+    try:
+        changed = sources.database().set_status(who, [sig.id], wanted)
+    except WriteRefused as exc:
+        st.error(f"Not changed: {md_escape(str(exc))}")
+        return
+    except DB_ERRORS:
+        st.error("PostgreSQL is unreachable: try again in a moment")
+        return
+    if not changed:
+        st.error("Not changed: the signal is no longer visible to you")
+        return
+    st.session_state.pop(CACHE, None)  # ask again now
+    st.session_state.pop(TABLE, None)  # the selected row may leave the table
+    st.rerun()
 
 
 def signals_frame(
@@ -152,7 +187,7 @@ def signals_frame(
         change = (now - at_signal) / at_signal * 100 if now is not None and at_signal else None
         records.append(
             {
-                "time": utc(r.kline_close_ms + 1),
+                "time": signal_time(r.kline_close_ms),
                 "symbol": r.symbol,
                 "trader": r.trader,
                 "interval": r.interval,
@@ -169,17 +204,6 @@ def signals_frame(
     columns = ["time", "symbol", "trader", "interval", "price at signal", "current price",
                "change %", "24h volume", "repeats", "status", "recorded", "id"]  # fmt: skip
     return pd.DataFrame.from_records(records, columns=columns)
-
-
-def _toast_new(rows: list[SignalRow], notify: bool) -> None:
-    ids = {r.id for r in rows}
-    seen: set[str] | None = st.session_state.get(SEEN)
-    st.session_state[SEEN] = ids if seen is None else seen | ids
-    if seen is None or not notify:
-        return
-    fresh = [r for r in rows if r.id not in seen][:3]
-    for r in fresh:
-        st.toast(f"New signal: {md_escape(r.trader)} · {r.symbol} · {r.interval}", icon="🔔")
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from dashboard.data.users import (
     SignInUnavailable,
     add_user,
     change_password,
+    resume,
     set_password,
     sign_in,
     sign_out,
@@ -153,3 +154,22 @@ def test_a_password_changes_with_the_old_one_and_ends_other_sessions(
     # the owner's reset (klineflow users password) ends every session
     set_password(signals_db, "ana", "the owner's choice")
     assert not _live(board, mine)
+
+
+def test_a_kept_token_resumes_its_live_session_only(signals_db: str, board: str) -> None:
+    """What a browser's cookie holds is enough to resume the session (sql/0010), as long
+    as the session lives: not once it expired, was signed out, or never existed."""
+    live, old, gone = (sign_in(board, "ana", PW) for _ in range(3))
+    assert live is not None and old is not None and gone is not None
+    resumed = resume(board, live.token)
+    assert resumed == live  # same user, name, token and expiry
+    with psycopg.connect(signals_db) as conn:
+        conn.execute(
+            "UPDATE sessions SET expires_at = now() - interval '1 second' "
+            "WHERE token_sha256 = sha256(convert_to(%s, 'UTF8'))",
+            (old.token,),
+        )
+    assert sign_out(board, gone)
+    assert resume(board, old.token) is None
+    assert resume(board, gone.token) is None
+    assert resume(board, secrets.token_hex(32)) is None
