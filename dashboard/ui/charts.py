@@ -88,6 +88,14 @@ def _x(title: str | None = X_TITLE, field: str = "tm") -> alt.X:
     )
 
 
+def _time_tooltip(title: str, utc_unit: str, fmt: str) -> alt.Tooltip:
+    """The open time `t` printed in UTC. Not `formatType="utc"`: Vega-Lite takes any format
+    type but "number" and "time" for a custom formatter, and calls Vega's `utc(year, month,
+    ...)` with the time and the format (NaN). A UTC time unit parses `t` as a date and
+    prints it with `utcFormat`."""
+    return alt.Tooltip("t:T", title=title, timeUnit=utc_unit, format=fmt)  # type: ignore[arg-type]
+
+
 def candle_chart(
     overlays: Sequence[Indicator] = (),
     panels: Sequence[Indicator] = (),
@@ -106,7 +114,7 @@ def candle_chart(
     )
     price_y = alt.Y("low:Q", title="price", scale=alt.Scale(zero=False))
     tooltip = [
-        alt.Tooltip("t:T", title="open (UTC)", format="%Y-%m-%d %H:%M:%S", formatType="utc"),
+        _time_tooltip("open (UTC)", "utcyearmonthdatehoursminutesseconds", "%Y-%m-%d %H:%M:%S"),
         alt.Tooltip("open:Q", format=".8f"),
         alt.Tooltip("high:Q", format=".8f"),
         alt.Tooltip("low:Q", format=".8f"),
@@ -134,8 +142,18 @@ def candle_chart(
     )
     layers.append(forming)
     names = [name for ind in overlays for name, _ in ind.series]
-    for ind in overlays:
-        layers.append(_lines(base, ind, "price", names).properties(name=f"overlay {ind.label}"))
+    if overlays:
+        # one colour scale (one legend) for every overlay line: a scale of their own, apart
+        # from the candles' direction colours, shared by their layers
+        lines = [
+            _lines(base, ind, "price", names).properties(name=f"overlay {ind.label}")
+            for ind in overlays
+        ]
+        layers.append(
+            alt.LayerChart(layer=lines)
+            .resolve_scale(color="shared", strokeDash="shared")
+            .properties(name="overlays")
+        )
     if markers:
         layers.append(_markers("signals", "triangle-up", "#1e88e5"))
     if preview:
@@ -240,9 +258,7 @@ def _lines(
         .encode(
             x=_x(),
             y=alt.Y("value:Q", title=y_title, scale=alt.Scale(zero=False)),
-            color=alt.Color(
-                "series:N", scale=scale, legend=alt.Legend(title=None, orient="top-left")
-            ),
+            color=alt.Color("series:N", scale=scale, legend=alt.Legend(title=None, orient="top")),
             strokeDash=alt.StrokeDash("series:N", legend=None),
         )
     )
@@ -285,7 +301,7 @@ def _markers(name: str, shape: str, fill: str) -> alt.Chart:
             x=_x(),
             y=alt.Y("y:Q"),
             tooltip=[
-                alt.Tooltip("t:T", title="kline (UTC)", format="%Y-%m-%d %H:%M", formatType="utc"),
+                _time_tooltip("kline (UTC)", "utcyearmonthdatehoursminutes", "%Y-%m-%d %H:%M"),
                 alt.Tooltip("label:N", title=name),
                 alt.Tooltip("detail:N", title="values"),
             ],

@@ -18,14 +18,8 @@ from dashboard.data.indicators import Indicator, cached_series, overlay_choices,
 from dashboard.data.market import Candles
 from dashboard.data.stale import Fetched
 from dashboard.ui.charts import Marker, build_frame, chart_spec
-from dashboard.ui.common import (
-    banner,
-    current_user,
-    int_param,
-    md_escape,
-    query_param,
-    utc_text,
-)
+from dashboard.ui.common import banner, current_user, int_param, md_escape, query_param, utc_text
+from dashboard.ui.url_state import UrlField, adopt, choice, codes, number, publish
 from flows.domain.intervals import get_interval
 
 LIMITS = [100, 200, 300, 500, 1000, 1500]
@@ -48,8 +42,45 @@ def chosen_indicators(
     return [by_kind[o] for o in overlays], [by_panel[p] for p in panels]
 
 
-def _index(options: Sequence[str], wanted: str | None, fallback: int = 0) -> int:
-    return options.index(wanted) if wanted in options else fallback
+OVERLAY_CODES = {"ema": "EMA", "sma": "SMA", "bb": "Bollinger bands", "vwap": "VWAP"}
+PANEL_CODES = {"rsi": "RSI", "macd": "MACD"}
+URL_MEMORY = "market_url"  # the chart settings as this page last wrote them to the URL
+# indicator settings: query parameter, label, lowest, highest, default, step
+NUMBERS: list[tuple[str, str, float, float, float, float]] = [
+    ("ema", "EMA period", 2, 500, 20, 1),
+    ("sma", "SMA period", 2, 500, 50, 1),
+    ("bb", "Bollinger period", 2, 500, 20, 1),
+    ("bb_k", "Bollinger width", 0.5, 5.0, 2.0, 0.5),
+    ("vwap", "VWAP bars (0: since 00:00 UTC)", 0, 1000, 0, 1),
+    ("rsi", "RSI period", 2, 200, 14, 1),
+]
+
+
+def _kind(step: float) -> type[int] | type[float]:
+    return float if step % 1 else int
+
+
+def url_fields(symbols: Sequence[str], intervals: Sequence[str]) -> list[UrlField]:
+    """Every chart setting, each in its query parameter (symbol and interval always)."""
+    over_parse, over_text = codes(OVERLAY_CODES)
+    pan_parse, pan_text = codes(PANEL_CODES)
+    fields = [
+        UrlField("market_symbol", "symbol", symbols[0], choice(symbols), always=True),
+        UrlField(
+            "market_interval",
+            "interval",
+            "1m" if "1m" in intervals else intervals[0],
+            choice(intervals),
+            always=True,
+        ),
+        UrlField("market_limit", "limit", DEFAULT_LIMIT, number(int, LIMITS[0], LIMITS[-1])),
+        UrlField("market_overlays", "overlays", [], over_parse, over_text),
+        UrlField("market_panels", "panels", [], pan_parse, pan_text),
+    ]
+    for param, _, low, high, default, step in NUMBERS:
+        kind = _kind(step)
+        fields.append(UrlField(f"market_{param}", param, kind(default), number(kind, low, high)))
+    return fields
 
 
 def render() -> None:
@@ -62,38 +93,30 @@ def render() -> None:
         st.info("No klines are stored yet: start the flow (`klineflow up`) or replay a file.")
         return
     intervals = list(cfg.intervals)
+    fields = url_fields(symbols.value, intervals)
+    adopt(fields, URL_MEMORY)
+    # keyed widgets without index/value: their identity never changes between runs
     c1, c2, c3 = st.columns([2, 1, 2])
-    symbol = c1.selectbox(
-        "Symbol", symbols.value, index=_index(symbols.value, query_param("symbol"))
-    )
-    interval = c2.selectbox(
-        "Interval",
-        intervals,
-        index=_index(intervals, query_param("interval"), _index(intervals, "1m")),
-    )
-    limit_qp = int_param("limit")
-    limit = c3.select_slider(
-        "Candles", options=LIMITS, value=limit_qp if limit_qp in LIMITS else DEFAULT_LIMIT
-    )
-    if query_param("symbol") != symbol:
-        st.query_params["symbol"] = symbol
-    if query_param("interval") != interval:
-        st.query_params["interval"] = interval
+    symbol = c1.selectbox("Symbol", symbols.value, key="market_symbol")
+    interval = c2.selectbox("Interval", intervals, key="market_interval")
+    limit = c3.select_slider("Candles", options=LIMITS, key="market_limit")
     c4, c5, c6 = st.columns([3, 2, 1])
     overlays = c4.multiselect("Overlays", OVERLAYS, key="market_overlays")
     panels = c5.multiselect("Panels", PANELS, key="market_panels")
     open_ms = int_param("open_ms")
     live = c6.toggle("Live", value=open_ms is None, help="redraw the forming candle every 2 s")
     with st.expander("Indicator settings"):
-        s1, s2, s3, s4, s5, s6 = st.columns(6)
-        settings = {
-            "ema": int(s1.number_input("EMA period", 2, 500, 20)),
-            "sma": int(s2.number_input("SMA period", 2, 500, 50)),
-            "bb": int(s3.number_input("Bollinger period", 2, 500, 20)),
-            "bb_k": float(s4.number_input("Bollinger width", 0.5, 5.0, 2.0, 0.5)),
-            "vwap": int(s5.number_input("VWAP bars (0: since 00:00 UTC)", 0, 1000, 0)),
-            "rsi": int(s6.number_input("RSI period", 2, 200, 14)),
-        }
+        settings: dict[str, Any] = {}
+        for column, (param, label, low, high, _, step) in zip(
+            st.columns(len(NUMBERS)), NUMBERS, strict=True
+        ):
+            kind = _kind(step)
+            settings[param] = kind(
+                column.number_input(
+                    label, kind(low), kind(high), step=kind(step), key=f"market_{param}"
+                )
+            )
+    publish(fields, URL_MEMORY)
     over, pan = chosen_indicators(overlays, panels, settings)
     signal_id = query_param("signal")
 
