@@ -79,12 +79,34 @@ def _named(name: str) -> alt.Data:
     return alt.Data(name=name)  # type: ignore[no-untyped-call]
 
 
+def _y_axis() -> alt.Axis:
+    """A y axis drawn inside its plot (labels and title at the left edge, no space taken
+    beside it): the chart is as wide as the page's column, at any screen width."""
+    return alt.Axis(
+        labelAlign="left",
+        labelBaseline="bottom",
+        labelPadding=-4,
+        tickSize=0,
+        domain=False,
+        minExtent=0,
+        maxExtent=0,
+        titleAngle=0,
+        titleAlign="left",
+        titleBaseline="top",
+        titleX=60,  # right of the labels
+        titleY=2,
+        titleColor="#888",
+        titleFontWeight="normal",
+        labelFlush=True,
+    )
+
+
 def _x(title: str | None = X_TITLE, field: str = "tm") -> alt.X:
     return alt.X(
         f"{field}:T",
         title=title,
         scale=alt.Scale(type="utc"),
-        axis=alt.Axis(format="%m-%d %H:%M", labelOverlap=True),
+        axis=alt.Axis(format="%m-%d %H:%M", labelOverlap=True, labelBound=True),
     )
 
 
@@ -112,7 +134,7 @@ def candle_chart(
     color = alt.Color(
         "dir:N", scale=alt.Scale(domain=["up", "down"], range=[UP, DOWN]), legend=None
     )
-    price_y = alt.Y("low:Q", title="price", scale=alt.Scale(zero=False))
+    price_y = alt.Y("low:Q", title="price", scale=alt.Scale(zero=False), axis=_y_axis())
     tooltip = [
         _time_tooltip("open (UTC)", "utcyearmonthdatehoursminutesseconds", "%Y-%m-%d %H:%M:%S"),
         alt.Tooltip("open:Q", format=".8f"),
@@ -176,7 +198,7 @@ def candle_chart(
         .encode(
             x=_x(field="tb"),
             x2="te:T",
-            y=alt.Y("volume:Q", title="volume"),
+            y=alt.Y("volume:Q", title="volume", axis=_y_axis()),
             y2=alt.datum(0),
             color=color,
             tooltip=tooltip,
@@ -257,7 +279,7 @@ def _lines(
         .mark_line(strokeWidth=1.4)
         .encode(
             x=_x(),
-            y=alt.Y("value:Q", title=y_title, scale=alt.Scale(zero=False)),
+            y=alt.Y("value:Q", title=y_title, scale=alt.Scale(zero=False), axis=_y_axis()),
             color=alt.Color("series:N", scale=scale, legend=alt.Legend(title=None, orient="top")),
             strokeDash=alt.StrokeDash("series:N", legend=None),
         )
@@ -273,7 +295,10 @@ def _panel(base: alt.Chart, ind: Indicator) -> alt.LayerChart:
             base.transform_filter(f"isValid(datum['{hist}'])")
             .mark_bar(opacity=0.5)
             .encode(
-                x=_x(field="tb"), x2="te:T", y=alt.Y(f"{hist}:Q", title="MACD"), y2=alt.datum(0)
+                x=_x(field="tb"),
+                x2="te:T",
+                y=alt.Y(f"{hist}:Q", title="MACD", axis=_y_axis()),
+                y2=alt.datum(0),
             )
         )
         lines = Indicator(ind.label, tuple(s for s in ind.series if s[0] != hist), ind.panel)
@@ -299,7 +324,7 @@ def _markers(name: str, shape: str, fill: str) -> alt.Chart:
         .mark_point(shape=shape, filled=True, size=110, color=fill, opacity=0.9)
         .encode(
             x=_x(),
-            y=alt.Y("y:Q"),
+            y=alt.Y("y:Q", axis=_y_axis()),
             tooltip=[
                 _time_tooltip("kline (UTC)", "utcyearmonthdatehoursminutes", "%Y-%m-%d %H:%M"),
                 alt.Tooltip("label:N", title=name),

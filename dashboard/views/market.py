@@ -184,7 +184,7 @@ def draw(
         frame, overlays, panels, markers, focus_ms=open_ms, title=f"{symbol} {interval}"
     )
     built = time.perf_counter()
-    st.vega_lite_chart(spec=spec)
+    st.vega_lite_chart(spec=spec, width="stretch")
     shown = time.perf_counter()
     last = candles.klines[-1]
     state = "forming" if forming is not None else "closed"

@@ -179,3 +179,24 @@ def test_signal_marker_tooltip_signed_in(market: DashboardProcess, browser: Brow
     assert re.search(r"kline \(UTC\)\s+20\d\d-\d\d-\d\d \d\d:\d\d", text), text
     assert "Browser watch" in text
     shot(page, "market-4-signal-tooltip")
+
+
+def test_the_chart_fits_a_phone_screen(market: DashboardProcess, browser: Browser) -> None:
+    """At 390 px the chart is as wide as the page's column: no sideways scroll, neither of
+    the page nor of the chart."""
+    page = browser.new_page(viewport={"width": 390, "height": 844})
+    page.set_default_timeout(30_000)
+    page.goto(f"{market.url}/market?symbol=XRPETH&interval=1m&overlays=ema,bb&panels=rsi,macd")
+    expect(chart_title(page, "XRPETH 1m")).to_be_visible()
+    expect(page.locator(".vega-embed g.role-legend")).to_have_count(3)  # overlays, RSI, MACD
+    sizes = page.evaluate(
+        """() => { const e = document.querySelector('.vega-embed');
+            const svg = e.querySelector('svg').getBoundingClientRect();
+            return {page: document.documentElement.scrollWidth, inner: innerWidth,
+                    chart: e.scrollWidth, shown: e.clientWidth, right: svg.right}; }"""
+    )
+    assert sizes["page"] <= sizes["inner"], sizes
+    assert sizes["chart"] <= sizes["shown"] and sizes["right"] <= sizes["inner"], sizes
+    pick(page, "Interval", "5m")
+    expect(chart_title(page, "XRPETH 5m")).to_be_visible()
+    shot(page, "market-5-phone")
