@@ -18,7 +18,15 @@ from dashboard.data.indicators import Indicator, cached_series, overlay_choices,
 from dashboard.data.market import Candles
 from dashboard.data.stale import Fetched
 from dashboard.ui.charts import Marker, build_frame, chart_spec
-from dashboard.ui.common import banner, current_user, int_param, md_escape, query_param, utc_text
+from dashboard.ui.common import (
+    banner,
+    current_user,
+    int_param,
+    md_escape,
+    query_param,
+    signal_time_text,
+    utc_text,
+)
 from dashboard.ui.url_state import UrlField, adopt, choice, codes, number, publish
 from flows.domain.intervals import get_interval
 
@@ -227,7 +235,7 @@ def show_signal(signal_id: str) -> None:
         return
     st.caption(
         f"{md_escape(sig.trader)} (version {sig.trader_version}) on {sig.symbol} {sig.interval}, "
-        f"kline opened {utc_text(sig.kline_open_ms)} UTC, price {sig.price}, "
+        f"kline closed {signal_time_text(sig.kline_close_ms)}, price {sig.price}, "
         f"repeats {sig.repeat_count}, status {sig.status}"
     )
     st.dataframe(
