@@ -221,11 +221,8 @@ def supervise(
     def on_term(signum: int, frame: object) -> None:
         interrupted.set()
 
-    previous_int = signal.getsignal(signal.SIGINT)
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, on_term)
-        if previous_int == signal.SIG_IGN:  # inherited ignored (a background job): heed it
-            signal.signal(signal.SIGINT, signal.default_int_handler)
     pause = threading.Event()
     procs: list[subprocess.Popen[bytes]] = []
     try:
@@ -286,4 +283,3 @@ def supervise(
     finally:
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, previous)
-            signal.signal(signal.SIGINT, previous_int)

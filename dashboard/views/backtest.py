@@ -24,7 +24,6 @@ from dashboard.data.config import DashboardConfig
 from dashboard.data.db import Session
 from dashboard.ui.charts import Marker, build_frame, chart_spec
 from dashboard.ui.common import banner, current_user, md_escape, utc_text
-from dashboard.views.traders import caret_text
 from flows.backtest.report import HORIZONS, SignalOutcome, summary
 from flows.rules.errors import RuleError
 from flows.signals.book import TRIGGER_MODES, TraderRow, compile_trader
@@ -132,7 +131,7 @@ def typed_rule(cfg: DashboardConfig) -> tuple[TraderRow | None, str | None]:
         compile_trader(row)
     except RuleError as exc:
         st.error(f"Rule error at character {exc.position + 1}: {md_escape(exc.message)}")
-        st.code(caret_text(expression, exc), language=None)
+        st.code(exc.caret(expression), language=None)
         return None, exc.message
     return row, None
 

@@ -28,11 +28,6 @@ NEW = "New trader"
 PREVIEW_CANDLES = 500  # drawn; the preview itself reads up to PREVIEW_BARS
 
 
-def caret_text(expression: str, error: RuleError) -> str:
-    """The rule with a caret under the character the error points at (as the CLI does)."""
-    return error.caret(expression)
-
-
 def render() -> None:
     st.header("Traders")
     user = current_user()

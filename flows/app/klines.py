@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from flows.app.database import redis_url
 from flows.app.errors import NothingUsable
 from flows.app.traders import check_interval
 from flows.domain.keys import KeySpace
@@ -11,7 +12,6 @@ from flows.settings import Settings
 
 def read_klines(
     settings: Settings,
-    redis_url: str,
     symbol: str,
     interval: str,
     start: int | None = None,
@@ -24,7 +24,7 @@ def read_klines(
     from flows.storage.kline_store import KlineStore
 
     check_interval(interval)
-    store = KlineStore(connect_redis(redis_url), KeySpace(settings.namespace), ttl_s=0)
+    store = KlineStore(connect_redis(redis_url(settings)), KeySpace(settings.namespace), ttl_s=0)
     wanted = symbol.strip().upper()
     rows: list[list[object]] = store.get_klines(wanted, interval, start, end, limit)
     if not rows and not store.has_symbol(wanted):

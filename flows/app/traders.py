@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from flows.app.database import open_database, redis_url
 from flows.app.errors import AppError, BadInput, BadRule, Unreachable
 from flows.app.urls import redacted, scrubbed
 from flows.domain.intervals import IntervalError, get_interval
@@ -58,42 +59,19 @@ def validate(row: TraderRow, intervals: Sequence[str] | None = None) -> None:
         raise BadRule(row.expression, e) from None
 
 
-def database_url(settings: Settings) -> str:
-    """The configured PostgreSQL, else the embedded one (started if need be)."""
-    from flows.services import Services
-
-    configured = settings.database_url_value()
-    if configured:
-        return configured
-    try:
-        return Services(settings.data_dir).database_url(None)
-    except Exception as e:  # the embedded server failed to start (disk, permissions, ...)
-        raise AppError(f"could not start the embedded PostgreSQL: {' '.join(str(e).split())}",
-                       "see the server's log under the data directory") from e  # fmt: skip
-
-
 @contextlib.contextmanager
 def open_traders(settings: Settings) -> Iterator[TraderDb]:
-    """The migrated database and its trader store; a connection fails within 5 s."""
+    """The database (opened as every command opens it: flows.app.database) and its trader
+    store; what the store refuses is one line."""
     import psycopg
-    from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
     from flows.signals.store import TraderError, TraderStore
-    from flows.storage.migrations import MigrationError, apply_migrations
 
-    url = database_url(settings)
+    url = open_database(settings)
     try:
-        given = conninfo_to_dict(url)
-    except psycopg.Error as e:
-        raise BadInput(f"bad PostgreSQL URL {redacted(url)}: {scrubbed(str(e), url)}") from None
-    migrate_url = url if "connect_timeout" in given else make_conninfo(url, connect_timeout=5)
-    try:
-        apply_migrations(migrate_url)
         yield TraderDb(url, TraderStore(url))
     except TraderError as e:
         raise AppError(str(e)) from None
-    except MigrationError as e:
-        raise AppError(f"cannot migrate the database: {e}") from None
     except psycopg.OperationalError as e:
         raise Unreachable(f"cannot reach PostgreSQL at {redacted(url)}: "
                           f"{scrubbed(str(e), url)}") from None  # fmt: skip
@@ -109,14 +87,9 @@ def stored_klines(
     closed before `end_ms`); a Redis that fails is Unreachable, named by its URL."""
     import redis
 
-    from flows.services import Services
     from flows.signals.step import redis_seeder
 
-    configured = settings.redis_url_value()
-    try:
-        url = configured or Services(settings.data_dir).redis_url(None)
-    except Exception as e:  # the embedded server failed to start
-        raise AppError(f"could not start the embedded Redis: {' '.join(str(e).split())}") from e
+    url = redis_url(settings)
     seed = redis_seeder(url, KeySpace(settings.namespace))
 
     def read(interval: str) -> Sequence[Kline]:

@@ -153,7 +153,7 @@ def pg_login(
     of exactly that component's group roles (the api uses no PostgreSQL)."""
     import psycopg
 
-    from flows.services import Services
+    from flows.app.database import database_url as owner_url
     from flows.settings import load_settings
     from flows.storage.pg_roles import LoginError, ensure_login
 
@@ -170,7 +170,7 @@ def pg_login(
         settings = load_settings(database_url=database_url)
     except Exception as e:  # pydantic names the bad setting
         _fail(f"configuration error: {e}", 2)
-    url = Services(settings.data_dir).database_url(settings.database_url_value())
+    url = owner_url(settings)
     try:
         created = ensure_login(url, name, password, component.value)
     except LoginError as e:

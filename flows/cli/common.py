@@ -140,9 +140,9 @@ def _demo_sign_in(db_url: str) -> str | None:
 
 
 def _redis_url(settings: Settings) -> str:
-    from flows.services import Services
+    from flows.app.database import redis_url
 
-    return Services(settings.data_dir).redis_url(settings.redis_url_value())
+    return redis_url(settings)
 
 
 def _progress_loop(stats: RunStats, stop: threading.Event, label: str = "replay") -> None:

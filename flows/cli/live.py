@@ -83,12 +83,10 @@ def demo(
     if dashboard:
         ensure_free("127.0.0.1", dashboard_port, "the dashboard", "--dashboard-port")
     settings = _settings(redis_url=redis_url, namespace=namespace)
-    from flows.services import Services
     from flows.signals.examples import seed_examples
     from flows.signals.store import TraderStore
 
-    services = Services(settings.data_dir)
-    url = services.redis_url(settings.redis_url_value())
+    url = _redis_url(settings)
     db_url = _database(settings)
     console.print(f"Redis:      {url}", soft_wrap=True)
     console.print(f"PostgreSQL: {db_url}", soft_wrap=True)

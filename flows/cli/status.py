@@ -11,12 +11,11 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.cells import cell_len, set_cell_size
 
-from flows.cli.boundary import console, out
+from flows.cli.boundary import out
 from flows.cli.common import (
     DatabaseUrl,
     Namespace,
     RedisUrl,
-    _redis_url,
     _settings,
     app,
     services_app,
@@ -171,7 +170,7 @@ def klines(
     from flows.app.klines import read_klines
 
     settings = _settings(redis_url=redis_url, namespace=namespace)
-    rows = read_klines(settings, _redis_url(settings), symbol, interval, start, end, limit)
+    rows = read_klines(settings, symbol, interval, start, end, limit)
     for row in rows:
         out.print(json.dumps(row, separators=(",", ":")), highlight=False, soft_wrap=True)
 
@@ -183,16 +182,10 @@ def migrate(
     ] = None,
 ) -> None:
     """Apply the forward-only SQL migrations in sql/ that are not applied yet."""
-    from flows.services import Services
-    from flows.storage.migrations import MigrationError, apply_migrations
+    from flows.app.database import database_url as url_of
+    from flows.storage.migrations import apply_migrations
 
-    settings = _settings(database_url=database_url)
-    url = Services(settings.data_dir).database_url(settings.database_url_value())
-    try:
-        done = apply_migrations(url)
-    except MigrationError as e:
-        console.print(f"[red]error:[/red] {e}")
-        raise typer.Exit(1) from e
+    done = apply_migrations(url_of(_settings(database_url=database_url)))
     out.print("applied: " + (", ".join(done) if done else "nothing (the schema is up to date)"))
 
 

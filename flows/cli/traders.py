@@ -30,7 +30,7 @@ from rich.text import Text
 from flows.app.errors import BadRule
 from flows.app.traders import TraderDb, check_interval, open_traders, validate
 from flows.cli.boundary import GuardedGroup
-from flows.settings import Settings, load_settings
+from flows.cli.common import DatabaseUrl, _settings
 from flows.signals.patterns import PatternError, check_glob
 
 if TYPE_CHECKING:  # the engine, psycopg and redis load only in the commands that use them
@@ -56,11 +56,6 @@ class Trigger(StrEnum):
     on_change = "on_change"
 
 
-DatabaseUrl = Annotated[
-    str | None, typer.Option("--database-url", help="PostgreSQL URL (default: embedded)")
-]
-RedisUrl = Annotated[str | None, typer.Option("--redis-url", help="Redis URL (default: embedded)")]
-Namespace = Annotated[str | None, typer.Option("--namespace", help="prefix for every Redis key")]
 Ref = Annotated[str, typer.Argument(help="the trader's id or its (unique) name")]
 SymbolsOpt = Annotated[
     str | None, typer.Option("--symbols", help="watch only these symbols, e.g. BTCUSDT,ETHUSDT")
@@ -87,28 +82,13 @@ def _say(text: str) -> None:
     out.print(text, markup=False, highlight=False, soft_wrap=True)
 
 
-def _settings(**overrides: object) -> Settings:
-    """The settings with these options over the environment's; a bad one is explained by
-    the error boundary (one line, exit 2)."""
-    return load_settings(**overrides)
-
-
 def _utc(ms: int) -> str:
     return (EPOCH + timedelta(milliseconds=ms)).strftime("%Y-%m-%d %H:%M:%S")
-
-
-def _check_interval(interval: str) -> None:
-    check_interval(interval)
 
 
 def _bad_rule(expression: str, error: RuleError) -> NoReturn:
     """The rule, a caret under the offending character, and what is wrong; exit 2."""
     raise BadRule(expression, error)
-
-
-def _validate(row: TraderRow) -> None:
-    """Everything the flow will check about a trader, before it is saved."""
-    validate(row)
 
 
 def _check_name(name: str) -> None:
@@ -213,7 +193,7 @@ def add(
         enabled=not disabled,
         **choice,
     )
-    _validate(row)
+    validate(row)
     with _database(database_url) as db:
         saved = db.store.add(row, owner=owner)
     state = "" if saved.enabled else ", disabled"
@@ -396,11 +376,11 @@ def edit(
     if not changes:
         _fail("nothing to change: give at least one option (see --help)", 2)
     if interval is not None:
-        _check_interval(interval)
+        check_interval(interval)
     with _database(database_url) as db:
         before = db.store.find(ref)
         after = TraderRow(**{**asdict(before), **changes})
-        _validate(after)
+        validate(after)
         saved = db.store.update(before.id, **changes)
     if saved.version != before.version:
         _say(f"{_label(saved)} saved: version {saved.version} (was {before.version})")

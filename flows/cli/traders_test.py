@@ -12,16 +12,13 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from flows.app.traders import stored_klines
+from flows.app.traders import check_interval, stored_klines
+from flows.cli.common import Namespace, RedisUrl, _settings
 from flows.cli.traders import (
-    Namespace,
-    RedisUrl,
     Trigger,
     _bad_rule,
-    _check_interval,
     _fail,
     _say,
-    _settings,
     _utc,
     console,
     out,
@@ -65,7 +62,7 @@ def test_rule(
     from flows.signals.book import TraderRow, compile_trader
     from flows.signals.preview import preview
 
-    _check_interval(interval)
+    check_interval(interval)
     try:
         compile_trader(TraderRow(0, "test", expression, interval, trigger_mode=trigger.value))
     except RuleError as e:

@@ -93,10 +93,6 @@ def _period(value: int, lo: int = 1) -> Arg:
     return Arg("period", value, lo=lo)
 
 
-def _as_flag(values: Series) -> Series:
-    return np.where(np.isnan(values), NAN, (values != 0).astype(float))
-
-
 # ---------------------------------------------------------------- the default library
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -170,3 +171,25 @@ def view_names(spec: Any) -> list[str]:
         for v in spec:
             names.extend(view_names(v))
     return names
+
+
+def write_signal(filled: Filled, minute: int) -> str:
+    """A signal of ana's trader on the kline `minute` minutes into the data, written as the
+    flow writes it, once the dashboard's listener has seen it; its id."""
+    from flows.signals.engine import Fire
+    from flows.signals.store import SignalWriter
+
+    open_ms = 1_570_752_000_000 + minute * 60_000
+    trader = filled.ana_trader
+    sid = f"{trader.id}-ETHBTC-1m-{open_ms}"
+    fire = Fire(sid, trader.id, 1, "ETHBTC", "1m", open_ms, open_ms + 59_999, open_ms,
+                "0.02100000", {"close": 0.021}, 0)  # fmt: skip
+    writer = SignalWriter(filled.database_url, record_latency=False)
+    assert writer.write([fire])
+    writer.close()
+    lis = sources.listener()
+    deadline = time.monotonic() + 10  # bounded wait for the listener's state, not a sleep
+    while lis.seen(sid) is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert lis.seen(sid) is not None
+    return sid

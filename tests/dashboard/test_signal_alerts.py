@@ -3,33 +3,19 @@ Signals page (signals.status under row-level security), and one time per signal.
 
 from __future__ import annotations
 
-import time
-
 import psycopg
 
 from dashboard.data import sources
 from dashboard.data.db import SignalFilter
 from dashboard.ui.common import signal_time_text
-from flows.signals.engine import Fire
-from flows.signals.store import SignalWriter
-from tests.dashboard.conftest import Filled, as_user, make_app, no_exceptions, open_page
-
-
-def write(filled: Filled, minute: int) -> str:
-    open_ms = 1_570_752_000_000 + minute * 60_000
-    trader = filled.ana_trader
-    sid = f"{trader.id}-ETHBTC-1m-{open_ms}"
-    fire = Fire(sid, trader.id, 1, "ETHBTC", "1m", open_ms, open_ms + 59_999, open_ms,
-                "0.02100000", {"close": 0.021}, 0)  # fmt: skip
-    writer = SignalWriter(filled.database_url, record_latency=False)
-    assert writer.write([fire])
-    writer.close()
-    lis = sources.listener()
-    deadline = time.monotonic() + 10  # bounded wait for the listener's state, not a sleep
-    while lis.seen(sid) is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert lis.seen(sid) is not None
-    return sid
+from tests.dashboard.conftest import (
+    Filled,
+    as_user,
+    make_app,
+    no_exceptions,
+    open_page,
+    write_signal,
+)
 
 
 def status_of(url: str, sid: str) -> str:
@@ -45,7 +31,7 @@ def test_a_new_signal_raises_a_toast_on_a_page_that_is_not_signals(
     at = open_page("views/screener.py", filled.ana, "ana")
     assert not at.toast  # the signals there before are not news
     assert sources.listener().connected.wait(10)
-    sid = write(filled, 7)
+    sid = write_signal(filled, 7)
     at.run()
     no_exceptions(at)
     want = f"kline closed {signal_time_text(1_570_752_000_000 + 8 * 60_000 - 1)}"
@@ -61,7 +47,7 @@ def test_no_toast_when_switched_off(filled: Filled, app_env: None) -> None:
     at = as_user(make_app(), filled.ana, "ana").run()
     at.sidebar.toggle[0].set_value(False).run()
     assert sources.listener().connected.wait(10)
-    write(filled, 8)
+    write_signal(filled, 8)
     at.run()
     assert not at.toast
 

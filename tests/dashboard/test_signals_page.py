@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import time
 from urllib.parse import urlencode
 
 import psycopg
 from streamlit.util import calc_hash
 
 from dashboard.data import sources
-from flows.signals.engine import Fire
-from flows.signals.store import SignalWriter
-from tests.dashboard.conftest import Filled, open_page
+from tests.dashboard.conftest import Filled, open_page, write_signal
 
 
 def signals_page(user_id: int | None = None, name: str = "") -> object:
@@ -75,17 +72,7 @@ def test_a_new_signal_arrives_through_the_listener(filled: Filled, app_env: None
     lis = sources.listener()
     assert lis.connected.wait(10)
     before = lis.seq
-    open_ms = 1_570_752_000_000 + 7 * 60_000
-    trader = filled.ana_trader
-    sid = f"{trader.id}-ETHBTC-1m-{open_ms}"
-    fire = Fire(sid, trader.id, 1, "ETHBTC", "1m", open_ms, open_ms + 59_999, open_ms,
-                "0.02100000", {"close": 0.021}, 0)  # fmt: skip
-    writer = SignalWriter(filled.database_url, record_latency=False)
-    assert writer.write([fire])
-    writer.close()
-    deadline = time.monotonic() + 10
-    while lis.seen(sid) is None and time.monotonic() < deadline:
-        time.sleep(0.05)
+    sid = write_signal(filled, 7)
     assert lis.seen(sid) is not None and lis.seen(sid).via == "notify"  # type: ignore[union-attr]
     assert lis.seq > before
     at.run()

@@ -10,6 +10,7 @@ $KLINEFLOW_TEST_OUTPUT). The time is a measurement for bench/ and the README, no
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -77,16 +78,24 @@ def dashboard(
     trader = TraderStore(signals_db).add(
         TraderRow(0, "Browser watch", "close > open", "1m", cooldown_bars=0), owner="ana"
     )
-    proc = start_dashboard(
-        redis_url, signals_db, keys.namespace, port=free_port(), log=tmp_path / "dashboard.log"
-    )
+    with running_dashboard(redis_url, signals_db, keys, tmp_path) as proc:
+        yield proc, trader.id
+
+
+@contextlib.contextmanager
+def running_dashboard(
+    redis_url: str, database_url: str, keys: KeySpace, tmp_path: Path
+) -> Iterator[DashboardProcess]:
+    """The dashboard on a free port, once it serves (its log in `tmp_path`); stopped after."""
+    log = tmp_path / "dashboard.log"
+    proc = start_dashboard(redis_url, database_url, keys.namespace, port=free_port(), log=log)
     try:
         for _ in range(600):
             if proc.ready() or proc.process.poll() is not None:
                 break
-            time.sleep(0.1)
-        assert proc.ready(), (tmp_path / "dashboard.log").read_text()[-3000:]
-        yield proc, trader.id
+            time.sleep(0.1)  # the server's start, polled (Playwright is not up yet)
+        assert proc.ready(), log.read_text()[-3000:]
+        yield proc
     finally:
         proc.stop()
 

@@ -10,7 +10,6 @@ lost on reload. Screenshots go to test-output/dashboard-e2e/ (or $KLINEFLOW_TEST
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import pytest
 from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
 
 from dashboard.data.users import add_user
-from flows.dashboard_server import DashboardProcess, start_dashboard
+from flows.dashboard_server import DashboardProcess
 from flows.dataflows.replay import ReplayJob, run_replay
 from flows.domain.keys import KeySpace
 from flows.signals.book import TraderRow
@@ -27,7 +26,7 @@ from tests.e2e.test_dashboard_browser import (
     CHROMIUM_FLAGS,
     PASSWORD,
     chromium_path,
-    free_port,
+    running_dashboard,
     shot,
 )
 
@@ -52,18 +51,8 @@ def market(
             database_url=signals_db,
         )
     )
-    proc = start_dashboard(
-        redis_url, signals_db, keys.namespace, port=free_port(), log=tmp_path / "dashboard.log"
-    )
-    try:
-        for _ in range(600):
-            if proc.ready() or proc.process.poll() is not None:
-                break
-            time.sleep(0.1)  # the server's start, polled (Playwright is not up yet)
-        assert proc.ready(), (tmp_path / "dashboard.log").read_text()[-3000:]
+    with running_dashboard(redis_url, signals_db, keys, tmp_path) as proc:
         yield proc
-    finally:
-        proc.stop()
 
 
 @pytest.fixture

@@ -32,18 +32,23 @@ KLINES = "/api/v3/klines"
 EXCHANGE_INFO = "/api/v3/exchangeInfo"
 
 
-@pytest.fixture
-def replayed(shared_data: Path, redis_url: str, keys: KeySpace) -> KeySpace:
+def replay(shared_data: Path, redis_url: str, keys: KeySpace, retention: int) -> None:
+    """The XRPETH dump into Redis under `keys`, keeping `retention` klines per key."""
     run_replay(
         ReplayJob(
             paths=[shared_data / RECORDING],
             redis_url=redis_url,
             intervals=("1m", "5m"),
             keys=keys,
-            retention=RetentionPolicy(default=5000, by_interval={}),
+            retention=RetentionPolicy(default=retention, by_interval={}),
             open_throttle_ms=0,
         )
     )
+
+
+@pytest.fixture
+def replayed(shared_data: Path, redis_url: str, keys: KeySpace) -> KeySpace:
+    replay(shared_data, redis_url, keys, retention=5000)
     return keys
 
 

@@ -16,14 +16,12 @@ import redis
 import uvicorn
 
 from flows.api import create_app
-from flows.dataflows.replay import ReplayJob, run_replay
 from flows.domain.clock import ManualClock
 from flows.domain.keys import KeySpace
 from flows.storage.kline_store import KlineStore
-from flows.storage.redis_klines import RetentionPolicy
+from tests.integration.test_api import replay
 
 SYMBOL = "XRPETH"
-RECORDING = "XRPETH-aggTrades-20191011-20191013.csv"
 OTHER_SYMBOLS = ("BTCUSDT", "ETHBTC", "1000SATSFDUSD")  # listed, no klines
 NOW_MS = 1_700_000_000_000  # the server's clock: weights count in this one minute
 
@@ -67,19 +65,6 @@ class Server:
         self._server.should_exit = True
         self._thread.join(10)
         self._sock.close()
-
-
-def replay(shared_data: Path, redis_url: str, keys: KeySpace, retention: int) -> None:
-    run_replay(
-        ReplayJob(
-            paths=[shared_data / RECORDING],
-            redis_url=redis_url,
-            intervals=("1m", "5m"),
-            keys=keys,
-            retention=RetentionPolicy(default=retention, by_interval={}),
-            open_throttle_ms=0,
-        )
-    )
 
 
 def stored_rows(client: redis.Redis, keys: KeySpace, interval: str) -> list[list[Any]]:
