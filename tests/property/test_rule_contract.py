@@ -16,6 +16,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -204,3 +205,29 @@ def test_every_edge_rule_runs_through_a_backtest_without_raising(
     assert result.failures == []
     assert result.stats.trades_read > 200
     assert {s.fire.trader_id for s in result.signals}  # the run evaluated and fired
+
+
+@settings(
+    max_examples=10,
+    derandomize=True,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(drawn=st.lists(rules().filter(_accepted), min_size=30, max_size=30),
+       seed=st.integers(0, 1000))  # fmt: skip
+def test_generated_rules_run_through_a_backtest_without_raising(
+    redis_url: str, tmp_path_factory: pytest.TempPathFactory, drawn: list[str], seed: int
+) -> None:
+    """Rules the checker accepts, generated as above, as traders of one real backtest through the
+    dataflow over a dump with flat stretches, gaps, one-unit and huge prices."""
+    accepted = list(dict.fromkeys(drawn))
+    path = tmp_path_factory.mktemp("dump") / "EDGEUSDT-aggTrades-2024-01-01.csv"
+    _dump(path, seed=seed)
+    rows = [TraderRow(i + 1, f"drawn {i}", rule, "1m", trigger_mode="on_change",
+                      cooldown_bars=0) for i, rule in enumerate(accepted)]  # fmt: skip
+    book = build_book(rows)
+    assert len(book.traders) == len(accepted) > 5 and not book.errors
+    result = run_backtest([path], book, ("1m", "5m"), redis_url)
+    assert result.failures == [], (accepted, result.failures)
+    assert result.stats.trades_read > 200
+    assert sum(result.stats.klines_closed.values()) > 200  # the rules' klines closed
