@@ -14,6 +14,11 @@ class RuleError(ValueError):
     def __str__(self) -> str:
         return f"rule error at {self.position}: {self.message}"
 
+    def place(self, text: str) -> str:
+        """Where in `text` the error points, as people count: "column 7", or "line 2,
+        column 3" in a rule of several lines."""
+        return place(text, self.position)
+
     def caret(self, text: str) -> str:
         """`text` with a caret under the character this error points at: the one rendering
         of a rule error, in the command line and the dashboard. Each character before it
@@ -31,3 +36,14 @@ class RuleError(ValueError):
                 pad = "".join("\t" if c == "\t" else " " * cell_len(c) for c in line[:column])
                 out.append(pad + "^")
         return "\n".join(out)
+
+
+def line_column(text: str, position: int) -> tuple[int, int]:
+    """The 1-based line and column of the character at 0-based `position` in `text`."""
+    pos = max(0, min(position, len(text)))
+    return text.count("\n", 0, pos) + 1, pos - (text.rfind("\n", 0, pos) + 1) + 1
+
+
+def place(text: str, position: int) -> str:
+    line, column = line_column(text, position)
+    return f"column {column}" if "\n" not in text else f"line {line}, column {column}"

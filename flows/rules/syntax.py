@@ -26,7 +26,7 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
-from flows.rules.errors import RuleError
+from flows.rules.errors import RuleError, place
 
 MAX_TEXT = 2000
 MAX_DEPTH = 32
@@ -257,12 +257,13 @@ def parse(text: str) -> Expr:
     tokens = tokenize(text)
     if tokens[0].kind == "end":
         raise RuleError(0, "empty rule")
-    return _Parser(tokens).parse_rule()
+    return _Parser(tokens, text).parse_rule()
 
 
 class _Parser:
-    def __init__(self, tokens: list[Token]) -> None:
+    def __init__(self, tokens: list[Token], text: str) -> None:
         self.tokens = tokens
+        self.text = text
         self.at = 0
         self.nesting = 0
         self.nodes = 0
@@ -291,6 +292,12 @@ class _Parser:
             )
         return self.advance()
 
+    def unclosed(self, opener: Token, of: str = "") -> RuleError:
+        """The rule ended with `opener` ("(" or "[") still open: which one, and where."""
+        closer = "]" if opener.text == "[" else ")"
+        where = place(self.text, opener.pos) + (f" (the call of {of})" if of else "")
+        return RuleError(self.tok.pos, f"missing '{closer}' to close '{opener.text}' at {where}")
+
     def count(self, pos: int) -> None:
         self.nodes += 1
         if self.nodes > MAX_NODES:
@@ -307,6 +314,9 @@ class _Parser:
     # -- grammar
     def parse_rule(self) -> Expr:
         node = self.or_expr()
+        if self.is_op(")"):
+            where = place(self.text, self.tok.pos)
+            raise RuleError(self.tok.pos, f"unmatched ')' at {where}: no '(' is open there")
         if self.tok.kind != "end":
             hint = "; use '==' to compare" if self.is_op("=") else ""
             raise RuleError(
@@ -396,6 +406,8 @@ class _Parser:
                     token.pos, "a bar index must be a non-negative integer literal, like close[1]"
                 )
             self.advance()
+            if self.tok.kind == "end":
+                raise self.unclosed(bracket)
             self.expect_op("]", "after the bar index")
             self.count(bracket.pos)
             node = Index(node, int(token.text), bracket.pos)
@@ -422,6 +434,8 @@ class _Parser:
             self.enter(token.pos)
             inner = self.or_expr()
             self.leave()
+            if self.tok.kind == "end":
+                raise self.unclosed(token)
             self.expect_op(")", "to close the parenthesis")
             return inner
         if token.kind == "string":
@@ -429,11 +443,13 @@ class _Parser:
         raise RuleError(token.pos, f"expected a value, found {token.describe()}")
 
     def call(self, name: Token) -> Call:
-        self.advance()  # "("
+        paren = self.advance()  # "("
         self.enter(name.pos)
         args: list[Expr] = []
         kwargs: list[Keyword] = []
         while not self.is_op(")"):
+            if self.tok.kind == "end":
+                raise self.unclosed(paren, name.text)
             if args or kwargs:
                 self.expect_op(",", "between arguments")
             start = self.tok
