@@ -1,7 +1,11 @@
 """Status: can the dashboard reach its servers, and how is the flow doing: the live flow's
 heartbeat (its counters and each feed connection's state, rewritten every few seconds) judged
-as `klineflow status` judges it (``flows.app.health``), what the stored klines show (the age
-of the newest kline of each series), and the signed-in user's traders' signal counts."""
+as `klineflow status` judges it (``flows.app.health``), what the stored klines show (when the
+newest kline of each series closes and how long ago the last one closed), and the signed-in
+user's traders' signal counts.
+
+The page reads everything again every REFRESH_S seconds by itself (a fragment), so the age of
+a heartbeat that is no longer rewritten grows and the flow turns unhealthy on screen."""
 
 from __future__ import annotations
 
@@ -9,26 +13,46 @@ import pandas as pd  # type: ignore[import-untyped]
 import streamlit as st
 
 from dashboard.data import flow_status, sources
-from dashboard.ui.common import banner, current_user, utc_text
+from dashboard.ui.common import banner, current_user, utc, utc_text
 
-SERVER_TIME = "klineflow_status"
+REFRESH_S = 3.0
+
+
+def duration_text(ms: int) -> str:
+    """A span for people: '42 s', '17 min', '3 h 30 min', '2 d 4 h' (rounded down)."""
+    seconds = max(0, ms // 1000)
+    if seconds < 120:
+        return f"{seconds} s"
+    minutes = seconds // 60
+    if minutes < 120:
+        return f"{minutes} min"
+    hours = minutes // 60
+    if hours < 48:
+        return f"{hours} h {minutes % 60} min" if minutes % 60 else f"{hours} h"
+    return f"{hours // 24} d {hours % 24} h" if hours % 24 else f"{hours // 24} d"
 
 
 def _age(now_ms: int, ms: int | None) -> str:
-    if ms is None:
+    return "-" if ms is None else duration_text(now_ms - ms)
+
+
+def _ends(now_ms: int, end_ms: int | None) -> str:
+    """When a kline closes, from now: 'in 25 min' or '3 h ago'."""
+    if end_ms is None:
         return "-"
-    seconds = max(0, (now_ms - ms) // 1000)
-    if seconds < 120:
-        return f"{seconds} s"
-    if seconds < 7200:
-        return f"{seconds // 60} min"
-    if seconds < 172_800:
-        return f"{seconds // 3600} h"
-    return f"{seconds // 86_400} d"
+    if end_ms > now_ms:
+        return f"in {duration_text(end_ms - now_ms)}"
+    return f"{duration_text(now_ms - end_ms)} ago"
 
 
 def render() -> None:
     st.header("Status")
+    live()
+
+
+@st.fragment(run_every=REFRESH_S)
+def live() -> None:
+    """The whole page, read again every REFRESH_S seconds."""
     cfg = sources.config()
     redis_answer = sources.market(cfg).status()
     db_answer = sources.database(cfg).status()
@@ -44,6 +68,7 @@ def render() -> None:
         st.caption(f"PostgreSQL {ds.server_version}; Redis key namespace {cfg.namespace!r}")
 
     now = rs.now_ms
+    st.caption(f"As of {utc_seconds(now)} UTC; read again every {REFRESH_S:.0f} s.")
     st.subheader("Flow")
     beat = rs.heartbeat
     health = flow_status.flow_health(rs)
@@ -99,7 +124,8 @@ def render() -> None:
 
     st.subheader("Klines")
     st.caption(
-        "The newest kline of each series and the newest closed one, with their age. A live "
+        "The newest kline of each series (when it closes, or closed) and the newest one the "
+        "flow closed, with how long ago. A kline closes at its open plus its interval; a live "
         "flow writes the forming kline about every second."
     )
     if rs.series:
@@ -110,17 +136,11 @@ def render() -> None:
                         "symbol": s.symbol,
                         "interval": s.interval,
                         "stored": s.stored,
-                        "newest open (UTC)": utc_text(s.newest_open_ms)
-                        if s.newest_open_ms
-                        else "-",
-                        "newest age": _age(now, s.newest_open_ms),
-                        "last closed (UTC)": utc_text(s.last_closed_ms)
-                        if s.last_closed_ms
-                        else "-",
-                        "last closed age": _age(now, s.last_closed_ms),
-                        "forming": s.newest_open_ms is not None
-                        and s.last_closed_ms is not None
-                        and s.newest_open_ms > s.last_closed_ms,
+                        "newest open (UTC)": _when(s.newest_open_ms),
+                        "newest closes": _ends(now, s.newest_end_ms),
+                        "forming": s.forming,
+                        "last closed (UTC)": _when(s.last_closed_end_ms),
+                        "last closed age": _age(now, s.last_closed_end_ms),
                     }
                     for s in rs.series
                 ]
@@ -189,6 +209,14 @@ def render() -> None:
             )  # fmt: skip
         else:
             st.caption("None recorded.")
+
+
+def _when(ms: int | None) -> str:
+    return "-" if ms is None else utc_text(ms)
+
+
+def utc_seconds(ms: int) -> str:
+    return utc(ms).strftime("%Y-%m-%d %H:%M:%S")
 
 
 if __name__ == "__main__":
