@@ -38,6 +38,7 @@ from flows.signals.store import (
     row_of,
     trader_params,
 )
+from flows.signals.trader_rows import remove_trader
 from flows.storage.pg_roles import DASHBOARD_TIMEOUTS, timeout_options
 
 from .stale import Fetched, LastGood
@@ -258,7 +259,8 @@ class Database:
         sql = (
             "SELECT e.trader_id, t.name AS trader, e.trader_version, e.symbol, e.error, "
             "e.kline_open_ms, e.created_at FROM trader_errors e "
-            "JOIN traders t ON t.id = e.trader_id ORDER BY e.created_at DESC LIMIT 200"
+            "JOIN traders t ON t.id = e.trader_id WHERE t.deleted_at IS NULL "
+            "ORDER BY e.created_at DESC LIMIT 200"
         )
         return self.user_rows(("rule_errors", who.user_id), who, sql, (),
                               lambda r: RuleErrorRow(**r))  # fmt: skip
@@ -288,13 +290,23 @@ class Database:
         values = [list(v) if isinstance(v, tuple) else v for v in changes.values()]
         with _refusals(), self.user_tx(who) as conn, conn.cursor(row_factory=dict_row) as cur:
             cur.execute(
-                f"UPDATE traders SET {sets} WHERE id = %s RETURNING {TRADER_COLUMNS}",
+                f"UPDATE traders SET {sets} WHERE id = %s AND deleted_at IS NULL "
+                f"RETURNING {TRADER_COLUMNS}",
                 (*values, trader_id),
             )
             saved = cur.fetchone()
         if saved is None:
             raise WriteRefused(f"you have no trader with id {trader_id}")
         return row_of(saved)
+
+    def remove_trader(self, who: Session, trader_id: int) -> TraderRow:
+        """Remove one of the user's traders for good, as `klineflow traders remove` does
+        (flows.signals.trader_rows): the flow stops evaluating it, its signals stay."""
+        with _refusals(), self.user_tx(who) as conn:
+            removed = remove_trader(conn, trader_id)
+        if removed is None:
+            raise WriteRefused(f"you have no trader with id {trader_id}")
+        return removed
 
     def set_status(self, who: Session, signal_ids: Sequence[str], status: str) -> int:
         """Mark the user's signals 'new', 'seen' or 'dismissed'; how many changed (others'

@@ -41,7 +41,8 @@ if TYPE_CHECKING:  # the engine, psycopg and redis load only in the commands tha
 traders_app = typer.Typer(
     cls=GuardedGroup,
     no_args_is_help=True,
-    help="Trader rules: add, list, show, edit, enable/disable, and test a rule on stored klines.",
+    help="Trader rules: add, list, show, edit, enable/disable, remove, and test a rule on "
+    "stored klines.",
 )
 # user text (rules, names) may contain ":name:" sequences: never turned into emoji
 console = Console(stderr=True, emoji=False)
@@ -338,6 +339,17 @@ def enable(ref: Ref, database_url: DatabaseUrl = None) -> None:
 def disable(ref: Ref, database_url: DatabaseUrl = None) -> None:
     """Switch a trader off; its signals stay."""
     _switch(ref, False, database_url)
+
+
+@traders_app.command()
+def remove(ref: Ref, database_url: DatabaseUrl = None) -> None:
+    """Remove a trader for good (the running flow drops it at once); its signals stay."""
+    with _database(database_url) as db:
+        row = db.store.find(ref)
+        counted = db.store.signal_counts().get(row.id)
+        db.store.remove(row.id)
+    kept = counted.total if counted else 0
+    _say(f"{_label(row)} removed; its {kept} signal{'' if kept == 1 else 's'} stay")
 
 
 @traders_app.command()

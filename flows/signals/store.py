@@ -11,7 +11,8 @@
 * ``BookWatcher`` keeps a ``BookHolder`` current: it LISTENs on channel ``traders`` and
   rebuilds the book at each notification (and every ``poll_s`` as a safety net), reconnecting
   after a lost connection.
-* ``TraderStore`` is the command line's CRUD on traders (as the migrating owner).
+* ``TraderStore`` is the command line's CRUD on traders (as the migrating owner); removing a
+  trader keeps its signals (``flows.signals.trader_rows.remove_trader``).
 
 The writer and the watcher work for the flow: their connections act as ``klineflow_flow``
 (``SET ROLE`` as they connect, flows.storage.pg_roles), so they have that role's rights and no
@@ -35,93 +36,20 @@ from psycopg.rows import dict_row
 from flows.domain.clock import SYSTEM_CLOCK, Clock
 from flows.signals.book import Book, BookHolder, TraderRow, build_book
 from flows.signals.engine import Fire, Progress, RuleFailure
+from flows.signals.trader_rows import (
+    INSERT_TRADER,
+    TRADER_COLUMNS,
+    WRITABLE_TRADER_FIELDS,
+    ensure_user,
+    load_traders,
+    remove_trader,
+    row_of,
+    trader_params,
+)
 from flows.storage.migrations import MigrationError
 from flows.storage.pg_roles import FLOW_ROLE, connect_as, ensure_schema
 
 log = logging.getLogger(__name__)
-
-TRADER_COLUMNS = (
-    "id, owner_id, name, description, expression, interval, symbols_mode, symbols, "
-    "symbols_pattern, trigger_mode, cooldown_bars, enabled, version"
-)
-
-
-# the columns of `traders` a user may change (the rest are keys, owner and bookkeeping)
-WRITABLE_TRADER_FIELDS = frozenset(
-    {
-        "name",
-        "description",
-        "expression",
-        "interval",
-        "symbols_mode",
-        "symbols",
-        "symbols_pattern",
-        "trigger_mode",
-        "cooldown_bars",
-        "enabled",
-    }
-)
-
-
-def ensure_user(conn: psycopg.Connection[Any], name: str) -> int:
-    """The id of the user `name`, made (without a password) if there is none."""
-    row = conn.execute(
-        "INSERT INTO users (name) VALUES (%s) ON CONFLICT (name) DO UPDATE "
-        "SET name = EXCLUDED.name RETURNING id",
-        (name,),
-    ).fetchone()
-    assert row is not None
-    return int(row[0])
-
-
-INSERT_TRADER = (
-    "INSERT INTO traders (owner_id, name, description, expression, interval, symbols_mode, "
-    "symbols, symbols_pattern, trigger_mode, cooldown_bars, enabled) "
-    f"VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING {TRADER_COLUMNS}"
-)
-
-
-def trader_params(owner_id: int, row: TraderRow) -> tuple[Any, ...]:
-    """The values of INSERT_TRADER for a new trader of `owner_id`."""
-    return (
-        owner_id,
-        row.name,
-        row.description,
-        row.expression,
-        row.interval,
-        row.symbols_mode,
-        list(row.symbols),
-        row.symbols_pattern,
-        row.trigger_mode,
-        row.cooldown_bars,
-        row.enabled,
-    )
-
-
-def row_of(record: dict[str, Any]) -> TraderRow:
-    return TraderRow(
-        id=int(record["id"]),
-        owner_id=int(record["owner_id"]),
-        name=record["name"],
-        description=record["description"],
-        expression=record["expression"],
-        interval=record["interval"],
-        symbols_mode=record["symbols_mode"],
-        symbols=tuple(record["symbols"] or ()),
-        symbols_pattern=record["symbols_pattern"],
-        trigger_mode=record["trigger_mode"],
-        cooldown_bars=int(record["cooldown_bars"]),
-        enabled=bool(record["enabled"]),
-        version=int(record["version"]),
-    )
-
-
-def load_traders(conn: psycopg.Connection[Any], enabled_only: bool = True) -> list[TraderRow]:
-    where = "WHERE enabled" if enabled_only else ""
-    with conn.cursor(row_factory=dict_row) as cur:
-        cur.execute(f"SELECT {TRADER_COLUMNS} FROM traders {where} ORDER BY id")
-        return [row_of(r) for r in cur.fetchall()]
-
 
 # ------------------------------------------------------------------------- writing signals
 
@@ -406,7 +334,10 @@ class TraderStore:
 
     def _get(self, conn: psycopg.Connection[Any], trader_id: int) -> TraderRow:
         with conn.cursor(row_factory=dict_row) as cur:
-            cur.execute(f"SELECT {TRADER_COLUMNS} FROM traders WHERE id = %s", (trader_id,))
+            cur.execute(
+                f"SELECT {TRADER_COLUMNS} FROM traders WHERE id = %s AND deleted_at IS NULL",
+                (trader_id,),
+            )
             record = cur.fetchone()
         if record is None:
             raise TraderError(f"no trader with id {trader_id}")
@@ -421,7 +352,9 @@ class TraderStore:
         with self._conn() as conn:
             if ref.isdigit():
                 return self._get(conn, int(ref))
-            ids = conn.execute("SELECT id FROM traders WHERE name = %s", (ref,)).fetchall()
+            ids = conn.execute(
+                "SELECT id FROM traders WHERE name = %s AND deleted_at IS NULL", (ref,)
+            ).fetchall()
             if not ids:
                 raise TraderError(f"no trader named {ref!r}")
             if len(ids) > 1:
@@ -443,7 +376,7 @@ class TraderStore:
         with self._conn() as conn:
             try:
                 done = conn.execute(
-                    f"UPDATE traders SET {sets} WHERE id = %s RETURNING id",
+                    f"UPDATE traders SET {sets} WHERE id = %s AND deleted_at IS NULL RETURNING id",
                     (*values, trader_id),
                 ).fetchone()
             except psycopg.errors.UniqueViolation:
@@ -456,6 +389,14 @@ class TraderStore:
             if done is None:
                 raise TraderError(f"no trader with id {trader_id}")
             return self._get(conn, trader_id)
+
+    def remove(self, trader_id: int) -> TraderRow:
+        """Remove a trader for good; its signals stay (``remove_trader``)."""
+        with self._conn() as conn:
+            removed = remove_trader(conn, trader_id)
+        if removed is None:
+            raise TraderError(f"no trader with id {trader_id}")
+        return removed
 
     def signals(self, trader_id: int, limit: int = 20) -> list[dict[str, Any]]:
         with self._conn() as conn, conn.cursor(row_factory=dict_row) as cur:
