@@ -35,7 +35,9 @@ def home() -> None:
     st.switch_page(MARKET, query_params=st.query_params.to_dict())
 
 
-st.set_page_config(page_title="klineflow", page_icon="📈", layout="wide")
+# the icon is a file of ours: an emoji needs an emoji font (Debian's chromium has none), a
+# Material icon as favicon is fetched from Google's servers
+st.set_page_config(page_title="klineflow", page_icon=str(HERE / "favicon.svg"), layout="wide")
 # the default page is always served at the root, whatever its url_path: a small redirect
 # keeps every listed page at its own address; the sidebar lists them instead
 page = st.navigation([st.Page(home, title="klineflow", default=True), *LISTED], position="hidden")

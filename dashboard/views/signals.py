@@ -7,6 +7,9 @@ moment its kline closed, in UTC (ui.common.signal_time). Selecting a row links t
 page at that signal's kline and offers to mark it seen or dismiss it (signals.status, which
 the user may change under row-level security); dismissed signals are hidden unless asked
 for. New-signal toasts come from the app's frame (ui.alerts), on every page.
+
+The filters sit in a collapsed expander (a line under it says which are set), so that on a
+phone the signals themselves are on the first screen.
 """
 
 from __future__ import annotations
@@ -50,12 +53,14 @@ def render() -> None:
     symbols = sources.market(cfg).symbols()
     banner(traders, symbols)
     names = {t.name: t.id for t in traders.value}
-    c1, c2, c3, c4, c5 = st.columns(5)
-    picked = c1.multiselect("Trader", sorted(names))
-    syms = c2.multiselect("Symbol", symbols.value)
-    ivs = c3.multiselect("Interval", list(cfg.intervals))
-    span = c4.selectbox("Recorded", list(RANGES))
-    statuses = c5.multiselect("Status", list(STATUSES), default=list(SHOWN_STATUSES))
+    with st.expander("Filters", icon=":material/filter_list:"):
+        c1, c2, c3, c4, c5 = st.columns(5)
+        picked = c1.multiselect("Trader", sorted(names))
+        syms = c2.multiselect("Symbol", symbols.value)
+        ivs = c3.multiselect("Interval", list(cfg.intervals))
+        span = c4.selectbox("Recorded", list(RANGES))
+        statuses = c5.multiselect("Status", list(STATUSES), default=list(SHOWN_STATUSES))
+    st.caption(filters_text(picked, syms, ivs, span, statuses))
     delta = RANGES[span]
     since = utc(SYSTEM_CLOCK.now_ms()) - delta if delta is not None else None
     flt = SignalFilter(
@@ -71,6 +76,21 @@ def render() -> None:
         live_table(user, flt)
 
     table()
+
+
+def filters_text(
+    traders: list[str], symbols: list[str], intervals: list[str], span: str, statuses: list[str]
+) -> str:
+    """One line saying what the (collapsed) filters hold."""
+    parts = [
+        f"{label} {', '.join(md_escape(v) for v in values)}"
+        for label, values in (("trader", traders), ("symbol", symbols), ("interval", intervals))
+        if values
+    ]
+    if span != "All":
+        parts.append(f"recorded in the {span.lower()}")
+    parts.append("status " + (", ".join(statuses) if statuses else "any"))
+    return "Showing " + "; ".join(parts)
 
 
 def _rows(who: Session, flt: SignalFilter) -> Fetched[list[SignalRow]]:
@@ -142,7 +162,7 @@ def selected_signal(who: Session, sig: SignalRow) -> None:
         "views/market.py",
         label=f"Open {sig.symbol} {sig.interval} at the kline closed "
         f"{signal_time_text(sig.kline_close_ms)}",
-        icon="📈",
+        icon=":material/candlestick_chart:",
         query_params={
             "symbol": sig.symbol,
             "interval": sig.interval,

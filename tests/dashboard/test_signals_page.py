@@ -95,3 +95,21 @@ def test_selecting_a_row_links_to_market_at_its_kline(filled: Filled, app_env: N
         {"symbol": first["symbol"], "interval": first["interval"],
          "open_ms": str(int(first["id"].rsplit("-", 1)[1])), "signal": first["id"]}
     )  # fmt: skip
+
+
+def test_filters_are_in_a_collapsed_expander_with_a_line_saying_what_they_hold(
+    filled: Filled, app_env: None
+) -> None:
+    at = signals_page(filled.ana, "ana")
+    (filters,) = at.expander
+    assert filters.proto.label == "Filters" and not filters.proto.expanded
+    assert [m.label for m in filters.multiselect] == ["Trader", "Symbol", "Interval", "Status"]
+    assert [s.label for s in filters.selectbox] == ["Recorded"]
+    assert len(at.multiselect) == 4 and len(at.selectbox) == 1  # no filter outside it
+    assert "Showing status new, seen" in [c.value for c in at.caption]
+    filters.multiselect[2].set_value(["5m"]).run()
+    at.expander[0].selectbox[0].select("Last hour").run()
+    assert "Showing interval 5m; recorded in the last hour; status new, seen" in [
+        c.value for c in at.caption
+    ]
+    assert len(at.dataframe[0].value) == 0
