@@ -254,6 +254,9 @@ def unknown_env_vars(environ: dict[str, str] | None = None) -> list[str]:
     env = os.environ if environ is None else environ
     known = {ENV_PREFIX + name.upper() for name in Settings.model_fields}
     known |= {ENV_PREFIX + name.upper() + FILE_SUFFIX for name in secret_fields()}
+    from flows.notify.settings import known_env_vars  # the notifier's own KLINEFLOW_NOTIFY_*
+
+    known |= known_env_vars()
     return sorted(k for k in env if k.upper().startswith(ENV_PREFIX) and k.upper() not in known)
 
 

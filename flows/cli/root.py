@@ -6,7 +6,7 @@ import logging
 import signal
 
 from dashboard.users_cli import users_app
-from flows.cli import live, replay, status  # noqa: F401  (they register their commands)
+from flows.cli import channels, live, replay, status  # noqa: F401  (they register commands)
 from flows.cli.access import access_app
 from flows.cli.common import app
 from flows.cli.traders import traders_app
