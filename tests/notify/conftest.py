@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -134,6 +135,17 @@ def delivery_states(url: str) -> dict[str, int]:
             "SELECT state, count(*) FROM notification_deliveries GROUP BY state"
         ).fetchall()
     return {str(r[0]): int(r[1]) for r in rows}
+
+
+def eventually(check: Callable[[], bool], timeout: float = 60.0) -> bool:
+    """Whether `check()` comes to hold within `timeout` (asked every 50 ms): a wait for a
+    state, bounded so that a broken notifier fails the test instead of hanging it."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
 
 
 @contextlib.contextmanager
