@@ -1,46 +1,52 @@
-"""Backtest: replay stored recordings through the live dataflow with some of the user's
-traders, or a rule typed here, and read what their signals would have done.
+"""Backtest: run some of the user's traders, or a rule typed here, over stored recordings
+(replayed through the live dataflow) or over the klines stored in Redis (the ones the
+Traders preview reads), and read what their signals would have done.
 
 A run goes on in a thread of the Streamlit process (one per session at a time) with its
-progress redrawn by a fragment; it is stored in PostgreSQL as the user's. The statistics
-are `flows.backtest.report.summary` over the signals' forward returns; a stored run's are
-computed again from the outcomes recorded with its signals.
+progress redrawn by a fragment; it is stored in PostgreSQL as the user's, with what it
+covered (rule, interval, symbols, span, source), and can be opened again from the list of
+runs: statistics from the outcomes stored with its signals, chart from the klines of its
+span (``dashboard.data.backtest_runs.run_klines``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import altair as alt
 import pandas as pd  # type: ignore[import-untyped]
 import streamlit as st
 
-from dashboard.data import backtests, sources
-from dashboard.data.backtests import BacktestJob, RunRequest, RunRow, Stats
+from dashboard.data import backtest_runs, backtests, sources
+from dashboard.data.backtest_runs import ChartKlines, RunRow
+from dashboard.data.backtests import BacktestJob, FromKlines, RunRequest
 from dashboard.data.config import DashboardConfig
 from dashboard.data.db import Session
-from dashboard.ui.charts import Marker, build_frame, chart_spec
+from dashboard.ui.backtest_results import download, results, signals_chart
 from dashboard.ui.common import banner, current_user, md_escape, utc_text
-from flows.backtest.report import HORIZONS, SignalOutcome, summary
+from flows.app.backtests import STORED_KLINES as FROM_STORED_KLINES
+from flows.domain.kline import Kline
 from flows.rules.errors import RuleError
 from flows.signals.book import TRIGGER_MODES, TraderRow, compile_trader
 
 JOB = "klineflow_backtest_job"
 A_RULE = "A rule"
 MY_TRADERS = "My traders"
+RECORDINGS = "Recordings"
+STORED_KLINES = "Stored klines"
 TYPED_RULE = "typed rule"  # the name a typed rule is stored under (trader id 0)
 PROGRESS_EVERY_S = 1.0
-CHART_CANDLES = 1500
 INTERVALS = ("1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "8h", "12h", "1d")
-PERCENT_COLUMNS = [
-    c
-    for n in HORIZONS
-    for c in (f"ret{n}_mean", f"ret{n}_median", f"ret{n}_hit_rate", f"mfe{n}_mean",
-              f"mae{n}_mean")
-]  # fmt: skip
+HOUR_MS = 3_600_000
+SPANS: dict[str, int | None] = {
+    "everything stored": None,
+    "last 6 hours": 6 * HOUR_MS,
+    "last 24 hours": 24 * HOUR_MS,
+    "last 7 days": 7 * 24 * HOUR_MS,
+    "last 30 days": 30 * 24 * HOUR_MS,
+}
+SYMBOLS_SHOWN = 3  # a run's symbols listed by name; more are counted
 
 
 def render() -> None:
@@ -59,56 +65,81 @@ def render() -> None:
         st.divider()
         this_run(job)
     st.divider()
-    stored_runs(user)
+    stored_runs(user, cfg)
 
 
 # -- starting a run -----------------------------------------------------------------------------
 def new_run(who: Session, cfg: DashboardConfig, running: bool) -> None:
     st.subheader("New run")
+    data = st.radio("Data", [RECORDINGS, STORED_KLINES], key="bt_data", horizontal=True)
+    paths: tuple[Path, ...] = ()
+    symbols: frozenset[str] | None = None
+    klines: FromKlines | None = None
+    if data == STORED_KLINES:
+        klines = stored_klines_choice(cfg)
+    else:
+        paths = recordings_choice()
+        text = st.text_input("Only these symbols (comma separated, empty: all)", key="bt_symbols")
+        symbols = frozenset(s.strip().upper() for s in text.split(",") if s.strip()) or None
+    rows, problem = traders_choice(who, cfg)
+    if running:
+        st.caption("A run is going on: wait for it to finish to start another.")
+    has_data = klines is not None or bool(paths)
+    ready = not running and problem is None and has_data and bool(rows)
+    start = st.button("Start backtest", type="primary", disabled=not ready)
+    if start and ready:
+        request = RunRequest(paths, tuple(rows), symbols, klines)
+        st.session_state[JOB] = backtests.start_backtest(request, who, sources.database(cfg))
+
+
+def recordings_choice() -> tuple[Path, ...]:
+    """The picked recordings, in name order (the order a run reads them in)."""
     folder = backtests.recordings_dir()
     files = backtests.recordings(folder)
     if not files:
         st.caption(
-            f"No recordings in {md_escape(str(folder))} (set KLINEFLOW_RECORDINGS_DIR, or put "
-            "files ending in .jsonl.gz, .csv, .zip, .txt, .json or .json.gz there)."
+            f"No recordings in {md_escape(str(folder))} (`klineflow demo` records there; or "
+            "set KLINEFLOW_RECORDINGS_DIR, or put files ending in .jsonl.gz, .csv, .zip, "
+            ".txt, .json or .json.gz there)."
         )
     names = [str(p.relative_to(folder)) for p in files]
-    picked = st.multiselect("Recordings", names, key="bt_recordings")
+    picked = set(st.multiselect("Recordings", names, key="bt_recordings"))
+    return tuple(folder / n for n in names if n in picked)
+
+
+def stored_klines_choice(cfg: DashboardConfig) -> FromKlines:
+    answer = sources.market(cfg).symbols()
+    banner(answer)
+    if not answer.value:
+        st.caption("No klines stored yet: run the live flow (`klineflow up` or `demo`).")
+    picked = st.multiselect("Symbols (empty: every stored symbol)", answer.value,
+                            key="bt_kl_symbols")  # fmt: skip
+    span = st.selectbox("Span (back from the newest closed kline)", list(SPANS), key="bt_span")
+    st.caption("The rules warm up on the klines stored before the span, as the live flow's do.")
+    return FromKlines(cfg.redis_url, cfg.namespace, tuple(picked), SPANS[str(span)])
+
+
+def traders_choice(who: Session, cfg: DashboardConfig) -> tuple[list[TraderRow], str | None]:
+    """The traders of the run and what is wrong with them (None: nothing)."""
     source = st.radio("Traders", [A_RULE, MY_TRADERS], key="bt_source", horizontal=True)
-    rows: list[TraderRow] = []
+    if source != MY_TRADERS:
+        row, wrong = typed_rule(cfg)
+        return ([row] if row is not None else []), wrong
+    answer = sources.database(cfg).traders(who)
+    banner(answer)
+    mine = {f"{t.name} (id {t.id})": t for t in answer.value}
+    if not mine:
+        st.caption("You have no traders yet: create some on the Traders page.")
+    chosen = st.multiselect("Your traders", list(mine), key="bt_traders")
+    rows = [mine[c] for c in chosen]
     problem: str | None = None
-    if source == MY_TRADERS:
-        answer = sources.database(cfg).traders(who)
-        banner(answer)
-        mine = {f"{t.name} (id {t.id})": t for t in answer.value}
-        if not mine:
-            st.caption("You have no traders yet: create some on the Traders page.")
-        chosen = st.multiselect("Your traders", list(mine), key="bt_traders")
-        rows = [mine[c] for c in chosen]
-        for t in rows:
-            try:
-                compile_trader(t)
-            except RuleError as exc:
-                st.error(f"{md_escape(t.name)}: {md_escape(exc.message)}")
-                problem = exc.message
-        if not rows:
-            problem = problem or "no traders"
-    else:
-        row, problem = typed_rule(cfg)
-        if row is not None:
-            rows = [row]
-    text = st.text_input("Only these symbols (comma separated, empty: all)", key="bt_symbols")
-    symbols = frozenset(s.strip().upper() for s in text.split(",") if s.strip()) or None
-    if running:
-        st.caption("A run is going on: wait for it to finish to start another.")
-    start = st.button(
-        "Start backtest",
-        type="primary",
-        disabled=running or problem is not None or not picked or not rows,
-    )
-    if start and not running and problem is None and picked and rows:
-        request = RunRequest(tuple(folder / n for n in picked), tuple(rows), symbols)
-        st.session_state[JOB] = backtests.start_backtest(request, who, sources.database(cfg))
+    for t in rows:
+        try:
+            compile_trader(t)
+        except RuleError as exc:
+            st.error(f"{md_escape(t.name)}: {md_escape(exc.message)}")
+            problem = exc.message
+    return rows, problem or (None if rows else "no traders")
 
 
 def typed_rule(cfg: DashboardConfig) -> tuple[TraderRow | None, str | None]:
@@ -148,15 +179,17 @@ def this_run(job: BacktestJob) -> None:
         return
     done = job.finished
     names = {t.id: t.name for t in job.request.traders}
-    st.caption(
-        f"Run {done.run_id}: {done.trades:,} trades in {done.seconds:.1f} s, "
-        f"{len(done.rows):,} signals"
-    )
+    read = (f"{sum(len(k) for k in done.klines.values()):,} stored klines"
+            if job.request.klines else f"{done.trades:,} trades")  # fmt: skip
+    st.caption(f"Run {done.run_id}: {read} in {done.seconds:.1f} s, {len(done.rows):,} signals")
     if done.failures:
         st.warning(f"The rules raised {done.failures:,} times (see the flow's rule errors).")
-    stats = summary(done.rows, done.span_ms)
-    results(stats, done.rows, names, f"run{done.run_id}")
-    signals_chart(done.rows, done.klines, names, f"run{done.run_id}")
+    results(done.rows, done.span_ms, names, f"run{done.run_id}")
+
+    def klines_of(symbol: str, interval: str) -> tuple[list[Kline], str]:
+        return list(done.klines.get((symbol, interval), [])), ""
+
+    signals_chart(done.rows, klines_of, names, f"run{done.run_id}")
     download(done.rows, done.run_id, f"run{done.run_id}")
 
 
@@ -167,15 +200,19 @@ def progress(job: BacktestJob) -> None:
         st.rerun()
     frac, eta = job.progress()
     left = "estimating…" if eta is None else f"about {timedelta(seconds=round(eta))} left"
+    if job.request.klines is not None:
+        done, total = job.stats.files_done, job.stats.bytes_total
+        st.progress(frac, text=f"{done:,} of {total:,} symbols evaluated, {left}")
+        return
     st.progress(frac, text=f"{frac * 100:.1f}% of the input read, {job.stats.trades_read:,} "
                 f"trades, {left}")  # fmt: skip
 
 
 # -- stored runs --------------------------------------------------------------------------------
-def stored_runs(who: Session) -> None:
+def stored_runs(who: Session, cfg: DashboardConfig) -> None:
     st.subheader("Your runs")
-    db = sources.database()
-    answer = backtests.runs(db, who)
+    db = sources.database(cfg)
+    answer = backtest_runs.runs(db, who)
     banner(answer)
     listed = answer.value
     if not listed:
@@ -184,126 +221,88 @@ def stored_runs(who: Session) -> None:
     st.dataframe(
         pd.DataFrame([run_line(r, who.user_id) for r in listed]), hide_index=True, key="bt_runs"
     )
-    labels = {f"run {r.id} · {r.status} · {r.created_at:%Y-%m-%d %H:%M} UTC": r for r in listed}
+    labels = {f"run {r.id} · {rule_text(r)} · {', '.join(r.intervals)} · {span_text(r)}": r
+              for r in listed}  # fmt: skip
     pick = st.selectbox("Open a run", ["", *labels], key="bt_open")
     if not pick:
         return
     run = labels[str(pick)]
-    got = backtests.run_signals(db, who, run.id)
+    st.markdown(f"**Run {run.id}** ({run.status}): `{md_escape(rule_text(run))}`")
+    st.caption(
+        f"{md_escape(', '.join(run.intervals))} · {md_escape(symbols_text(run))} · "
+        f"{span_text(run)} · {md_escape(source_text(run))}"
+    )
+    got = backtest_runs.run_signals(db, who, run.id)
     banner(got)
     rows = got.value
-    if run.status != "done":
-        st.caption(f"Run {run.id} is {run.status}.")
-    stats = backtests.stored_stats(run, rows)
-    results(stats, rows, run.trader_names, f"stored{run.id}")
-    st.caption("The chart of a stored run's signals is drawn for the session's own run only "
-               "(its klines are not stored); the Market page shows stored klines.")  # fmt: skip
+    results(rows, backtest_runs.stored_span_ms(run, rows), run.trader_names, f"stored{run.id}")
+
+    def klines_of(symbol: str, interval: str) -> tuple[list[Kline], str]:
+        try:
+            found = chart_klines(run, symbol, interval, cfg.redis_url, cfg.namespace)
+        except Exception as exc:  # Redis away, a recording unreadable: said, page goes on
+            return [], f"The klines could not be read: {md_escape(str(exc))[:300]}"
+        return found.klines, found.note
+
+    signals_chart(rows, klines_of, run.trader_names, f"stored{run.id}")
     download(rows, run.id, f"stored{run.id}")
+
+
+@st.cache_data(ttl=600, max_entries=16, show_spinner="Reading the run's klines…")
+def chart_klines(
+    run: RunRow, symbol: str, interval: str, redis_url: str, namespace: str
+) -> ChartKlines:
+    """A reopened run's klines (a recording run's are built again: seconds), kept a while."""
+    return backtest_runs.run_klines(run, symbol, interval, redis_url, namespace)
+
+
+def rule_text(r: RunRow) -> str:
+    return "; ".join(f"{name}: {rule}" if name else rule for name, rule in r.rules)
+
+
+def symbols_text(r: RunRow) -> str:
+    found = r.symbols
+    if not found:
+        return "all symbols"
+    if len(found) <= SYMBOLS_SHOWN:
+        return ", ".join(found)
+    return f"{', '.join(found[:SYMBOLS_SHOWN])} + {len(found) - SYMBOLS_SHOWN} more"
+
+
+def span_text(r: RunRow) -> str:
+    """From the first kline's open to the last kline's close, in UTC."""
+    if r.span is None:
+        return "span not recorded"
+    first, last = r.span
+    return f"{utc_text(first)} → {utc_text(last + 1)} UTC"
+
+
+def source_text(r: RunRow) -> str:
+    if r.source == FROM_STORED_KLINES:
+        return "stored klines"
+    folder = backtests.recordings_dir()
+    names = []
+    for p in r.recordings:
+        try:
+            names.append(str(p.relative_to(folder)))
+        except ValueError:  # elsewhere (the command line's): its name
+            names.append(p.name)
+    return f"recordings: {', '.join(names)}"
 
 
 def run_line(r: RunRow, user_id: int) -> dict[str, Any]:
     return {
         "run": r.id,
         "status": r.status,
-        "started (UTC)": f"{r.created_at:%Y-%m-%d %H:%M:%S}",
-        "owner": "you" if r.owner_id == user_id else "command line",
-        "recordings": ", ".join(Path(str(i.get("path", ""))).name for i in r.inputs),
-        "traders": ", ".join(str(t.get("name", "")) for t in r.traders),
+        "rule": rule_text(r),
+        "interval": ", ".join(r.intervals),
+        "symbols": symbols_text(r),
+        "span (UTC)": span_text(r).removesuffix(" UTC"),
+        "source": source_text(r),
         "signals": r.signals,
-        "trades": r.trades,
-        "seconds": r.seconds,
+        "owner": "you" if r.owner_id == user_id else "command line",
+        "started (UTC)": f"{r.created_at:%Y-%m-%d %H:%M:%S}",
     }
-
-
-# -- what a run shows ---------------------------------------------------------------------------
-def results(stats: Stats, rows: Sequence[SignalOutcome], names: dict[int, str], key: str) -> None:
-    if not rows:
-        st.info("No signals: the rules never fired on these recordings.")
-        return
-    table = pd.DataFrame(stats)
-    table.insert(1, "trader", [names.get(int(str(t)), "") for t in table["trader_id"]])
-    st.dataframe(
-        table,
-        hide_index=True,
-        key=f"bt_stats_{key}",
-        column_config={
-            **{c: st.column_config.NumberColumn(format="percent") for c in PERCENT_COLUMNS},
-            "signals_per_day": st.column_config.NumberColumn(format="%.2f"),
-        },
-    )
-    horizon = st.selectbox(
-        "Forward return after (bars)", HORIZONS, index=HORIZONS.index(15), key=f"bt_h_{key}"
-    )
-    values = backtests.returns_of(rows, int(horizon))
-    if not values:
-        st.caption(f"No signal has {horizon} bars after it in the data.")
-        return
-    st.altair_chart(histogram(values, int(horizon)))
-
-
-def histogram(values: Sequence[float], horizon: int) -> alt.Chart:
-    frame = pd.DataFrame({"ret": list(values)})
-    chart: alt.Chart = (
-        alt.Chart(frame)
-        .mark_bar()
-        .encode(
-            x=alt.X(
-                "ret:Q",
-                bin=alt.Bin(maxbins=40),
-                title=f"forward return after {horizon} bars",
-                axis=alt.Axis(format="%"),
-            ),
-            y=alt.Y("count():Q", title="signals"),
-        )
-        .properties(name="returns histogram", width="container", height=260)
-    )
-    return chart
-
-
-def signals_chart(
-    rows: Sequence[SignalOutcome],
-    klines: dict[tuple[str, str], list[Any]],
-    names: dict[int, str],
-    key: str,
-) -> None:
-    series = sorted(klines)
-    if not series:
-        return
-    labels = [f"{s} {iv}" for s, iv in series]
-    pick = st.selectbox("Signals on", labels, key=f"bt_series_{key}")
-    symbol, interval = series[labels.index(str(pick))]
-    bars = klines[(symbol, interval)]
-    shown = bars[-CHART_CANDLES:]
-    first = shown[0].open_ms if shown else 0
-    marks = [
-        Marker(
-            r.signal.fire.open_ms,
-            f"{names.get(r.signal.fire.trader_id, '')} (x{r.signal.repeat_count})",
-            ", ".join(f"{k}={v}" for k, v in r.signal.fire.values.items()),
-        )
-        for r in rows
-        if (r.signal.fire.symbol, r.signal.fire.interval) == (symbol, interval)
-        and r.signal.fire.open_ms >= first
-    ]
-    frame = build_frame(shown, interval, {})
-    st.vega_lite_chart(
-        spec=chart_spec(frame, markers=marks, title=f"{symbol} {interval}: backtest signals")
-    )
-    if len(bars) > len(shown):
-        st.caption(
-            f"The newest {len(shown):,} of {len(bars):,} klines, from "
-            f"{utc_text(first)} UTC; the statistics cover every one."
-        )
-
-
-def download(rows: Sequence[SignalOutcome], run_id: int, key: str) -> None:
-    st.download_button(
-        "Download signals (CSV)",
-        data=backtests.export_csv(rows),
-        file_name=f"backtest-{run_id}.csv",
-        mime="text/csv",
-        key=f"bt_download_{key}",
-    )
 
 
 if __name__ == "__main__":

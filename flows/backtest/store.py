@@ -62,10 +62,11 @@ def start_run(
 def finish_run(
     url: Target, run_id: int, rows: Sequence[SignalOutcome], trades: int, klines: int,
     seconds: float, failed: bool = False, inputs: Mapping[str, str] | None = None,
-    span_ms: int | None = None,
+    span_ms: int | None = None, more: Mapping[str, Any] | None = None,
 ) -> None:  # fmt: skip
     """Store the signals and the figures; `inputs` (path -> SHA-256, known once the files were
-    read) and `span_ms` (what signals per day are counted over) go into the run too."""
+    read), `span_ms` (what signals per day are counted over) and `more` (what the run covered:
+    source, symbols, first and last kline) go into the run too."""
     params = []
     for r in rows:
         f = r.signal.fire
@@ -89,7 +90,9 @@ def finish_run(
             "UPDATE backtest_runs SET status = %s, trades = %s, klines = %s, seconds = %s, "
             "finished_at = now(), inputs = coalesce(%s::jsonb, inputs), "
             "params = CASE WHEN %s::bigint IS NULL THEN params "
-            "ELSE params || jsonb_build_object('span_ms', %s::bigint) END WHERE id = %s",
+            "ELSE params || jsonb_build_object('span_ms', %s::bigint) END || %s::jsonb "
+            "WHERE id = %s",
             ("failed" if failed else "done", trades, klines, seconds,
-             _files(inputs) if inputs is not None else None, span_ms, span_ms, run_id),
+             _files(inputs) if inputs is not None else None, span_ms, span_ms,
+             json.dumps(dict(more or {})), run_id),
         )  # fmt: skip

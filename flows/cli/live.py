@@ -70,11 +70,19 @@ def demo(
     port: Annotated[int, typer.Option(help="port of the klines API")] = 8000,
     dashboard: DashboardOpt = True,
     dashboard_port: DashboardPort = 8501,
+    record: Annotated[
+        bool,
+        typer.Option(
+            help="record the market (history and stream) for backtests, under "
+            "<recordings dir>/demo/"
+        ),
+    ] = True,
     redis_url: RedisUrl = None,
     namespace: Namespace = None,
 ) -> None:
     """Run the pipeline on a seeded synthetic market, with the klines API and the dashboard,
-    on embedded servers."""
+    on embedded servers; record the market for the Backtest page."""
+    from flows.app.backtests import recordings_dir
     from flows.app.ports import ensure_free
     from flows.dataflows.demo import DemoJob, run_demo
 
@@ -112,6 +120,7 @@ def demo(
         duration_s=duration,
         port=port,
         database_url=db_url,
+        recordings_dir=recordings_dir(settings) if record else None,
     )
     board = _start_dashboard(settings, url, db_url, dashboard_port) if dashboard else None
     try:
@@ -331,26 +340,10 @@ def _start_recorder(
     ws_url: str, symbols: list[str], kind: str, out_dir: Path
 ) -> Callable[[], None]:
     """The recorder on its own connection and thread; returns a function that stops it."""
-    import asyncio
-
     from flows.binance.universe import stream_names
-    from flows.recorder import record as record_frames
+    from flows.dataflows.demo_recording import start_recorder
 
-    loop = asyncio.new_event_loop()
-    stop = asyncio.Event()
-    streams = stream_names(symbols, kind)
-    thread = threading.Thread(
-        target=lambda: loop.run_until_complete(record_frames(ws_url, streams, out_dir, stop=stop)),
-        name="recorder",
-        daemon=True,
-    )
-    thread.start()
-
-    def halt() -> None:
-        loop.call_soon_threadsafe(stop.set)
-        thread.join(timeout=10)
-
-    return halt
+    return start_recorder(ws_url, stream_names(symbols, kind), out_dir)
 
 
 @app.command()

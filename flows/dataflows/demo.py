@@ -3,13 +3,16 @@
 The simulator plays the seeded synthetic market (`symbols`, `rate`) in real time and serves
 `history_ms` of past market over REST. The live flow connects exactly as it would to Binance;
 each symbol's history comes in through the same REST backfill a restart uses (a symbol's
-first start begins at the beginning of the history), so charts have content at once.
+first start begins at the beginning of the history), so charts have content at once. With
+`recordings_dir` the market is also recorded there, history and stream
+(``flows.dataflows.demo_recording``), so backtests have recordings at once.
 """
 
 from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 
 import uvicorn
 from rich.console import Console
@@ -36,6 +39,7 @@ class DemoJob:
     clock: Clock = SYSTEM_CLOCK
     database_url: str | None = None  # traders and signals (migrated and seeded by the caller)
     stop: threading.Event | None = None  # set it to end the demo (Ctrl-C, SIGTERM)
+    recordings_dir: Path | None = None  # record the market under <this>/demo/<UTC start>/
 
 
 def start_api_thread(job: DemoJob) -> uvicorn.Server:
@@ -80,6 +84,15 @@ def run_demo(job: DemoJob, console: Console) -> RunStats:
                 soft_wrap=True,
             )
         console.print(f"CLI:        klineflow klines {symbols[0]} 1m --limit 5")
+        recording = None
+        if job.recordings_dir is not None:
+            from flows.dataflows.demo_recording import DemoRecording
+
+            recording = DemoRecording(sim.market, sim.ws_url, job.recordings_dir, job.clock,
+                                      abandon=job.stop)  # fmt: skip
+            recording.start()
+            console.print(f"Recording:  {recording.folder} (history and stream; the "
+                          "dashboard's Backtest page lists them)", soft_wrap=True)  # fmt: skip
         console.print(
             "Press Ctrl-C to stop."
             if job.duration_s is None
@@ -104,6 +117,8 @@ def run_demo(job: DemoJob, console: Console) -> RunStats:
         except KeyboardInterrupt:
             console.print("stopped")
         finally:
+            if recording is not None:
+                recording.close()
             if server is not None:
                 server.should_exit = True
     closed = ", ".join(f"{k} {v:,}" for k, v in stats.klines_closed.items())
