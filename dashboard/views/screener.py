@@ -98,7 +98,9 @@ def live_table(text: str, min_volume: float, direction: str) -> None:
             "24h change %": st.column_config.NumberColumn(format="%.2f"),
             "24h quote volume": st.column_config.NumberColumn(format="%.2f"),
             "last 24 h": st.column_config.LineChartColumn(
-                "last 24 h", help="closes over the same day as the 24h figures"
+                "last 24 h",
+                help="closes over the same day as the 24h figures (green: up, red: down)",
+                color="auto",
             ),
             "klines": st.column_config.NumberColumn(
                 help="klines the 24h figures come from (1,440 for a full day of 1m)"

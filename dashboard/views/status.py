@@ -82,7 +82,7 @@ def live() -> None:
         c = beat.counters
         f1, f2, f3, f4 = st.columns(4)
         f1.metric("Flow", beat.state, f"heartbeat {_age(now, beat.ts_ms)} ago",
-                  delta_color="off")  # fmt: skip
+                  delta_color="off", delta_arrow="off")  # fmt: skip
         f2.metric("Trades read", f"{c.trades_read:,}")
         f3.metric("Late / duplicate", f"{c.late} / {c.duplicates}")
         f4.metric("Reconnects / gaps", f"{c.feed_reconnects} / {c.gaps}")

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import redis
-from google.protobuf import text_format
+from google.protobuf import text_format  # type: ignore[import-untyped]  # no stubs
 from streamlit.testing.v1 import AppTest
 
 from flows.app.health import FeedState, FlowHeartbeat

@@ -33,7 +33,7 @@ def test_screener_shows_the_24h_figures_of_the_stored_klines(filled: Filled, app
     table = at.dataframe[0].value
     # each symbol is a link to its chart on Market (shown as the symbol's name)
     assert list(table["symbol"]) == ["market?symbol=XRPETH&interval=1m"]
-    columns = json.loads(at.dataframe[0].proto.columns)
+    columns = json.loads(str(at.dataframe[0].proto.columns))
     assert columns["symbol"]["type_config"] == {"type": "link", "display_text": "symbol=([^&]+)"}
     assert columns["last 24 h"]["type_config"]["type"] == "line_chart"
     row = table.iloc[0]

@@ -5,13 +5,14 @@ from __future__ import annotations
 from urllib.parse import urlencode
 
 import psycopg
+from streamlit.testing.v1 import AppTest
 from streamlit.util import calc_hash
 
 from dashboard.data import sources
 from tests.dashboard.conftest import Filled, open_page, write_signal
 
 
-def signals_page(user_id: int | None = None, name: str = "") -> object:
+def signals_page(user_id: int | None = None, name: str = "") -> AppTest:
     return open_page("views/signals.py", user_id, name)
 
 
