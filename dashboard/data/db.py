@@ -30,15 +30,15 @@ import psycopg_pool
 from psycopg.rows import dict_row
 
 from flows.signals.book import TraderRow
-from flows.signals.store import (
+from flows.signals.trader_rows import (
     INSERT_TRADER,
     TRADER_COLUMNS,
     WRITABLE_TRADER_FIELDS,
     load_traders,
+    remove_trader,
     row_of,
     trader_params,
 )
-from flows.signals.trader_rows import remove_trader
 from flows.storage.pg_roles import DASHBOARD_TIMEOUTS, timeout_options
 
 from .stale import Fetched, LastGood

@@ -1,31 +1,43 @@
-"""Traders: the signed-in user's rules; enable or disable them, create and edit them with
-the rule checked as it is typed, and a preview of where a draft would have fired.
+"""Traders: the signed-in user's rules; enable, disable or delete them, create and edit them
+with the rule checked as it is typed (the error right under the rule, with its column and a
+caret), a reference of every helper, and a preview of where a draft would have fired over
+every stored symbol it watches, with the indicators it reads drawn on the chart.
 
 Every write runs as the dashboard role for this user: row-level security (USING and WITH
-CHECK) makes sure a user only ever changes, and only ever creates, her own traders.
+CHECK) makes sure a user only ever changes, and only ever creates, her own traders. Deleting
+a trader removes it the way `klineflow traders remove` does: the flow stops evaluating it,
+its signals stay (on the Signals page, with its name).
+
+The page keeps the elements above the rule box the same from one run to the next (messages
+go into containers that are always there), so a check never rebuilds the box being typed in.
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any
 
 import pandas as pd  # type: ignore[import-untyped]
-import redis
 import streamlit as st
 
 from dashboard.data import sources
 from dashboard.data.config import DashboardConfig
 from dashboard.data.db import Session, WriteRefused
-from dashboard.ui.charts import Marker, build_frame, chart_spec
+from dashboard.data.flow_status import signal_counts
 from dashboard.ui.common import banner, current_user, md_escape, utc_text
-from flows.app.errors import BadInput, BadRule
-from flows.app.traders import validate
-from flows.rules.errors import RuleError
+from dashboard.ui.rule_input import rule_editor
+from dashboard.ui.rule_preview import preview_section
+from dashboard.ui.rule_reference import render_reference
+from flows.domain.clock import SYSTEM_CLOCK
 from flows.signals.book import SYMBOL_MODES, TRIGGER_MODES, TraderRow
+from flows.signals.patterns import PatternError, check_glob
 
 NEW = "New trader"
-PREVIEW_CANDLES = 500  # drawn; the preview itself reads up to PREVIEW_BARS
+PICK = "trader_pick"
+GENERATION = "traders_form_generation"  # a new one gives the "new trader" form fresh widgets
+FLASH = "traders_flash"  # (kind, text) shown once, at the top of the page
+CONFIRM = "traders_confirm_remove"  # the id of the trader whose deletion is being confirmed
+PLAIN = "traders_plain_rule_box"
+SAVED = "klineflow_saved_trader"
 
 
 def render() -> None:
@@ -37,23 +49,43 @@ def render() -> None:
     cfg = sources.config()
     db = sources.database(cfg)
     answer = db.traders(user)
-    banner(answer)
     traders = answer.value
+    with st.container():  # always there: what it holds never moves the form below
+        banner(answer)
+        flash = st.session_state.pop(FLASH, None)
+        if flash is not None:
+            kind, text = flash
+            (st.success if kind == "success" else st.error)(text)
+        trader_list(user, traders)
+    st.divider()
+    editor(user, traders, cfg)
+
+
+def trader_list(who: Session, traders: list[TraderRow]) -> None:
+    db = sources.database()
     st.subheader("Your traders")
     if not traders:
         st.caption("No traders yet: create one below.")
+    counted = signal_counts(db, who, SYSTEM_CLOCK.now_ms()).value
+    totals = {c.trader_id: c.total for c in counted}
     for t in traders:
-        c1, c2 = st.columns([5, 1])
-        c1.text(f"{t.name} · {t.interval} · {t.trigger_mode} · v{t.version}\n{t.expression}")
+        c1, c2, c3 = st.columns([5, 1, 1], vertical_alignment="center")
+        n = totals.get(t.id, 0)
+        c1.text(f"{t.name} · {t.interval} · {t.trigger_mode} · v{t.version} · "
+                f"{n} signal{'s' * (n != 1)}\n{t.expression}")  # fmt: skip
         on = c2.toggle("Enabled", value=t.enabled, key=f"trader_enabled_{t.id}_{t.enabled}")
         if on != t.enabled:
             try:
-                db.update_trader(user, t.id, enabled=on)
+                db.update_trader(who, t.id, enabled=on)
             except WriteRefused as exc:
                 st.error(md_escape(str(exc)))
             else:
                 st.rerun()
-    errors = db.rule_errors(user)
+        c3.button("Delete", key=f"trader_remove_{t.id}", on_click=_ask_removal, args=(t.id,),
+                  icon=":material/delete:")  # fmt: skip
+        if st.session_state.get(CONFIRM) == t.id:
+            confirm_removal(who, t, n)
+    errors = db.rule_errors(who)
     if errors.value:
         st.subheader("Rule errors the flow recorded")
         st.dataframe(
@@ -67,25 +99,75 @@ def render() -> None:
             ),
             hide_index=True,
         )  # fmt: skip
-    st.divider()
-    editor(user, traders, cfg)
+
+
+def confirm_removal(who: Session, t: TraderRow, signals: int) -> None:
+    with st.container(border=True):
+        st.warning(
+            f"Delete **{md_escape(t.name)}** for good? The flow stops evaluating it at once; "
+            f"its {signals} signal{'s' * (signals != 1)} stay on the Signals page, under its "
+            "name."
+        )
+        c1, c2 = st.columns(2)
+        c1.button("Yes, delete it", key=f"trader_remove_yes_{t.id}", type="primary",
+                  on_click=_remove, args=(who, t))  # fmt: skip
+        c2.button("Cancel", key=f"trader_remove_no_{t.id}", on_click=_ask_removal, args=(None,))
+
+
+def _ask_removal(trader_id: int | None) -> None:
+    st.session_state[CONFIRM] = trader_id
+
+
+def _remove(who: Session, t: TraderRow) -> None:
+    """(A button's callback: it runs before the page, so it may reset the trader picker.)"""
+    st.session_state[CONFIRM] = None
+    try:
+        sources.database().remove_trader(who, t.id)
+    except WriteRefused as exc:
+        st.session_state[FLASH] = ("error", md_escape(str(exc)))
+        return
+    if st.session_state.get(PICK) == _label(t):
+        st.session_state[PICK] = NEW
+    st.session_state[FLASH] = (
+        "success",
+        f"Deleted {md_escape(t.name)}: the flow no longer evaluates it; its signals stay on "
+        "the Signals page.",
+    )
+
+
+def _label(t: TraderRow) -> str:
+    return f"{t.name} (id {t.id})"
 
 
 def editor(who: Session, traders: list[TraderRow], cfg: DashboardConfig) -> None:
     st.subheader("Create or edit")
-    labels = [NEW] + [f"{t.name} (id {t.id})" for t in traders]
-    pick = st.selectbox("Trader", labels, key="trader_pick")
+    labels = [NEW] + [_label(t) for t in traders]
+    if st.session_state.get(PICK) not in labels:  # its trader was deleted elsewhere
+        st.session_state[PICK] = NEW
+    pick = st.selectbox("Trader", labels, key=PICK)
     editing = None if pick == NEW else traders[labels.index(pick) - 1]
     base = editing or TraderRow(0, "", "", cfg.intervals[0] if cfg.intervals else "1m")
-    k = f"t{editing.id}" if editing else "new"  # widgets per trader, so each keeps its draft
+    # widgets per trader, so each keeps its draft; a new form after each trader created
+    k = f"t{editing.id}" if editing else f"new{st.session_state.get(GENERATION, 0)}"
     intervals = list(dict.fromkeys([*cfg.intervals, base.interval]))
     name = st.text_input("Name", value=base.name, key=f"{k}_name")
-    expression = st.text_area(
-        "Rule", value=base.expression, key=f"{k}_rule", placeholder="rsi(14) < 30"
-    )
+    # the rule is checked for the interval picked (its widget, below, keeps its state)
+    interval = str(st.session_state.get(f"{k}_interval", base.interval))
+    # the draft so far (kept apart from the widgets: it follows a switch of box)
+    draft_key = f"{k}_rule_text"
+    expression, problem = rule_editor(
+        "Rule", key=f"{k}_rule", start=st.session_state.get(draft_key, base.expression),
+        interval=interval, intervals=cfg.intervals,
+        plain=bool(st.session_state.get(PLAIN, False)),
+    )  # fmt: skip
+    st.session_state[draft_key] = expression
+    st.toggle("Plain text box (checked when it loses focus)", key=PLAIN)
+    render_reference()
     c1, c2, c3 = st.columns(3)
-    interval = c1.selectbox(
-        "Interval", intervals, index=intervals.index(base.interval), key=f"{k}_interval"
+    interval = str(
+        c1.selectbox(
+            "Interval", intervals, index=intervals.index(base.interval), key=f"{k}_interval"
+        )
     )
     trigger = c2.radio(
         "Trigger", TRIGGER_MODES, index=TRIGGER_MODES.index(base.trigger_mode),
@@ -94,124 +176,60 @@ def editor(who: Session, traders: list[TraderRow], cfg: DashboardConfig) -> None
     cooldown = c3.number_input(
         "Cooldown (bars)", 0, 100_000, base.cooldown_bars, key=f"{k}_cooldown"
     )
-    mode = st.radio(
-        "Symbols", SYMBOL_MODES, index=SYMBOL_MODES.index(base.symbols_mode),
-        key=f"{k}_mode", horizontal=True,
-    )  # fmt: skip
-    symbols: tuple[str, ...] = ()
-    pattern: str | None = None
-    if mode == "list":
-        text = st.text_input("Symbols (comma separated)", ",".join(base.symbols), key=f"{k}_list")
-        symbols = tuple(dict.fromkeys(s.strip().upper() for s in text.split(",") if s.strip()))
-    elif mode == "pattern":
-        pattern = st.text_input(
-            "Pattern (a glob over the whole symbol: * any characters, ? one, e.g. *USDT)",
-            base.symbols_pattern or "",
-            key=f"{k}_pattern",
-        )
-    description = st.text_input("Description", base.description, key=f"{k}_description")
     draft = replace(
         base,
         name=name.strip(),
         expression=expression,
-        interval=str(interval),
+        interval=interval,
         trigger_mode=str(trigger),
         cooldown_bars=int(cooldown),
-        symbols_mode=str(mode),
-        symbols=symbols,
-        symbols_pattern=pattern.strip().upper() if pattern else pattern,
-        description=description,
+        description="",
     )
-    problem = check(draft, cfg)
-    if problem is None and expression.strip():
-        st.success("The rule compiles.")
+    draft, symbols_problem = symbols_part(draft, k, base)
+    draft = replace(
+        draft, description=st.text_input("Description", base.description, key=f"{k}_description")
+    )
+    ready = problem is None and bool(expression.strip()) and symbols_problem is None
+    if ready:
         preview_section(draft, k)
     save_label = "Save changes" if editing else "Create trader"
-    if st.button(save_label, disabled=problem is not None or not draft.name, type="primary"):
-        save(who, editing, draft)
+    if st.button(save_label, disabled=not ready or not draft.name, type="primary"):
+        save(who, editing, draft, k)
 
 
-def check(draft: TraderRow, cfg: DashboardConfig) -> str | None:
-    """Show what is wrong with the draft; None when it can be saved."""
-    if not draft.expression.strip():
-        st.caption("Type a rule, e.g. `rsi(14) < 30 and close > ema(50)`.")
-        return "empty"
-    if draft.symbols_mode == "list" and not draft.symbols:
-        st.warning("Name at least one symbol, or watch all of them.")
-        return "no symbols"
-    if draft.symbols_mode == "pattern" and not draft.symbols_pattern:
-        st.warning("Give a pattern, e.g. *USDT")
-        return "no pattern"
-    try:  # the application's own check, as the command line makes it
-        validate(draft, cfg.intervals)
-    except BadRule as exc:
-        err = exc.error
-        st.error(f"Rule error at character {err.position + 1}: {md_escape(err.message)}")
-        st.code(exc.detail, language=None)
-        return err.message
-    except BadInput as exc:
-        st.error(md_escape(exc.message))
-        return exc.message
-    return None
-
-
-def preview_section(draft: TraderRow, k: str) -> None:
-    market = sources.market()
-    symbols = market.symbols()
-    if not symbols.value:
-        st.caption("No klines stored: nothing to preview on.")
-        return
-    symbol = st.selectbox("Preview on", symbols.value, key=f"{k}_preview_symbol")
-    try:
-        result, klines = market.preview(
-            draft.expression, draft.interval, str(symbol), draft.trigger_mode
+def symbols_part(draft: TraderRow, k: str, base: TraderRow) -> tuple[TraderRow, str | None]:
+    """The symbols the trader watches, and what is wrong with them (shown right there)."""
+    mode = str(
+        st.radio(
+            "Symbols", SYMBOL_MODES, index=SYMBOL_MODES.index(base.symbols_mode),
+            key=f"{k}_mode", horizontal=True,
         )
-    except RuleError as exc:
-        st.error(f"Rule error at character {exc.position + 1}: {md_escape(exc.message)}")
-        return
-    except redis.RedisError as exc:
-        st.warning(f"No preview: Redis is unreachable ({md_escape(type(exc).__name__)})")
-        return
-    st.session_state["klineflow_preview"] = {
-        "fires": len(result.fires),
-        "evaluated": result.evaluated,
-        "not_ready": result.not_ready,
-        "klines": result.klines,
-        "symbol": symbol,
-    }
-    c1, c2, c3 = st.columns(3)
-    c1.metric("Would have fired", len(result.fires))
-    c2.metric("Klines read", result.klines)
-    c3.metric("Not ready (warm-up)", result.not_ready)
-    for failure in result.failures:
-        st.error(f"The rule raised at {utc_text(failure.open_ms)} UTC: {md_escape(failure.error)}")
-    if not klines:
-        st.caption(f"No closed {draft.interval} klines of {symbol} are stored.")
-        return
-    shown = klines[-PREVIEW_CANDLES:]
-    first = shown[0].open_ms
-    marks = [
-        Marker(f.open_ms, "would fire", _values_text(f.values))
-        for f in result.fires
-        if f.open_ms >= first
-    ]
-    frame = build_frame(shown, draft.interval, {})
-    st.vega_lite_chart(
-        spec=chart_spec(frame, preview=marks, title=f"{symbol} {draft.interval}: preview")
-    )
-    st.caption(
-        f"The newest {len(shown)} of {len(klines)} klines read; the markers show where the "
-        "rule held (every close where it held, or where it started to hold for on_change), "
-        "before any cooldown grouping."
-    )
+    )  # fmt: skip
+    if mode == "list":
+        text = st.text_input("Symbols (comma separated)", ",".join(base.symbols), key=f"{k}_list")
+        symbols = tuple(dict.fromkeys(s.strip().upper() for s in text.split(",") if s.strip()))
+        draft = replace(draft, symbols_mode=mode, symbols=symbols, symbols_pattern=None)
+        if not symbols:
+            st.warning("Name at least one symbol, or watch all of them.")
+            return draft, "no symbols"
+        return draft, None
+    if mode == "pattern":
+        typed = st.text_input(
+            "Pattern (a glob over the whole symbol: * any characters, ? one, e.g. *USDT)",
+            base.symbols_pattern or "",
+            key=f"{k}_pattern",
+        )
+        draft = replace(draft, symbols_mode=mode, symbols=(), symbols_pattern=typed.strip())
+        try:
+            glob = check_glob(typed)
+        except PatternError as exc:
+            st.warning(md_escape(str(exc)))
+            return draft, str(exc)
+        return replace(draft, symbols_pattern=glob), None
+    return replace(draft, symbols_mode=mode, symbols=(), symbols_pattern=None), None
 
 
-def _values_text(values: dict[str, Any]) -> str:
-    return ", ".join(f"{k}={v:.8g}" if isinstance(v, float) else f"{k}={v}"
-                     for k, v in values.items())  # fmt: skip
-
-
-def save(who: Session, editing: TraderRow | None, draft: TraderRow) -> None:
+def save(who: Session, editing: TraderRow | None, draft: TraderRow, k: str) -> None:
     db = sources.database()
     try:
         if editing is None:
@@ -227,8 +245,15 @@ def save(who: Session, editing: TraderRow | None, draft: TraderRow) -> None:
     except WriteRefused as exc:
         st.error(md_escape(str(exc)))
         return
-    st.session_state["klineflow_saved_trader"] = saved.id
-    st.toast(f"Saved {md_escape(saved.name)} (version {saved.version})", icon="✅")
+    st.session_state[SAVED] = saved.id
+    if editing is None:  # an empty form for the next one
+        st.session_state[GENERATION] = st.session_state.get(GENERATION, 0) + 1
+        st.session_state.pop(f"{k}_rule_text", None)
+        text = (f"Created {md_escape(saved.name)} (id {saved.id}): the flow evaluates it from "
+                "its next closed kline. The form is empty for another one.")  # fmt: skip
+    else:
+        text = f"Saved {md_escape(saved.name)} (version {saved.version})."
+    st.session_state[FLASH] = ("success", text)
     st.rerun()
 
 
