@@ -9,10 +9,12 @@
 --                          never read it back: it has no SELECT right on that column.
 --   trader_channels        a trader's subscriptions: each new signal of the trader is queued
 --                          for each of them
---   notification_outbox    one row per (signal, channel), written by a trigger in the very
---                          transaction that records the signal, so a recorded signal is
---                          always queued and a rolled-back one never is. Cooldown repeats
---                          update the signal row and queue nothing.
+--   notification_outbox    one row per (signal, channel) waiting to be put into a message,
+--                          written by a trigger in the very transaction that records the
+--                          signal, so a recorded signal is always queued and a rolled-back
+--                          one never is; deleted in the transaction that writes the message
+--                          carrying it. Cooldown repeats update the signal row and queue
+--                          nothing.
 --   notification_deliveries one message as sent (one signal, or a digest of several), written
 --                          before it is sent and marked when the receiver acknowledged it.
 --                          After a crash the notifier resends an unacknowledged message as
@@ -70,13 +72,9 @@ CREATE TABLE notification_outbox (
     signal_id   text NOT NULL REFERENCES signals (id) ON DELETE CASCADE,
     channel_id  bigint NOT NULL REFERENCES channels (id) ON DELETE CASCADE,
     created_at  timestamptz NOT NULL DEFAULT now(),
-    -- set when the signal is put into a message
-    delivery_id bigint REFERENCES notification_deliveries (id) ON DELETE SET NULL,
     UNIQUE (signal_id, channel_id)
 );
-CREATE INDEX notification_outbox_waiting_idx ON notification_outbox (channel_id, id)
-    WHERE delivery_id IS NULL;
-CREATE INDEX notification_outbox_delivery_idx ON notification_outbox (delivery_id);
+CREATE INDEX notification_outbox_channel_idx ON notification_outbox (channel_id, id);
 
 
 -- Queue a new signal for its trader's enabled channels, in the signal's transaction. Definer:
@@ -117,7 +115,7 @@ REVOKE ALL ON FUNCTION signals_queue_notifications() FROM PUBLIC;
 -- The notifier runs with the flow's login: it reads every channel with its secret, and
 -- writes the outbox and the deliveries.
 GRANT SELECT ON channels, trader_channels TO klineflow_flow;
-GRANT SELECT, UPDATE ON notification_outbox TO klineflow_flow;
+GRANT SELECT, DELETE ON notification_outbox TO klineflow_flow;
 GRANT SELECT, INSERT, UPDATE ON notification_deliveries TO klineflow_flow;
 
 -- The dashboard, for its user: channels without their secret (written, never read back),

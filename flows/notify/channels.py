@@ -154,8 +154,7 @@ def listed(conn: Conn, owner_id: int) -> list[ChannelInfo]:
           coalesce((SELECT array_agg(t.name ORDER BY t.name) FROM trader_channels tc
                     JOIN traders t ON t.id = tc.trader_id
                     WHERE tc.channel_id = c.id AND t.deleted_at IS NULL), '{}'),
-          (SELECT count(*) FROM notification_outbox o
-            WHERE o.channel_id = c.id AND o.delivery_id IS NULL),
+          (SELECT count(*) FROM notification_outbox o WHERE o.channel_id = c.id),
           (SELECT count(*) FROM notification_deliveries d
             WHERE d.channel_id = c.id AND d.state = 'sent'),
           (SELECT count(*) FROM notification_deliveries d

@@ -180,18 +180,11 @@ class Notifier:
                 self._start(d, pool)
 
     def _fold(self, conn: psycopg.Connection[tuple[object, ...]], pool: ThreadPoolExecutor) -> None:
-        waiting = outbox.waiting_channels(conn)
-        if not waiting:
-            return
-        held = outbox.pending_channels(conn) | self._in_flight.keys()
-        made = False
-        for channel_id in waiting:
-            if channel_id in held or self._paced(channel_id):
-                continue
-            if outbox.fold(conn, channel_id, self.settings) is not None:
-                self.stats.messages_made += 1
-                made = True
+        now = self.clock.monotonic_s()
+        held = set(self._in_flight) | {c for c, t in self._not_before.items() if t > now}
+        made = outbox.fold(conn, held, self.settings)
         if made:
+            self.stats.messages_made += made
             self._start_due(conn, pool)
 
     def _start(self, d: Delivery, pool: ThreadPoolExecutor) -> None:

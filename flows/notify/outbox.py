@@ -1,7 +1,7 @@
 """The notifier's side of the outbox (sql/0013): fold waiting signals into a message, find the
 messages due, record what each attempt got.
 
-A message (a delivery row) is written, with its signals marked as taken, in one transaction
+A message (a delivery row) is written, and its signals taken off the outbox, in one transaction
 BEFORE it is sent; it is marked sent only when the receiver acknowledged it. Whatever instant
 the notifier dies at, a signal is therefore either still waiting (folded again later) or in
 a message that is resent as it was, with its idempotency key, until acknowledged.
@@ -35,32 +35,37 @@ class Delivery:
     age_s: float  # since it was made (or last retried by its owner)
 
 
-_WAITING = """
-SELECT DISTINCT o.channel_id FROM notification_outbox o
-JOIN channels c ON c.id = o.channel_id
-WHERE o.delivery_id IS NULL AND c.enabled
-"""
-
+# The channels that may get a message now: signals waiting, enabled, no message of theirs
+# unacknowledged (new signals wait behind it), not held back by the notifier (in flight or
+# pacing); of each, its oldest waiting signals, at most `most`.
 _TAKE = """
-SELECT o.id, s.id, t.name, s.trader_id, s.symbol, s.interval, s.price, s.kline_open_ms,
-       s.kline_close_ms, s."values"
-FROM notification_outbox o
-JOIN signals s ON s.id = o.signal_id
+SELECT w.id, f.id, s.id, t.name, s.trader_id, s.symbol, s.interval, s.price,
+       s.kline_open_ms, s.kline_close_ms, s."values"
+FROM channels f
+CROSS JOIN LATERAL (
+    SELECT o.id, o.signal_id FROM notification_outbox o
+    WHERE o.channel_id = f.id
+    ORDER BY o.id LIMIT %(most)s
+    FOR UPDATE SKIP LOCKED
+) w
+JOIN signals s ON s.id = w.signal_id
 JOIN traders t ON t.id = s.trader_id
-WHERE o.channel_id = %s AND o.delivery_id IS NULL
-ORDER BY o.id
-LIMIT %s
-FOR UPDATE OF o SKIP LOCKED
+WHERE f.enabled AND NOT (f.id = ANY(%(held)s))
+  AND NOT EXISTS (SELECT FROM notification_deliveries d
+                  WHERE d.channel_id = f.id AND d.state = 'pending')
+ORDER BY f.id, w.id
 """
 
 _CHANNEL = "c.id, c.owner_id, c.name, c.kind, c.config, c.secret"
 
+# the oldest message due of each channel not in flight
 _DUE = f"""
-SELECT d.id, d.idempotency_key, d.message, d.attempts,
+SELECT DISTINCT ON (d.channel_id) d.id, d.idempotency_key, d.message, d.attempts,
        extract(epoch FROM now() - coalesce(d.retried_at, d.created_at))::float8, {_CHANNEL}
 FROM notification_deliveries d JOIN channels c ON c.id = d.channel_id
 WHERE d.state = 'pending' AND d.next_attempt_at <= now() AND c.enabled
-ORDER BY d.id
+  AND NOT (d.channel_id = ANY(%s))
+ORDER BY d.channel_id, d.id
 """
 
 
@@ -68,57 +73,44 @@ def _channel(row: Sequence[Any]) -> Channel:
     return Channel(int(row[0]), int(row[1]), row[2], row[3], row[4] or {}, row[5] or {})
 
 
-def waiting_channels(conn: Conn) -> list[int]:
-    """Enabled channels with signals not yet in a message."""
-    return [int(r[0]) for r in conn.execute(_WAITING).fetchall()]
-
-
-def pending_channels(conn: Conn) -> set[int]:
-    """Channels with a message not yet acknowledged (new signals wait behind it)."""
-    rows = conn.execute(
-        "SELECT DISTINCT channel_id FROM notification_deliveries WHERE state = 'pending'"
-    ).fetchall()
-    return {int(r[0]) for r in rows}
-
-
-def fold(conn: Conn, channel_id: int, settings: NotifySettings) -> int | None:
-    """The channel's waiting signals (at most `digest_most`, oldest first) made into one
-    message; its id, or None when nothing was waiting."""
+def fold(conn: Conn, held: Collection[int], settings: NotifySettings) -> int:
+    """Every free channel's waiting signals (at most `digest_most` each, oldest first) made
+    into one message per channel, in one transaction; how many messages were made."""
     with conn.transaction():
-        rows = conn.execute(_TAKE, (channel_id, settings.digest_most)).fetchall()
+        rows = conn.execute(_TAKE, {"held": list(held), "most": settings.digest_most}).fetchall()
         if not rows:
-            return None
-        notes = [
-            messages.SignalNote(
-                r[1], r[2], int(r[3]), r[4], r[5], Decimal(r[6]), int(r[7]), int(r[8]), r[9] or {}
+            return 0
+        by_channel: dict[int, list[Sequence[Any]]] = {}
+        for r in rows:
+            by_channel.setdefault(int(r[1]), []).append(r)
+        made: list[tuple[int, str, int, Jsonb]] = []
+        for channel_id, group in by_channel.items():
+            notes = [
+                messages.SignalNote(r[2], r[3], int(r[4]), r[5], r[6], Decimal(r[7]),
+                                    int(r[8]), int(r[9]), r[10] or {})
+                for r in group
+            ]  # fmt: skip
+            key = messages.idempotency_key([n.id for n in notes])
+            message = Jsonb(messages.build(notes, settings.dashboard_url))
+            made.append((channel_id, key, len(notes), message))
+        with conn.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO notification_deliveries (channel_id, idempotency_key, "
+                "signal_count, message) VALUES (%s, %s, %s, %s)",
+                made,
             )
-            for r in rows
-        ]
-        key = messages.idempotency_key([n.id for n in notes])
-        message = messages.build(notes, settings.dashboard_url)
-        made = conn.execute(
-            "INSERT INTO notification_deliveries (channel_id, idempotency_key, signal_count, "
-            "message) VALUES (%s, %s, %s, %s) RETURNING id",
-            (channel_id, key, len(notes), Jsonb(message)),
-        ).fetchone()
-        assert made is not None
-        delivery_id = int(made[0])
-        conn.execute(
-            "UPDATE notification_outbox SET delivery_id = %s WHERE id = ANY(%s)",
-            (delivery_id, [int(r[0]) for r in rows]),
-        )
-    return delivery_id
+        # taken: the message lists its signals; the outbox keeps only what waits
+        conn.execute("DELETE FROM notification_outbox WHERE id = ANY(%s)",
+                     ([int(r[0]) for r in rows],))  # fmt: skip
+    return len(by_channel)
 
 
 def due(conn: Conn, busy: Collection[int]) -> list[Delivery]:
-    """Messages to (re)send now, one per channel (the oldest), skipping `busy` channels."""
-    found: dict[int, Delivery] = {}
-    for r in conn.execute(_DUE).fetchall():
-        channel = _channel(r[5:])
-        if channel.id in busy or channel.id in found:
-            continue
-        found[channel.id] = Delivery(int(r[0]), channel, r[1], r[2], int(r[3]), float(r[4]))
-    return list(found.values())
+    """Messages to (re)send now: the oldest of each channel, skipping `busy` channels."""
+    return [
+        Delivery(int(r[0]), _channel(r[5:]), r[1], r[2], int(r[3]), float(r[4]))
+        for r in conn.execute(_DUE, (list(busy),)).fetchall()
+    ]
 
 
 def seconds_to_next(conn: Conn) -> float | None:

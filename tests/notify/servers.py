@@ -20,6 +20,7 @@ import re
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -44,6 +45,7 @@ class Received:
     bodies: list[Any] = field(default_factory=list)  # accepted messages (parsed), in order
     keys: list[str] = field(default_factory=list)  # idempotency keys of accepted messages
     bad_signatures: int = 0
+    arrivals: dict[str, float] = field(default_factory=dict)  # signal id -> first perf_counter
     lock: threading.Lock = field(default_factory=threading.Lock)
     changed: threading.Condition = field(init=False)
 
@@ -107,7 +109,10 @@ class _Server:
                 {"Retry-After": f"{self.retry_after_s}"})  # fmt: skip
 
     def accept(self, body: Any, key: str = "") -> None:
+        now = time.perf_counter()
         with self.received.changed:
+            for s in body.get("signals", []) if isinstance(body, dict) else []:
+                self.received.arrivals.setdefault(s["id"], now)
             self.received.bodies.append(body)
             if key:
                 self.received.keys.append(key)
