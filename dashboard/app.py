@@ -2,7 +2,8 @@
 
 Configured like every klineflow command, by KLINEFLOW_REDIS_URL, KLINEFLOW_DATABASE_URL and
 KLINEFLOW_NAMESPACE (unset URLs: the embedded servers, started or reused). Pages: Market and
-Screener (public), Signals, Traders and Backtest (signed-in users), Status (public).
+Screener (public), Signals, Traders, Notifications and Backtest (signed-in users), Status
+(public).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ LISTED = [
     MARKET,
     st.Page(VIEWS / "signals.py", title="Signals", url_path="signals"),
     st.Page(VIEWS / "traders.py", title="Traders", url_path="traders"),
+    st.Page(VIEWS / "notifications.py", title="Notifications", url_path="notifications"),
     st.Page(VIEWS / "backtest.py", title="Backtest", url_path="backtest"),
     st.Page(VIEWS / "screener.py", title="Screener", url_path="screener"),
     st.Page(VIEWS / "status.py", title="Status", url_path="status"),

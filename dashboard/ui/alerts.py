@@ -91,7 +91,7 @@ def watch() -> None:
         if not rows or not toasts:
             return
         for r in rows[:3]:
-            st.toast(toast_text(r), icon="🔔")
+            st.toast(toast_text(r), icon=":material/notifications:")
         if browser:
             _browser_notification(rows[:3])
 

@@ -48,7 +48,7 @@ def banner(*answers: Fetched[object]) -> None:
     for a in answers:
         if a.stale and a.server not in shown:
             shown.add(a.server)
-            st.warning(a.banner, icon="⚠️")
+            st.warning(a.banner, icon=":material/warning:")
 
 
 def utc(ms: int) -> datetime:
