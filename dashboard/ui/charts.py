@@ -2,18 +2,26 @@
 
 `build_frame` turns klines and indicator series into one table (one row per kline); the
 chart's views all read it, sharing one x scale that the mouse zooms and pans (drag, wheel),
-so every panel follows the candles. Times are UTC epoch milliseconds drawn on a UTC scale.
+so every panel follows the candles. Times are UTC epoch milliseconds drawn on a UTC scale;
+a candle is centred on its open time, where the time axis puts its ticks
+(`dashboard.ui.chart_axes`). The crosshair, readout, last price and the views' fit to the
+visible klines are `dashboard.ui.chart_terminal`'s.
 
-Every view carries a `name` (``candles``, ``overlay EMA(20)``, ``panel RSI``, ``signals``,
-...), which is how the tests find them in the rendered spec.
+The chart is a one-column `concat` whose views are as wide as their container: as wide as
+the page's column for every caller, at any screen width (no sideways scroll on a phone).
+
+Every view carries a `name` (``price``, ``candles``, ``overlay EMA(20)``, ``panel RSI``,
+``signals``, ``readout``, ``last price``...), which is how the tests find them in the
+rendered spec.
 """
 
 from __future__ import annotations
 
 import json
 import threading
+import warnings
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,15 +29,36 @@ import altair as alt
 import pandas as pd  # type: ignore[import-untyped]
 
 from dashboard.data.indicators import Indicator
+from dashboard.ui.chart_axes import (
+    AXIS_PX,
+    axis_width_px,
+    price_decimals,
+    tick_params,
+    x,
+    y_axis,
+)
+from dashboard.ui.chart_terminal import (
+    DOWN,
+    HOVER,
+    UP,
+    ZOOM,
+    direction_color,
+    hover_param,
+    hover_target,
+    price_layers,
+    terminal_columns,
+    time_rule,
+    visible,
+)
 from flows.domain.intervals import get_interval
 from flows.domain.kline import Kline
 
-UP = "#26a69a"
-DOWN = "#ef5350"
-X_TITLE = "time (UTC)"
+__all__ = ["DOWN", "UP", "Marker", "build_frame", "candle_chart", "chart_spec", "marker_frame"]
+
 PALETTE = ["#1f77b4", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
            "#17becf"]  # fmt: skip
-CHART_WIDTH = 860  # px; concatenated views cannot take the container's width
+CHART_WIDTH = 860  # px: a view's width where its container has none to give
+BODY = 0.8  # a candle body's share of its interval
 
 
 @dataclass(frozen=True)
@@ -47,17 +76,18 @@ def build_frame(
     series: Mapping[str, Sequence[float | None]],
     forming_open_ms: int | None = None,
 ) -> pd.DataFrame:
-    """One row per kline: times (open, middle, body edges), prices as floats, direction,
-    whether it is still forming, and one column per indicator series."""
+    """One row per kline: open time ``t`` and the body's edges around it (``tb``, ``te``),
+    prices as floats, direction, whether it is still forming, and one column per
+    indicator series. The interval is kept in ``frame.attrs``."""
     step = get_interval(interval).length_ms
+    half = int(step * BODY) // 2
     opens = [k.open_ms for k in klines]
     u = 1e8
     frame = pd.DataFrame(
         {
             "t": opens,
-            "tm": [t + step // 2 for t in opens],
-            "tb": [t + step // 10 for t in opens],
-            "te": [t + step - step // 10 for t in opens],
+            "tb": [t - half for t in opens],
+            "te": [t + half for t in opens],
             "open": [k.open / u for k in klines],
             "high": [k.high / u for k in klines],
             "low": [k.low / u for k in klines],
@@ -71,43 +101,13 @@ def build_frame(
     frame["forming"] = [k.open_ms == forming_open_ms for k in klines]
     for name, values in series.items():
         frame[name] = pd.array(list(values), dtype="Float64").astype("float64")
+    frame.attrs["interval"] = interval
     return frame
 
 
 def _named(name: str) -> alt.Data:
     """A reference to a dataset the spec carries under `datasets`."""
     return alt.Data(name=name)  # type: ignore[no-untyped-call]
-
-
-def _y_axis() -> alt.Axis:
-    """A y axis drawn inside its plot (labels and title at the left edge, no space taken
-    beside it): the chart is as wide as the page's column, at any screen width."""
-    return alt.Axis(
-        labelAlign="left",
-        labelBaseline="bottom",
-        labelPadding=-4,
-        tickSize=0,
-        domain=False,
-        minExtent=0,
-        maxExtent=0,
-        titleAngle=0,
-        titleAlign="left",
-        titleBaseline="top",
-        titleX=60,  # right of the labels
-        titleY=2,
-        titleColor="#888",
-        titleFontWeight="normal",
-        labelFlush=True,
-    )
-
-
-def _x(title: str | None = X_TITLE, field: str = "tm") -> alt.X:
-    return alt.X(
-        f"{field}:T",
-        title=title,
-        scale=alt.Scale(type="utc"),
-        axis=alt.Axis(format="%m-%d %H:%M", labelOverlap=True, labelBound=True),
-    )
 
 
 def _time_tooltip(title: str, utc_unit: str, fmt: str) -> alt.Tooltip:
@@ -125,50 +125,69 @@ def candle_chart(
     preview: bool = False,
     focus: bool = False,
     title: str = "",
-) -> alt.VConcatChart:
-    """Candles (with overlays and markers), volume below, then one panel per indicator.
+    interval: str = "1m",
+    decimals: int = 8,
+    axis_px: int = 72,
+) -> alt.ConcatChart:
+    """Candles (with overlays and markers), volume below, then one panel per indicator;
+    time labels under the last view; prices printed with `decimals` in a strip
+    `axis_px` wide at the right.
 
-    The chart reads named datasets: ``klines`` (a `build_frame` table), and when asked for,
-    ``signals`` and ``preview`` (`marker_frame` tables) and ``focus`` (one time ``t``)."""
-    zoom = alt.selection_interval(bind="scales", encodings=["x"], name="zoom")
-    color = alt.Color(
-        "dir:N", scale=alt.Scale(domain=["up", "down"], range=[UP, DOWN]), legend=None
-    )
-    price_y = alt.Y("low:Q", title="price", scale=alt.Scale(zero=False), axis=_y_axis())
+    The chart reads named datasets: ``klines`` (a `build_frame` table with
+    `terminal_columns`), and when asked for, ``signals`` and ``preview`` (`marker_frame`
+    tables) and ``focus`` (one time ``t``)."""
+    zoom = alt.selection_interval(bind="scales", encodings=["x"], name=ZOOM)
+    hover = hover_param()
+    color = direction_color()
+    price_scale = alt.Scale(zero=False, nice=False, padding=24)
+    price_axis = y_axis(None, f",.{decimals}f")
+
+    def price_y(field: str) -> alt.Y:
+        return alt.Y(field, title=None, scale=price_scale, axis=price_axis)
+
     tooltip = [
         _time_tooltip("open (UTC)", "utcyearmonthdatehoursminutesseconds", "%Y-%m-%d %H:%M:%S"),
-        alt.Tooltip("open:Q", format=".8f"),
-        alt.Tooltip("high:Q", format=".8f"),
-        alt.Tooltip("low:Q", format=".8f"),
-        alt.Tooltip("close:Q", format=".8f"),
+        alt.Tooltip("open:Q", format=f".{decimals}f"),
+        alt.Tooltip("high:Q", format=f".{decimals}f"),
+        alt.Tooltip("low:Q", format=f".{decimals}f"),
+        alt.Tooltip("close:Q", format=f".{decimals}f"),
         alt.Tooltip("volume:Q", format=",.2f"),
     ]
     base = alt.Chart()
+    shown = base.transform_filter(visible())
     wicks = (
-        base.mark_rule()
-        .encode(x=_x(), y=price_y, y2="high:Q", color=color)
+        shown.mark_rule()
+        .encode(x=x(labels=False), y=price_y("low:Q"), y2="high:Q", color=color)
         .properties(name="wicks")
         .add_params(zoom)
     )
+    body: dict[str, Any] = {
+        "x": x("tb", labels=False),
+        "x2": alt.X2("te:T"),
+        "y": price_y("open:Q"),
+        "y2": "close:Q",
+    }
     bodies = (
-        base.mark_bar()
-        .encode(x=_x(field="tb"), x2="te:T", y="open:Q", y2="close:Q", color=color, tooltip=tooltip)
-        .properties(name="candles")
+        shown.mark_bar().encode(**body, color=color, tooltip=tooltip).properties(name="candles")
     )
-    layers: list[alt.Chart | alt.LayerChart] = [wicks, bodies]
     forming = (
-        base.transform_filter("datum.forming")
+        shown.transform_filter("datum.forming")
         .mark_bar(filled=False, strokeDash=[3, 2], stroke="#888")
-        .encode(x=_x(field="tb"), x2="te:T", y="open:Q", y2="close:Q")
+        .encode(**body)
         .properties(name="forming")
     )
-    layers.append(forming)
+    layers: list[alt.Chart | alt.LayerChart] = [
+        hover_target(base, hover, labels=False),
+        wicks,
+        bodies,
+        forming,
+    ]
     names = [name for ind in overlays for name, _ in ind.series]
     if overlays:
         # one colour scale (one legend) for every overlay line: a scale of their own, apart
         # from the candles' direction colours, shared by their layers
         lines = [
-            _lines(base, ind, "price", names).properties(name=f"overlay {ind.label}")
+            _lines(shown, ind, price_y, names, labels=False).properties(name=f"overlay {ind.label}")
             for ind in overlays
         ]
         layers.append(
@@ -177,43 +196,70 @@ def candle_chart(
             .properties(name="overlays")
         )
     if markers:
-        layers.append(_markers("signals", "triangle-up", "#1e88e5"))
+        layers.append(_markers("signals", "triangle-up", "#1e88e5", price_y))
     if preview:
-        layers.append(_markers("preview", "diamond", "#fb8c00"))
+        layers.append(_markers("preview", "diamond", "#fb8c00", price_y))
     if focus:
         layers.append(
             alt.Chart(_named("focus"))
             .mark_rule(strokeDash=[4, 4], color="#7e57c2", size=2)
-            .encode(x=_x(field="t"))
+            .encode(x=x(labels=False))
             .properties(name="focus")
         )
+    layers.extend(price_layers(base, price_y))
     # candles colour by direction, lines by series: separate colour scales in one layer
     price = (
         alt.LayerChart(layer=layers)
         .resolve_scale(color="independent", strokeDash="independent")
-        .properties(height=380, width=CHART_WIDTH, title=title)
+        .properties(height=380, width="container", title=title, name="price")
     )
-    volume = (
-        base.mark_bar()
-        .encode(
-            x=_x(field="tb"),
-            x2="te:T",
-            y=alt.Y("volume:Q", title="volume", axis=_y_axis()),
-            y2=alt.datum(0),
-            color=color,
-            tooltip=tooltip,
-        )
-        .properties(height=90, width=CHART_WIDTH, name="volume")
+    last = len(panels)  # the index of the bottom view among the panels below the price
+    volume = _view(
+        base,
+        hover,
+        [
+            shown.mark_bar()
+            .encode(
+                x=x("tb", labels=last == 0),
+                x2="te:T",
+                y=alt.Y("volume:Q", title="volume", axis=y_axis("volume", "~s")),
+                y2=alt.datum(0),
+                color=color,
+                tooltip=tooltip,
+            )
+            .properties(name="volume bars")
+        ],
+        labels=last == 0,
+        height=90,
+        name="volume",
     )
     views: list[alt.Chart | alt.LayerChart] = [price, volume]
-    for ind in panels:
-        views.append(_panel(base, ind))
-    chart: alt.VConcatChart = (
-        alt.vconcat(*views, data=_named("klines"), spacing=6)
+    for i, ind in enumerate(panels, start=1):
+        views.append(_panel(shown, base, hover, ind, labels=i == last))
+    chart: alt.ConcatChart = (
+        alt.concat(*views, columns=1, data=_named("klines"), spacing=6)
         .resolve_scale(x="shared", color="independent")
-        .configure_view(strokeWidth=0)
+        .add_params(alt.param(name=AXIS_PX, value=axis_px), *tick_params(interval))
+        .properties(autosize=alt.AutoSizeParams(type="pad", contains="padding"))
+        .configure_view(strokeWidth=0, continuousWidth=CHART_WIDTH)
+        .configure_mark(tooltip=None)  # tooltips where asked for (candles, markers) only
     )
     return chart
+
+
+def _view(
+    base: alt.Chart,
+    hover: alt.Parameter,
+    layers: list[alt.Chart],
+    labels: bool,
+    height: int,
+    name: str,
+) -> alt.LayerChart:
+    """A view below the price: the pointer's target, its layers, the crosshair's rule."""
+    view = alt.LayerChart(
+        layer=[hover_target(base, hover, labels), *layers, time_rule(base, labels)]
+    ).properties(height=height, width="container", name=name)
+    return view
 
 
 _TemplateKey = tuple[Any, ...]
@@ -229,10 +275,18 @@ def chart_spec(
     preview: Sequence[Marker] = (),
     focus_ms: int | None = None,
     title: str = "",
+    interval: str | None = None,
 ) -> dict[str, Any]:
     """The Vega-Lite spec of `candle_chart` with its datasets filled in, for
-    `st.vega_lite_chart`. Altair builds and validates each chart layout once (that costs
-    far more than the data: about 0.4 s); later charts of the same layout reuse it."""
+    `st.vega_lite_chart` (at any `width`: the chart takes its container's). `interval` is
+    the klines' (default: the one `build_frame` recorded). Altair builds and validates
+    each chart layout once (that costs far more than the data: about 0.4 s); later charts
+    of the same layout reuse it, and a chart redrawn with newer klines keeps its spec
+    (only its datasets change), so the browser keeps its zoom."""
+    interval = interval or frame.attrs.get("interval") or _interval_of(frame)
+    prices = [float(v) for k in ("low", "high") for v in frame[k]]
+    decimals = price_decimals(prices)
+    axis_px = axis_width_px(prices, decimals)
     key = (
         tuple((i.label, i.series, i.panel) for i in overlays),
         tuple((i.label, i.series, i.panel) for i in panels),
@@ -240,21 +294,30 @@ def chart_spec(
         bool(preview),
         focus_ms is not None,
         title,
+        interval,
+        decimals,
+        axis_px,
     )
     with _templates_lock:
         text = _templates.get(key)
         if text is not None:
             _templates.move_to_end(key)
     if text is None:
-        chart = candle_chart(overlays, panels, bool(markers), bool(preview), focus_ms is not None,
-                             title)  # fmt: skip
-        text = json.dumps(_one_zoom_view(chart.to_dict()))
+        with warnings.catch_warnings():
+            # the crosshair's parameter is one, in every view: Altair merges it, and says so
+            warnings.filterwarnings("ignore", "Automatically deduplicated selection parameter")
+            chart = candle_chart(
+                overlays, panels, bool(markers), bool(preview), focus_ms is not None, title,
+                interval, decimals, axis_px,
+            )  # fmt: skip
+            text = json.dumps(_param_views(chart.to_dict()))
         with _templates_lock:
             _templates[key] = text
             while len(_templates) > 64:
                 _templates.popitem(last=False)
     spec: dict[str, Any] = json.loads(text)
-    datasets: dict[str, pd.DataFrame] = {"klines": frame}
+    step = get_interval(interval).length_ms
+    datasets: dict[str, pd.DataFrame] = {"klines": terminal_columns(frame, decimals, step)}
     if markers:
         datasets["signals"] = marker_frame(frame, markers, below=True)
     if preview:
@@ -265,21 +328,41 @@ def chart_spec(
     return spec
 
 
+def _interval_of(frame: pd.DataFrame) -> str:
+    """The interval whose candle body `build_frame` gave the frame's first row."""
+    if len(frame):
+        width = int(frame["te"].iloc[0] - frame["tb"].iloc[0])
+        for name in ("1s", "1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "8h", "12h",
+                     "1d", "3d", "1w", "1M"):  # fmt: skip
+            if int(get_interval(name).length_ms * BODY) // 2 * 2 == width:
+                return name
+    return "1m"
+
+
 def _lines(
-    base: alt.Chart, ind: Indicator, y_title: str, palette_of: Sequence[str] = ()
+    shown: alt.Chart,
+    ind: Indicator,
+    y: Callable[[str], alt.Y] | str,
+    palette_of: Sequence[str] = (),
+    labels: bool = True,
 ) -> alt.Chart:
-    """One line per series of `ind`; series named in `palette_of` keep one colour each
-    across layers (each layer has its own colour scale)."""
+    """One line per series of `ind` (on the y scale and axis of `y`, or a new one titled
+    `y`); series named in `palette_of` keep one colour each across layers (each layer has
+    its own colour scale)."""
     columns: list[str | alt.FieldName] = [name for name, _ in ind.series]
     domain = list(palette_of) or [name for name, _ in ind.series]
     scale = alt.Scale(domain=domain, range=[PALETTE[i % len(PALETTE)] for i in range(len(domain))])
+    if isinstance(y, str):
+        value_y = alt.Y("value:Q", title=None, scale=alt.Scale(zero=False), axis=y_axis(y))
+    else:
+        value_y = y("value:Q")
     chart: alt.Chart = (
-        base.transform_fold(columns, as_=["series", "value"])
+        shown.transform_fold(columns, as_=["series", "value"])
         .transform_filter("isValid(datum.value)")
         .mark_line(strokeWidth=1.4)
         .encode(
-            x=_x(),
-            y=alt.Y("value:Q", title=y_title, scale=alt.Scale(zero=False), axis=_y_axis()),
+            x=x(labels=labels),
+            y=value_y,
             color=alt.Color("series:N", scale=scale, legend=alt.Legend(title=None, orient="top")),
             strokeDash=alt.StrokeDash("series:N", legend=None),
         )
@@ -287,24 +370,27 @@ def _lines(
     return chart
 
 
-def _panel(base: alt.Chart, ind: Indicator) -> alt.LayerChart:
+def _panel(
+    shown: alt.Chart, base: alt.Chart, hover: alt.Parameter, ind: Indicator, labels: bool
+) -> alt.LayerChart:
     layers: list[alt.Chart] = []
+    title = ind.panel or ind.label
     if ind.panel == "MACD":
         hist = next(name for name, text in ind.series if text.startswith("macd_hist"))
         layers.append(
-            base.transform_filter(f"isValid(datum['{hist}'])")
+            shown.transform_filter(f"isValid(datum['{hist}'])")
             .mark_bar(opacity=0.5)
             .encode(
-                x=_x(field="tb"),
+                x=x("tb", labels=labels),
                 x2="te:T",
-                y=alt.Y(f"{hist}:Q", title="MACD", axis=_y_axis()),
+                y=alt.Y(f"{hist}:Q", title=None, axis=y_axis(title)),
                 y2=alt.datum(0),
             )
         )
         lines = Indicator(ind.label, tuple(s for s in ind.series if s[0] != hist), ind.panel)
-        layers.append(_lines(base, lines, "MACD"))
+        layers.append(_lines(shown, lines, title, labels=labels))
     else:
-        layers.append(_lines(base, ind, ind.panel or ind.label))
+        layers.append(_lines(shown, ind, title, labels=labels))
         if ind.panel == "RSI":
             for level in (30, 70):
                 layers.append(
@@ -312,19 +398,17 @@ def _panel(base: alt.Chart, ind: Indicator) -> alt.LayerChart:
                     .mark_rule(strokeDash=[2, 3], color="#999")
                     .encode(y=alt.datum(level))
                 )
-    panel = alt.LayerChart(layer=layers).properties(
-        height=110, width=CHART_WIDTH, name=f"panel {ind.panel}"
-    )
-    return panel
+    return _view(base, hover, layers, labels, 110, f"panel {ind.panel}")
 
 
-def _markers(name: str, shape: str, fill: str) -> alt.Chart:
+def _markers(name: str, shape: str, fill: str, price_y: Callable[[str], alt.Y]) -> alt.Chart:
     chart: alt.Chart = (
         alt.Chart(_named(name))
+        .transform_filter(visible())
         .mark_point(shape=shape, filled=True, size=110, color=fill, opacity=0.9)
         .encode(
-            x=_x(),
-            y=alt.Y("y:Q", axis=_y_axis()),
+            x=x(labels=False),
+            y=price_y("y:Q"),
             tooltip=[
                 _time_tooltip("kline (UTC)", "utcyearmonthdatehoursminutes", "%Y-%m-%d %H:%M"),
                 alt.Tooltip("label:N", title=name),
@@ -336,14 +420,32 @@ def _markers(name: str, shape: str, fill: str) -> alt.Chart:
     return chart
 
 
-def _one_zoom_view(spec: dict[str, Any]) -> dict[str, Any]:
-    """Altair lifts a layer's params to the top and names every view of the layer in them;
-    a scale binding in several views of one layer makes Vega fail ("duplicate signal"), so
-    the zoom is kept on the first of them (the shared x scale carries it to every view)."""
+def _param_views(spec: dict[str, Any]) -> dict[str, Any]:
+    """Altair lifts every view's params to the top and names, in each, every view of the
+    layers that carried it. The crosshair belongs to the pointer's targets only (one per
+    view: a nearest-point target over every layer would hide the candles' tooltips), and
+    the zoom to the wicks only (a scale binding in several views of one layer makes Vega
+    fail, "duplicate signal"; the shared x scale carries it to every view)."""
+    names = _unit_names(spec)
+    owners = {
+        HOVER: [n for n in names if n.startswith("hover target")],
+        ZOOM: [n for n in names if n.startswith("wicks")],
+    }
     for param in spec.get("params", []):
-        if param.get("bind") == "scales" and len(param.get("views", [])) > 1:
-            param["views"] = param["views"][:1]
+        if param.get("name") in owners:
+            param["views"] = owners[param["name"]]
     return spec
+
+
+def _unit_names(spec: Any) -> list[str]:
+    names: list[str] = []
+    if isinstance(spec, dict):
+        if "mark" in spec and isinstance(spec.get("name"), str):
+            names.append(spec["name"])
+        for key in ("layer", "concat"):
+            for child in spec.get(key, []):
+                names.extend(_unit_names(child))
+    return names
 
 
 def marker_frame(frame: pd.DataFrame, markers: Sequence[Marker], below: bool) -> pd.DataFrame:
@@ -357,10 +459,9 @@ def marker_frame(frame: pd.DataFrame, markers: Sequence[Marker], below: bool) ->
         rows.append(
             {
                 "t": m.open_ms,
-                "tm": int(k["tm"]),
                 "y": float(k["low"] if below else k["high"]),
                 "label": m.label,
                 "detail": m.detail,
             }
         )
-    return pd.DataFrame(rows, columns=["t", "tm", "y", "label", "detail"])
+    return pd.DataFrame(rows, columns=["t", "y", "label", "detail"])

@@ -1,7 +1,8 @@
 """Market: candles of one symbol and interval, indicators, and the user's signals on them.
 
 The URL keeps the view shareable: `?symbol=XRPETH&interval=1m` (and `open_ms=` to open the
-chart at a kline, `signal=` to show a signal's recorded values there).
+chart at a kline, `signal=` to show a signal's recorded values there). Without a symbol the
+page opens on the most traded one (highest 24h quote volume).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import streamlit as st
 
 from dashboard.data import sources
 from dashboard.data.indicators import Indicator, cached_series, overlay_choices, panel_choices
-from dashboard.data.market import Candles
+from dashboard.data.market import Candles, Ticker
 from dashboard.data.stale import Fetched
 from dashboard.ui.charts import Marker, build_frame, chart_spec
 from dashboard.ui.common import (
@@ -68,12 +69,22 @@ def _kind(step: float) -> type[int] | type[float]:
     return float if step % 1 else int
 
 
-def url_fields(symbols: Sequence[str], intervals: Sequence[str]) -> list[UrlField]:
+def most_traded(tickers: Sequence[Ticker], symbols: Sequence[str]) -> str:
+    """The symbol with the highest 24h quote volume (the first by name among equals, or
+    when no ticker is known)."""
+    volumes = {t.symbol: t.quote_volume for t in tickers}
+    return min(symbols, key=lambda s: (-volumes.get(s, -1.0), s))
+
+
+def url_fields(
+    symbols: Sequence[str], intervals: Sequence[str], default_symbol: str | None = None
+) -> list[UrlField]:
     """Every chart setting, each in its query parameter (symbol and interval always)."""
     over_parse, over_text = codes(OVERLAY_CODES)
     pan_parse, pan_text = codes(PANEL_CODES)
+    symbol = default_symbol if default_symbol in symbols else symbols[0]
     fields = [
-        UrlField("market_symbol", "symbol", symbols[0], choice(symbols), always=True),
+        UrlField("market_symbol", "symbol", symbol, choice(symbols), always=True),
         UrlField(
             "market_interval",
             "interval",
@@ -101,7 +112,12 @@ def render() -> None:
         st.info("No klines are stored yet: start the flow (`klineflow up`) or replay a file.")
         return
     intervals = list(cfg.intervals)
-    fields = url_fields(symbols.value, intervals)
+    asked = query_param("symbol")
+    # with no symbol asked for (or an unknown one), the most traded one
+    default = (
+        asked if asked in symbols.value else most_traded(market.tickers().value, symbols.value)
+    )
+    fields = url_fields(symbols.value, intervals, default)
     adopt(fields, URL_MEMORY)
     # keyed widgets without index/value: their identity never changes between runs
     c1, c2, c3 = st.columns([2, 1, 2])
@@ -189,7 +205,13 @@ def draw(
         candles.klines, interval, series, forming.open_ms if forming is not None else None
     )
     spec = chart_spec(
-        frame, overlays, panels, markers, focus_ms=open_ms, title=f"{symbol} {interval}"
+        frame,
+        overlays,
+        panels,
+        markers,
+        focus_ms=open_ms,
+        title=f"{symbol} {interval}",
+        interval=interval,
     )
     built = time.perf_counter()
     st.vega_lite_chart(spec=spec, width="stretch")
@@ -200,7 +222,8 @@ def draw(
         f"{len(candles.klines):,} klines, newest opened {utc_text(last.open_ms)} UTC ({state}), "
         f"close {last.close / 1e8:.8f}; "
         + (f"{len(markers)} of your signals marked." if user else "sign in to see your signals.")
-        + " Drag to pan, scroll to zoom, double-click to reset."
+        + " Point at a kline to read it at the top left; drag to pan, scroll to zoom (prices "
+        "fit the klines in sight), double-click to reset."
     )
     st.session_state[TIMINGS] = {
         "fetch_ms": (fetched - started) * 1000,

@@ -84,7 +84,7 @@ def copy_symbol(filled: Filled, name: str) -> None:
 def chart_title(at: AppTest) -> str:
     (chart,) = charts(at)
     title = chart_spec(chart).get("title")
-    for view in chart_spec(chart)["vconcat"]:
+    for view in chart_spec(chart)["concat"]:
         title = title or view.get("title")
     return str(title)
 
@@ -183,7 +183,12 @@ def test_tooltips_print_times_in_utc_and_one_overlay_legend(filled: Filled, app_
     no_exceptions(at)
     (chart,) = charts(at)
     spec = chart_spec(chart)
-    tooltips = [t for t in walk(spec, "tooltip") for t in (t if isinstance(t, list) else [t])]
+    tooltips = [
+        t
+        for t in walk(spec, "tooltip")
+        for t in (t if isinstance(t, list) else [t])
+        if isinstance(t, dict)  # a mark's `tooltip: null`: none on it
+    ]
     times = [t for t in tooltips if t.get("field") == "t"]
     assert times and all(t["timeUnit"].startswith("utc") for t in times)
     # Vega-Lite takes any formatType but number and time for a custom function: NaN
