@@ -227,7 +227,7 @@ def stored_runs(who: Session, cfg: DashboardConfig) -> None:
     if not pick:
         return
     run = labels[str(pick)]
-    st.markdown(f"**Run {run.id}** ({run.status}): `{md_escape(rule_text(run))}`")
+    st.markdown(f"**Run {run.id}** ({run.status}): {md_escape(rule_text(run))}")
     st.caption(
         f"{md_escape(', '.join(run.intervals))} · {md_escape(symbols_text(run))} · "
         f"{span_text(run)} · {md_escape(source_text(run))}"
