@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     import psycopg
 
     from flows.notify.channels import DeliveryInfo
+    from flows.notify.notifier import Notifier
     from flows.notify.settings import NotifySettings
 
 
@@ -80,3 +81,31 @@ def run_notifier(settings: Settings, stop: threading.Event) -> None:
     from flows.notify.notifier import Notifier
 
     Notifier(open_database(settings), notify_settings()).run(stop)
+
+
+@dataclass
+class RunningNotifier:
+    """A notifier on a thread of a long-running command (`up`, `demo`)."""
+
+    notifier: Notifier
+    stop: threading.Event
+    thread: threading.Thread
+
+    def close(self) -> str:
+        """Stopped (the messages in flight finished and recorded); a summary line."""
+        self.stop.set()
+        self.thread.join(self.notifier.settings.timeout_s + 10)
+        s = self.notifier.stats
+        return f"notifications: {s.delivered} message(s) delivered, {s.failed} failed"
+
+
+def start_notifier(database_url: str) -> RunningNotifier:
+    """The notifier of this process's database, on its own thread. With several processes
+    on one database (a cluster), one delivers and the others stand by."""
+    from flows.notify.notifier import Notifier
+
+    notifier = Notifier(database_url, notify_settings())
+    stop = threading.Event()
+    thread = threading.Thread(target=notifier.run, args=(stop,), name="notifier", daemon=True)
+    thread.start()
+    return RunningNotifier(notifier, stop, thread)

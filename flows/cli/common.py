@@ -79,6 +79,13 @@ DashboardOpt = Annotated[
 DashboardPort = Annotated[int, typer.Option("--dashboard-port", help="port of the dashboard")]
 
 
+NotifyOpt = Annotated[
+    bool,
+    typer.Option("--notify/--no-notify", help="also deliver signals to their channels (the "
+                 "notifier; `klineflow channels`)"),
+]  # fmt: skip
+
+
 DatabaseUrl = Annotated[
     str | None, typer.Option("--database-url", help="PostgreSQL URL (default: embedded)")
 ]

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from flows.api_weights import REQUEST_WEIGHT_LIMIT
+from flows.app.notifications import start_notifier
 from flows.cli.boundary import console, out
 from flows.cli.common import (
     DashboardOpt,
@@ -19,6 +20,7 @@ from flows.cli.common import (
     DatabaseUrl,
     ExchangeUrl,
     Namespace,
+    NotifyOpt,
     QuoteOpt,
     RedisUrl,
     SymbolsOpt,
@@ -77,6 +79,7 @@ def demo(
             "<recordings dir>/demo/"
         ),
     ] = True,
+    notify: NotifyOpt = True,
     redis_url: RedisUrl = None,
     namespace: Namespace = None,
 ) -> None:
@@ -123,10 +126,13 @@ def demo(
         recordings_dir=recordings_dir(settings) if record else None,
     )
     board = _start_dashboard(settings, url, db_url, dashboard_port) if dashboard else None
+    notifier = start_notifier(db_url) if notify else None
     try:
         with stopping_on_signals(stop):
             run_demo(job, console)
     finally:
+        if notifier is not None:
+            console.print(notifier.close())
         if board is not None:
             board.stop()
 
@@ -182,6 +188,7 @@ def up(
         str | None,
         typer.Option(help='every member\'s host:port, ";"-separated, same order everywhere'),
     ] = None,
+    notify: NotifyOpt = True,
     database_url: DatabaseUrl = None,
     redis_url: RedisUrl = None,
     namespace: Namespace = None,
@@ -255,6 +262,7 @@ def up(
         cluster=place,
     )
     board = _start_dashboard(settings, job.redis_url, db_url, dashboard_port) if dashboard else None
+    notifier = start_notifier(db_url) if notify and db_url else None
     from flows.domain.stats import RunStats
 
     stats = RunStats()
@@ -271,6 +279,8 @@ def up(
             recorder_stop()
         if board is not None:
             board.stop()
+        if notifier is not None:
+            console.print(notifier.close())
     lines = [
         f"trades: {stats.trades_read:,}; backfilled: {stats.trades_backfilled:,}",
         f"gaps that could not be filled: {stats.gaps}",

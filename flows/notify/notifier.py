@@ -86,8 +86,8 @@ class Notifier:
                         self.ready.set()
                         pause = 0.5
                         self._serve(conn, pool, stop)
-                except psycopg.OperationalError as e:
-                    log.warning("notifier: PostgreSQL unreachable (%s); retrying",
+                except psycopg.Error as e:  # away, or its schema not migrated yet
+                    log.warning("notifier: PostgreSQL refused or unreachable (%s); retrying",
                                 " ".join(str(e).split())[:200])  # fmt: skip
                     stop.wait(pause)
                     pause = min(pause * 2, 10.0)

@@ -173,5 +173,6 @@ def test_ctrl_c_stops_the_demo_with_its_summary_not_a_traceback(
     output = log.read_text()
     assert proc.returncode == 0, output
     assert "stopped" in output and "klines closed" in output
+    assert "notifications: 0 message(s) delivered, 0 failed" in output  # its notifier stopped
     assert "Traceback" not in output and "BytewaxRuntimeError" not in output
     assert "panicked" not in output and "stack backtrace" not in output
