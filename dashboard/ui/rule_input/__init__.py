@@ -113,7 +113,7 @@ def rule_editor(
     if problem is not None:
         show_problem(problem)
     elif text.strip():
-        st.success("The rule compiles.", icon="✅")
+        st.success("The rule compiles.", icon=":material/check_circle:")
     else:
         st.caption("Type a rule, e.g. `rsi(14) < 30 and close > ema(50)`.")
     return text, problem
@@ -122,5 +122,7 @@ def rule_editor(
 def show_problem(problem: RuleProblem) -> None:
     """The problem, right under the box: the message with its line and column, and the rule
     with a caret under the offending character."""
-    st.error(f"Rule error at {problem.where}: {md_escape(problem.message)}", icon="⛔")
+    st.error(
+        f"Rule error at {problem.where}: {md_escape(problem.message)}", icon=":material/error:"
+    )
     st.code(problem.caret, language=None)
