@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from fractions import Fraction
 from typing import Any
 
 import psycopg
@@ -13,6 +14,7 @@ from streamlit.testing.v1 import AppTest
 from dashboard.data.indicators import compute
 from dashboard.views.market import TIMINGS
 from flows.domain.kline import kline_of_row
+from flows.storage.redis_klines import KlineWriter
 from tests.dashboard.conftest import (
     Filled,
     as_user,
@@ -296,3 +298,45 @@ def test_open_ms_and_signal_open_the_chart_at_that_kline(filled: Filled, app_env
         "bob",
     ).run()
     assert any("No signal with that id" in i.value for i in at.info)
+
+
+def store_symbol(filled: Filled, name: str, quote_scale: Fraction) -> None:
+    """XRPETH's stored klines once more under `name`, their quote volumes scaled."""
+    client = redis.Redis.from_url(filled.redis_url)
+    writer = KlineWriter(client, keys=filled.keys)
+    try:
+        for interval in ("1m", "5m"):
+            klines = [kline_of_row(r) for r in stored_klines(filled, interval)]  # type: ignore[arg-type]
+            scaled = [k._replace(quote_volume=int(k.quote_volume * quote_scale)) for k in klines]
+            writer.add_many(name, [(interval, k) for k in scaled], closed=True)
+        writer.flush()
+    finally:
+        client.close()
+
+
+def day_quote_volume(filled: Filled, symbol: str) -> float:
+    """The symbol's quote volume over its newest day of stored 1m klines."""
+    client = redis.Redis.from_url(filled.redis_url)
+    try:
+        rows = client.zrange(filled.keys.klines(symbol, "1m"), -1440, -1)
+    finally:
+        client.close()
+    return sum(float(json.loads(r)[7]) for r in rows)
+
+
+def test_without_a_symbol_the_page_opens_on_the_most_traded(filled: Filled, app_env: None) -> None:
+    """Not the first by name: the one with the highest 24h quote volume."""
+    store_symbol(filled, "AAAUSDT", Fraction(1, 1000))
+    store_symbol(filled, "ZZZUSDT", Fraction(1000))
+    symbols = ["AAAUSDT", "XRPETH", "ZZZUSDT"]
+    busiest = max(symbols, key=lambda s: day_quote_volume(filled, s))
+    assert busiest != sorted(symbols)[0]
+    at = make_app().run()
+    no_exceptions(at)
+    assert at.selectbox[0].value == busiest
+    assert chart_title(at) == f"{busiest} 1m" and param(at, "symbol") == busiest
+    # a symbol asked for is kept; an unknown one falls back to the busiest
+    at = make_app(symbol="AAAUSDT").run()
+    assert at.selectbox[0].value == "AAAUSDT"
+    at = make_app(symbol="NOPE").run()
+    assert at.selectbox[0].value == busiest
