@@ -254,15 +254,25 @@ def run_stored_and_record(
     started = time.monotonic()
     try:
         with _redis_named(redis_url):
-            newest = [kstore.last_closed(s, iv) for s in wanted for iv in mains]
-            ends = [t + get_interval(iv).length_ms for t, iv in
-                    zip(newest, [iv for _ in wanted for iv in mains], strict=True)
-                    if t is not None]  # fmt: skip
+            ends = [
+                last + get_interval(iv).length_ms
+                for s in wanted
+                for iv in mains
+                if (last := kstore.last_closed(s, iv)) is not None
+            ]
             if not ends:
                 raise NothingUsable(
                     f"no closed {', '.join(mains)} klines stored for "
                     f"{', '.join(wanted) or 'any symbol'}",
                     "run the live flow (klineflow up or demo) or replay a file first",
+                )
+            read_too = [iv for iv in needed_intervals(book) if iv not in mains]
+            missing = [iv for iv in read_too
+                       if all(kstore.last_closed(s, iv) is None for s in wanted)]  # fmt: skip
+            if missing:
+                raise NothingUsable(
+                    f"the rules read {', '.join(missing)} klines (tf=) and none are stored",
+                    "have the flow build those intervals (KLINEFLOW_INTERVALS) or use recordings",
                 )
             end_ms = max(ends)
             start_ms = 0 if span_ms_asked is None else end_ms - span_ms_asked

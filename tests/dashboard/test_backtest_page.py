@@ -445,3 +445,25 @@ def test_a_stored_trader_is_listed_by_name_and_rule(filled: Filled, stored_users
     assert listed["rule"] == f"{trader.name}: {trader.expression}"
     assert listed["interval"] == trader.interval
     assert job.finished.rows and all(isinstance(r, SignalOutcome) for r in job.finished.rows)
+
+
+def test_a_rule_reading_klines_that_are_not_stored_says_so(
+    filled: Filled, stored_users: Users
+) -> None:
+    """The flow built 1m and 5m only: a rule reading 1h bars over the stored klines fails
+    with what is missing (and the run is marked failed), instead of never being ready."""
+    at = backtest_page(stored_users.ana, "ana")
+    at.radio(key="bt_data").set_value("Stored klines").run()
+    at.multiselect(key="bt_kl_symbols").set_value(["XRPETH"])
+    type_rule(at, 'rsi(14, tf="1h") < 30', INTERVAL, 0)
+    start_button(at).click().run()
+    job = at.session_state[JOB]
+    assert job.wait(120)
+    at.run()
+    no_exceptions(at)
+    assert job.error is not None and "1h" in job.error and "tf=" in job.error
+    (shown,) = [e.value for e in at.error]
+    assert f"run {job.run_id}, marked failed" in shown
+    with psycopg.connect(stored_users.database_url) as conn:
+        row = conn.execute("SELECT status FROM backtest_runs WHERE id = %s", (job.run_id,))
+        assert row.fetchone() == ("failed",)
