@@ -20,7 +20,6 @@ exact decimals, one row per kline, so the chart's spec does not change with the 
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -33,7 +32,7 @@ UP = "#26a69a"
 DOWN = "#ef5350"
 HOVER = "hover"
 ZOOM = "zoom"
-CROSSHAIR = "#9e9e9e"
+CROSSHAIR = "#787878"
 SELECTED = alt.ParameterPredicate(param=HOVER, empty=False)
 # the hovered kline, or the newest while nothing is hovered (Altair's logical predicates
 # take their operands as keyword arguments named "or" and "and", and have no signature)
@@ -88,22 +87,37 @@ def time_rule(base: alt.Chart, labels: bool) -> alt.Chart:
     return chart
 
 
-def price_layers(base: alt.Chart, price_y: Callable[[str], alt.Y]) -> list[alt.Chart]:
+# the price view's y scale, as Vega-Lite names it after the view ("price")
+PRICE_Y = "price_y"
+TAG_PX = 8  # half a price tag's height
+
+
+def close_px(offset: int = 0, inside: int | None = None) -> alt.ExprRef:
+    """Where a row's close is on the price view (plus `offset` px): a price tag or line
+    drawn there leaves the y scale to the klines in sight (a field would add the close to
+    its domain). With `inside`, kept that far within the view: a tag whose price is above
+    or below the klines in sight waits at the edge."""
+    where = f"scale('{PRICE_Y}', datum.close)"
+    if inside is not None:
+        where = f"clamp({where}, {inside}, range('{PRICE_Y}')[0] - {inside})"
+    return alt.ExprRef(expr=f"{where} + {offset}" if offset else where)
+
+
+def price_layers(base: alt.Chart) -> list[alt.Chart]:
     """Crosshair (vertical and horizontal rules, the close's tag), the last price's rule
     and tag, and the readout, for the price view."""
-    y_close = price_y("close:Q")
     hovered = base.transform_filter(SELECTED)
     newest = base.transform_filter(alt.datum.last)
     layers: list[alt.Chart] = [
         time_rule(base, labels=False),
-        hovered.mark_rule(color=CROSSHAIR, strokeDash=[4, 3], strokeWidth=1)
-        .encode(y=y_close)
+        hovered.mark_rule(color=CROSSHAIR, strokeDash=[4, 3], strokeWidth=1, clip=True)
+        .encode(y=alt.value(close_px()))
         .properties(name="crosshair price"),
-        newest.mark_rule(strokeDash=[1, 2], strokeWidth=1)
-        .encode(y=y_close, color=direction_color())
+        newest.mark_rule(strokeDash=[1, 2], strokeWidth=1, clip=True)
+        .encode(y=alt.value(close_px()), color=direction_color())
         .properties(name="last price line"),
-        *_tag(newest, y_close, "last price", direction_color()),
-        *_tag(hovered, y_close, "crosshair price tag", alt.value("#616161")),
+        *_tag(newest, "last price", direction_color()),
+        *_tag(hovered, "crosshair price tag", alt.value("#616161")),
     ]
     shown = base.transform_filter(SHOWN)
     text: dict[str, Any] = {
@@ -127,12 +141,16 @@ def price_layers(base: alt.Chart, price_y: Callable[[str], alt.Y]) -> list[alt.C
     return layers
 
 
-def _tag(rows: alt.Chart, y_close: alt.Y, name: str, fill: Any) -> list[alt.Chart]:
-    """A price on a coloured tag filling the price strip at the right edge."""
+def _tag(rows: alt.Chart, name: str, fill: Any) -> list[alt.Chart]:
+    """A row's close on a coloured tag filling the price strip at the right edge."""
     box = (
-        rows.mark_rect(height=17)
+        rows.mark_rect()
         .encode(
-            x=alt.value(alt.ExprRef(expr=PLOT_PX)), x2=alt.value("width"), y=y_close, color=fill
+            x=alt.value(alt.ExprRef(expr=PLOT_PX)),
+            x2=alt.value("width"),
+            y=alt.value(close_px(-TAG_PX, inside=TAG_PX)),
+            y2=alt.value(close_px(TAG_PX, inside=TAG_PX)),
+            color=fill,
         )
         .properties(name=f"{name} box")
     )
@@ -140,7 +158,7 @@ def _tag(rows: alt.Chart, y_close: alt.Y, name: str, fill: Any) -> list[alt.Char
         rows.mark_text(
             align="right", baseline="middle", dx=-4, color="white", fontWeight="bold", fontSize=10
         )
-        .encode(x=alt.value("width"), y=y_close, text="close_text:N")
+        .encode(x=alt.value("width"), y=alt.value(close_px(inside=TAG_PX)), text="close_text:N")
         .properties(name=name)
     )
     return [box, label]

@@ -17,6 +17,7 @@ rendered spec.
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
 import warnings
@@ -126,12 +127,12 @@ def candle_chart(
     focus: bool = False,
     title: str = "",
     interval: str = "1m",
-    decimals: int = 8,
+    price_format: str = ",.8f",
     axis_px: int = 72,
 ) -> alt.ConcatChart:
     """Candles (with overlays and markers), volume below, then one panel per indicator;
-    time labels under the last view; prices printed with `decimals` in a strip
-    `axis_px` wide at the right.
+    time labels under the last view, on `interval` klines' opens; prices printed with
+    `price_format` in a strip `axis_px` wide at the right.
 
     The chart reads named datasets: ``klines`` (a `build_frame` table with
     `terminal_columns`), and when asked for, ``signals`` and ``preview`` (`marker_frame`
@@ -140,17 +141,17 @@ def candle_chart(
     hover = hover_param()
     color = direction_color()
     price_scale = alt.Scale(zero=False, nice=False, padding=24)
-    price_axis = y_axis(None, f",.{decimals}f")
+    price_axis = y_axis(None, price_format)
 
     def price_y(field: str) -> alt.Y:
         return alt.Y(field, title=None, scale=price_scale, axis=price_axis)
 
     tooltip = [
         _time_tooltip("open (UTC)", "utcyearmonthdatehoursminutesseconds", "%Y-%m-%d %H:%M:%S"),
-        alt.Tooltip("open:Q", format=f".{decimals}f"),
-        alt.Tooltip("high:Q", format=f".{decimals}f"),
-        alt.Tooltip("low:Q", format=f".{decimals}f"),
-        alt.Tooltip("close:Q", format=f".{decimals}f"),
+        alt.Tooltip("open:Q", format=price_format),
+        alt.Tooltip("high:Q", format=price_format),
+        alt.Tooltip("low:Q", format=price_format),
+        alt.Tooltip("close:Q", format=price_format),
         alt.Tooltip("volume:Q", format=",.2f"),
     ]
     base = alt.Chart()
@@ -206,7 +207,7 @@ def candle_chart(
             .encode(x=x(labels=False))
             .properties(name="focus")
         )
-    layers.extend(price_layers(base, price_y))
+    layers.extend(price_layers(base))
     # candles colour by direction, lines by series: separate colour scales in one layer
     price = (
         alt.LayerChart(layer=layers)
@@ -238,7 +239,7 @@ def candle_chart(
         views.append(_panel(shown, base, hover, ind, labels=i == last))
     chart: alt.ConcatChart = (
         alt.concat(*views, columns=1, data=_named("klines"), spacing=6)
-        .resolve_scale(x="shared", color="independent")
+        .resolve_scale(x="shared", color="independent", strokeDash="independent")
         .add_params(alt.param(name=AXIS_PX, value=axis_px), *tick_params(interval))
         .properties(autosize=alt.AutoSizeParams(type="pad", contains="padding"))
         .configure_view(strokeWidth=0, continuousWidth=CHART_WIDTH)
@@ -280,23 +281,19 @@ def chart_spec(
     """The Vega-Lite spec of `candle_chart` with its datasets filled in, for
     `st.vega_lite_chart` (at any `width`: the chart takes its container's). `interval` is
     the klines' (default: the one `build_frame` recorded). Altair builds and validates
-    each chart layout once (that costs far more than the data: about 0.4 s); later charts
+    each chart layout once (that costs far more than the data: most of a second); later charts
     of the same layout reuse it, and a chart redrawn with newer klines keeps its spec
     (only its datasets change), so the browser keeps its zoom."""
     interval = interval or frame.attrs.get("interval") or _interval_of(frame)
     prices = [float(v) for k in ("low", "high") for v in frame[k]]
     decimals = price_decimals(prices)
-    axis_px = axis_width_px(prices, decimals)
     key = (
         tuple((i.label, i.series, i.panel) for i in overlays),
         tuple((i.label, i.series, i.panel) for i in panels),
         bool(markers),
         bool(preview),
         focus_ms is not None,
-        title,
-        interval,
-        decimals,
-        axis_px,
+        bool(title),
     )
     with _templates_lock:
         text = _templates.get(key)
@@ -307,15 +304,20 @@ def chart_spec(
             # the crosshair's parameter is one, in every view: Altair merges it, and says so
             warnings.filterwarnings("ignore", "Automatically deduplicated selection parameter")
             chart = candle_chart(
-                overlays, panels, bool(markers), bool(preview), focus_ms is not None, title,
-                interval, decimals, axis_px,
+                overlays, panels, bool(markers), bool(preview), focus_ms is not None,
+                _TITLE if title else "", price_format=_PRICE_FORMAT,
             )  # fmt: skip
             text = json.dumps(_param_views(chart.to_dict()))
         with _templates_lock:
             _templates[key] = text
             while len(_templates) > 64:
                 _templates.popitem(last=False)
-    spec: dict[str, Any] = json.loads(text)
+    # the title, and what depends on the klines (their interval, prices' decimals)
+    text = text.replace(json.dumps(_PRICE_FORMAT), json.dumps(f",.{decimals}f"))
+    spec: dict[str, Any] = json.loads(text.replace(json.dumps(_TITLE), json.dumps(title)))
+    filled = {AXIS_PX: {"name": AXIS_PX, "value": axis_width_px(prices, decimals)}}
+    filled.update((p["name"], p) for p in _tick_params(interval))
+    spec["params"] = [filled.get(p.get("name"), p) for p in spec["params"]]
     step = get_interval(interval).length_ms
     datasets: dict[str, pd.DataFrame] = {"klines": terminal_columns(frame, decimals, step)}
     if markers:
@@ -326,6 +328,21 @@ def chart_spec(
         datasets["focus"] = pd.DataFrame({"t": [focus_ms]})
     spec["datasets"] = datasets
     return spec
+
+
+# in a chart layout's spec, where the prices' format and the title go
+_PRICE_FORMAT = "{price format}"
+_TITLE = "{title}"
+
+
+@functools.lru_cache(maxsize=32)
+def _tick_params_of(interval: str) -> str:
+    return json.dumps([p.param.to_dict() for p in tick_params(interval)])  # type: ignore[union-attr]
+
+
+def _tick_params(interval: str) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = json.loads(_tick_params_of(interval))
+    return found
 
 
 def _interval_of(frame: pd.DataFrame) -> str:
