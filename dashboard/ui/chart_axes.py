@@ -60,7 +60,10 @@ def tick_params(interval: str) -> list[alt.Parameter]:
             " : ".join(f"{span} / {m * MONTH_MS} <= {fits} ? {m}" for m in MONTH_STEPS)
             + f" : {MONTH_STEPS[-1] * 10}"
         )
-        ticks = f"utcSequence('month', {lo}, {hi} + 1, xtick_step)"
+        # the first month start in sight whose month is a multiple of the step
+        month = f"utcmonth({lo}) + ({lo} > utc(utcyear({lo}), utcmonth({lo}), 1) ? 1 : 0)"
+        first = f"utc(utcyear({lo}), ceil(({month}) / xtick_step) * xtick_step, 1)"
+        ticks = f"utcSequence('month', {first}, {hi} + 1, xtick_step)"
     else:
         steps = tick_steps_ms(interval)
         choose = " : ".join(f"{span} / {s} <= {fits} ? {s}" for s in steps[:-1])
