@@ -46,7 +46,7 @@ class Received:
     keys: list[str] = field(default_factory=list)  # idempotency keys of accepted messages
     bad_signatures: int = 0
     arrivals: dict[str, float] = field(default_factory=dict)  # signal id -> first perf_counter
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    lock: threading.RLock = field(default_factory=threading.RLock)
     changed: threading.Condition = field(init=False)
 
     def __post_init__(self) -> None:

@@ -22,9 +22,11 @@ from tests.notify.conftest import (
     chat_channels,
     chat_settings,
     delivery_states,
+    eventually,
     fires,
     make_owner,
     notifier_running,
+    settings,
     signal_ids,
     webhook,
     write,
@@ -148,3 +150,42 @@ def test_the_webhook_signature_is_hmac_sha256_over_timestamp_and_body() -> None:
     assert signature(SIGNING_KEY, "1764900000", body) == expected
     assert signature(SIGNING_KEY, "1764900001", body) != expected
     assert json.loads(messages.webhook_body({"signals": []}, "k"))["idempotency_key"] == "k"
+
+
+def test_cooldown_repeats_are_not_sent_again(ana: Owner, receiver: WebhookReceiver) -> None:
+    from flows.signals.engine import Fire
+
+    s = settings()
+    add_channel(ana, webhook("hook", receiver), s)
+    first = fires(ana, 1)[0]
+    # the next kline fires within the first one's cooldown window: a repeat of it
+    repeat = Fire(f"{ana.trader.id}-BTCUSDT-1m-{first.open_ms + 60_000}", ana.trader.id, 1,
+                  "BTCUSDT", "1m", first.open_ms + 60_000, first.close_ms + 60_000,
+                  first.open_ms, "101.00000000", {"close": 101.0}, -1)  # fmt: skip
+    after = fires(ana, 1, start=50)[0]  # past the window: a new signal
+    with notifier_running(ana.url, s):
+        write(ana.url, [first])
+        write(ana.url, [repeat])
+        write(ana.url, [after])
+        assert receiver.wait_until(lambda r: after.id in receiver.signal_ids())
+    with psycopg.connect(ana.url) as conn:
+        counts = conn.execute("SELECT id, repeat_count FROM signals ORDER BY id").fetchall()
+    assert dict(counts) == {first.id: 2, after.id: 1}  # the repeat was counted, not recorded
+    assert sorted(receiver.signal_ids()) == sorted([first.id, after.id])
+
+
+def test_429_answers_are_waited_out_as_each_service_says(ana: Owner, stand_in: ChatStandIn) -> None:
+    s = chat_settings(stand_in)
+    for new in chat_channels(stand_in):
+        add_channel(ana, new, s)
+    stand_in.rate_limit_next = 6  # the first six requests (two per service) answered 429
+    stand_in.retry_after_s = 0.5
+    with notifier_running(ana.url, s):
+        write(ana.url, fires(ana, 1))
+        assert stand_in.wait_until(lambda r: len(r.bodies) == 3)
+        assert eventually(lambda: delivery_states(ana.url) == {"sent": 3})
+    with psycopg.connect(ana.url) as conn:
+        attempts = [r[0] for r in conn.execute("SELECT attempts FROM notification_deliveries")]
+    assert sum(attempts) == 9 and stand_in.received.requests == 9  # 6 refused, 3 delivered
+    for service in ("discord", "slack", "telegram"):
+        assert len(linked_signals(stand_in.texts(service))) == 1
