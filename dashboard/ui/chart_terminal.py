@@ -20,10 +20,10 @@ exact decimals, one row per kline, so the chart's spec does not change with the 
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 import altair as alt
+import numpy as np
 import pandas as pd  # type: ignore[import-untyped]
 
 from dashboard.ui.chart_axes import PLOT_PX, x
@@ -70,7 +70,6 @@ def hover_target(base: alt.Chart, hover: alt.Parameter, labels: bool) -> alt.Cha
     chart: alt.Chart = (
         base.mark_rect(opacity=0, color="#000")
         .encode(x=x("c0", labels=labels), x2="c1:T", y=alt.value(0), y2=alt.value("height"))
-        .add_params(hover)
         .properties(name="hover target")
     )
     return chart
@@ -182,8 +181,9 @@ def terminal_columns(frame: pd.DataFrame, decimals: int, step_ms: int) -> pd.Dat
     out["last"] = [False] * (len(out) - 1) + [True] if len(out) else []
     out["c0"] = out["t"] - step_ms // 2
     out["c1"] = out["t"] + step_ms // 2
-    time_format = "%Y-%m-%d %H:%M" if step_ms % 60_000 == 0 else "%Y-%m-%d %H:%M:%S"
-    times = [datetime.fromtimestamp(t / 1000, tz=UTC).strftime(time_format) for t in out["t"]]
+    opens = out["t"].to_numpy().astype("datetime64[ms]")  # UTC, to the minute or second
+    stamps = np.datetime_as_string(opens, unit="m" if step_ms % 60_000 == 0 else "s")
+    times = [t.replace("T", " ") for t in stamps]
     o, h, lo, c = (price_texts(out[k], decimals) for k in ("open", "high", "low", "close"))
     vol = [volume_text(v) for v in out["volume"]]
     out["close_text"] = c

@@ -38,9 +38,9 @@ from dashboard.ui.chart_axes import (
     x,
     y_axis,
 )
+from dashboard.ui.chart_compose import Part, column, layer
 from dashboard.ui.chart_terminal import (
     DOWN,
-    HOVER,
     UP,
     ZOOM,
     direction_color,
@@ -129,15 +129,19 @@ def candle_chart(
     interval: str = "1m",
     price_format: str = ",.8f",
     axis_px: int = 72,
-) -> alt.ConcatChart:
+) -> dict[str, Any]:
     """Candles (with overlays and markers), volume below, then one panel per indicator;
     time labels under the last view, on `interval` klines' opens; prices printed with
     `price_format` in a strip `axis_px` wide at the right.
 
     The chart reads named datasets: ``klines`` (a `build_frame` table with
     `terminal_columns`), and when asked for, ``signals`` and ``preview`` (`marker_frame`
-    tables) and ``focus`` (one time ``t``)."""
-    zoom = alt.selection_interval(bind="scales", encodings=["x"], name=ZOOM)
+    tables) and ``focus`` (one time ``t``).
+
+    Its parameters (zoom, crosshair, the axis strip's width, the time ticks) are not in the
+    chart: `with_params` puts them into its spec, each naming the views it belongs to.
+    (Added to the views, Altair lifts and merges them through deep copies of every layer,
+    which made a new layout cost most of a second.)"""
     hover = hover_param()
     color = direction_color()
     price_scale = alt.Scale(zero=False, nice=False, padding=24)
@@ -160,7 +164,6 @@ def candle_chart(
         shown.mark_rule()
         .encode(x=x(labels=False), y=price_y("low:Q"), y2="high:Q", color=color)
         .properties(name="wicks")
-        .add_params(zoom)
     )
     body: dict[str, Any] = {
         "x": x("tb", labels=False),
@@ -177,7 +180,7 @@ def candle_chart(
         .encode(**body)
         .properties(name="forming")
     )
-    layers: list[alt.Chart | alt.LayerChart] = [
+    layers: list[Part] = [
         hover_target(base, hover, labels=False),
         wicks,
         bodies,
@@ -191,11 +194,7 @@ def candle_chart(
             _lines(shown, ind, price_y, names, labels=False).properties(name=f"overlay {ind.label}")
             for ind in overlays
         ]
-        layers.append(
-            alt.LayerChart(layer=lines)
-            .resolve_scale(color="shared", strokeDash="shared")
-            .properties(name="overlays")
-        )
+        layers.append(layer(lines, {"color": "shared", "strokeDash": "shared"}, name="overlays"))
     if markers:
         layers.append(_markers("signals", "triangle-up", "#1e88e5", price_y))
     if preview:
@@ -209,11 +208,8 @@ def candle_chart(
         )
     layers.extend(price_layers(base))
     # candles colour by direction, lines by series: separate colour scales in one layer
-    price = (
-        alt.LayerChart(layer=layers)
-        .resolve_scale(color="independent", strokeDash="independent")
-        .properties(height=380, width="container", title=title, name="price")
-    )
+    price = layer(layers, {"color": "independent", "strokeDash": "independent"},
+                  name="price", height=380, width="container", title=title)  # fmt: skip
     last = len(panels)  # the index of the bottom view among the panels below the price
     volume = _view(
         base,
@@ -234,18 +230,20 @@ def candle_chart(
         height=90,
         name="volume",
     )
-    views: list[alt.Chart | alt.LayerChart] = [price, volume]
+    views = [price, volume]
     for i, ind in enumerate(panels, start=1):
         views.append(_panel(shown, base, hover, ind, labels=i == last))
-    chart: alt.ConcatChart = (
-        alt.concat(*views, columns=1, data=_named("klines"), spacing=6)
-        .resolve_scale(x="shared", color="independent", strokeDash="independent")
-        .add_params(alt.param(name=AXIS_PX, value=axis_px), *tick_params(interval))
-        .properties(autosize=alt.AutoSizeParams(type="pad", contains="padding"))
-        .configure_view(strokeWidth=0, continuousWidth=CHART_WIDTH)
-        .configure_mark(tooltip=None)  # tooltips where asked for (candles, markers) only
+    return column(
+        views,
+        data={"name": "klines"},
+        spacing=6,
+        resolve={"scale": {"x": "shared", "color": "independent", "strokeDash": "independent"}},
+        autosize={"type": "pad", "contains": "padding"},
+        config={
+            "view": {"continuousWidth": CHART_WIDTH, "continuousHeight": 300, "strokeWidth": 0},
+            "mark": {"tooltip": None},  # tooltips where asked for (candles, markers) only
+        },
     )
-    return chart
 
 
 def _view(
@@ -255,12 +253,10 @@ def _view(
     labels: bool,
     height: int,
     name: str,
-) -> alt.LayerChart:
+) -> dict[str, Any]:
     """A view below the price: the pointer's target, its layers, the crosshair's rule."""
-    view = alt.LayerChart(
-        layer=[hover_target(base, hover, labels), *layers, time_rule(base, labels)]
-    ).properties(height=height, width="container", name=name)
-    return view
+    return layer([hover_target(base, hover, labels), *layers, time_rule(base, labels)],
+                 name=name, height=height, width="container")  # fmt: skip
 
 
 _TemplateKey = tuple[Any, ...]
@@ -307,7 +303,7 @@ def chart_spec(
                 overlays, panels, bool(markers), bool(preview), focus_ms is not None,
                 _TITLE if title else "", price_format=_PRICE_FORMAT,
             )  # fmt: skip
-            text = json.dumps(_param_views(chart.to_dict()))
+            text = json.dumps(with_params(chart))
         with _templates_lock:
             _templates[key] = text
             while len(_templates) > 64:
@@ -389,7 +385,7 @@ def _lines(
 
 def _panel(
     shown: alt.Chart, base: alt.Chart, hover: alt.Parameter, ind: Indicator, labels: bool
-) -> alt.LayerChart:
+) -> dict[str, Any]:
     layers: list[alt.Chart] = []
     title = ind.panel or ind.label
     if ind.panel == "MACD":
@@ -437,20 +433,24 @@ def _markers(name: str, shape: str, fill: str, price_y: Callable[[str], alt.Y]) 
     return chart
 
 
-def _param_views(spec: dict[str, Any]) -> dict[str, Any]:
-    """Altair lifts every view's params to the top and names, in each, every view of the
-    layers that carried it. The crosshair belongs to the pointer's targets only (one per
-    view: a nearest-point target over every layer would hide the candles' tooltips), and
-    the zoom to the wicks only (a scale binding in several views of one layer makes Vega
-    fail, "duplicate signal"; the shared x scale carries it to every view)."""
+def with_params(spec: dict[str, Any], interval: str = "1m", axis_px: int = 72) -> dict[str, Any]:
+    """`candle_chart`'s spec with its parameters, at the top, each naming its views. The
+    crosshair belongs to the pointer's targets only (one per view: a nearest-point target
+    over every layer would hide the candles' tooltips), and the zoom to the wicks only (a
+    scale binding in several views of one layer makes Vega fail, "duplicate signal"; the
+    shared x scale carries it to every view)."""
     names = _unit_names(spec)
-    owners = {
-        HOVER: [n for n in names if n.startswith("hover target")],
-        ZOOM: [n for n in names if n.startswith("wicks")],
-    }
-    for param in spec.get("params", []):
-        if param.get("name") in owners:
-            param["views"] = owners[param["name"]]
+    zoom = _param_dict(alt.selection_interval(bind="scales", encodings=["x"], name=ZOOM))
+    hover = _param_dict(hover_param())
+    zoom["views"] = [n for n in names if n.startswith("wicks")]
+    hover["views"] = [n for n in names if n.startswith("hover target")]
+    spec["params"] = [zoom, hover, {"name": AXIS_PX, "value": axis_px},
+                      *_tick_params(interval)]  # fmt: skip
+    return spec
+
+
+def _param_dict(p: alt.Parameter) -> dict[str, Any]:
+    spec: dict[str, Any] = p.param.to_dict()  # type: ignore[union-attr]
     return spec
 
 
