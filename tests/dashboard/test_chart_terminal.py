@@ -209,3 +209,39 @@ def test_newer_klines_keep_the_spec(filled: Filled) -> None:
     later = build_spec(frame_of(klines[-300:], "1m"), title="XRPETH 1m")
     del first["datasets"], later["datasets"]
     assert json.dumps(first, sort_keys=True) == json.dumps(later, sort_keys=True)
+
+
+@pytest.mark.parametrize(
+    ("overlays", "panels", "markers", "preview", "focus"),
+    [(0, 0, False, False, False), (2, 1, True, False, False), (4, 2, True, True, True)],
+)
+def test_every_layout_is_valid_vega_lite(
+    overlays: int, panels: int, markers: bool, preview: bool, focus: bool
+) -> None:
+    """The spec is put together without Altair's validation (for speed): it must still be
+    what the Vega-Lite schema allows, and name each view once."""
+    import jsonschema
+    from altair.vegalite.v6.schema import load_schema
+
+    from dashboard.data.indicators import overlay_choices, panel_choices
+
+    klines = [Kline(1_700_000_000_000 + i * 60_000, 1_700_000_000_000 + i * 60_000 + 59_999,
+                    10**8 + i, 10**8 + 2 * i, 10**8 - i, 10**8 + i // 2, 10**9, 10**11, 5, 1, 1)
+              for i in range(60)]  # fmt: skip
+    frame = build_frame(klines, "1m", {})
+    marks = [Marker(klines[10].open_ms, "fired")]
+    spec = build_spec(
+        frame,
+        overlay_choices(20, 50, 20, 2.0, 0)[:overlays],
+        panel_choices(14)[:panels],
+        markers=marks if markers else (),
+        preview=marks if preview else (),
+        focus_ms=klines[20].open_ms if focus else None,
+        title="t",
+    )
+    spec = json.loads(json.dumps({k: v for k, v in spec.items() if k != "datasets"}))
+    jsonschema.validate(spec, load_schema())
+    from dashboard.ui.charts import _unit_names
+
+    names = _unit_names(spec)
+    assert names and len(names) == len(set(names))
