@@ -163,26 +163,28 @@ class Settings(BaseSettings):
         return make_conninfo(url, password=self.database_password.get_secret_value())
 
 
-def secret_fields() -> list[str]:
-    """The settings that hold secrets (each may come from a file, KLINEFLOW_<NAME>_FILE)."""
+def secret_fields(model: type[BaseSettings] = Settings) -> list[str]:
+    """The settings that hold secrets (each may come from a file, <PREFIX><NAME>_FILE)."""
     return [
         name
-        for name, info in Settings.model_fields.items()
+        for name, info in model.model_fields.items()
         if info.annotation is SecretStr or SecretStr in get_args(info.annotation)
     ]
 
 
 class SecretFilesSource(PydanticBaseSettingsSource):
-    """`KLINEFLOW_<NAME>_FILE` for each secret setting: the value is the file's text."""
+    """`<PREFIX><NAME>_FILE` for each secret setting of the settings class (KLINEFLOW_ and
+    KLINEFLOW_NOTIFY_): the value is the file's text."""
 
     def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
         raise NotImplementedError  # __call__ reads every secret at once
 
     def __call__(self) -> dict[str, Any]:
-        env = {k.upper(): v for k, v in os.environ.items() if k.upper().startswith(ENV_PREFIX)}
+        prefix = str(self.settings_cls.model_config.get("env_prefix", ENV_PREFIX))
+        env = {k.upper(): v for k, v in os.environ.items() if k.upper().startswith(prefix)}
         found: dict[str, Any] = {}
-        for name in secret_fields():
-            var = ENV_PREFIX + name.upper()
+        for name in secret_fields(self.settings_cls):
+            var = prefix + name.upper()
             path = env.get(var + FILE_SUFFIX)
             if path is None:
                 continue

@@ -4,7 +4,8 @@ may, checked by one that may only read it). Every command opens them through her
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 
 from flows.app.errors import AppError, BadInput, LoginRefused, Unreachable
 from flows.app.urls import redacted, scrubbed
@@ -70,3 +71,19 @@ def open_database(
                           "start it, or give another with --database-url or "
                           "KLINEFLOW_DATABASE_URL") from None  # fmt: skip
     return url
+
+
+@contextlib.contextmanager
+def database_errors(url: str) -> Iterator[None]:
+    """PostgreSQL's failures inside the block as one line naming the server (its password
+    hidden): Unreachable when it does not answer, AppError with its message otherwise."""
+    import psycopg
+
+    try:
+        yield
+    except psycopg.OperationalError as e:
+        raise Unreachable(f"cannot reach PostgreSQL at {redacted(url)}: "
+                          f"{scrubbed(str(e), url)}") from None  # fmt: skip
+    except psycopg.Error as e:
+        primary = e.diag.message_primary if e.diag.message_primary else str(e)
+        raise AppError(f"database error: {scrubbed(primary, url)}") from None

@@ -9,9 +9,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from flows.app.database import open_database
-from flows.app.errors import AppError, Unreachable
-from flows.app.urls import redacted, scrubbed
+from flows.app.database import database_errors, open_database
 from flows.settings import Settings
 
 if TYPE_CHECKING:
@@ -46,17 +44,10 @@ def as_owner(settings: Settings, owner: str) -> Iterator[OwnerDb]:
     from flows.signals.trader_rows import ensure_user
 
     url = open_database(settings)
-    try:
-        with psycopg.connect(url, autocommit=True) as conn:
-            with conn.transaction():
-                owner_id = ensure_user(conn, owner)
-            yield OwnerDb(url, conn, owner_id)
-    except psycopg.OperationalError as e:
-        raise Unreachable(f"cannot reach PostgreSQL at {redacted(url)}: "
-                          f"{scrubbed(str(e), url)}") from None  # fmt: skip
-    except psycopg.Error as e:
-        primary = e.diag.message_primary if e.diag.message_primary else str(e)
-        raise AppError(f"database error: {scrubbed(primary, url)}") from None
+    with database_errors(url), psycopg.connect(url, autocommit=True) as conn:
+        with conn.transaction():
+            owner_id = ensure_user(conn, owner)
+        yield OwnerDb(url, conn, owner_id)
 
 
 def wait_for_delivery(

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from flows.app.database import open_database, redis_url
+from flows.app.database import database_errors, open_database, redis_url
 from flows.app.errors import AppError, BadInput, BadRule, Unreachable
 from flows.app.urls import redacted, scrubbed
 from flows.domain.intervals import IntervalError, get_interval
@@ -63,21 +63,15 @@ def validate(row: TraderRow, intervals: Sequence[str] | None = None) -> None:
 def open_traders(settings: Settings) -> Iterator[TraderDb]:
     """The database (opened as every command opens it: flows.app.database) and its trader
     store; what the store refuses is one line."""
-    import psycopg
 
     from flows.signals.store import TraderError, TraderStore
 
     url = open_database(settings)
     try:
-        yield TraderDb(url, TraderStore(url))
+        with database_errors(url):
+            yield TraderDb(url, TraderStore(url))
     except TraderError as e:
         raise AppError(str(e)) from None
-    except psycopg.OperationalError as e:
-        raise Unreachable(f"cannot reach PostgreSQL at {redacted(url)}: "
-                          f"{scrubbed(str(e), url)}") from None  # fmt: skip
-    except psycopg.Error as e:
-        primary = e.diag.message_primary if e.diag.message_primary else str(e)
-        raise AppError(f"database error: {scrubbed(primary, url)}") from None
 
 
 def stored_klines(

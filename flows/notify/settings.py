@@ -7,18 +7,12 @@ of those kinds cannot be aimed at any other host.
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-from typing import Any
-
 from pydantic import Field, SecretStr
-from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from flows.settings import FILE_SUFFIX, read_secret_file
+from flows.settings import FILE_SUFFIX, SecretFilesSource, secret_fields
 
 ENV_PREFIX = "KLINEFLOW_NOTIFY_"
-SECRETS = ("smtp_url",)  # may come from a file: KLINEFLOW_NOTIFY_SMTP_URL_FILE
 
 
 class NotifySettings(BaseSettings):
@@ -65,28 +59,13 @@ class NotifySettings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings, env_settings, _SecretFiles(settings_cls))
+        return (init_settings, env_settings, SecretFilesSource(settings_cls))
 
     def pace_s(self, kind: str) -> float:
         value: float = getattr(self, f"pace_{kind}_s")
         return value
 
 
-class _SecretFiles(PydanticBaseSettingsSource):
-    """KLINEFLOW_NOTIFY_<NAME>_FILE: the secret is the file's text."""
-
-    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
-        raise NotImplementedError  # __call__ reads them all
-
-    def __call__(self) -> dict[str, Any]:
-        found: dict[str, Any] = {}
-        for name in SECRETS:
-            var = ENV_PREFIX + name.upper() + FILE_SUFFIX
-            if var in os.environ:
-                found[name] = read_secret_file(Path(os.environ[var]), var)
-        return found
-
-
 def known_env_vars() -> set[str]:
     names = {ENV_PREFIX + name.upper() for name in NotifySettings.model_fields}
-    return names | {ENV_PREFIX + name.upper() + FILE_SUFFIX for name in SECRETS}
+    return names | {ENV_PREFIX + n.upper() + FILE_SUFFIX for n in secret_fields(NotifySettings)}

@@ -24,8 +24,8 @@ from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from dashboard.data.users import add_user
 from flows.dashboard_server import DashboardProcess
-from flows.dataflows.replay import ReplayJob, run_replay
 from flows.domain.keys import KeySpace
+from tests.e2e.fill import XRPETH, replay_into
 from tests.e2e.test_dashboard_browser import (
     CHROMIUM_FLAGS,
     PASSWORD,
@@ -48,14 +48,7 @@ def backtest_board(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> Iterator[DashboardProcess]:
-    run_replay(
-        ReplayJob(
-            paths=[shared_data / "XRPETH-aggTrades-20191011-20191013.csv"],
-            redis_url=redis_url,
-            intervals=("1m", "5m"),
-            keys=keys,
-        )
-    )
+    replay_into([shared_data / XRPETH], redis_url, keys)
     add_user(signals_db, "ana", PASSWORD)
     monkeypatch.setenv("KLINEFLOW_RECORDINGS_DIR", str(tmp_path / "recordings"))
     with running_dashboard(redis_url, signals_db, keys, tmp_path) as proc:

@@ -25,11 +25,11 @@ from playwright.sync_api import Page, expect, sync_playwright
 
 from dashboard.data.users import add_user
 from flows.dashboard_server import DashboardProcess, start_dashboard
-from flows.dataflows.replay import ReplayJob, run_replay
 from flows.domain.keys import KeySpace
 from flows.signals.book import TraderRow
 from flows.signals.engine import Fire
 from flows.signals.store import SignalWriter, TraderStore
+from tests.e2e.fill import XRPETH, replay_into
 
 REPO = Path(__file__).resolve().parents[2]
 CHROMIUM_FLAGS = [
@@ -66,14 +66,7 @@ def free_port() -> int:
 def dashboard(
     shared_data: Path, redis_url: str, keys: KeySpace, signals_db: str, tmp_path: Path
 ) -> Iterator[tuple[DashboardProcess, int]]:
-    run_replay(
-        ReplayJob(
-            paths=[shared_data / "XRPETH-aggTrades-20191011-20191013.csv"],
-            redis_url=redis_url,
-            intervals=("1m", "5m"),
-            keys=keys,
-        )
-    )
+    replay_into([shared_data / XRPETH], redis_url, keys)
     add_user(signals_db, "ana", PASSWORD)
     trader = TraderStore(signals_db).add(
         TraderRow(0, "Browser watch", "close > open", "1m", cooldown_bars=0), owner="ana"

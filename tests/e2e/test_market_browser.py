@@ -27,12 +27,11 @@ from typing import Any
 
 import pytest
 import redis
-from playwright.sync_api import Browser, BrowserContext, Locator, Page, expect, sync_playwright
+from playwright.sync_api import BrowserContext, Locator, Page, expect
 
 from dashboard.data.users import add_user
 from dashboard.ui.chart_terminal import DOWN, UP
 from flows.dashboard_server import DashboardProcess
-from flows.dataflows.replay import ReplayJob, run_replay
 from flows.domain.clock import SYSTEM_CLOCK
 from flows.domain.keys import KeySpace
 from flows.domain.kline import kline_of_row
@@ -41,10 +40,9 @@ from flows.signals.store import TraderStore
 from flows.storage.migrations import apply_migrations
 from flows.storage.redis_klines import KlineWriter
 from tests.conftest import NewDatabase
+from tests.e2e.fill import XRPETH, drop_namespace, replay_into
 from tests.e2e.test_dashboard_browser import (
-    CHROMIUM_FLAGS,
     PASSWORD,
-    chromium_path,
     running_dashboard,
     shot,
 )
@@ -118,49 +116,13 @@ def market(
     TraderStore(signals_db).add(
         TraderRow(0, "Browser watch", "close > open", "1m", cooldown_bars=20), owner="ana"
     )
-    run_replay(
-        ReplayJob(
-            paths=[
-                shared_data / "XRPETH-aggTrades-20191011-20191013.csv",
-                shared_data / "ws-capture-2021-04-04-btc-eth-dot.txt",
-            ],
-            redis_url=redis_url,
-            intervals=("1m", "5m"),
-            keys=keys,
-            database_url=signals_db,
-        )
-    )
+    paths = [shared_data / XRPETH, shared_data / "ws-capture-2021-04-04-btc-eth-dot.txt"]
+    replay_into(paths, redis_url, keys, signals_db)
     copy_with_quote_scaled(redis_url, keys, "XRPETH", "AAAUSDT")
     tmp = tmp_path_factory.mktemp("market-dashboard")
     with running_dashboard(redis_url, signals_db, keys, tmp) as proc:
         yield Market(proc, redis_url, keys)
-    client = redis.Redis.from_url(redis_url)
-    names = list(client.scan_iter(match=f"{keys.namespace}:*", count=1000))
-    if names:
-        client.delete(*names)
-    client.close()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as pw:
-        found = pw.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_FLAGS)
-        try:
-            yield found
-        finally:
-            found.close()
-
-
-@pytest.fixture
-def context(browser: Browser) -> Iterator[BrowserContext]:
-    """A browser context of the test's own (its pages closed after it: a Market page left
-    open keeps redrawing its live chart)."""
-    ctx = browser.new_context(viewport={"width": 1440, "height": 900})
-    ctx.set_default_timeout(30_000)
-    try:
-        yield ctx
-    finally:
-        ctx.close()
+    drop_namespace(redis_url, keys)
 
 
 def chart_title(page: Page, title: str) -> Locator:

@@ -22,10 +22,10 @@ from playwright.sync_api import FrameLocator, Page, expect, sync_playwright
 
 from dashboard.data.users import add_user
 from flows.dashboard_server import DashboardProcess
-from flows.dataflows.replay import ReplayJob, run_replay
 from flows.domain.keys import KeySpace
 from flows.signals.book import TraderRow
 from flows.signals.store import TraderStore
+from tests.e2e.fill import XRPETH, replay_into
 from tests.e2e.test_dashboard_browser import (
     CHROMIUM_FLAGS,
     PASSWORD,
@@ -46,15 +46,7 @@ def traders(
     watch = TraderStore(signals_db).add(
         TraderRow(0, "Browser watch", "close > open", "1m", cooldown_bars=20), owner="ana"
     )
-    run_replay(
-        ReplayJob(
-            paths=[shared_data / "XRPETH-aggTrades-20191011-20191013.csv"],
-            redis_url=redis_url,
-            intervals=("1m", "5m"),
-            keys=keys,
-            database_url=signals_db,
-        )
-    )
+    replay_into([shared_data / XRPETH], redis_url, keys, signals_db)
     with running_dashboard(redis_url, signals_db, keys, tmp_path) as proc:
         yield proc, watch, signals_db
 

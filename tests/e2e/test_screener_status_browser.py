@@ -16,7 +16,7 @@ from collections.abc import Iterator
 
 import pytest
 import redis
-from playwright.sync_api import Browser, BrowserContext, FloatRect, Page, expect, sync_playwright
+from playwright.sync_api import BrowserContext, FloatRect, Page, expect
 
 from dashboard.data.users import add_user
 from flows.app.health import FeedState, FlowHeartbeat
@@ -29,10 +29,9 @@ from flows.signals.store import SignalWriter, TraderStore
 from flows.storage.migrations import apply_migrations
 from tests.conftest import NewDatabase
 from tests.dashboard.synthetic_klines import write_symbols
+from tests.e2e.fill import drop_namespace
 from tests.e2e.test_dashboard_browser import (
-    CHROMIUM_FLAGS,
     PASSWORD,
-    chromium_path,
     output_dir,
     running_dashboard,
     shot,
@@ -92,31 +91,7 @@ def setup(
         found = Setup(proc, redis_url, keys, least_traded)
         yield found
         found.redis.close()
-    client = redis.Redis.from_url(redis_url)
-    names = list(client.scan_iter(match=f"{keys.namespace}:*", count=1000))
-    if names:
-        client.delete(*names)
-    client.close()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as pw:
-        found = pw.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_FLAGS)
-        try:
-            yield found
-        finally:
-            found.close()
-
-
-@pytest.fixture
-def context(browser: Browser) -> Iterator[BrowserContext]:
-    ctx = browser.new_context(viewport={"width": 1440, "height": 900})
-    ctx.set_default_timeout(30_000)
-    try:
-        yield ctx
-    finally:
-        ctx.close()
+    drop_namespace(redis_url, keys)
 
 
 def grid_box(page: Page, index: int = 0) -> FloatRect:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -64,3 +65,21 @@ def test_waits_double_up_to_the_most_and_follow_the_service() -> None:
     plain = Outcome(False, "x")
     assert [retry_wait_s(n, plain, s) for n in range(1, 7)] == [1, 2, 4, 8, 10, 10]
     assert retry_wait_s(3, Outcome(False, "x", retry_after_s=42.0), s) == 42.0
+
+
+def test_the_notifier_settings_read_secret_files_and_are_known(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from flows.notify.settings import NotifySettings
+    from flows.settings import unknown_env_vars
+
+    secret = tmp_path / "smtp"
+    secret.write_text("smtp://relay:pw@mail.example.org:587\n")
+    monkeypatch.setenv("KLINEFLOW_NOTIFY_SMTP_URL_FILE", str(secret))
+    monkeypatch.setenv("KLINEFLOW_NOTIFY_PACE_SLACK_S", "3")
+    monkeypatch.setenv("KLINEFLOW_NOTIFY_PACE_SLAK_S", "3")  # a typo is still warned about
+    s = NotifySettings()
+    assert s.smtp_url is not None
+    assert s.smtp_url.get_secret_value() == "smtp://relay:pw@mail.example.org:587"
+    assert s.pace_s("slack") == 3.0
+    assert unknown_env_vars() == ["KLINEFLOW_NOTIFY_PACE_SLAK_S"]
