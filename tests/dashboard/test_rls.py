@@ -68,7 +68,6 @@ def test_a_user_cannot_change_another_users_traders_or_signals(filled: Filled) -
         cur = conn.execute("UPDATE traders SET expression = 'close > 0' WHERE id = %s",
                            (bob_trader,))  # fmt: skip
         assert cur.rowcount == 0
-        assert conn.execute("DELETE FROM traders WHERE id = %s", (bob_trader,)).rowcount == 0
         cur = conn.execute("UPDATE signals SET status = 'dismissed' WHERE trader_id = %s",
                            (bob_trader,))  # fmt: skip
         assert cur.rowcount == 0
@@ -92,6 +91,12 @@ def test_a_user_cannot_change_another_users_traders_or_signals(filled: Filled) -
             "kline_open_ms, kline_close_ms, price) VALUES ('x', %s, 1, 'XRPETH', '5m', 0, 1, 1)",
             (bob_trader,),
         )
+    for trader in (bob_trader, filled.ana_trader.id):  # traders are removed, never deleted
+        with (
+            acting_as(url, filled.ana) as conn,
+            pytest.raises(psycopg.errors.InsufficientPrivilege),
+        ):
+            conn.execute("DELETE FROM traders WHERE id = %s", (trader,))
     with acting_as(url, filled.ana) as conn, pytest.raises(psycopg.errors.InsufficientPrivilege):
         conn.execute("SELECT password_hash FROM users")
     # nothing of bob's changed
