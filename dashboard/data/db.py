@@ -255,6 +255,20 @@ class Database:
 
         return self.last_good.fetch(("traders", who.user_id), read, [], DB_ERRORS)
 
+    def signal_traders(self, who: Session) -> Fetched[dict[str, int]]:
+        """Every trader the user's signals may come from, removed ones too (their signals
+        stay): label -> id, a removed trader labelled "<name> (removed, #<id>)"."""
+
+        def read() -> dict[str, int]:
+            with self.user_tx(who) as conn:
+                rows = conn.execute(
+                    "SELECT id, name, deleted_at IS NOT NULL FROM traders ORDER BY id"
+                ).fetchall()
+            return {(f"{name} (removed, #{tid})" if gone else name): int(tid)
+                    for tid, name, gone in rows}  # fmt: skip
+
+        return self.last_good.fetch(("signal traders", who.user_id), read, {}, DB_ERRORS)
+
     def rule_errors(self, who: Session) -> Fetched[list[RuleErrorRow]]:
         sql = (
             "SELECT e.trader_id, t.name AS trader, e.trader_version, e.symbol, e.error, "

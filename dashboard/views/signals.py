@@ -49,10 +49,10 @@ def render() -> None:
     cfg = sources.config()
     db = sources.database(cfg)
     sources.listener(cfg)  # started on first use
-    traders = db.traders(user)
+    traders = db.signal_traders(user)  # removed ones too: their signals stay
     symbols = sources.market(cfg).symbols()
     banner(traders, symbols)
-    names = {t.name: t.id for t in traders.value}
+    names = traders.value
     with st.expander("Filters", icon=":material/filter_list:"):
         c1, c2, c3, c4, c5 = st.columns(5)
         picked = c1.multiselect("Trader", sorted(names))

@@ -362,6 +362,11 @@ def test_delete_asks_first_then_removes_the_trader_and_keeps_its_signals(
     table = signals.dataframe[0].value
     assert set(table["trader"]) == {"Ana up bars"}
     assert set(table["id"]) <= set(before) and len(table) == min(len(before), 500)
+    # and the Trader filter still offers it, marked removed
+    label = f"Ana up bars (removed, #{t.id})"
+    signals.multiselect[0].select(label).run()
+    filtered = signals.dataframe[0].value
+    assert len(filtered) == len(table) and set(filtered["trader"]) == {"Ana up bars"}
     # its name is free again
     at = fill_new_trader(traders_page(filled.ana, "ana"), "Ana up bars", "close > open")
     next(b for b in at.button if b.label == "Create trader").click().run()
