@@ -107,6 +107,15 @@ class ColumnarKlines:
             out[name].append(k)
         return out
 
+    def advance(self, watermark_ms: int) -> dict[str, list[Kline]]:
+        """Close every kline ending at or before the watermark (`SymbolKlines.advance`)."""
+        closed: list[tuple[str, Kline]] = []
+        self.state.advance(watermark_ms, closed)
+        out: dict[str, list[Kline]] = {name: [] for name in self.intervals}
+        for name, k in closed:
+            out[name].append(k)
+        return out
+
     def process(
         self,
         time_ms: npt.ArrayLike,
