@@ -1,0 +1,274 @@
+"""Binance aggTrades/trades CSV dumps read column-wise: pyarrow parses, numpy converts, exactly.
+
+`read_columns` yields what `flows.sources.dumps.read_csv` yields, as numpy arrays instead of
+trade tuples: the same trades in the same order, the same dead letters, the same cut report.
+pyarrow's streaming reader splits the rows into binary columns (`SafeLines` first makes each
+line of the per-row reader exactly one pyarrow row); `flows.sources.columnar_numbers` turns
+the columns of Binance's own form (plain digits, up to 8 decimals, `True`/`False`) into int64
+and bool arrays at once. Every other row (a header, a sign, a space, a wrong column count, an
+invalid or implausible trade) takes the per-row rules of `flows.sources.columnar_rows`, so no
+row is decided differently from the per-row reader.
+
+Only the rows of one batch (about `batch_rows`) are held at a time, whatever the file size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+
+from flows.domain import deadletter as dl
+from flows.domain.deadletter import DeadLetter
+from flows.domain.kline import Trade
+from flows.domain.trade_checks import EXCHANGE_START_MS, MAX_FILLS, MAX_TRADE_ID
+from flows.sources.chunks import Chunk, FormatError, ReadOptions, report_cut
+from flows.sources.columnar_lines import SafeLines
+from flows.sources.columnar_numbers import Bools, Int64s, decimal_units, exact_flags, plain_ints
+from flows.sources.columnar_rows import row_outcome
+from flows.sources.compressed import UnreadableZip
+from flows.sources.dumps import _CsvStream, dump_ceiling_ms, dump_symbol
+
+DEFAULT_BATCH_ROWS: Final = 65_536
+_MIN_BLOCK: Final = 4 << 20  # above SafeLines' longest row (a read block plus LONG_LINE)
+_AGG_COLUMNS: Final = 8  # a, price, qty, first_id, last_id, time, isBuyerMaker, isBestMatch
+_TRADE_COLUMNS: Final = 7  # id, price, qty, quoteQty, time, isBuyerMaker, isBestMatch
+_US_FROM: Final = 100_000_000_000_000  # a time this large is in microseconds (trade_time_ms)
+
+
+@dataclass(slots=True)
+class TradeColumns:
+    """A batch of one dump's trades as arrays, with the dead letters of the same lines."""
+
+    symbol: str
+    time_ms: Int64s
+    price_units: Int64s
+    qty_units: Int64s
+    first_id: Int64s
+    last_id: Int64s
+    is_buyer_maker: Bools
+    dead: list[DeadLetter] = field(default_factory=list)
+    records: int = 0  # lines of the file consumed so far (the resume position)
+    truncated: int = 0  # 1 in the last batch of a file cut short
+
+    def __len__(self) -> int:
+        return len(self.time_ms)
+
+    def trades(self) -> list[Trade]:
+        """The batch as the per-row reader's trade tuples (for tests and the slow path)."""
+        return list(
+            zip(
+                self.first_id.tolist(),
+                self.last_id.tolist(),
+                self.price_units.tolist(),
+                self.qty_units.tolist(),
+                self.time_ms.tolist(),
+                self.is_buyer_maker.tolist(),
+                strict=True,
+            )
+        )
+
+
+def _empty(symbol: str, dead: list[DeadLetter], records: int, truncated: int) -> TradeColumns:
+    none = np.zeros(0, np.int64)
+    return TradeColumns(
+        symbol, none, none, none, none, none, np.zeros(0, np.bool_), dead, records, truncated
+    )
+
+
+def read_columns(
+    path: Path,
+    options: ReadOptions = ReadOptions(),
+    skip: int = 0,
+    batch_rows: int = DEFAULT_BATCH_ROWS,
+) -> Iterator[TradeColumns]:
+    """The trades of an aggTrades or trades dump in batches of at most `batch_rows` rows,
+    exactly as `flows.sources.dumps.read_csv(path, options, skip)` reads them."""
+    name = str(path)
+    symbol = dump_symbol(path, options.symbol)
+    if symbol is None:
+        detail = f"cannot tell the symbol of {path.name}; pass --symbol"
+        yield _empty("", [DeadLetter(dl.NO_SYMBOL, detail, "", name)], 0, 0)
+        return
+    if options.symbols is not None and symbol not in options.symbols:
+        return
+    ceiling = dump_ceiling_ms(path, options.future_margin_ms)
+    if ceiling is None:
+        ceiling = options.now_ceiling_ms()
+    try:
+        csv = _CsvStream(path)
+    except (EOFError, UnreadableZip) as e:  # a zip cut inside its first header
+        if isinstance(e, UnreadableZip):
+            raise FormatError(str(e)) from e
+        chunk = Chunk()
+        report_cut(chunk, path, 0, symbol)
+        yield _empty(symbol, chunk.dead, skip, 1)
+        return
+    with csv.stream:
+        lines = SafeLines(csv.stream)
+        parse = _BatchParser(symbol, name, ceiling, skip, lines)
+        yield from parse.batches(_open(lines, batch_rows, parse.invalid), batch_rows)
+        chunk = Chunk()
+        if lines.cut:
+            report_cut(chunk, path, lines.lines, symbol)
+        elif csv.member is not None:
+            note = " (its zip directory is missing; the data before it is whole)"
+            report_cut(chunk, path, lines.lines, symbol, note)
+        last = parse.finish()
+        last.dead.extend(chunk.dead)
+        last.truncated = chunk.truncated
+        yield last
+
+
+def _open(
+    lines: SafeLines, batch_rows: int, invalid: list[tuple[int, str]]
+) -> pacsv.CSVStreamingReader:
+    """pyarrow's streaming reader over the lines; the rows it refuses go to `invalid`."""
+    head = lines.head(1 << 16)
+    counts = [row.count(b",") + 1 for row in head.split(b"\n")[:200] if row]
+    columns = _TRADE_COLUMNS if counts.count(7) > counts.count(8) else _AGG_COLUMNS
+    row_bytes = max(len(head) // max(len(counts), 1), 16)
+    names = [f"c{i}" for i in range(columns)]
+    def keep_invalid(row: pacsv.InvalidRow) -> str:
+        invalid.append((int(row.number), row.text))
+        return "skip"
+
+    return pacsv.open_csv(
+        lines,
+        read_options=pacsv.ReadOptions(
+            column_names=names,
+            use_threads=False,
+            block_size=max(_MIN_BLOCK, batch_rows * row_bytes),
+        ),
+        parse_options=pacsv.ParseOptions(
+            delimiter=",",
+            quote_char=False,
+            escape_char=False,
+            newlines_in_values=False,
+            ignore_empty_lines=False,
+            invalid_row_handler=keep_invalid,
+        ),
+        convert_options=pacsv.ConvertOptions(
+            column_types=dict.fromkeys(names, pa.binary()),
+            check_utf8=False,
+            strings_can_be_null=False,
+            quoted_strings_can_be_null=False,
+        ),
+    )
+
+
+class _BatchParser:
+    """Turns pyarrow batches (and the rows pyarrow refused) into `TradeColumns`."""
+
+    def __init__(self, symbol: str, name: str, ceiling: int, skip: int, lines: SafeLines) -> None:
+        self.symbol, self.name, self.ceiling, self.skip = symbol, name, ceiling, skip
+        self.lines = lines
+        self.next_line = 1  # the line the next pyarrow row may be on
+        self.invalid: list[tuple[int, str]] = []
+        self.last_line = 0
+
+    def batches(
+        self, reader: pacsv.CSVStreamingReader, batch_rows: int
+    ) -> Iterator[TradeColumns]:
+        for record_batch in reader:
+            for start in range(0, record_batch.num_rows, batch_rows):
+                yield self._batch(record_batch.slice(start, batch_rows))
+
+    def finish(self) -> TradeColumns:
+        """The rows pyarrow refused after its last batch."""
+        out = self._merge(self._refused(None), _empty(self.symbol, [], 0, 0), [])
+        out.records = self.lines.lines
+        return out
+
+    def _line_numbers(self, rows: int) -> Int64s:
+        """The file lines of the next `rows` pyarrow rows: the lines pyarrow did not refuse."""
+        refused = np.array(sorted(n for n, _ in self.invalid if n >= self.next_line), np.int64)
+        j = np.arange(rows, dtype=np.int64)
+        before = refused - self.next_line - np.arange(len(refused), dtype=np.int64)
+        numbers = self.next_line + j + np.searchsorted(before, j, side="right")
+        if rows:
+            self.next_line = int(numbers[-1]) + 1
+        return numbers
+
+    def _refused(self, up_to: int | None) -> list[tuple[int, bytes]]:
+        """The refused rows up to line `up_to` (all when None), taken out of the list."""
+        take = [(n, t) for n, t in self.invalid if up_to is None or n <= up_to]
+        if take:
+            self.invalid[:] = [(n, t) for n, t in self.invalid if up_to is not None and n > up_to]
+        return [(n, self.lines.original(t.encode())) for n, t in sorted(take) if n > self.skip]
+
+    def _batch(self, batch: pa.RecordBatch) -> TradeColumns:
+        numbers = self._line_numbers(batch.num_rows)
+        cols = batch.columns
+        agg = len(cols) == _AGG_COLUMNS
+        price, price_ok = decimal_units(cols[1])
+        qty, qty_ok = decimal_units(cols[2])
+        first, first_ok = plain_ints(cols[3] if agg else cols[0])
+        last, last_ok = (plain_ints(cols[4]) if agg else (first, first_ok))
+        raw_time, time_ok = plain_ints(cols[5] if agg else cols[4])
+        maker, maker_ok = exact_flags(cols[6] if agg else cols[5])
+        time_ms = np.where(raw_time >= _US_FROM, raw_time // 1000, raw_time)
+        clean = (
+            price_ok & qty_ok & first_ok & last_ok & time_ok & maker_ok
+            & (first <= last) & (last <= MAX_TRADE_ID) & (last - first < MAX_FILLS)
+            & (time_ms >= EXCHANGE_START_MS) & (time_ms <= self.ceiling)
+            & (price > 0) & (qty > 0)
+        )  # fmt: skip
+        keep = clean & (numbers > self.skip)
+        dead: list[tuple[int, DeadLetter]] = []
+        for i in np.flatnonzero(~clean & (numbers > self.skip)).tolist():
+            row = b",".join(c[i].as_py() for c in cols)
+            outcome = row_outcome(self.lines.original(row), int(numbers[i]), self.ceiling,
+                                  self.name, self.symbol)  # fmt: skip
+            if isinstance(outcome, DeadLetter):
+                dead.append((int(numbers[i]), outcome))
+            elif outcome is not None:
+                first[i], last[i], price[i], qty[i], time_ms[i], maker[i] = outcome
+                keep[i] = True
+        out = TradeColumns(
+            self.symbol, time_ms[keep], price[keep], qty[keep], first[keep], last[keep],
+            maker[keep],
+        )  # fmt: skip
+        end = int(numbers[-1]) if len(numbers) else self.next_line - 1
+        merged = self._merge(self._refused(end), out, dead, numbers[keep])
+        merged.records = end
+        return merged
+
+    def _merge(
+        self,
+        refused: list[tuple[int, bytes]],
+        out: TradeColumns,
+        dead: list[tuple[int, DeadLetter]],
+        numbers: Int64s | None = None,
+    ) -> TradeColumns:
+        """`out` with the outcomes of the refused rows put in line order."""
+        extra: list[tuple[int, Trade]] = []
+        for n, row in refused:
+            outcome = row_outcome(row, n, self.ceiling, self.name, self.symbol)
+            if isinstance(outcome, DeadLetter):
+                dead.append((n, outcome))
+            elif outcome is not None:
+                extra.append((n, outcome))
+        dead.sort(key=lambda d: d[0])
+        out.dead = [d for _, d in dead]
+        if not extra:
+            return out
+        at = np.array([n for n, _ in extra], np.int64)
+        order = np.argsort(
+            np.concatenate([numbers if numbers is not None else np.zeros(0, np.int64), at]),
+            kind="stable",
+        )
+
+        def put(values: np.ndarray, k: int) -> np.ndarray:  # type: ignore[type-arg]
+            more = np.array([t[k] for _, t in extra], values.dtype)
+            return np.concatenate([values, more])[order]
+
+        return TradeColumns(
+            out.symbol, put(out.time_ms, 4), put(out.price_units, 2), put(out.qty_units, 3),
+            put(out.first_id, 0), put(out.last_id, 1), put(out.is_buyer_maker, 5), out.dead,
+        )  # fmt: skip

@@ -1,0 +1,184 @@
+"""A dump's CSV bytes made safe for pyarrow's CSV parser, with every line kept in its place.
+
+The per-row reader (`flows.sources.dumps.read_csv`) splits lines on b"\\n" only, keeps empty
+lines in its numbering, accepts any bytes, and loses the piece of a line a compressed file was
+cut inside. pyarrow also ends a line at a bare b"\\r", skips nothing we can number, refuses
+invalid UTF-8 in rows it reports, and fails on a row longer than its block. `SafeLines` streams
+the bytes so that each of the reader's lines is exactly one pyarrow row:
+
+- only whole lines are passed on; when the stream is cut (`CUT_ERRORS`) the piece after the
+  last newline is dropped, as the per-row reader drops it, and `cut` is set;
+- bytes pyarrow would misread are escaped with a NUL prefix (NUL itself, a bare CR, a
+  non-ASCII byte, an empty line), and a line longer than `LONG_LINE` is replaced by a token
+  naming its original kept aside. `original` undoes all of it for one row.
+
+None of this happens to a clean Binance dump except a scan per block (`isascii`, `in`).
+
+>>> import io
+>>> s = SafeLines(io.BufferedReader(io.BytesIO(b"1,2\\n\\n3\\r4\\xff,5\\n")))
+>>> s.read()
+b'1,2\\n\\x00e\\n3\\x00r4\\x00xff,5\\n'
+>>> s.original(b"3\\x00r4\\x00xff,5"), s.original(b"\\x00e"), s.lines
+(b'3\\r4\\xff,5', b'', 3)
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from typing import IO, Final
+
+from flows.sources.compressed import BLOCK, CUT_ERRORS
+
+# a line longer than this is kept aside whole; pyarrow then never meets a row near its block size
+LONG_LINE: Final = 1 << 16
+_ESCAPE: Final = re.compile(rb"[\x00\x80-\xff]|\r(?!\n)")
+_EMPTY_LINE: Final = re.compile(rb"(?<=\n)(?=\r?\n)")
+_UNESCAPE: Final = re.compile(rb"\x00(?:(0)|(r)|(e)|x([0-9a-f]{2})|L([0-9]+)\x00)")
+
+
+def _escape_byte(m: re.Match[bytes]) -> bytes:
+    b = m.group()
+    if b == b"\x00":
+        return b"\x000"
+    if b == b"\r":
+        return b"\x00r"
+    return b"\x00x%02x" % b[0]
+
+
+class SafeLines(io.RawIOBase):
+    """The whole lines of `stream`, escaped for pyarrow (see the module docstring)."""
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        super().__init__()
+        self._stream = stream
+        self._tail = b""  # the start of a line whose end has not been read yet
+        self._tail_aside: int | None = None  # set when that line is too long and kept aside
+        self._out = bytearray()
+        self._ended = False
+        self._aside: list[bytes] = []
+        self.cut = False  # the stream ended with an error: it was cut short
+        self.lines = 0  # lines passed on so far (as the per-row reader numbers them)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]  # any buffer
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def read(self, size: int | None = -1) -> bytes:
+        want = BLOCK * 64 if size is None or size < 0 else size
+        while len(self._out) < want and not self._ended:
+            self._fill()
+        data = bytes(self._out[:want])
+        del self._out[:want]
+        return data
+
+    def head(self, size: int) -> bytes:
+        """At least `size` bytes of what `read` will return (fewer at the end), not consumed."""
+        while len(self._out) < size and not self._ended:
+            self._fill()
+        return bytes(self._out[:size])
+
+    def _fill(self) -> None:
+        try:
+            block = self._stream.read1(BLOCK)  # type: ignore[attr-defined]  # every stream has it
+        except CUT_ERRORS:
+            self.cut = True  # the piece of a line before the cut is lost, as it is per row
+            self._ended = True
+            return
+        if not block:
+            self._ended = True
+            if self._tail_aside is not None:
+                self._pass_token(last=True)
+            elif self._tail:
+                self._pass(self._tail, last=True)
+            return
+        end = block.rfind(b"\n")
+        if end < 0:
+            self._extend_tail(block)
+            return
+        if self._tail_aside is not None:
+            nl = block.index(b"\n")
+            self._aside[self._tail_aside] += block[:nl]
+            self._pass_token(last=False)
+            whole = block[nl + 1 : end + 1]
+        else:
+            whole = self._tail + block[: end + 1] if self._tail else block[: end + 1]
+        self._tail = b""
+        if whole:
+            self._pass(whole, last=False)
+        self._extend_tail(block[end + 1 :])
+
+    def _extend_tail(self, piece: bytes) -> None:
+        if self._tail_aside is not None:
+            self._aside[self._tail_aside] += piece
+            return
+        self._tail += piece
+        if len(self._tail) > LONG_LINE:
+            self._aside.append(self._tail)
+            self._tail_aside = len(self._aside) - 1
+            self._tail = b""
+
+    def _pass_token(self, last: bool) -> None:
+        assert self._tail_aside is not None
+        self._out += b"\x00L%d\x00" % self._tail_aside + (b"" if last else b"\n")
+        self.lines += 1
+        self._tail_aside = None
+
+    def _pass(self, whole: bytes, last: bool) -> None:
+        """Escape whole lines (the last one without a newline when `last`) and queue them;
+        `whole` starts a line."""
+        self.lines += whole.count(b"\n") + (1 if last else 0)
+        if len(whole) > LONG_LINE and _has_long_line(whole):
+            self._out += self._line_by_line(whole)
+            return
+        if not whole.isascii() or b"\x00" in whole or whole.count(b"\r") != whole.count(b"\r\n"):
+            whole = _ESCAPE.sub(_escape_byte, whole)
+        # an empty line (the per-row reader skips it) must not become a row of empty fields
+        if whole.startswith((b"\n", b"\r\n")):
+            whole = b"\x00e" + whole
+        if b"\n\n" in whole or b"\n\r\n" in whole:
+            whole = _EMPTY_LINE.sub(b"\x00e", whole)
+        self._out += whole
+
+    def _line_by_line(self, whole: bytes) -> bytes:
+        """The slow way, for a piece holding a line too long for pyarrow: that line is kept
+        aside, the others escaped one by one."""
+        pieces = whole.split(b"\n")
+        out = []
+        for i, line in enumerate(pieces):
+            newline = i < len(pieces) - 1
+            if not newline and not line:
+                break  # the piece ended with its newline
+            if len(line) > LONG_LINE:
+                self._aside.append(line)
+                out.append(b"\x00L%d\x00" % (len(self._aside) - 1))
+                continue
+            cr = b"\r" if newline and line.endswith(b"\r") else b""
+            core = _ESCAPE.sub(_escape_byte, line[: len(line) - len(cr)])
+            out.append((b"\x00e" if newline and not core else core) + cr)
+        return b"\n".join(out) + (b"\n" if whole.endswith(b"\n") else b"")
+
+    def original(self, row: bytes) -> bytes:
+        """The original bytes of a row as pyarrow saw it (fields joined by commas)."""
+        if b"\x00" not in row:
+            return row
+        return _UNESCAPE.sub(self._unescape, row)
+
+    def _unescape(self, m: re.Match[bytes]) -> bytes:
+        if m.group(1):
+            return b"\x00"
+        if m.group(2):
+            return b"\r"
+        if m.group(3):
+            return b""
+        if m.group(4):
+            return bytes([int(m.group(4), 16)])
+        return self._aside[int(m.group(5))]
+
+
+def _has_long_line(data: bytes) -> bool:
+    return max(len(line) for line in data.split(b"\n")) > LONG_LINE
