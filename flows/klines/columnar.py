@@ -133,6 +133,7 @@ class ColumnarKlines:
         count = len(cols.ts)
         if count == 0:
             return batch
+        start_last_id = sk.last_id
         base_ms = sk.base.length_ms
         kb = cols.ts // base_ms
         # irregular[j]: trade j is not regular if trade j - 1 was taken (trade 0: always check)
@@ -164,13 +165,20 @@ class ColumnarKlines:
                 continue
             if kind == "late":
                 self._flush(pieces, batch)
+                taken_before = sk.last_id
                 self._by_builder(cols, i, batch)
+                if sk.last_id == taken_before != start_last_id:
+                    sk._rewind = None  # as the builder does at the end of a batch
                 return batch
             following = int(np.searchsorted(checks, i, side="right"))
             end = int(checks[following]) if following < len(checks) else count
             self._run(cols, kb[i:end], qty[i:end], quote[i:end], i, end, pieces)
             i = end
         self._flush(pieces, batch)
+        if sk.last_id != start_last_id:
+            # a trade was taken: nothing closed before can be amended any more (the builder
+            # keeps its rewind point to the end of a batch, and so do we)
+            sk._rewind = None
         return batch
 
     # -- irregular trades ------------------------------------------------------------------
@@ -277,7 +285,6 @@ class ColumnarKlines:
         sk.prev_close = after
         sk.last_id = int(cols.last[end - 1])
         sk.last_ms = int(ts[-1])
-        sk._rewind = None  # a trade was taken: nothing closed before can be amended
 
 
 class _Columns:
