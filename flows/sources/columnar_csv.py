@@ -9,7 +9,9 @@ and bool arrays at once. Every other row (a header, a sign, a space, a wrong col
 invalid or implausible trade) takes the per-row rules of `flows.sources.columnar_rows`, so no
 row is decided differently from the per-row reader.
 
-Only the rows of one batch (about `batch_rows`) are held at a time, whatever the file size.
+Only the rows of one batch are held at a time, whatever the file size: at most `batch_rows`
+rows pyarrow parsed, plus the rare rows of another column count (a trades row in an aggTrades
+file) that the per-row rules still take as trades.
 """
 
 from __future__ import annotations
@@ -112,7 +114,8 @@ def read_columns(
     with csv.stream:
         lines = SafeLines(csv.stream)
         parse = _BatchParser(symbol, name, ceiling, skip, lines)
-        yield from parse.batches(_open(lines, batch_rows, parse.invalid), batch_rows)
+        if lines.head(1):  # pyarrow refuses a file with no bytes at all
+            yield from parse.batches(_open(lines, batch_rows, parse.invalid), batch_rows)
         chunk = Chunk()
         if lines.cut:
             report_cut(chunk, path, lines.lines, symbol)

@@ -30,7 +30,8 @@ from typing import IO, Final
 
 from flows.sources.compressed import BLOCK, CUT_ERRORS
 
-# a line longer than this is kept aside whole; pyarrow then never meets a row near its block size
+# a line longer than this, spanning reads, is kept aside whole: a row pyarrow meets is then at
+# most one read (BLOCK) plus this long, below the block size the columnar reader gives pyarrow
 LONG_LINE: Final = 1 << 16
 _ESCAPE: Final = re.compile(rb"[\x00\x80-\xff]|\r(?!\n)")
 _EMPTY_LINE: Final = re.compile(rb"(?<=\n)(?=\r?\n)")
@@ -132,9 +133,6 @@ class SafeLines(io.RawIOBase):
         """Escape whole lines (the last one without a newline when `last`) and queue them;
         `whole` starts a line."""
         self.lines += whole.count(b"\n") + (1 if last else 0)
-        if len(whole) > LONG_LINE and _has_long_line(whole):
-            self._out += self._line_by_line(whole)
-            return
         if not whole.isascii() or b"\x00" in whole or whole.count(b"\r") != whole.count(b"\r\n"):
             whole = _ESCAPE.sub(_escape_byte, whole)
         # an empty line (the per-row reader skips it) must not become a row of empty fields
@@ -143,24 +141,6 @@ class SafeLines(io.RawIOBase):
         if b"\n\n" in whole or b"\n\r\n" in whole:
             whole = _EMPTY_LINE.sub(b"\x00e", whole)
         self._out += whole
-
-    def _line_by_line(self, whole: bytes) -> bytes:
-        """The slow way, for a piece holding a line too long for pyarrow: that line is kept
-        aside, the others escaped one by one."""
-        pieces = whole.split(b"\n")
-        out = []
-        for i, line in enumerate(pieces):
-            newline = i < len(pieces) - 1
-            if not newline and not line:
-                break  # the piece ended with its newline
-            if len(line) > LONG_LINE:
-                self._aside.append(line)
-                out.append(b"\x00L%d\x00" % (len(self._aside) - 1))
-                continue
-            cr = b"\r" if newline and line.endswith(b"\r") else b""
-            core = _ESCAPE.sub(_escape_byte, line[: len(line) - len(cr)])
-            out.append((b"\x00e" if newline and not core else core) + cr)
-        return b"\n".join(out) + (b"\n" if whole.endswith(b"\n") else b"")
 
     def original(self, row: bytes) -> bytes:
         """The original bytes of a row as pyarrow saw it (fields joined by commas)."""
@@ -179,6 +159,3 @@ class SafeLines(io.RawIOBase):
             return bytes([int(m.group(4), 16)])
         return self._aside[int(m.group(5))]
 
-
-def _has_long_line(data: bytes) -> bool:
-    return max(len(line) for line in data.split(b"\n")) > LONG_LINE

@@ -1,0 +1,77 @@
+"""The columnar parsers agree with the per-row ones on every input they take, and take
+Binance's own form always (so the per-row path stays the exception)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from flows.domain.money import parse_units
+from flows.sources.columnar_numbers import decimal_units, plain_ints
+from tests.unit.test_columnar_csv import GOOD, assert_same
+
+digits = st.text("0123456789", min_size=0, max_size=14)
+decimal_text = st.one_of(
+    st.builds(lambda w, f: f"{w}.{f}", digits, digits),  # leading zeros, >8 decimals, "5."
+    digits,
+    st.integers(0, 2**63 - 1).map(lambda u: f"{u // 10**8}.{u % 10**8:08d}"),  # Binance's form
+    st.integers(0, 10**18 - 1).map(lambda u: f"{u // 10**8}.{u % 10**8:08d}".rstrip("0")),
+    st.sampled_from(["0", "0.00000000", "0.00000001", "90071992.54740993", "1e5", "-1", " 1"]),
+    st.text("0123456789.-+e _", max_size=22),
+)
+
+
+def parse_or_none(text: str) -> int | None:
+    try:
+        return parse_units(text)
+    except ValueError:
+        return None
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(decimal_text, min_size=1, max_size=30))
+def test_decimal_units_equal_parse_units(texts: list[str]) -> None:
+    units, ok = decimal_units(pa.array([t.encode() for t in texts], pa.binary()))
+    for text, value, taken in zip(texts, units.tolist(), ok.tolist(), strict=True):
+        expected = parse_or_none(text)
+        if taken:
+            assert value == expected, text
+        whole, _, fraction = text.partition(".")
+        binance_form = whole.isdigit() and 1 <= len(whole) <= 10 and len(fraction) <= 8
+        if binance_form and (fraction == "" or fraction.isdigit()):
+            assert taken, text  # Binance's own form never falls back, even above 2**53 units
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.one_of(st.integers(0, 10**18 - 1).map(str), st.text("0123456789+- _", max_size=20)), min_size=1, max_size=30))
+def test_plain_ints_equal_int(texts: list[str]) -> None:
+    values, ok = plain_ints(pa.array([t.encode() for t in texts], pa.binary()))
+    for text, value, taken in zip(texts, values.tolist(), ok.tolist(), strict=True):
+        if taken:
+            assert value == int(text)
+        assert taken == (text.isdigit() and len(text) <= 18)
+
+
+field = st.one_of(
+    st.sampled_from([b"0.5", b"2", b"3", b"1570752011620", b"True", b"False", b"", b"-1", b" "]),
+    st.binary(max_size=6),
+)
+line = st.one_of(
+    st.just(GOOD),
+    st.lists(field, min_size=0, max_size=9).map(b",".join),
+    st.binary(max_size=12),
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(line, max_size=12), st.sampled_from([b"\n", b"\r\n"]), st.integers(1, 4))
+def test_any_lines_read_as_per_row(lines: list[bytes], ending: bytes, batch: int) -> None:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "XRPETH-aggTrades-2019-10-11.csv"
+        path.write_bytes(ending.join(lines))
+        assert_same(path, batch_rows=batch)
