@@ -259,6 +259,11 @@ class ColumnarKlines:
             ups = sk.up
         k_open = int(bars.k[-1])
         prev_close = sk.prev_close
+        if len(bars.k) == 1 and sk.bar is not None:  # all in the open base bar: none closes
+            sk.bar = _bar_of(k_open * base_ms, bars, 0)
+            sk.last_id = int(cols.last[end - 1])
+            sk.last_ms = int(ts[-1])
+            return
         closed, after = close_bars(base, bars, k_open, prev_close, sk.max_fill)
         if sk.emit_base:
             pieces[base.name].append(closed)
