@@ -277,8 +277,8 @@ class ColumnarKlines:
             k0 = int(bucket_index(level, np.array([up.open_ms], dtype=np.int64))[0])
             level_bars = with_carried(k0, _carried(up), level_bars)
             k_end = int(bucket_index(level, np.array([open_ms], dtype=np.int64))[0])
-            level_closed, _ = close_bars(level, level_bars, k_end, prev_close, sk.max_fill)
-            if len(level_closed.open_ms):
+            if k_end != k0:  # else the open bar of this level only grows
+                level_closed, _ = close_bars(level, level_bars, k_end, prev_close, sk.max_fill)
                 pieces[level.name].append(level_closed)
             level_open = int(open_ms_of(level, np.array([k_end], dtype=np.int64))[0])
             if int(level_bars.k[-1]) == k_end:
