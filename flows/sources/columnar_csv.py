@@ -137,6 +137,7 @@ def _open(
     columns = _TRADE_COLUMNS if counts.count(7) > counts.count(8) else _AGG_COLUMNS
     row_bytes = max(len(head) // max(len(counts), 1), 16)
     names = [f"c{i}" for i in range(columns)]
+
     def keep_invalid(row: pacsv.InvalidRow) -> str:
         invalid.append((int(row.number), row.text))
         return "skip"
@@ -175,9 +176,7 @@ class _BatchParser:
         self.invalid: list[tuple[int, str]] = []
         self.last_line = 0
 
-    def batches(
-        self, reader: pacsv.CSVStreamingReader, batch_rows: int
-    ) -> Iterator[TradeColumns]:
+    def batches(self, reader: pacsv.CSVStreamingReader, batch_rows: int) -> Iterator[TradeColumns]:
         for record_batch in reader:
             for start in range(0, record_batch.num_rows, batch_rows):
                 yield self._batch(record_batch.slice(start, batch_rows))
@@ -212,7 +211,7 @@ class _BatchParser:
         price, price_ok = decimal_units(cols[1])
         qty, qty_ok = decimal_units(cols[2])
         first, first_ok = plain_ints(cols[3] if agg else cols[0])
-        last, last_ok = (plain_ints(cols[4]) if agg else (first, first_ok))
+        last, last_ok = plain_ints(cols[4]) if agg else (first, first_ok)
         raw_time, time_ok = plain_ints(cols[5] if agg else cols[4])
         maker, maker_ok = exact_flags(cols[6] if agg else cols[5])
         time_ms = np.where(raw_time >= _US_FROM, raw_time // 1000, raw_time)
@@ -267,7 +266,7 @@ class _BatchParser:
             kind="stable",
         )
 
-        def put(values: np.ndarray, k: int) -> np.ndarray:  # type: ignore[type-arg]
+        def put(values: np.ndarray, k: int) -> np.ndarray:
             more = np.array([t[k] for _, t in extra], values.dtype)
             return np.concatenate([values, more])[order]
 

@@ -158,4 +158,3 @@ class SafeLines(io.RawIOBase):
         if m.group(4):
             return bytes([int(m.group(4), 16)])
         return self._aside[int(m.group(5))]
-

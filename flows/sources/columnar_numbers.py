@@ -7,7 +7,8 @@ decimals for amounts), so every result fits int64 exactly (below 10**18). Anythi
 marked not ok and left to the caller's exact per-row parser; a value is never guessed.
 
 >>> import pyarrow as pa
->>> units, ok = decimal_units(pa.array([b"0.00141342", b"23.5", b"5.", b"7", b"1.000000001", b"-1"]))
+>>> texts = [b"0.00141342", b"23.5", b"5.", b"7", b"1.000000001", b"-1"]
+>>> units, ok = decimal_units(pa.array(texts))
 >>> units.tolist(), ok.tolist()
 ([141342, 2350000000, 500000000, 700000000, 0, 0], [True, True, True, True, False, False])
 >>> values, ok = plain_ints(pa.array([b"1570752011620", b"+5", b"", b"0015"]))

@@ -46,7 +46,13 @@ def test_decimal_units_equal_parse_units(texts: list[str]) -> None:
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.one_of(st.integers(0, 10**18 - 1).map(str), st.text("0123456789+- _", max_size=20)), min_size=1, max_size=30))
+@given(
+    st.lists(
+        st.one_of(st.integers(0, 10**18 - 1).map(str), st.text("0123456789+- _", max_size=20)),
+        min_size=1,
+        max_size=30,
+    )
+)
 def test_plain_ints_equal_int(texts: list[str]) -> None:
     values, ok = plain_ints(pa.array([t.encode() for t in texts], pa.binary()))
     for text, value, taken in zip(texts, values.tolist(), ok.tolist(), strict=True):

@@ -72,7 +72,7 @@ def test_every_real_dump_reads_as_per_row(shared_data: Path) -> None:
             assert len(trades) == 12_477
 
 
-@pytest.mark.parametrize("batch_rows", [1, 1000, 7_919])
+@pytest.mark.parametrize("batch_rows", [7, 1000, 7_919])
 def test_real_dump_in_small_batches_and_resumed(shared_data: Path, batch_rows: int) -> None:
     path = shared_data / REAL_DUMP
     assert_same(path, batch_rows=batch_rows)
@@ -160,7 +160,8 @@ def test_odd_rows_between_good_ones(tmp_path: Path, ending: bytes) -> None:
 def test_trades_format_with_header_and_microseconds(tmp_path: Path) -> None:
     lines = [b"id,price,qty,quoteQty,time,isBuyerMaker,isBestMatch"]
     lines += [
-        b"%d,0.%08d,%d.5,1.0,%d,%s,True" % (i, i, i, 1735689600010866 + i, (b"True", b"False")[i % 2])
+        b"%d,0.%08d,%d.5,1.0,%d,%s,True"
+        % (i, i, i, 1735689600010866 + i, (b"True", b"False")[i % 2])
         for i in range(1, 3000)
     ]
     lines += [b"", b"3000,1,2,2,1735689600010866,False,True", b"3001,1,2,2,17356896000,False,True"]
