@@ -227,6 +227,7 @@ class SymbolKlines:
         self.refused = []
         late: list[Trade] = []
         dups = 0
+        taken = False  # a trade of this batch was applied: no rewind past it any more
         last_id = self.last_id
         last_ms = self.last_ms
         bar = self.bar
@@ -263,7 +264,8 @@ class SymbolKlines:
                 continue
             if ts < open_ms:
                 rewind = self._rewind
-                if rewind is None or ts < rewind[0].open_ms or bar is None:
+                if rewind is None or taken or ts < rewind[0].open_ms or bar is None:
+                    # (after a trade of this batch was applied, a rewind would drop it)
                     late.append(t)
                     continue
                 # closed too early by a watermark: back to the state before that close
@@ -304,6 +306,7 @@ class SymbolKlines:
                 bq += qq
             last_id = lid = last
             last_ms = ts
+            taken = True
         if bar is not None:
             bar.o, bar.h, bar.l, bar.c, bar.v, bar.q = o, h, lo, c, v, qv
             bar.bv, bar.bq, bar.n, bar.first_id, bar.last_id = bv, bq, n, fid, lid

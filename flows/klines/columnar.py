@@ -165,6 +165,8 @@ class ColumnarKlines:
                 continue
             if kind == "late":
                 self._flush(pieces, batch)
+                if sk.last_id != start_last_id:
+                    sk._rewind = None  # trades of this batch were applied: no rewind past them
                 taken_before = sk.last_id
                 self._by_builder(cols, i, batch)
                 if sk.last_id == taken_before != start_last_id:

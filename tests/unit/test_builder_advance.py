@@ -76,6 +76,21 @@ def test_a_trade_older_than_the_rewind_point_is_late() -> None:
     assert late == [_t(3, 50)] and dups == 0 and sk.amended_before is None
 
 
+def test_a_late_trade_after_an_applied_one_in_the_same_batch_loses_neither() -> None:
+    """After a watermark, a batch applies a trade of the open minute, then (its time out of
+    step with its id) a trade of a closed minute: rewinding to the state before the close
+    would drop the applied trade. The late one is handed back (the caller counts it); the
+    applied one stays in the klines."""
+    sk = SymbolKlines(("1m",))
+    closed: list[tuple[str, Kline]] = []
+    sk.process([_t(1, 5)], closed)
+    sk.advance(T0 + 2 * M + 2_000, closed)  # minutes 0 and 1 closed by the watermark
+    late, dups = sk.process([_t(2, 125, 130), _t(3, 30, 80)], closed)
+    assert late == [_t(3, 30, 80)] and dups == 0 and sk.amended_before is None
+    open_now = dict(sk.open_klines())["1m"]
+    assert (open_now.open_ms, open_now.trades, open_now.close) == (T0 + 2 * M, 1, 130)
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.data())
 def test_watermarks_at_any_moment_end_with_the_klines_of_the_trades(data: st.DataObject) -> None:
