@@ -144,8 +144,7 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # arguments first (command-line options), then KLINEFLOW_*, then KLINEFLOW_*_FILE
-        return (init_settings, env_settings, SecretFilesSource(settings_cls), dotenv_settings)
+        return sources_in_order(settings_cls, init_settings, env_settings, dotenv_settings)
 
     def redis_url_value(self) -> str | None:
         if self.redis_url is None:
@@ -161,6 +160,17 @@ class Settings(BaseSettings):
         from psycopg.conninfo import make_conninfo
 
         return make_conninfo(url, password=self.database_password.get_secret_value())
+
+
+def sources_in_order(
+    settings_cls: type[BaseSettings],
+    init_settings: PydanticBaseSettingsSource,
+    env_settings: PydanticBaseSettingsSource,
+    dotenv_settings: PydanticBaseSettingsSource,
+) -> tuple[PydanticBaseSettingsSource, ...]:
+    """Where every settings class of klineflow reads from, in order: arguments first
+    (command-line options), then <PREFIX>* variables, then <PREFIX>*_FILE files."""
+    return (init_settings, env_settings, SecretFilesSource(settings_cls), dotenv_settings)
 
 
 def secret_fields(model: type[BaseSettings] = Settings) -> list[str]:

@@ -26,7 +26,7 @@ from flows.app.errors import NothingUsable, Unreachable
 from flows.app.urls import redacted, scrubbed
 from flows.backtest import SCRATCH_PREFIX
 from flows.backtest.report import SignalOutcome, outcomes, span_ms
-from flows.backtest.run import BacktestResult, needed_intervals, run_backtest
+from flows.backtest.run import BacktestResult, drop_namespace, needed_intervals, run_backtest
 from flows.backtest.store import Target, finish_run, start_run
 from flows.backtest.stored import main_intervals, run_over_klines
 from flows.domain.intervals import get_interval
@@ -158,18 +158,6 @@ def _namespace_facts(url: str, keys: KeySpace, intervals: Sequence[str]) -> RunF
                     max(last, default=None))  # fmt: skip
 
 
-def _drop(url: str, keys: KeySpace) -> None:
-    from flows.services import connect_redis
-
-    client = connect_redis(url)
-    try:
-        names = list(client.scan_iter(match=f"{keys.namespace}:*", count=1000))
-        for i in range(0, len(names), 1000):
-            client.delete(*names[i : i + 1000])
-    finally:
-        client.close()
-
-
 def run_and_record(
     paths: Sequence[Path],
     book: Book,
@@ -206,7 +194,7 @@ def run_and_record(
             facts = _namespace_facts(redis_url, keys, main_intervals(book))
         finally:
             with contextlib.suppress(Exception):  # a Redis gone away is told by the run
-                _drop(redis_url, keys)
+                drop_namespace(redis_url, keys)
         rows = outcomes(result.signals, result.klines)
         span = span_ms(result.klines)
         seconds = time.monotonic() - started
@@ -346,7 +334,7 @@ def rebuilt_series(
             return closed_klines(_store_of(redis_url, keys), symbol, interval, 0, 2**62)
     finally:
         with contextlib.suppress(Exception):
-            _drop(redis_url, keys)
+            drop_namespace(redis_url, keys)
 
 
 def _start(

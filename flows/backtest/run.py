@@ -156,7 +156,7 @@ def run_backtest(
             klines[(symbol, interval)] = _stored(redis_url, keys, symbol, interval)
     finally:
         if not keep_klines:
-            _drop_namespace(redis_url, keys)
+            drop_namespace(redis_url, keys)
     failures = [f for f in sink.items if isinstance(f, RuleFailure)]
     return BacktestResult(group_repeats(fires), failures, stats, keys.namespace, hashes, klines)
 
@@ -170,8 +170,11 @@ def _stored(redis_url: str, keys: KeySpace, symbol: str, interval: str) -> list[
     return [kline_of_row(decode_member(m)) for m in members]
 
 
-def _drop_namespace(redis_url: str, keys: KeySpace) -> None:
-    client = redis.Redis.from_url(redis_url)
+def drop_namespace(redis_url: str, keys: KeySpace) -> None:
+    """Every key of a scratch run's namespace deleted (in slices of 1,000)."""
+    from flows.services import connect_redis
+
+    client = connect_redis(redis_url)
     try:
         names = list(client.scan_iter(match=f"{keys.namespace}:*", count=1000))
         for i in range(0, len(names), 1000):

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from flows.settings import FILE_SUFFIX, SecretFilesSource, secret_fields
+from flows.settings import FILE_SUFFIX, secret_fields, sources_in_order
 
 ENV_PREFIX = "KLINEFLOW_NOTIFY_"
 
@@ -59,7 +59,7 @@ class NotifySettings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings, env_settings, SecretFilesSource(settings_cls))
+        return sources_in_order(settings_cls, init_settings, env_settings, dotenv_settings)
 
     def pace_s(self, kind: str) -> float:
         value: float = getattr(self, f"pace_{kind}_s")

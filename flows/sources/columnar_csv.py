@@ -25,7 +25,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
-from flows.domain import deadletter as dl
 from flows.domain.deadletter import DeadLetter
 from flows.domain.kline import Trade
 from flows.domain.trade_checks import EXCHANGE_START_MS, MAX_FILLS, MAX_TRADE_ID
@@ -34,7 +33,7 @@ from flows.sources.columnar_lines import SafeLines
 from flows.sources.columnar_numbers import Bools, Int64s, decimal_units, exact_flags, plain_ints
 from flows.sources.columnar_rows import row_outcome
 from flows.sources.compressed import UnreadableZip
-from flows.sources.dumps import _CsvStream, dump_ceiling_ms, dump_symbol
+from flows.sources.dumps import _CsvStream, dump_target
 
 DEFAULT_BATCH_ROWS: Final = 65_536
 _MIN_BLOCK: Final = 4 << 20  # above SafeLines' longest row (a read block plus LONG_LINE)
@@ -92,16 +91,13 @@ def read_columns(
     """The trades of an aggTrades or trades dump in batches of at most `batch_rows` rows,
     exactly as `flows.sources.dumps.read_csv(path, options, skip)` reads them."""
     name = str(path)
-    symbol = dump_symbol(path, options.symbol)
-    if symbol is None:
-        detail = f"cannot tell the symbol of {path.name}; pass --symbol"
-        yield _empty("", [DeadLetter(dl.NO_SYMBOL, detail, "", name)], 0, 0)
+    target = dump_target(path, options)
+    if target is None:
         return
-    if options.symbols is not None and symbol not in options.symbols:
+    if isinstance(target, DeadLetter):
+        yield _empty("", [target], 0, 0)
         return
-    ceiling = dump_ceiling_ms(path, options.future_margin_ms)
-    if ceiling is None:
-        ceiling = options.now_ceiling_ms()
+    symbol, ceiling = target
     try:
         csv = _CsvStream(path)
     except (EOFError, UnreadableZip) as e:  # a zip cut inside its first header

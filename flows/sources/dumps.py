@@ -116,23 +116,28 @@ class _CsvStream:
             self.stream = path.open("rb")
 
 
-def read_csv(path: Path, options: ReadOptions, skip: int) -> Iterator[Chunk]:
-    name = str(path)
+def dump_target(path: Path, options: ReadOptions) -> tuple[str, int] | DeadLetter | None:
+    """A dump's symbol and the latest trade time it may hold; a dead letter when its symbol
+    cannot be told; None when the options leave the symbol out."""
     symbol = dump_symbol(path, options.symbol)
     if symbol is None:
-        yield Chunk(
-            dead=[
-                DeadLetter(
-                    dl.NO_SYMBOL, f"cannot tell the symbol of {path.name}; pass --symbol", "", name
-                )
-            ]
-        )
-        return
+        detail = f"cannot tell the symbol of {path.name}; pass --symbol"
+        return DeadLetter(dl.NO_SYMBOL, detail, "", str(path))
     if options.symbols is not None and symbol not in options.symbols:
-        return
+        return None
     ceiling = dump_ceiling_ms(path, options.future_margin_ms)
-    if ceiling is None:
-        ceiling = options.now_ceiling_ms()
+    return symbol, options.now_ceiling_ms() if ceiling is None else ceiling
+
+
+def read_csv(path: Path, options: ReadOptions, skip: int) -> Iterator[Chunk]:
+    name = str(path)
+    target = dump_target(path, options)
+    if target is None:
+        return
+    if isinstance(target, DeadLetter):
+        yield Chunk(dead=[target])
+        return
+    symbol, ceiling = target
     try:
         csv = _CsvStream(path)
     except (EOFError, UnreadableZip) as e:  # a zip cut inside its first header
