@@ -47,7 +47,23 @@ class ConfigError(ValueError):
     """The configuration contradicts itself or names a file that cannot be read."""
 
 
-class Settings(BaseSettings):
+class KlineflowSettings(BaseSettings):
+    """What every settings class of klineflow reads from, in order: arguments first
+    (command-line options), then <PREFIX>* variables, then <PREFIX>*_FILE files."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, SecretFilesSource(settings_cls), dotenv_settings)
+
+
+class Settings(KlineflowSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="forbid")
 
     redis_url: SecretStr | None = Field(
@@ -135,17 +151,6 @@ class Settings(BaseSettings):
                 )
         return self
 
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return sources_in_order(settings_cls, init_settings, env_settings, dotenv_settings)
-
     def redis_url_value(self) -> str | None:
         if self.redis_url is None:
             return None
@@ -160,17 +165,6 @@ class Settings(BaseSettings):
         from psycopg.conninfo import make_conninfo
 
         return make_conninfo(url, password=self.database_password.get_secret_value())
-
-
-def sources_in_order(
-    settings_cls: type[BaseSettings],
-    init_settings: PydanticBaseSettingsSource,
-    env_settings: PydanticBaseSettingsSource,
-    dotenv_settings: PydanticBaseSettingsSource,
-) -> tuple[PydanticBaseSettingsSource, ...]:
-    """Where every settings class of klineflow reads from, in order: arguments first
-    (command-line options), then <PREFIX>* variables, then <PREFIX>*_FILE files."""
-    return (init_settings, env_settings, SecretFilesSource(settings_cls), dotenv_settings)
 
 
 def secret_fields(model: type[BaseSettings] = Settings) -> list[str]:

@@ -8,14 +8,14 @@ of those kinds cannot be aimed at any other host.
 from __future__ import annotations
 
 from pydantic import Field, SecretStr
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
-from flows.settings import FILE_SUFFIX, secret_fields, sources_in_order
+from flows.settings import FILE_SUFFIX, KlineflowSettings, secret_fields
 
 ENV_PREFIX = "KLINEFLOW_NOTIFY_"
 
 
-class NotifySettings(BaseSettings):
+class NotifySettings(KlineflowSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="forbid")
 
     dashboard_url: str = Field(
@@ -49,17 +49,6 @@ class NotifySettings(BaseSettings):
     pace_slack_s: float = Field(default=1.0, ge=0, description="Slack: one a second")
     pace_telegram_s: float = Field(default=1.0, ge=0, description="Telegram: one a second")
     pace_email_s: float = Field(default=10.0, ge=0, description="e-mail: one each 10 s at most")
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return sources_in_order(settings_cls, init_settings, env_settings, dotenv_settings)
 
     def pace_s(self, kind: str) -> float:
         value: float = getattr(self, f"pace_{kind}_s")
