@@ -6,8 +6,10 @@ import redis
 
 
 def contents(client: redis.Redis, pattern: str = "*") -> dict[bytes, tuple[bytes, object, int]]:
-    """Every key matching `pattern`: (type, value, ttl). Values are read per type, not with
-    DUMP, so servers of different versions (RDB formats) compare equal when the data is."""
+    """Every key matching `pattern`: (type, value, expiry). Values are read per type, not with
+    DUMP, so servers of different versions (RDB formats) compare equal when the data is. The
+    expiry is -1 for a key that never expires and 1 for one that does: its remaining
+    seconds count down between two reads (a write shows in the value)."""
     out: dict[bytes, tuple[bytes, object, int]] = {}
     for key in sorted(client.scan_iter(match=pattern, count=1000)):
         kind: bytes = client.type(key)  # type: ignore[assignment]
@@ -26,5 +28,6 @@ def contents(client: redis.Redis, pattern: str = "*") -> dict[bytes, tuple[bytes
             value = client.lrange(key, 0, -1)
         else:
             raise AssertionError(f"{key!r}: a {kind!r}, which no klineflow code writes")
-        out[key] = (kind, value, int(client.ttl(key)))  # type: ignore[arg-type]
+        ttl = int(client.ttl(key))  # type: ignore[arg-type]
+        out[key] = (kind, value, 1 if ttl > 0 else ttl)
     return out

@@ -14,6 +14,7 @@ import psycopg
 import pytest
 
 from flows.notify import channels
+from flows.signals.book import TraderRow
 from flows.signals.examples import seed_examples
 from flows.signals.store import TraderStore
 from flows.signals.trader_rows import ensure_user
@@ -27,6 +28,11 @@ def test_the_demo_delivers_its_signals_and_stops_cleanly(
 ) -> None:
     names = seed_examples(TraderStore(signals_db))
     assert names
+    # and one trader that fires on every 1m close: the first signal comes with the first
+    # closed kline, whatever the synthetic market does (the examples may wait for minutes)
+    every = TraderRow(0, "Every close", "close > 0", "1m", trigger_mode="every_close",
+                      cooldown_bars=0)  # fmt: skip
+    names.append(TraderStore(signals_db).add(every, owner="local").name)
     with psycopg.connect(signals_db, autocommit=True) as conn:
         local = ensure_user(conn, "local")
         channels.add(conn, local, webhook("desk", receiver), settings())
