@@ -42,7 +42,10 @@ def _parse_units_slow(text: str) -> int:
         raise ValueError(f"expected a decimal number, got {text!r}") from e
     if not value.is_finite() or value < 0:
         raise ValueError(f"expected a finite non-negative decimal, got {text!r}")
-    scaled = value * SCALE
+    try:
+        scaled = value * SCALE
+    except ArithmeticError as e:  # an exponent past the context's range ("1e1000000")
+        raise ValueError(f"{text!r} is out of range") from e
     units = int(scaled)
     if units != scaled:
         raise ValueError(f"{text!r} has more than {DECIMALS} decimals")

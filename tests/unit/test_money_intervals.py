@@ -444,3 +444,14 @@ def test_settings_are_frozen(clean_env: pytest.MonkeyPatch) -> None:
     with pytest.raises(ValidationError, match="frozen"):
         settings.intervals = ("1m",)  # type: ignore[misc]
     assert settings.retention == 1000
+
+
+def test_a_huge_exponent_is_a_value_error_not_an_overflow() -> None:
+    """A poisoned amount like "1e1000000" must be refused like any bad amount (the readers
+    dead-letter on ValueError), not raise decimal.Overflow out of the reader."""
+    import pytest
+
+    from flows.domain.money import parse_units
+
+    with pytest.raises(ValueError, match="out of range"):
+        parse_units("1e1000000")
