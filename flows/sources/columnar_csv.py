@@ -28,12 +28,11 @@ import pyarrow.csv as pacsv
 from flows.domain.deadletter import DeadLetter
 from flows.domain.kline import Trade
 from flows.domain.trade_checks import EXCHANGE_START_MS, MAX_FILLS, MAX_TRADE_ID
-from flows.sources.chunks import Chunk, FormatError, ReadOptions, report_cut
+from flows.sources.chunks import Chunk, ReadOptions, report_cut
 from flows.sources.columnar_lines import SafeLines
 from flows.sources.columnar_numbers import Bools, Int64s, decimal_units, exact_flags, plain_ints
 from flows.sources.columnar_rows import row_outcome
-from flows.sources.compressed import UnreadableZip
-from flows.sources.dumps import _CsvStream, dump_target
+from flows.sources.dumps import dump_target, open_dump
 
 DEFAULT_BATCH_ROWS: Final = 65_536
 _MIN_BLOCK: Final = 4 << 20  # above SafeLines' longest row (a read block plus LONG_LINE)
@@ -98,11 +97,8 @@ def read_columns(
         yield _empty("", [target], 0, 0)
         return
     symbol, ceiling = target
-    try:
-        csv = _CsvStream(path)
-    except (EOFError, UnreadableZip) as e:  # a zip cut inside its first header
-        if isinstance(e, UnreadableZip):
-            raise FormatError(str(e)) from e
+    csv = open_dump(path)
+    if csv is None:  # a zip cut inside its first header
         chunk = Chunk()
         report_cut(chunk, path, 0, symbol)
         yield _empty(symbol, chunk.dead, skip, 1)

@@ -129,6 +129,17 @@ def dump_target(path: Path, options: ReadOptions) -> tuple[str, int] | DeadLette
     return symbol, options.now_ceiling_ms() if ceiling is None else ceiling
 
 
+def open_dump(path: Path) -> _CsvStream | None:
+    """The dump's text stream; None for a zip cut inside its first header (the caller
+    reports the cut); FormatError for a zip that cannot be read at all."""
+    try:
+        return _CsvStream(path)
+    except UnreadableZip as e:
+        raise FormatError(str(e)) from e
+    except EOFError:
+        return None
+
+
 def read_csv(path: Path, options: ReadOptions, skip: int) -> Iterator[Chunk]:
     name = str(path)
     target = dump_target(path, options)
@@ -138,11 +149,8 @@ def read_csv(path: Path, options: ReadOptions, skip: int) -> Iterator[Chunk]:
         yield Chunk(dead=[target])
         return
     symbol, ceiling = target
-    try:
-        csv = _CsvStream(path)
-    except (EOFError, UnreadableZip) as e:  # a zip cut inside its first header
-        if isinstance(e, UnreadableZip):
-            raise FormatError(str(e)) from e
+    csv = open_dump(path)
+    if csv is None:
         chunk = Chunk(records=skip, bytes_done=path.stat().st_size)
         report_cut(chunk, path, 0, symbol)
         yield chunk
