@@ -13,9 +13,10 @@ from bytewax.operators import StatefulBatchLogic
 from flows.domain import deadletter as dl
 from flows.domain.clock import SYSTEM_CLOCK, Clock
 from flows.domain.deadletter import DeadLetter
-from flows.domain.kline import Kline
+from flows.domain.kline import Kline, Trade
 from flows.domain.stats import RunStats
 from flows.klines.builder import DEFAULT_MAX_FILL, SymbolKlines
+from flows.klines.columnar import ColumnarKlines
 from flows.sources.items import QualityNote, SymbolBatch
 
 log = logging.getLogger(__name__)
@@ -100,21 +101,18 @@ class KlineLogic(StatefulBatchLogic[SymbolBatch, KlineUpdate, dict[str, Any]]):
                 update.newest_trade_ms = max(update.newest_trade_ms, batch.trades[-1][4])
                 late, d = sk.process(batch.trades, update.closed)
                 dups += d
-                if sk.refused:
-                    update.dead.extend(
-                        DeadLetter(dl.IMPLAUSIBLE, why, repr(t), "", self._symbol)
-                        for t, why in sk.refused
-                    )
-                    stats_refused += len(sk.refused)
-                if sk.amended_before is not None:
-                    self._amended(update, sk.amended_before)
-                if late:
-                    update.dead.extend(
-                        DeadLetter(
-                            dl.LATE, "trade for a kline already closed", repr(t), "", self._symbol
-                        )
-                        for t in late
-                    )
+                stats_refused += self._took(update, late, sk.refused, sk.amended_before)
+            if batch.columns is not None and len(batch.columns):
+                cols = batch.columns
+                update.newest_trade_ms = max(update.newest_trade_ms, int(cols.time_ms[-1]))
+                res = ColumnarKlines(sk.intervals, sk.max_fill, sk).process(
+                    cols.time_ms, cols.price_units, cols.qty_units, cols.first_id,
+                    cols.last_id, cols.is_buyer_maker,
+                )  # fmt: skip
+                for name, klines in res.closed.items():
+                    update.closed.extend([(name, k) for k in klines])
+                dups += res.duplicates
+                stats_refused += self._took(update, res.late, res.refused, res.amended_before)
             if batch.references:
                 self._references.update((k.open_ms, k) for k in batch.references)
             if batch.watermark_ms >= 0:
@@ -136,6 +134,25 @@ class KlineLogic(StatefulBatchLogic[SymbolBatch, KlineUpdate, dict[str, Any]]):
             self._reconcile(update)
         self._write_open_if_due(update)
         return [update], StatefulBatchLogic.RETAIN
+
+    def _took(
+        self,
+        update: KlineUpdate,
+        late: list[Trade],
+        refused: list[tuple[Trade, str]],
+        amended_before: dict[str, int] | None,
+    ) -> int:
+        """What the builder did not take, as dead letters; the count of refused trades."""
+        symbol = self._symbol
+        update.dead.extend(DeadLetter(dl.IMPLAUSIBLE, why, repr(t), "", symbol)
+                           for t, why in refused)  # fmt: skip
+        if amended_before is not None:
+            self._amended(update, amended_before)
+        update.dead.extend(
+            DeadLetter(dl.LATE, "trade for a kline already closed", repr(t), "", symbol)
+            for t in late
+        )
+        return len(refused)
 
     def _amended(self, update: KlineUpdate, before: dict[str, int]) -> None:
         """Trades came for klines a watermark had closed: they are closed again (amended)."""

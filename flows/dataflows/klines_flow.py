@@ -7,7 +7,7 @@ The same wiring serves replays, the demo and (later) the live feed; only the sou
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
@@ -16,9 +16,11 @@ from bytewax.inputs import Source
 from flows.dataflows.kline_step import KlineStepConfig, KlineUpdate, kline_logic_builder
 from flows.domain.intervals import UNVERIFIED_INTERVALS
 from flows.domain.stats import RunStats
-from flows.signals.step import RulesStage, closed_of, rules_builder
 from flows.sinks.redis_sink import RedisKlineSink, SinkItem
 from flows.sources.items import SourceItem, SourceReport, SymbolBatch
+
+if TYPE_CHECKING:  # the rules stage (TA-Lib, PostgreSQL) is imported only by flows with rules
+    from flows.signals.step import RulesStage
 
 log = logging.getLogger(__name__)
 
@@ -49,10 +51,12 @@ def build_kline_flow(
     out: Any = op.merge("to_redis", updates, split.falses)
     op.output("redis_out", out, sink)
     if rules is not None:
+        from flows.signals.step import closed_of, rules_builder
+
         closed: Any = op.filter_map("closed_klines", updates, closed_of)
         outcomes = op.stateful_batch("rules", closed, rules_builder(rules.config))
         op.output("signals_out", outcomes, rules.sink)
     return flow
 
 
-__all__ = ["KlineUpdate", "RulesStage", "SinkItem", "SymbolBatch", "build_kline_flow"]
+__all__ = ["KlineUpdate", "SinkItem", "SymbolBatch", "build_kline_flow"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import redis
 from bytewax.testing import run_main
@@ -21,12 +22,14 @@ from flows.domain import defaults
 from flows.domain.clock import SYSTEM_CLOCK, Clock
 from flows.domain.keys import KeySpace
 from flows.domain.stats import RunStats
-from flows.signals.book import Book
-from flows.signals.step import RulesStage
 from flows.sinks.redis_sink import RedisKlineSink, writer_factory
 from flows.sources.readers import ReadOptions
 from flows.sources.replay_source import ReplaySource
 from flows.storage.redis_klines import RetentionPolicy, clear_replay_states, load_replay_states
+
+if TYPE_CHECKING:  # the rules stage is imported only when a replay evaluates rules
+    from flows.signals.book import Book
+    from flows.signals.step import RulesStage
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from flows.domain.kline import Trade
 from flows.domain.trade_checks import DEFAULT_FUTURE_MARGIN_MS
 
 DEFAULT_CHUNK_RECORDS: Final = 8192
+DEFAULT_COLUMN_ROWS: Final = 65_536  # columns cost per batch, not per row: larger batches
 
 
 class FormatError(ValueError):
@@ -47,6 +48,7 @@ class ReadOptions:
     symbol: str | None = None  # for dumps whose name does not say
     symbols: frozenset[str] | None = None  # keep only these
     chunk_records: int = DEFAULT_CHUNK_RECORDS
+    column_rows: int = DEFAULT_COLUMN_ROWS  # rows per batch of a dump read as columns
     # how far past its reference time (receive time, end of a dump's period, now) a trade's
     # time may lie before it is refused as implausible
     future_margin_ms: int = DEFAULT_FUTURE_MARGIN_MS

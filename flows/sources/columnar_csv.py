@@ -17,7 +17,6 @@ file) that the per-row rules still take as trades.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
@@ -28,9 +27,10 @@ import pyarrow.csv as pacsv
 from flows.domain.deadletter import DeadLetter
 from flows.domain.kline import Trade
 from flows.domain.trade_checks import EXCHANGE_START_MS, MAX_FILLS, MAX_TRADE_ID
+from flows.domain.trade_columns import TradeColumns
 from flows.sources.chunks import Chunk, ReadOptions, report_cut
 from flows.sources.columnar_lines import SafeLines
-from flows.sources.columnar_numbers import Bools, Int64s, decimal_units, exact_flags, plain_ints
+from flows.sources.columnar_numbers import Int64s, decimal_units, exact_flags, plain_ints
 from flows.sources.columnar_rows import row_outcome
 from flows.sources.dumps import dump_target, open_dump
 
@@ -41,44 +41,8 @@ _TRADE_COLUMNS: Final = 7  # id, price, qty, quoteQty, time, isBuyerMaker, isBes
 _US_FROM: Final = 100_000_000_000_000  # a time this large is in microseconds (trade_time_ms)
 
 
-@dataclass(slots=True)
-class TradeColumns:
-    """A batch of one dump's trades as arrays, with the dead letters of the same lines."""
-
-    symbol: str
-    time_ms: Int64s
-    price_units: Int64s
-    qty_units: Int64s
-    first_id: Int64s
-    last_id: Int64s
-    is_buyer_maker: Bools
-    dead: list[DeadLetter] = field(default_factory=list)
-    records: int = 0  # lines of the file consumed so far (the resume position)
-    truncated: int = 0  # 1 in the last batch of a file cut short
-
-    def __len__(self) -> int:
-        return len(self.time_ms)
-
-    def trades(self) -> list[Trade]:
-        """The batch as the per-row reader's trade tuples (for tests and the slow path)."""
-        return list(
-            zip(
-                self.first_id.tolist(),
-                self.last_id.tolist(),
-                self.price_units.tolist(),
-                self.qty_units.tolist(),
-                self.time_ms.tolist(),
-                self.is_buyer_maker.tolist(),
-                strict=True,
-            )
-        )
-
-
 def _empty(symbol: str, dead: list[DeadLetter], records: int, truncated: int) -> TradeColumns:
-    none = np.zeros(0, np.int64)
-    return TradeColumns(
-        symbol, none, none, none, none, none, np.zeros(0, np.bool_), dead, records, truncated
-    )
+    return TradeColumns.empty(symbol, dead, records, truncated)
 
 
 def read_columns(
@@ -107,7 +71,9 @@ def read_columns(
         lines = SafeLines(csv.stream)
         parse = _BatchParser(symbol, name, ceiling, skip, lines)
         if lines.head(1):  # pyarrow refuses a file with no bytes at all
-            yield from parse.batches(_open(lines, batch_rows, parse.invalid), batch_rows)
+            for batch in parse.batches(_open(lines, batch_rows, parse.invalid), batch_rows):
+                batch.bytes_done = min(int(lines.bytes_read * csv.ratio), csv.size)
+                yield batch
         chunk = Chunk()
         if lines.cut:
             report_cut(chunk, path, lines.lines, symbol)
@@ -117,6 +83,7 @@ def read_columns(
         last = parse.finish()
         last.dead.extend(chunk.dead)
         last.truncated = chunk.truncated
+        last.bytes_done = csv.size
         yield last
 
 

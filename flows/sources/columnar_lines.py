@@ -60,6 +60,7 @@ class SafeLines(io.RawIOBase):
         self._aside: list[bytes] = []
         self.cut = False  # the stream ended with an error: it was cut short
         self.lines = 0  # lines passed on so far (as the per-row reader numbers them)
+        self.bytes_read = 0  # bytes taken from the stream so far (progress)
 
     def readable(self) -> bool:
         return True
@@ -90,6 +91,7 @@ class SafeLines(io.RawIOBase):
             self.cut = True  # the piece of a line before the cut is lost, as it is per row
             self._ended = True
             return
+        self.bytes_read += len(block)
         if not block:
             self._ended = True
             if self._tail_aside is not None:

@@ -46,9 +46,72 @@ def _strict(column: pa.Array, pattern: str) -> tuple[pa.Array, pa.Array]:
     return pc.if_else(ok, text, pa.scalar("0", pa.string())), ok
 
 
+_DOT: Final = ord(".")
+# after a cast succeeds, these bytes are the only ways a value can be other than plain digits
+# (and one dot): Arrow also takes a sign, a hex prefix (integers) and exponents (decimals)
+_NOT_INT: Final = (b"-", b"+", b"x", b"X")
+_NOT_AMOUNT: Final = (b"-", b"+", b"e", b"E")
+
+
+def _castable(column: pa.Array, longest: int, refused: tuple[bytes, ...]) -> bool:
+    """Whether the values of a binary column are 1..`longest` bytes, none holding a byte of
+    `refused` (a few memory searches over the column's bytes, no pass per value)."""
+    if column.null_count or not pa.types.is_binary(column.type) or len(column) == 0:
+        return False
+    _, offsets_buf, data_buf = column.buffers()
+    offsets = np.frombuffer(offsets_buf, np.int32, len(column) + 1, column.offset * 4)
+    sizes = np.diff(offsets)
+    if int(sizes.min()) < 1 or int(sizes.max()) > longest:
+        return False
+    body = bytes(memoryview(data_buf)[int(offsets[0]) : int(offsets[-1])])
+    return not any(b in body for b in refused)
+
+
+def fast_ints(column: pa.Array) -> Int64s | None:
+    """`plain_ints` of a column whose every value is plain digits (the common case), by one
+    cast and no regular expression; None when some value may not be (then `plain_ints`)."""
+    if not _castable(column, MAX_INT_DIGITS, _NOT_INT):
+        return None
+    try:
+        ints = pc.cast(column.view(pa.string()), pa.int64())
+    except pa.ArrowInvalid:
+        return None
+    out: Int64s = ints.to_numpy(zero_copy_only=False).copy()  # the caller writes into it
+    return out
+
+
+def fast_units(column: pa.Array) -> Int64s | None:
+    """`decimal_units` of a column whose every value is digits with at most one dot, at most
+    10 integer digits and 8 decimals (Arrow's cast refuses more dots, more digits or more
+    decimals, and then this is None and `decimal_units` decides each value)."""
+    if not _castable(column, MAX_WHOLE_DIGITS + 1 + DECIMALS, _NOT_AMOUNT):
+        return None
+    _, offsets_buf, data_buf = column.buffers()
+    offsets = np.frombuffer(offsets_buf, np.int32, len(column), column.offset * 4)
+    if bool((np.frombuffer(data_buf, np.uint8)[offsets] == _DOT).any()):
+        return None  # ".5": Arrow takes it, the strict form does not
+    try:
+        amounts = pc.cast(column.view(pa.string()), _AMOUNT_TYPE)
+    except pa.ArrowInvalid:
+        return None
+    return _unscaled(amounts)
+
+
+def _unscaled(amounts: pa.Array) -> Int64s:
+    # a decimal128 is its unscaled integer in 16 little-endian bytes: below 10**18 it is
+    # the low 8 (the high 8 are zero)
+    words = np.frombuffer(amounts.buffers()[1], dtype=np.int64, count=2 * len(amounts),
+                          offset=amounts.offset * 16)  # fmt: skip
+    out: Int64s = words[0::2].copy()
+    return out
+
+
 def plain_ints(column: pa.Array) -> tuple[Int64s, Bools]:
     """Values of a column of plain non-negative decimal integers (1 to 18 digits); 0 and
     ok=False for anything else."""
+    fast = fast_ints(column)
+    if fast is not None:
+        return fast, np.ones(len(fast), np.bool_)
     text, ok = _strict(column, _INT)
     values = pc.cast(text, pa.int64()).to_numpy(zero_copy_only=False)
     # copies: the caller writes into them (rows its per-row rules decide)
@@ -59,13 +122,12 @@ def decimal_units(column: pa.Array) -> tuple[Int64s, Bools]:
     """Amounts in 1e-8 units, exactly: up to 10 integer digits, an optional dot, up to 8
     decimals (fewer are padded with zeros, as Decimal scales them). 0 and ok=False for
     anything else, which the per-row parser then decides."""
+    fast = fast_units(column)
+    if fast is not None:
+        return fast, np.ones(len(fast), np.bool_)
     text, ok = _strict(column, _AMOUNT)
     amounts = pc.cast(text, _AMOUNT_TYPE)
-    # a decimal128 is its unscaled integer in 16 little-endian bytes: below 10**18 it is
-    # the low 8 (the high 8 are zero)
-    words = np.frombuffer(amounts.buffers()[1], dtype=np.int64, count=2 * len(amounts),
-                          offset=amounts.offset * 16)  # fmt: skip
-    return words[0::2].copy(), ok.to_numpy(zero_copy_only=False).astype(np.bool_)
+    return _unscaled(amounts), ok.to_numpy(zero_copy_only=False).astype(np.bool_)
 
 
 def exact_flags(column: pa.Array) -> tuple[Bools, Bools]:

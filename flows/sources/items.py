@@ -8,6 +8,7 @@ from typing import Any, NamedTuple
 
 from flows.domain.deadletter import DeadLetter
 from flows.domain.kline import Kline, Trade
+from flows.domain.trade_columns import TradeColumns
 
 
 class SymbolBatch(NamedTuple):
@@ -16,13 +17,17 @@ class SymbolBatch(NamedTuple):
     send one, they run on event time alone).
 
     `reset`: the kline builder state to continue from, before these trades (a live source
-    resuming a symbol from what the stores hold); None: go on from the current state."""
+    resuming a symbol from what the stores hold); None: go on from the current state.
+
+    `columns`: more trades of the symbol as arrays, after `trades` (columnar sources send
+    these and leave `trades` empty; the kline step builds them with array operations)."""
 
     symbol: str
     trades: list[Trade]
     watermark_ms: int = -1
     references: tuple[Kline, ...] = ()  # Binance's own closed 1m klines (reconciliation)
     reset: dict[str, Any] | None = None
+    columns: TradeColumns | None = None
 
 
 @dataclass(frozen=True, slots=True)

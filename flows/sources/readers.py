@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from flows.sources import recording
 from flows.sources.captures import read_frames
@@ -38,6 +38,9 @@ from flows.sources.chunks import Chunk, FormatError, ReadOptions
 from flows.sources.compressed import CUT_ERRORS, ZIP_MAGIC, iter_lines, open_text_stream
 from flows.sources.dumps import dump_ceiling_ms, read_csv
 from flows.sources.rest_json import read_rest_json
+
+if TYPE_CHECKING:
+    from flows.domain.trade_columns import TradeColumns
 
 
 def sniff_format(path: Path) -> str:
@@ -91,6 +94,18 @@ def read_file(
     return read_rest_json(path, options, skip_records)
 
 
+def read_batches(
+    path: Path, options: ReadOptions = ReadOptions(), skip_records: int = 0
+) -> Iterator[Chunk | TradeColumns]:
+    """`read_file`, but CSV dumps as columns (`flows.sources.columnar_csv`): the same
+    trades, dead letters and positions, read without a Python step per row."""
+    if sniff_format(path) != "csv":
+        return read_file(path, options, skip_records)
+    from flows.sources.columnar_csv import read_columns  # pyarrow: only when a dump comes
+
+    return read_columns(path, options, skip_records, batch_rows=options.column_rows)
+
+
 def read_all(path: Path, options: ReadOptions = ReadOptions()) -> Chunk:
     """The whole file as one chunk (tests, small files)."""
     total = Chunk()
@@ -114,6 +129,7 @@ __all__ = [
     "dump_ceiling_ms",
     "iter_lines",
     "read_all",
+    "read_batches",
     "read_file",
     "sniff_format",
 ]

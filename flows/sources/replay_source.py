@@ -3,7 +3,8 @@
 One partition reads every file in the order given, so the trades of a symbol arrive in the
 order they were recorded; its resume state is (file index, records consumed). Each batch
 holds one `(symbol, SymbolBatch)` item per symbol of a chunk, plus a `SourceReport` with the
-chunk's dead letters when it has any.
+chunk's dead letters when it has any. CSV dumps come as columns (`TradeColumns`, one symbol
+per batch), the other formats as trade tuples.
 """
 
 from __future__ import annotations
@@ -15,8 +16,23 @@ from typing import Any
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
 from flows.domain.stats import RunStats
+from flows.domain.trade_columns import TradeColumns
 from flows.sources.items import SourceItem, SourceReport, SymbolBatch
-from flows.sources.readers import Chunk, ReadOptions, read_file
+from flows.sources.readers import Chunk, ReadOptions, read_batches
+
+
+def column_items(cols: TradeColumns, stats: RunStats) -> list[SourceItem]:
+    """A batch of columns as dataflow items, counting what it holds."""
+    items: list[SourceItem] = []
+    if len(cols):
+        items.append((cols.symbol, SymbolBatch(cols.symbol, [], columns=cols)))
+    stats.trades_read += len(cols)
+    stats.files_truncated += cols.truncated
+    if cols.dead:
+        for letter in cols.dead:
+            stats.add_dead(letter.reason)
+        items.append(SourceReport(cols.dead))
+    return items
 
 
 def chunk_items(chunk: Chunk, stats: RunStats) -> list[SourceItem]:
@@ -44,14 +60,14 @@ class _ReplayPartition(StatefulSourcePartition[SourceItem, Any]):
         self._stats = stats
         position: tuple[int, int] = tuple(resume) if resume is not None else (0, 0)
         self._file_index, self._records = position
-        self._chunks: Iterator[Chunk] | None = None
+        self._chunks: Iterator[Chunk | TradeColumns] | None = None
         self._done_before = sum(p.stat().st_size for p in paths[: self._file_index])
 
     def next_batch(self) -> list[SourceItem]:
         while self._file_index < len(self._paths):
             path = self._paths[self._file_index]
             if self._chunks is None:
-                self._chunks = read_file(path, self._options, skip_records=self._records)
+                self._chunks = read_batches(path, self._options, skip_records=self._records)
             chunk = next(self._chunks, None)
             if chunk is None:
                 self._done_before += path.stat().st_size
@@ -62,6 +78,8 @@ class _ReplayPartition(StatefulSourcePartition[SourceItem, Any]):
                 continue
             self._records = chunk.records
             self._stats.bytes_done = self._done_before + chunk.bytes_done
+            if isinstance(chunk, TradeColumns):
+                return column_items(chunk, self._stats)
             return chunk_items(chunk, self._stats)
         raise StopIteration
 

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from flows.domain.money import parse_units
-from flows.sources.columnar_numbers import decimal_units, plain_ints
+from flows.sources.columnar_numbers import decimal_units, fast_ints, fast_units, plain_ints
 from tests.unit.test_columnar_csv import GOOD, assert_same
 
 digits = st.text("0123456789", min_size=0, max_size=14)
@@ -59,6 +59,42 @@ def test_plain_ints_equal_int(texts: list[str]) -> None:
         if taken:
             assert value == int(text)
         assert taken == (text.isdigit() and len(text) <= 18)
+
+
+# columns that are nearly all clean, so the cast-only paths are taken or refused by one value
+near_digits = st.one_of(
+    st.integers(0, 10**18 - 1).map(str),
+    st.text("0123456789", min_size=1, max_size=20),
+    st.sampled_from(["0x10", "0X1f", "-0", "-5", "+5", "1e5", "", "٣"]),
+)
+near_amounts = st.one_of(
+    st.integers(0, 10**18 - 1).map(lambda u: f"{u // 10**8}.{u % 10**8:08d}"),
+    st.builds(lambda w, f: f"{w}.{f}", digits, digits),
+    digits,
+    st.sampled_from([".5", "+.5", "5.", "1e5", "1E2", "-.0", "-1", "1..2", "1.2.3", "nan"]),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(near_digits, min_size=1, max_size=20))
+def test_the_cast_only_int_path_takes_plain_digits_only(texts: list[str]) -> None:
+    fast = fast_ints(pa.array([t.encode() for t in texts], pa.binary()))
+    plain = all(t.isascii() and t.isdigit() and len(t) <= 18 for t in texts)
+    assert (fast is not None) == plain, texts
+    if fast is not None:
+        assert fast.tolist() == [int(t) for t in texts]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(near_amounts, min_size=1, max_size=20))
+def test_the_cast_only_amount_path_takes_the_strict_form_only(texts: list[str]) -> None:
+    column = pa.array([t.encode() for t in texts], pa.binary())
+    fast = fast_units(column)
+    _, ok = decimal_units(pa.array([b"x", *column.to_pylist()], pa.binary()))  # never fast
+    strict = ok[1:].tolist()
+    assert (fast is not None) == all(strict), texts
+    if fast is not None:
+        assert fast.tolist() == [parse_units(t) for t in texts]
 
 
 field = st.one_of(
