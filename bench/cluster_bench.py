@@ -58,7 +58,7 @@ def member(args: argparse.Namespace) -> None:
     from flows.dataflows.klines_flow import build_kline_flow
     from flows.domain.keys import KeySpace
     from flows.domain.stats import RunStats
-    from flows.signals import rules_stage
+    from flows.signals.runtime import rules_stage
     from flows.simulator.market import SimMarket
     from flows.sinks.redis_sink import RedisKlineSink, writer_factory
     from flows.sources.items import SourceItem, SymbolBatch

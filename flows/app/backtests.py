@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from flows.app.errors import NothingUsable, Unreachable
+from flows.app.errors import NothingUsable, Unreachable, nothing_read
 from flows.app.urls import redacted, scrubbed
 from flows.backtest import SCRATCH_PREFIX
 from flows.backtest.report import SignalOutcome, outcomes, span_ms
@@ -51,35 +51,6 @@ class Recorded:
     rows: list[SignalOutcome]
     span_ms: int
     seconds: float
-
-
-def nothing_read(stats: RunStats, what: str = "the input") -> NothingUsable | None:
-    """Why a run over files gave no trade, with what to do; None when it read trades."""
-    if stats.trades_read:
-        return None
-    dead = stats.dead_letters
-    if stats.bytes_total == 0:
-        return NothingUsable(f"no trades read: {what} is empty",
-                             "give a file with trades in it")  # fmt: skip
-    if dead["no_symbol"]:
-        return NothingUsable(
-            f"no trades read: the symbol of {dead['no_symbol']} file(s) cannot be told from "
-            "their names",
-            "pass --symbol SYMBOL (e.g. --symbol BTCUSDT)",
-        )
-    if dead["malformed"] or dead["unknown"] or dead["implausible"] or dead["invalid"]:
-        refused = sum(dead[r] for r in ("malformed", "unknown", "implausible", "invalid"))
-        return NothingUsable(
-            f"no trades read: {refused:,} record(s) of {what} were not trades klineflow can use",
-            "see the dead letters (`klineflow status`) and the README's input formats",
-        )
-    if stats.trades_filtered:
-        return NothingUsable(f"no trades read: all {stats.trades_filtered:,} trades were of "
-                             "other symbols", "check --symbols")  # fmt: skip
-    return NothingUsable(
-        f"no trades read: {what} is empty or holds no trades",
-        "give captures, recordings, aggTrades/trades dumps or REST JSON",
-    )
 
 
 def recordings_dir(settings: Settings) -> Path:

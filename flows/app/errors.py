@@ -24,6 +24,7 @@ import errno
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from flows.domain.stats import RunStats
     from flows.rules.errors import RuleError
 
 EXIT_OK = 0
@@ -164,6 +165,7 @@ def _ours(exc: BaseException) -> AppError | None:
     from flows.binance.rest import RestError
     from flows.binance.universe import UniverseError
     from flows.domain.intervals import IntervalError
+    from flows.domain.stats import RunStats
     from flows.rules.errors import RuleError
     from flows.services import ServiceError
     from flows.signals.store import TraderError
@@ -205,3 +207,32 @@ def explain(exc: BaseException) -> AppError | None:
         if found is not None:
             return found
     return None
+
+
+def nothing_read(stats: RunStats, what: str = "the input") -> NothingUsable | None:
+    """Why a run over files gave no trade, with what to do; None when it read trades."""
+    if stats.trades_read:
+        return None
+    dead = stats.dead_letters
+    if stats.bytes_total == 0:
+        return NothingUsable(f"no trades read: {what} is empty",
+                             "give a file with trades in it")  # fmt: skip
+    if dead["no_symbol"]:
+        return NothingUsable(
+            f"no trades read: the symbol of {dead['no_symbol']} file(s) cannot be told from "
+            "their names",
+            "pass --symbol SYMBOL (e.g. --symbol BTCUSDT)",
+        )
+    if dead["malformed"] or dead["unknown"] or dead["implausible"] or dead["invalid"]:
+        refused = sum(dead[r] for r in ("malformed", "unknown", "implausible", "invalid"))
+        return NothingUsable(
+            f"no trades read: {refused:,} record(s) of {what} were not trades klineflow can use",
+            "see the dead letters (`klineflow status`) and the README's input formats",
+        )
+    if stats.trades_filtered:
+        return NothingUsable(f"no trades read: all {stats.trades_filtered:,} trades were of "
+                             "other symbols", "check --symbols")  # fmt: skip
+    return NothingUsable(
+        f"no trades read: {what} is empty or holds no trades",
+        "give captures, recordings, aggTrades/trades dumps or REST JSON",
+    )

@@ -57,7 +57,7 @@ def replay(
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
 ) -> None:
     """Run the kline dataflow over recorded files to the end, then print a summary."""
-    from flows.app.backtests import nothing_read
+    from flows.app.errors import nothing_read
     from flows.dataflows.replay import ReplayJob, run_replay
     from flows.domain.stats import RunStats
     from flows.sources.readers import ReadOptions

@@ -42,7 +42,7 @@ from flows.storage.resume import RedisResume
 from flows.storage.retention import RetentionAges, RetentionThread
 
 if TYPE_CHECKING:
-    from flows.signals import RulesRuntime
+    from flows.signals.runtime import RulesRuntime
 
 log = logging.getLogger(__name__)
 
@@ -191,7 +191,7 @@ def run_live(job: LiveJob, stats: RunStats | None = None) -> RunStats:
     )
     rules = None
     if job.database_url is not None:
-        from flows.signals import rules_stage
+        from flows.signals.runtime import rules_stage
 
         rules = rules_stage(
             job.database_url, job.redis_url, job.intervals, job.keys, clock=job.clock,

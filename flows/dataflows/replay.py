@@ -82,7 +82,7 @@ def run_replay(job: ReplayJob, stats: RunStats | None = None) -> RunStats:
     )
     rules = None
     if job.database_url is not None:
-        from flows.signals import rules_stage
+        from flows.signals.runtime import rules_stage
 
         rules = rules_stage(
             job.database_url,

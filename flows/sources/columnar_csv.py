@@ -35,7 +35,9 @@ from flows.sources.columnar_rows import row_outcome
 from flows.sources.dumps import dump_target, open_dump
 
 DEFAULT_BATCH_ROWS: Final = 65_536
-_MIN_BLOCK: Final = 4 << 20  # above SafeLines' longest row (a read block plus LONG_LINE)
+# above SafeLines' longest row (a read block plus LONG_LINE); small, because pyarrow reads
+# several blocks ahead and the memory of a replay is theirs: 2 MB keeps it bounded and low
+_BLOCK: Final = 2 << 20
 _AGG_COLUMNS: Final = 8  # a, price, qty, first_id, last_id, time, isBuyerMaker, isBestMatch
 _TRADE_COLUMNS: Final = 7  # id, price, qty, quoteQty, time, isBuyerMaker, isBestMatch
 _US_FROM: Final = 100_000_000_000_000  # a time this large is in microseconds (trade_time_ms)
@@ -94,7 +96,6 @@ def _open(
     head = lines.head(1 << 16)
     counts = [row.count(b",") + 1 for row in head.split(b"\n")[:200] if row]
     columns = _TRADE_COLUMNS if counts.count(7) > counts.count(8) else _AGG_COLUMNS
-    row_bytes = max(len(head) // max(len(counts), 1), 16)
     names = [f"c{i}" for i in range(columns)]
 
     def keep_invalid(row: pacsv.InvalidRow) -> str:
@@ -106,7 +107,7 @@ def _open(
         read_options=pacsv.ReadOptions(
             column_names=names,
             use_threads=False,
-            block_size=max(_MIN_BLOCK, batch_rows * row_bytes),
+            block_size=_BLOCK,
         ),
         parse_options=pacsv.ParseOptions(
             delimiter=",",
@@ -125,6 +126,12 @@ def _open(
     )
 
 
+def _joined(batches: list[pa.RecordBatch]) -> pa.RecordBatch:
+    if len(batches) == 1:
+        return batches[0]
+    return pa.Table.from_batches(batches).combine_chunks().to_batches()[0]
+
+
 class _BatchParser:
     """Turns pyarrow batches (and the rows pyarrow refused) into `TradeColumns`."""
 
@@ -136,9 +143,21 @@ class _BatchParser:
         self.last_line = 0
 
     def batches(self, reader: pacsv.CSVStreamingReader, batch_rows: int) -> Iterator[TradeColumns]:
+        """Batches of `batch_rows` rows (the last fewer), from pyarrow's smaller blocks."""
+        held: list[pa.RecordBatch] = []
+        rows = 0
         for record_batch in reader:
-            for start in range(0, record_batch.num_rows, batch_rows):
-                yield self._batch(record_batch.slice(start, batch_rows))
+            held.append(record_batch)
+            rows += record_batch.num_rows
+            if rows < batch_rows:
+                continue
+            whole = _joined(held)
+            cut = rows - rows % batch_rows
+            for start in range(0, cut, batch_rows):
+                yield self._batch(whole.slice(start, batch_rows))
+            held, rows = ([whole.slice(cut)], rows - cut) if rows > cut else ([], 0)
+        if rows:
+            yield self._batch(_joined(held))
 
     def finish(self) -> TradeColumns:
         """The rows pyarrow refused after its last batch."""
