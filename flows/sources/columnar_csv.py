@@ -16,11 +16,14 @@ file) that the per-row rules still take as trades.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Final
+from typing import Final, NamedTuple
 
 import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.csv as pacsv
 
@@ -38,6 +41,7 @@ DEFAULT_BATCH_ROWS: Final = 65_536
 # above SafeLines' longest row (a read block plus LONG_LINE); small, because pyarrow reads
 # several blocks ahead and the memory of a replay is theirs: 2 MB keeps it bounded and low
 _BLOCK: Final = 2 << 20
+_AHEAD: Final = 2  # batches converted ahead of the one handed on
 _AGG_COLUMNS: Final = 8  # a, price, qty, first_id, last_id, time, isBuyerMaker, isBestMatch
 _TRADE_COLUMNS: Final = 7  # id, price, qty, quoteQty, time, isBuyerMaker, isBestMatch
 _US_FROM: Final = 100_000_000_000_000  # a time this large is in microseconds (trade_time_ms)
@@ -126,6 +130,34 @@ def _open(
     )
 
 
+class _Numbers(NamedTuple):
+    time_ms: Int64s
+    price: Int64s
+    qty: Int64s
+    first: Int64s
+    last: Int64s
+    maker: npt.NDArray[np.bool_]
+    clean: npt.NDArray[np.bool_]
+
+
+def _regrouped(reader: pacsv.CSVStreamingReader, batch_rows: int) -> Iterator[pa.RecordBatch]:
+    """pyarrow's record batches (one per block read) regrouped into `batch_rows` rows."""
+    held: list[pa.RecordBatch] = []
+    rows = 0
+    for record_batch in reader:
+        held.append(record_batch)
+        rows += record_batch.num_rows
+        if rows < batch_rows:
+            continue
+        whole = _joined(held)
+        cut = rows - rows % batch_rows
+        for start in range(0, cut, batch_rows):
+            yield whole.slice(start, batch_rows)
+        held, rows = ([whole.slice(cut)], rows - cut) if rows > cut else ([], 0)
+    if rows:
+        yield _joined(held)
+
+
 def _joined(batches: list[pa.RecordBatch]) -> pa.RecordBatch:
     if len(batches) == 1:
         return batches[0]
@@ -143,21 +175,24 @@ class _BatchParser:
         self.last_line = 0
 
     def batches(self, reader: pacsv.CSVStreamingReader, batch_rows: int) -> Iterator[TradeColumns]:
-        """Batches of `batch_rows` rows (the last fewer), from pyarrow's smaller blocks."""
-        held: list[pa.RecordBatch] = []
-        rows = 0
-        for record_batch in reader:
-            held.append(record_batch)
-            rows += record_batch.num_rows
-            if rows < batch_rows:
-                continue
-            whole = _joined(held)
-            cut = rows - rows % batch_rows
-            for start in range(0, cut, batch_rows):
-                yield self._batch(whole.slice(start, batch_rows))
-            held, rows = ([whole.slice(cut)], rows - cut) if rows > cut else ([], 0)
-        if rows:
-            yield self._batch(_joined(held))
+        """Batches of `batch_rows` rows (the last fewer), from pyarrow's smaller blocks.
+
+        The numbers of a batch are converted on a worker thread (pyarrow and numpy let go of
+        the interpreter meanwhile) while pyarrow parses the next block and the flow builds
+        the klines of the batch before; lines are numbered and odd rows decided in order."""
+        pool = ThreadPoolExecutor(1, thread_name_prefix="csv-numbers")
+        ahead: deque[tuple[pa.RecordBatch, Future[_Numbers]]] = deque()
+        try:
+            for rows in _regrouped(reader, batch_rows):
+                ahead.append((rows, pool.submit(self._numbers, rows)))
+                if len(ahead) > _AHEAD:
+                    batch, numbers = ahead.popleft()
+                    yield self._batch(batch, numbers.result())
+            while ahead:
+                batch, numbers = ahead.popleft()
+                yield self._batch(batch, numbers.result())
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
 
     def finish(self) -> TradeColumns:
         """The rows pyarrow refused after its last batch."""
@@ -182,8 +217,8 @@ class _BatchParser:
             self.invalid[:] = [(n, t) for n, t in self.invalid if up_to is not None and n > up_to]
         return [(n, self.lines.original(t.encode())) for n, t in sorted(take) if n > self.skip]
 
-    def _batch(self, batch: pa.RecordBatch) -> TradeColumns:
-        numbers = self._line_numbers(batch.num_rows)
+    def _numbers(self, batch: pa.RecordBatch) -> _Numbers:
+        """The batch's columns as numbers, and which rows are clean (no state: a worker's)."""
         cols = batch.columns
         agg = len(cols) == _AGG_COLUMNS
         price, price_ok = decimal_units(cols[1])
@@ -199,6 +234,12 @@ class _BatchParser:
             & (time_ms >= EXCHANGE_START_MS) & (time_ms <= self.ceiling)
             & (price > 0) & (qty > 0)
         )  # fmt: skip
+        return _Numbers(time_ms, price, qty, first, last, maker, clean)
+
+    def _batch(self, batch: pa.RecordBatch, converted: _Numbers) -> TradeColumns:
+        numbers = self._line_numbers(batch.num_rows)
+        cols = batch.columns
+        time_ms, price, qty, first, last, maker, clean = converted
         keep = clean & (numbers > self.skip)
         dead: list[tuple[int, DeadLetter]] = []
         for i in np.flatnonzero(~clean & (numbers > self.skip)).tolist():

@@ -1,0 +1,133 @@
+"""Whole-process replay of a single-symbol aggTrades day into Redis, against pandas.
+
+Generates a day of --trades aggTrades in Binance's CSV form (seeded), then runs, alternately
+and --runs times each: `klineflow replay FILE` (6 intervals, exact, into Redis) and
+bench/pandas_resample.py (read_csv + resample to 4 intervals, floats, no store). Prints the
+median wall time and trades/s of each, their ratio, and each one's peak memory (RSS), all
+measured in this run; then the peak memory of a replay of --days days in one file, to show
+that it does not grow with the file. Uses the embedded Redis unless KLINEFLOW_REDIS_URL is set.
+
+    .venv/bin/python bench/replay_vs_pandas.py --trades 2000000 --runs 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import redis
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from flows.domain.keys import KeySpace
+from flows.services import EmbeddedRedis
+
+ROOT = Path(__file__).resolve().parent.parent
+
+DAY_MS = 86_400_000
+FIRST_DAY_MS = 1_570_752_000_000  # 2019-10-11
+
+
+def generate(path: Path, trades_per_day: int, days: int, seed: int) -> int:
+    """aggTrades rows like Binance's (8 decimals, ms times, ids counting up) over `days`."""
+    rng = np.random.default_rng(seed)
+    rows = trades_per_day * days
+    step = 200_000
+    with path.open("w") as out:
+        for start in range(0, rows, step):
+            n = min(step, rows - start)
+            ids = np.arange(start, start + n) + 13_519_807
+            price = 141_342 + rng.integers(-500, 500, n)
+            qty = rng.integers(1, 10**12, n)
+            times = FIRST_DAY_MS + np.arange(start, start + n) * (DAY_MS - 1_000) // trades_per_day
+            maker = rng.integers(0, 2, n)
+            out.writelines(
+                f"{i},{p // 10**8}.{p % 10**8:08d},{q // 10**8}.{q % 10**8:08d},{i + 2000},"
+                f"{i + 2000},{t},{'True' if m else 'False'},True\n"
+                for i, p, q, t, m in zip(ids.tolist(), price.tolist(), qty.tolist(),
+                                         times.tolist(), maker.tolist(), strict=True)
+            )  # fmt: skip
+    return rows
+
+
+def timed(command: list[str]) -> tuple[float, float]:
+    """(seconds, peak RSS in MB) of one whole process; it must succeed."""
+    started = time.perf_counter()
+    child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(child.pid, 0)
+    seconds = time.perf_counter() - started
+    child.returncode = os.waitstatus_to_exitcode(status)
+    if child.returncode != 0:
+        err = child.stderr.read().decode() if child.stderr else ""
+        raise SystemExit(f"{command[0]} failed ({child.returncode}): {err[-2000:]}")
+    return seconds, usage.ru_maxrss / 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--trades", type=int, default=2_000_000)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--days", type=int, default=3)
+    args = parser.parse_args()
+    klineflow = str(Path(sys.executable).with_name("klineflow"))
+    with tempfile.TemporaryDirectory(prefix="kfb-") as tmp:
+        folder = Path(tmp)
+        url = os.environ.get("KLINEFLOW_REDIS_URL")
+        server = None
+        if not url:
+            server = EmbeddedRedis(folder / "redis")
+            url = server.start()
+        day = folder / "XRPETH-aggTrades-2019-10-11.csv"
+        n = generate(day, args.trades, 1, seed=17)
+        replay = [klineflow, "replay", str(day), "--redis-url", url, "--namespace", "rvp",
+                  "--fresh", "--no-progress"]  # fmt: skip
+        pandas = [sys.executable, str(ROOT / "bench" / "pandas_resample.py"), str(day)]
+        ours: list[tuple[float, float]] = []
+        theirs: list[tuple[float, float]] = []
+        for _ in range(args.runs):  # alternate, so the machine's noise hits both alike
+            ours.append(timed(replay))
+            theirs.append(timed(pandas))
+        client = redis.Redis.from_url(url)
+        minutes = client.zcard(KeySpace("rvp").klines("XRPETH", "1m"))
+        a = statistics.median(s for s, _ in ours)
+        b = statistics.median(s for s, _ in theirs)
+        print(
+            f"{n:,} trades, one symbol-day; klineflow wrote {minutes} 1m klines (exact, "
+            "6 intervals, Redis); median of",
+            args.runs,
+        )
+        print(
+            f"klineflow replay: {a:.2f} s = {n / a:,.0f} trades/s, peak RSS "
+            f"{max(m for _, m in ours):.0f} MB"
+        )
+        print(
+            f"pandas read_csv + resample (4 intervals): {b:.2f} s = {n / b:,.0f} trades/s, "
+            f"peak RSS {max(m for _, m in theirs):.0f} MB"
+        )
+        print(f"ratio klineflow / pandas: {b / a:.2f}")
+        if args.days > 1:
+            day.unlink()
+            many = folder / f"XRPETH-aggTrades-{args.days}-days.csv"
+            generate(many, args.trades, args.days, seed=18)
+            seconds, peak = timed([klineflow, "replay", str(many), "--symbol", "XRPETH",
+                                   "--redis-url", url, "--namespace", "rvp-days", "--fresh",
+                                   "--no-progress"])  # fmt: skip
+            print(
+                f"{args.days} days ({args.trades * args.days:,} trades, "
+                f"{many.stat().st_size / 1e6:.0f} MB) in one file: {seconds:.2f} s, "
+                f"peak RSS {peak:.0f} MB"
+            )
+        client.close()
+        if server is not None:
+            server.stop()
+
+
+if __name__ == "__main__":
+    main()
