@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -60,6 +61,8 @@ class RecorderStats:
     bytes_received: int = 0  # frame payload bytes
     last_error: str = ""  # why the last connection ended or failed
     paths: list[Path] = field(default_factory=list)  # the files, in the order opened
+    archived: list[Path] = field(default_factory=list)  # trade archive files written
+    archive_failures: int = 0  # recordings whose archiving failed (the raw files are whole)
 
 
 def recording_name(period_start_ms: int, rotate_every_ms: int = HOUR_MS, index: int = 0) -> str:
@@ -75,8 +78,18 @@ def recording_name(period_start_ms: int, rotate_every_ms: int = HOUR_MS, index: 
 class _RotatingRecording:
     """The current recording file, replaced when the receive time enters a new period."""
 
-    def __init__(self, out_dir: Path, rotate_every_ms: int, source: str, stats: RecorderStats):
+    def __init__(
+        self,
+        out_dir: Path,
+        rotate_every_ms: int,
+        source: str,
+        stats: RecorderStats,
+        archive: Path | None = None,
+    ):
         self._out_dir = out_dir
+        self._archive = archive
+        self._archiving: list[threading.Thread] = []
+        self._path: Path | None = None
         self._rotate_every_ms = rotate_every_ms
         self._source = source
         self._stats = stats
@@ -106,6 +119,7 @@ class _RotatingRecording:
                 break
             index += 1
         self._writer = RecordingWriter(path, recv_ms, self._source)
+        self._path = path
         self._writer.flush()  # the header: a reader recognises the file from the start
         self._period = period
         self._stats.files += 1
@@ -122,6 +136,34 @@ class _RotatingRecording:
             self._writer.close()
             self._writer = None
             self._dirty = False
+            if self._archive is not None and self._path is not None:
+                self._archive_later(self._path, self._archive)
+
+    def _archive_later(self, path: Path, root: Path) -> None:
+        """The closed recording's trades into the trade archive, on a thread of its own."""
+
+        def run() -> None:
+            from flows.sources.trade_archive import archive_file
+
+            try:
+                written = archive_file(path, root)
+            except Exception:  # the raw recording is whole: it can be archived again later
+                log.exception("archiving %s failed; run `klineflow archive %s --out %s`",
+                              path, path, root)  # fmt: skip
+                self._stats.archive_failures += 1
+                return
+            self._stats.archived.extend(written)
+
+        thread = threading.Thread(target=run, name=f"archive {path.name}")
+        thread.start()
+        self._archiving.append(thread)
+
+    def finish(self) -> None:
+        """Close the current file and wait for the archiving of every closed one."""
+        self.close()
+        for thread in self._archiving:
+            thread.join()
+        self._archiving.clear()
 
 
 def _source_label(base: str, groups: list[list[str]]) -> str:
@@ -151,11 +193,14 @@ async def record(
     open_timeout_s: float = 10.0,
     rng: random.Random | None = None,
     stats: RecorderStats | None = None,
+    archive: Path | None = None,
 ) -> RecorderStats:
     """Record `streams` from ``<ws_base_url>/stream?streams=...`` until `stop` is set.
 
     Without `stop` it records until cancelled. The current file is closed whole on the way
-    out. `stats` (optional) is updated as frames arrive and returned.
+    out. `stats` (optional) is updated as frames arrive and returned. `archive`: also write
+    each recording's trades, once it is closed, into this trade archive
+    (`flows.sources.trade_archive`).
     """
     if rotate_every_ms < MINUTE_MS or rotate_every_ms % MINUTE_MS:
         raise ValueError(
@@ -171,7 +216,8 @@ async def record(
         base = base[: -len("/stream")]
     stats = stats if stats is not None else RecorderStats()
     rng = rng if rng is not None else random.Random()
-    sink = _RotatingRecording(out_dir, rotate_every_ms, _source_label(base, groups), stats)
+    sink = _RotatingRecording(out_dir, rotate_every_ms, _source_label(base, groups), stats,
+                              archive)  # fmt: skip
 
     async def run_connection(url: str) -> None:
         attempt = 0  # failures since the last connection that delivered frames
@@ -233,7 +279,7 @@ async def record(
         await asyncio.gather(*tasks, return_exceptions=True)
         if stopper is not None:
             await asyncio.gather(stopper, return_exceptions=True)
-        sink.close()
+        await asyncio.to_thread(sink.finish)  # the last file closed, every archiving done
     return stats
 
 

@@ -165,7 +165,6 @@ def _ours(exc: BaseException) -> AppError | None:
     from flows.binance.rest import RestError
     from flows.binance.universe import UniverseError
     from flows.domain.intervals import IntervalError
-    from flows.domain.stats import RunStats
     from flows.rules.errors import RuleError
     from flows.services import ServiceError
     from flows.signals.store import TraderError

@@ -30,6 +30,7 @@ from flows.domain.trade_checks import DEFAULT_FUTURE_MARGIN_MS
 from flows.signals.book import Book, BookHolder
 from flows.signals.engine import Fire, Progress, RuleFailure
 from flows.signals.step import Outcome, RulesConfig, RulesStage, redis_seeder
+from flows.sources.inputs import expand_inputs
 from flows.sources.readers import ReadOptions
 from flows.storage.redis_klines import RetentionPolicy
 
@@ -128,6 +129,7 @@ def run_backtest(
 ) -> BacktestResult:
     """Replay ``paths`` through the dataflow with ``book``'s traders; signals whose kline
     opens in [start_ms, end_ms) are kept (indicators still warm up on the bars before)."""
+    paths = expand_inputs(list(paths))  # a folder of the trade archive: its files
     keys = KeySpace(namespace or f"{SCRATCH_PREFIX}{uuid.uuid4().hex[:12]}")
     sink = CollectSink()
     stage = RulesStage(RulesConfig(BookHolder(book), redis_seeder(redis_url, keys)), sink)  # type: ignore[arg-type]

@@ -159,6 +159,10 @@ def up(
     record: Annotated[
         Path | None, typer.Option("--record", help="also record every frame here")
     ] = None,
+    archive: Annotated[
+        Path | None,
+        typer.Option(help="with --record: each closed recording's trades into this archive"),
+    ] = None,
     reconcile: Annotated[
         int, typer.Option(help="compare this many symbols' 1m klines with Binance's @kline_1m")
     ] = 0,
@@ -207,6 +211,8 @@ def up(
     try:
         if processes < 1:
             raise ValueError(f"--processes must be 1 or more, got {processes}")
+        if archive is not None and record is None:
+            raise ValueError("--archive writes the trades of --record's recordings: give both")
         if (process_id is None) != (addresses is None):
             raise ValueError("--process-id and --addresses go together")
         if process_id is not None and addresses is not None:
@@ -225,7 +231,9 @@ def up(
     db_url = _database(settings, away_ok=True) if rules else None
     console.print(f"{len(universe)} symbols from {exchange.ws_url}: {', '.join(universe[:8])}"
                   f"{', ...' if len(universe) > 8 else ''}", soft_wrap=True)  # fmt: skip
-    recorder_stop = _start_recorder(exchange.ws_url, universe, kind, record) if record else None
+    recorder_stop = (
+        _start_recorder(exchange.ws_url, universe, kind, record, archive) if record else None
+    )
     if processes > 1:
         _up_cluster(settings, processes, db_url, dashboard, dashboard_port, metrics_port,
                     recorder_stop)  # fmt: skip
@@ -347,13 +355,13 @@ def _refresher(rest_url: str, top: int, quote: str) -> Callable[[], list[str]]:
 
 
 def _start_recorder(
-    ws_url: str, symbols: list[str], kind: str, out_dir: Path
+    ws_url: str, symbols: list[str], kind: str, out_dir: Path, archive: Path | None = None
 ) -> Callable[[], None]:
     """The recorder on its own connection and thread; returns a function that stops it."""
     from flows.binance.universe import stream_names
     from flows.dataflows.demo_recording import start_recorder
 
-    return start_recorder(ws_url, stream_names(symbols, kind), out_dir)
+    return start_recorder(ws_url, stream_names(symbols, kind), out_dir, archive=archive)
 
 
 @app.command()

@@ -219,6 +219,10 @@ def record_cmd(
     exchange_url: ExchangeUrl = None,
     kind: Annotated[str, typer.Option(help="aggTrade or trade streams")] = "aggTrade",
     duration: Annotated[float | None, typer.Option(help="stop after this many seconds")] = None,
+    archive: Annotated[
+        Path | None,
+        typer.Option(help="also write each closed recording's trades to this Parquet archive"),
+    ] = None,
 ) -> None:
     """Record every raw frame with its receive time (gzip JSON lines, rotated hourly).
 
@@ -252,7 +256,7 @@ def record_cmd(
         watcher = asyncio.create_task(watch())
         try:
             await record_frames(exchange.ws_url, stream_names(universe, kind), out_dir,
-                                stop=stop, stats=stats)  # fmt: skip
+                                stop=stop, stats=stats, archive=archive)  # fmt: skip
         finally:
             watcher.cancel()
 
@@ -277,11 +281,38 @@ def record_cmd(
     table.add_row("wall time", f"{seconds:,.1f} s")
     if stats.last_error:
         table.add_row("last connection error", stats.last_error)
+    if archive is not None:
+        table.add_row("archive files (failures)", f"{len(stats.archived):,} "
+                      f"({stats.archive_failures:,})")  # fmt: skip
     out.print(table)
-    for path in stats.paths:
+    for path in [*stats.paths, *stats.archived]:
         out.print(str(path), highlight=False, soft_wrap=True)
     if not stats.frames:
         raise NothingUsable("nothing was recorded", "check the symbols and --exchange-url")
+
+
+@app.command("archive")
+def archive_cmd(
+    paths: Annotated[list[Path], typer.Argument(help="recordings, captures, CSV dumps, REST JSON")],
+    out_dir: Annotated[Path, typer.Option("--out", help="the trade archive's folder")],
+    symbol: Annotated[
+        str | None, typer.Option(help="symbol of dump files whose name does not say")
+    ] = None,
+) -> None:
+    """Write the trades of recorded files into the columnar trade archive (Parquet, one folder
+    per symbol and day), which replay and backtest read without parsing."""
+    from flows.sources.chunks import ReadOptions
+    from flows.sources.trade_archive import archive_file
+
+    written: list[Path] = []
+    for path in paths:
+        if not path.is_file():
+            raise NothingUsable(f"no such file: {path}", "give recorded files to archive")
+        written += archive_file(path, out_dir, ReadOptions(symbol=symbol))
+    if not written:
+        raise NothingUsable("no trades to archive", "give files with trades in them")
+    for path in written:
+        out.print(str(path), highlight=False, soft_wrap=True)
 
 
 def _record_status(stats: object, status: object, done: threading.Event) -> None:

@@ -48,24 +48,31 @@ _STAMP: Final = re.compile(r"^\d{8}-\d{6}$")
 
 
 def start_recorder(
-    ws_url: str, streams: list[str], out_dir: Path, stats: RecorderStats | None = None
+    ws_url: str,
+    streams: list[str],
+    out_dir: Path,
+    stats: RecorderStats | None = None,
+    archive: Path | None = None,
 ) -> Callable[[], None]:
     """The recorder (``flows.recorder.record``) on a connection and thread of its own;
-    returns a function that stops it (its current file closed whole)."""
+    returns a function that stops it (its current file closed whole, and archived when
+    `archive` is given: the stop then waits up to a minute for that)."""
     from flows.recorder import record as record_frames
 
     loop = asyncio.new_event_loop()
     stop = asyncio.Event()
 
     def run() -> None:
-        loop.run_until_complete(record_frames(ws_url, streams, out_dir, stop=stop, stats=stats))
+        loop.run_until_complete(
+            record_frames(ws_url, streams, out_dir, stop=stop, stats=stats, archive=archive)
+        )
 
     thread = threading.Thread(target=run, name="recorder", daemon=True)
     thread.start()
 
     def halt() -> None:
         loop.call_soon_threadsafe(stop.set)
-        thread.join(timeout=10)
+        thread.join(timeout=10 if archive is None else 60)
 
     return halt
 

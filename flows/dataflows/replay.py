@@ -23,6 +23,7 @@ from flows.domain.clock import SYSTEM_CLOCK, Clock
 from flows.domain.keys import KeySpace
 from flows.domain.stats import RunStats
 from flows.sinks.redis_sink import RedisKlineSink, writer_factory
+from flows.sources.inputs import expand_inputs
 from flows.sources.readers import ReadOptions
 from flows.sources.replay_source import ReplaySource
 from flows.storage.redis_klines import RetentionPolicy, clear_replay_states, load_replay_states
@@ -52,7 +53,8 @@ class ReplayJob:
 
 def run_replay(job: ReplayJob, stats: RunStats | None = None) -> RunStats:
     stats = stats if stats is not None else RunStats()
-    for path in job.paths:
+    paths = expand_inputs(job.paths)  # a folder of the trade archive: its files
+    for path in paths:
         if not path.is_file():
             raise FileNotFoundError(f"no such file: {path}")
     client = redis.Redis.from_url(job.redis_url)
@@ -94,7 +96,7 @@ def run_replay(job: ReplayJob, stats: RunStats | None = None) -> RunStats:
             clock=job.clock,
             book=job.book,
         )
-    source = ReplaySource(job.paths, job.read, stats)
+    source = ReplaySource(paths, job.read, stats)
     stage = job.stage or (rules.stage if rules is not None else None)
     flow = build_kline_flow("replay", source, step, sink, stats, stage)
     run_main(flow)  # type: ignore[no-untyped-call]

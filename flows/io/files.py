@@ -70,3 +70,23 @@ class FileTrades(TradeSource):
                     out.write(f"{agg},{format_units(price)},{format_units(qty)},{first},{last},"
                               f"{ts},{maker},True\n")  # fmt: skip
         return cls([path], ReadOptions(column_rows=7))  # small batches: many positions
+
+
+class ArchiveTrades(FileTrades):
+    """The trade archive (`flows.sources.trade_archive`): a folder of Parquet files, or some."""
+
+    def __init__(self, paths: list[Path], options: ReadOptions = ReadOptions()) -> None:
+        from flows.sources.inputs import expand_inputs
+
+        super().__init__(expand_inputs(paths), options)
+
+    @classmethod
+    def for_contract(cls, env: ContractEnv) -> ArchiveTrades:
+        from flows.sources.trade_archive import ArchiveWriter
+
+        root = Path(env.scratch) / "archive"
+        writer = ArchiveWriter(root, "contract")
+        for cols in env.trades:
+            writer.write(cols)
+        writer.close()
+        return cls([root], ReadOptions(column_rows=7))

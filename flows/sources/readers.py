@@ -10,6 +10,7 @@ Formats, told apart by content (and the file name where content cannot tell):
    comes from the standard file name (``XRPETH-aggTrades-2019-10-11.zip``) or the caller.
 4. REST ``/api/v3/aggTrades`` (or ``historicalTrades``) JSON: a plain list, or a list of ccxt
    trades whose ``info`` is the raw element; optionally gzipped.
+5. The trade archive's Parquet files (`flows.sources.trade_archive`), trades already decoded.
 
 Every malformed, unknown or invalid record becomes a `DeadLetter` with its position, and so
 does every trade that cannot be real (`flows.domain.trade_checks.implausible`: a time before
@@ -39,16 +40,20 @@ from flows.sources.compressed import CUT_ERRORS, ZIP_MAGIC, iter_lines, open_tex
 from flows.sources.dumps import dump_ceiling_ms, read_csv
 from flows.sources.rest_json import read_rest_json
 
+PARQUET_MAGIC = b"PAR1"
+
 if TYPE_CHECKING:
     from flows.domain.trade_columns import TradeColumns
 
 
 def sniff_format(path: Path) -> str:
-    """'capture', 'recording', 'csv' or 'rest_json'."""
+    """'capture', 'recording', 'csv', 'parquet' (the trade archive) or 'rest_json'."""
     with path.open("rb") as f:
         magic = f.read(4)
     if magic == ZIP_MAGIC:
         return "csv"
+    if magic == PARQUET_MAGIC:
+        return "parquet"
     with open_text_stream(path) as stream:
         head = _head(stream, 512)
     stripped = head.lstrip()
@@ -91,15 +96,25 @@ def read_file(
         return read_frames(path, options, skip_records, recorded=True)
     if fmt == "csv":
         return read_csv(path, options, skip_records)
+    if fmt == "parquet":
+        from flows.sources.trade_archive import read_parquet_chunks
+
+        return read_parquet_chunks(path, options, skip_records)
     return read_rest_json(path, options, skip_records)
 
 
 def read_batches(
     path: Path, options: ReadOptions = ReadOptions(), skip_records: int = 0
 ) -> Iterator[Chunk | TradeColumns]:
-    """`read_file`, but CSV dumps as columns (`flows.sources.columnar_csv`): the same
-    trades, dead letters and positions, read without a Python step per row."""
-    if sniff_format(path) != "csv":
+    """`read_file`, but CSV dumps (`flows.sources.columnar_csv`) and the trade archive
+    (`flows.sources.trade_archive`) as columns: the same trades, dead letters and positions,
+    read without a Python step per row."""
+    fmt = sniff_format(path)
+    if fmt == "parquet":
+        from flows.sources.trade_archive import read_parquet
+
+        return read_parquet(path, options, skip_records)
+    if fmt != "csv":
         return read_file(path, options, skip_records)
     from flows.sources.columnar_csv import read_columns  # pyarrow: only when a dump comes
 

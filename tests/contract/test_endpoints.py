@@ -53,8 +53,9 @@ REPORTS = ReportSink.implementations()
 def test_the_suite_finds_every_kind_of_endpoint() -> None:
     names = {c.__name__ for c in [*SOURCES, *KLINES, *SIGNALS, *REPORTS]}
     # the in-memory ones and the product's own, none of them listed anywhere but their file
-    assert {"MemoryTrades", "FileTrades", "MemoryKlines", "RedisKlines", "MemorySignals",
-            "PostgresSignals", "MemoryReports", "RedisReports"} <= names  # fmt: skip
+    expected = {"MemoryTrades", "FileTrades", "ArchiveTrades", "MemoryKlines", "RedisKlines",
+                "MemorySignals", "PostgresSignals", "MemoryReports", "RedisReports"}  # fmt: skip
+    assert expected <= names
 
 
 # -- sources ---------------------------------------------------------------------------------
