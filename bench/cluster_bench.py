@@ -115,7 +115,8 @@ def member(args: argparse.Namespace) -> None:
     intervals = ("1m", "5m", "15m", "1h")
     rules = rules_stage(args.database_url, args.redis_url, intervals, keys)
     sink = RedisKlineSink(writer_factory(args.redis_url, keys=keys), stats)
-    flow = build_kline_flow("bench", Source(), KlineStepConfig(intervals, timer_writes=False),
+    step = KlineStepConfig(intervals, timer_writes=False, workers=place.processes)
+    flow = build_kline_flow("bench", Source(), step,
                             sink, stats, rules.stage)  # fmt: skip
     epoch = timedelta(seconds=2)
     if place.processes > 1:

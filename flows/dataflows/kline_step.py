@@ -53,6 +53,7 @@ class KlineStepConfig:
     timer_writes: bool = True  # write waiting open klines on a timer (off: replays)
     reconcile: bool = False  # compare closed 1m klines with Binance's @kline_1m
     owns: Callable[[str], bool] | None = None  # cluster: whether this process ingests a symbol
+    workers: int = 1  # Bytewax workers of the whole flow (cluster: one per process)
 
 
 class KlineLogic(StatefulBatchLogic[SymbolBatch, KlineUpdate, dict[str, Any]]):

@@ -13,7 +13,8 @@ import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 from bytewax.inputs import Source
 
-from flows.dataflows.kline_step import KlineStepConfig, KlineUpdate, kline_logic_builder
+from flows.dataflows.kline_step import KlineStepConfig, KlineUpdate
+from flows.dataflows.shards import by_symbol, shard_logic_builder, shard_router
 from flows.domain.intervals import UNVERIFIED_INTERVALS
 from flows.domain.stats import RunStats
 from flows.sinks.redis_sink import RedisKlineSink, SinkItem
@@ -47,7 +48,10 @@ def build_kline_flow(
     items = op.input("trades_in", flow, source)
     split = op.branch("split_reports", items, _is_trades)
     keyed: Any = split.trues  # (symbol, SymbolBatch) items, keyed by symbol
-    updates = op.stateful_batch("klines", keyed, kline_logic_builder(step, stats))
+    # the kline state is keyed by shard (many symbols per activation), its output by symbol
+    sharded = op.map("to_shards", keyed, shard_router(step.workers))
+    by_shard = op.stateful_batch("klines", sharded, shard_logic_builder(step, stats))
+    updates: Any = op.map("by_symbol", by_shard, by_symbol)
     out: Any = op.merge("to_redis", updates, split.falses)
     op.output("redis_out", out, sink)
     if rules is not None:

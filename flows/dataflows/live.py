@@ -183,6 +183,7 @@ def run_live(job: LiveJob, stats: RunStats | None = None) -> RunStats:
         clock=job.clock,
         reconcile=bool(job.reconcile),
         owns=place.owns if place.processes > 1 else None,
+        workers=place.processes,
     )
     sink = RedisKlineSink(
         writer_factory(job.redis_url, keys=job.keys, retention=job.retention, journal=16),

@@ -1,0 +1,137 @@
+"""The kline step keyed by shard, not by symbol: one activation takes the trades of many
+symbols.
+
+At live rates a symbol gets about one trade per poll, so a step keyed by symbol costs Bytewax
+one keyed activation per trade. Here each symbol belongs to one of a few shards per worker,
+and a shard's state is the per-symbol kline logic of its symbols (`KlineLogic`, unchanged),
+built as each symbol first comes. The shard of a symbol is always routed to the worker the
+symbol itself would be routed to (`flows.cluster.worker_of`), so a cluster still partitions
+by symbol and no trade crosses processes; the outputs are keyed by symbol again.
+
+>>> names = shard_names(workers=2, per_worker=3)
+>>> [[worker_of(n, 2) for n in row] for row in names]
+[[0, 0, 0], [1, 1, 1]]
+>>> worker_of(shard_of("BTCUSDT", names), 2) == worker_of("BTCUSDT", 2)
+True
+"""
+
+from __future__ import annotations
+
+import itertools
+import zlib
+from collections.abc import Callable
+from datetime import datetime
+from functools import lru_cache
+from typing import Any, Final
+
+from bytewax.operators import StatefulBatchLogic
+
+from flows.cluster import worker_of
+from flows.dataflows.kline_step import KlineLogic, KlineStepConfig, KlineUpdate
+from flows.domain.stats import RunStats
+from flows.sources.items import SymbolBatch
+
+SHARDS_PER_WORKER: Final = 8
+
+
+@lru_cache(maxsize=16)
+def shard_names(workers: int, per_worker: int = SHARDS_PER_WORKER) -> tuple[tuple[str, ...], ...]:
+    """For each worker, `per_worker` shard keys that Bytewax routes to it."""
+    rows: list[list[str]] = [[] for _ in range(workers)]
+    for i in itertools.count():
+        name = f"shard-{i}"
+        row = rows[worker_of(name, workers)]
+        if len(row) < per_worker:
+            row.append(name)
+        if all(len(r) == per_worker for r in rows):
+            return tuple(tuple(r) for r in rows)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def shard_of(symbol: str, names: tuple[tuple[str, ...], ...]) -> str:
+    """The shard key of a symbol: on the symbol's own worker, spread by a second hash."""
+    row = names[worker_of(symbol, len(names))]
+    return row[zlib.crc32(symbol.encode()) % len(row)]
+
+
+class ShardLogic(StatefulBatchLogic[SymbolBatch, KlineUpdate, dict[str, Any]]):
+    """The kline logic of every symbol of one shard; state: each symbol's builder state."""
+
+    def __init__(
+        self, config: KlineStepConfig, stats: RunStats, resume: dict[str, Any] | None
+    ) -> None:
+        self._config = config
+        self._stats = stats
+        self._resume = resume or {}
+        self._symbols: dict[str, KlineLogic] = {}
+
+    def _logic(self, symbol: str) -> KlineLogic:
+        logic = self._symbols.get(symbol)
+        if logic is None:
+            logic = KlineLogic(self._config, self._stats, self._resume.get(symbol) or None)
+            self._symbols[symbol] = logic
+        return logic
+
+    def on_batch(self, values: list[SymbolBatch]) -> tuple[list[KlineUpdate], bool]:
+        by_symbol: dict[str, list[SymbolBatch]] = {}
+        for batch in values:
+            group = by_symbol.get(batch.symbol)
+            if group is None:
+                by_symbol[batch.symbol] = [batch]
+            else:
+                group.append(batch)
+        out: list[KlineUpdate] = []
+        for symbol, batches in by_symbol.items():
+            out.extend(self._logic(symbol).on_batch(batches)[0])
+        return out, StatefulBatchLogic.RETAIN
+
+    def notify_at(self) -> datetime | None:
+        times = [t for t in (lg.notify_at() for lg in self._symbols.values()) if t is not None]
+        return min(times) if times else None
+
+    def on_notify(self) -> tuple[list[KlineUpdate], bool]:
+        out: list[KlineUpdate] = []
+        for logic in self._symbols.values():
+            if logic.notify_at() is not None:
+                out.extend(logic.on_notify()[0])
+        return out, StatefulBatchLogic.RETAIN
+
+    def on_eof(self) -> tuple[list[KlineUpdate], bool]:
+        out: list[KlineUpdate] = []
+        for logic in self._symbols.values():
+            out.extend(logic.on_eof()[0])
+        return out, StatefulBatchLogic.RETAIN
+
+    def snapshot(self) -> dict[str, Any]:
+        state = dict(self._resume)
+        state.update((symbol, logic.snapshot()) for symbol, logic in self._symbols.items())
+        return state
+
+
+def shard_router(workers: int) -> Callable[[tuple[str, Any]], tuple[str, Any]]:
+    """(symbol, value) -> (its shard, value), remembering each symbol's shard."""
+    names = shard_names(workers)
+    known: dict[str, str] = {}
+
+    def route(item: tuple[str, Any]) -> tuple[str, Any]:
+        symbol = item[0]
+        shard = known.get(symbol)
+        if shard is None:
+            shard = known[symbol] = shard_of(symbol, names)
+        return shard, item[1]
+
+    return route
+
+
+def by_symbol(item: tuple[str, KlineUpdate]) -> tuple[str, KlineUpdate]:
+    """A shard's output keyed by its symbol again."""
+    return item[1].symbol, item[1]
+
+
+def shard_logic_builder(
+    config: KlineStepConfig, stats: RunStats
+) -> Callable[[dict[str, Any] | None], ShardLogic]:
+    def build(resume: dict[str, Any] | None) -> ShardLogic:
+        return ShardLogic(config, stats, resume)
+
+    return build
