@@ -38,8 +38,8 @@ FIRST_DAY_MS = 1_570_752_000_000  # 2019-10-11
 def generate(path: Path, trades_per_day: int, days: int, seed: int) -> int:
     """aggTrades rows like Binance's (8 decimals, ms times, ids counting up) over `days`."""
     rng = np.random.default_rng(seed)
-    rows = trades_per_day * days
     step = 200_000
+    rows = trades_per_day * days
     with path.open("w") as out:
         for start in range(0, rows, step):
             n = min(step, rows - start)
@@ -70,11 +70,39 @@ def timed(command: list[str]) -> tuple[float, float]:
     return seconds, usage.ru_maxrss / 1024
 
 
+def compare_many(folder: Path, klineflow: str, url: str, args: argparse.Namespace) -> None:
+    """The same number of trades over --symbols symbols, one dump per symbol."""
+    files = []
+    for i in range(args.symbols):
+        path = folder / f"S{i:03d}USDT-aggTrades-2019-10-11.csv"
+        generate(path, args.trades // args.symbols, 1, seed=100 + i)
+        files.append(str(path))
+    replay = [klineflow, "replay", *files, "--redis-url", url, "--namespace", "rvp-many",
+              "--fresh", "--no-progress"]  # fmt: skip
+    pandas = [sys.executable, str(ROOT / "bench" / "pandas_resample.py"), *files]
+    ours, theirs = [], []
+    for _ in range(args.runs):
+        ours.append(timed(replay))
+        theirs.append(timed(pandas))
+    a = statistics.median(s for s, _ in ours)
+    b = statistics.median(s for s, _ in theirs)
+    n = args.trades // args.symbols * args.symbols
+    print(
+        f"{args.symbols} symbols, one dump each, {n:,} trades: klineflow {a:.2f} s = "
+        f"{n / a:,.0f} trades/s (peak RSS {max(m for _, m in ours):.0f} MB); pandas "
+        f"groupby + resample {b:.2f} s = {n / b:,.0f} trades/s (peak RSS "
+        f"{max(m for _, m in theirs):.0f} MB); ratio {b / a:.2f}"
+    )
+    for path in files:
+        Path(path).unlink()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--trades", type=int, default=2_000_000)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--days", type=int, default=3)
+    parser.add_argument("--symbols", type=int, default=100)
     args = parser.parse_args()
     klineflow = str(Path(sys.executable).with_name("klineflow"))
     with tempfile.TemporaryDirectory(prefix="kfb-") as tmp:
@@ -112,6 +140,8 @@ def main() -> None:
             f"peak RSS {max(m for _, m in theirs):.0f} MB"
         )
         print(f"ratio klineflow / pandas: {b / a:.2f}")
+        if args.symbols > 1:
+            compare_many(folder, klineflow, url, args)
         if args.days > 1:
             day.unlink()
             many = folder / f"XRPETH-aggTrades-{args.days}-days.csv"
