@@ -38,10 +38,11 @@ from flows.sources.columnar_rows import row_outcome
 from flows.sources.dumps import dump_target, open_dump
 
 DEFAULT_BATCH_ROWS: Final = 65_536
-# above SafeLines' longest row (a read block plus LONG_LINE); small, because pyarrow reads
-# several blocks ahead and the memory of a replay is theirs: 2 MB keeps it bounded and low
-_BLOCK: Final = 2 << 20
-_AHEAD: Final = 2  # batches converted ahead of the one handed on
+# whole lines parsed at a time by one worker: at most _WORKERS + _AHEAD blocks are held, so a
+# replay's memory does not grow with the file
+_BLOCK: Final = 4 << 20
+_WORKERS: Final = 2  # blocks parsed and converted at once (pyarrow and numpy let go of the GIL)
+_AHEAD: Final = 2  # blocks waiting, parsed, for the reading thread
 _AGG_COLUMNS: Final = 8  # a, price, qty, first_id, last_id, time, isBuyerMaker, isBestMatch
 _TRADE_COLUMNS: Final = 7  # id, price, qty, quoteQty, time, isBuyerMaker, isBestMatch
 _US_FROM: Final = 100_000_000_000_000  # a time this large is in microseconds (trade_time_ms)
@@ -77,7 +78,7 @@ def read_columns(
         lines = SafeLines(csv.stream)
         parse = _BatchParser(symbol, name, ceiling, skip, lines)
         if lines.head(1):  # pyarrow refuses a file with no bytes at all
-            for batch in parse.batches(_open(lines, batch_rows, parse.invalid), batch_rows):
+            for batch in parse.batches(_columns(lines), batch_rows):
                 batch.bytes_done = min(int(lines.bytes_read * csv.ratio), csv.size)
                 yield batch
         chunk = Chunk()
@@ -93,41 +94,61 @@ def read_columns(
         yield last
 
 
-def _open(
-    lines: SafeLines, batch_rows: int, invalid: list[tuple[int, str]]
-) -> pacsv.CSVStreamingReader:
-    """pyarrow's streaming reader over the lines; the rows it refuses go to `invalid`."""
+def _columns(lines: SafeLines) -> int:
+    """How many columns the dump has: 8 (aggTrades) or 7 (trades), by its first rows."""
     head = lines.head(1 << 16)
     counts = [row.count(b",") + 1 for row in head.split(b"\n")[:200] if row]
-    columns = _TRADE_COLUMNS if counts.count(7) > counts.count(8) else _AGG_COLUMNS
+    return _TRADE_COLUMNS if counts.count(7) > counts.count(8) else _AGG_COLUMNS
+
+
+def _whole_lines(lines: SafeLines, size: int) -> Iterator[bytes]:
+    """The lines in blocks of about `size` bytes, each ending at a line's end (the last one
+    may lack its newline)."""
+    tail = b""
+    while True:
+        data = lines.read(size)
+        if not data:
+            if tail:
+                yield tail
+            return
+        end = data.rfind(b"\n")
+        if end < 0:
+            tail += data
+            continue
+        yield tail + data[: end + 1]
+        tail = data[end + 1 :]
+
+
+def _parse(
+    block: bytes, columns: int, first_line: int
+) -> tuple[pa.RecordBatch, list[tuple[int, str]]]:
+    """One block of whole lines as binary columns, and the rows pyarrow refused (numbered
+    as lines of the file: the block's first line is `first_line`)."""
     names = [f"c{i}" for i in range(columns)]
+    refused: list[tuple[int, str]] = []
 
     def keep_invalid(row: pacsv.InvalidRow) -> str:
-        invalid.append((int(row.number), row.text))
+        refused.append((first_line - 1 + int(row.number), row.text))
         return "skip"
 
-    return pacsv.open_csv(
-        lines,
-        read_options=pacsv.ReadOptions(
-            column_names=names,
-            use_threads=False,
-            block_size=_BLOCK,
-        ),
+    table = pacsv.read_csv(
+        pa.py_buffer(block),
+        read_options=pacsv.ReadOptions(column_names=names, use_threads=False,
+                                       block_size=len(block) + 1),
         parse_options=pacsv.ParseOptions(
-            delimiter=",",
-            quote_char=False,
-            escape_char=False,
-            newlines_in_values=False,
-            ignore_empty_lines=False,
-            invalid_row_handler=keep_invalid,
+            delimiter=",", quote_char=False, escape_char=False, newlines_in_values=False,
+            ignore_empty_lines=False, invalid_row_handler=keep_invalid,
         ),
         convert_options=pacsv.ConvertOptions(
-            column_types=dict.fromkeys(names, pa.binary()),
-            check_utf8=False,
-            strings_can_be_null=False,
-            quoted_strings_can_be_null=False,
+            column_types=dict.fromkeys(names, pa.binary()), check_utf8=False,
+            strings_can_be_null=False, quoted_strings_can_be_null=False,
         ),
-    )
+    )  # fmt: skip
+    batches = table.combine_chunks().to_batches()
+    if not batches:
+        empty = [pa.array([], pa.binary()) for _ in names]
+        return pa.RecordBatch.from_arrays(empty, names=names), refused
+    return batches[0], refused
 
 
 class _Numbers(NamedTuple):
@@ -140,30 +161,6 @@ class _Numbers(NamedTuple):
     clean: npt.NDArray[np.bool_]
 
 
-def _regrouped(reader: pacsv.CSVStreamingReader, batch_rows: int) -> Iterator[pa.RecordBatch]:
-    """pyarrow's record batches (one per block read) regrouped into `batch_rows` rows."""
-    held: list[pa.RecordBatch] = []
-    rows = 0
-    for record_batch in reader:
-        held.append(record_batch)
-        rows += record_batch.num_rows
-        if rows < batch_rows:
-            continue
-        whole = _joined(held)
-        cut = rows - rows % batch_rows
-        for start in range(0, cut, batch_rows):
-            yield whole.slice(start, batch_rows)
-        held, rows = ([whole.slice(cut)], rows - cut) if rows > cut else ([], 0)
-    if rows:
-        yield _joined(held)
-
-
-def _joined(batches: list[pa.RecordBatch]) -> pa.RecordBatch:
-    if len(batches) == 1:
-        return batches[0]
-    return pa.Table.from_batches(batches).combine_chunks().to_batches()[0]
-
-
 class _BatchParser:
     """Turns pyarrow batches (and the rows pyarrow refused) into `TradeColumns`."""
 
@@ -174,25 +171,46 @@ class _BatchParser:
         self.invalid: list[tuple[int, str]] = []
         self.last_line = 0
 
-    def batches(self, reader: pacsv.CSVStreamingReader, batch_rows: int) -> Iterator[TradeColumns]:
-        """Batches of `batch_rows` rows (the last fewer), from pyarrow's smaller blocks.
+    def batches(self, columns: int, batch_rows: int) -> Iterator[TradeColumns]:
+        """Batches of at most `batch_rows` rows.
 
-        The numbers of a batch are converted on a worker thread (pyarrow and numpy let go of
-        the interpreter meanwhile) while pyarrow parses the next block and the flow builds
-        the klines of the batch before; lines are numbered and odd rows decided in order."""
-        pool = ThreadPoolExecutor(1, thread_name_prefix="csv-numbers")
-        ahead: deque[tuple[pa.RecordBatch, Future[_Numbers]]] = deque()
+        Blocks of whole lines are parsed and their numbers converted by worker threads (pyarrow
+        and numpy let go of the interpreter) while this thread reads the next block and the
+        flow builds the klines of the batch before; rows are numbered and odd rows decided
+        here, in order."""
+        pool = ThreadPoolExecutor(_WORKERS, thread_name_prefix="csv-block")
+        ahead: deque[Future[tuple[pa.RecordBatch, list[tuple[int, str]], _Numbers]]] = deque()
+        first_line = 1
         try:
-            for rows in _regrouped(reader, batch_rows):
-                ahead.append((rows, pool.submit(self._numbers, rows)))
+            for block in _whole_lines(self.lines, _BLOCK):
+                ahead.append(pool.submit(self._block, block, columns, first_line))
+                first_line += block.count(b"\n") + (0 if block.endswith(b"\n") else 1)
                 if len(ahead) > _AHEAD:
-                    batch, numbers = ahead.popleft()
-                    yield self._batch(batch, numbers.result())
+                    yield from self._slices(*ahead.popleft().result(), batch_rows)
             while ahead:
-                batch, numbers = ahead.popleft()
-                yield self._batch(batch, numbers.result())
+                yield from self._slices(*ahead.popleft().result(), batch_rows)
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
+
+    def _block(
+        self, block: bytes, columns: int, first_line: int
+    ) -> tuple[pa.RecordBatch, list[tuple[int, str]], _Numbers]:
+        """A worker's part: parse, convert (no state of the reader is touched)."""
+        batch, refused = _parse(block, columns, first_line)
+        return batch, refused, self._numbers(batch)
+
+    def _slices(
+        self,
+        batch: pa.RecordBatch,
+        refused: list[tuple[int, str]],
+        numbers: _Numbers,
+        batch_rows: int,
+    ) -> Iterator[TradeColumns]:
+        self.invalid.extend(refused)
+        for start in range(0, max(batch.num_rows, 1), batch_rows):
+            end = start + batch_rows
+            part = _Numbers(*(column[start:end] for column in numbers))  # type: ignore[arg-type]
+            yield self._batch(batch.slice(start, batch_rows), part)
 
     def finish(self) -> TradeColumns:
         """The rows pyarrow refused after its last batch."""
@@ -202,6 +220,10 @@ class _BatchParser:
 
     def _line_numbers(self, rows: int) -> Int64s:
         """The file lines of the next `rows` pyarrow rows: the lines pyarrow did not refuse."""
+        if not self.invalid:  # no refused row waits: the next lines, one per row
+            numbers = np.arange(self.next_line, self.next_line + rows, dtype=np.int64)
+            self.next_line += rows
+            return numbers
         refused = np.array(sorted(n for n, _ in self.invalid if n >= self.next_line), np.int64)
         j = np.arange(rows, dtype=np.int64)
         before = refused - self.next_line - np.arange(len(refused), dtype=np.int64)
@@ -240,6 +262,13 @@ class _BatchParser:
         numbers = self._line_numbers(batch.num_rows)
         cols = batch.columns
         time_ms, price, qty, first, last, maker, clean = converted
+        end = int(numbers[-1]) if len(numbers) else self.next_line - 1
+        if len(numbers) and int(numbers[0]) > self.skip and bool(clean.all()):
+            # the common batch: every row a clean trade past the resume point
+            out = TradeColumns(self.symbol, time_ms, price, qty, first, last, maker)
+            merged = self._merge(self._refused(end), out, [], numbers)
+            merged.records = end
+            return merged
         keep = clean & (numbers > self.skip)
         dead: list[tuple[int, DeadLetter]] = []
         for i in np.flatnonzero(~clean & (numbers > self.skip)).tolist():
@@ -255,7 +284,6 @@ class _BatchParser:
             self.symbol, time_ms[keep], price[keep], qty[keep], first[keep], last[keep],
             maker[keep],
         )  # fmt: skip
-        end = int(numbers[-1]) if len(numbers) else self.next_line - 1
         merged = self._merge(self._refused(end), out, dead, numbers[keep])
         merged.records = end
         return merged

@@ -28,11 +28,14 @@ import io
 import re
 from typing import IO, Final
 
+import numpy as np
+
 from flows.sources.compressed import BLOCK, CUT_ERRORS
 
 # a line longer than this, spanning reads, is kept aside whole: a row pyarrow meets is then at
 # most one read (BLOCK) plus this long, below the block size the columnar reader gives pyarrow
 LONG_LINE: Final = 1 << 16
+_NL: Final = ord("\n")
 _ESCAPE: Final = re.compile(rb"[\x00\x80-\xff]|\r(?!\n)")
 _EMPTY_LINE: Final = re.compile(rb"(?<=\n)(?=\r?\n)")
 _UNESCAPE: Final = re.compile(rb"\x00(?:(0)|(r)|(e)|x([0-9a-f]{2})|L([0-9]+)\x00)")
@@ -134,13 +137,22 @@ class SafeLines(io.RawIOBase):
     def _pass(self, whole: bytes, last: bool) -> None:
         """Escape whole lines (the last one without a newline when `last`) and queue them;
         `whole` starts a line."""
-        self.lines += whole.count(b"\n") + (1 if last else 0)
-        if not whole.isascii() or b"\x00" in whole or whole.count(b"\r") != whole.count(b"\r\n"):
+        # line ends by numpy: one pass finds them all, counts them and shows empty lines
+        ends = np.flatnonzero(np.frombuffer(whole, np.uint8) == _NL)
+        self.lines += len(ends) + (1 if last else 0)
+        carriage = b"\r" in whole
+        if (
+            not whole.isascii()
+            or b"\x00" in whole
+            or (carriage and whole.count(b"\r") != whole.count(b"\r\n"))
+        ):
             whole = _ESCAPE.sub(_escape_byte, whole)
         # an empty line (the per-row reader skips it) must not become a row of empty fields
         if whole.startswith((b"\n", b"\r\n")):
             whole = b"\x00e" + whole
-        if b"\n\n" in whole or b"\n\r\n" in whole:
+        if (len(ends) > 1 and bool((np.diff(ends) == 1).any())) or (
+            carriage and b"\n\r\n" in whole
+        ):
             whole = _EMPTY_LINE.sub(b"\x00e", whole)
         self._out += whole
 

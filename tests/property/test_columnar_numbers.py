@@ -87,13 +87,14 @@ def test_the_cast_only_int_path_takes_plain_digits_only(texts: list[str]) -> Non
 
 @settings(max_examples=300, deadline=None)
 @given(st.lists(near_amounts, min_size=1, max_size=20))
-def test_the_cast_only_amount_path_takes_the_strict_form_only(texts: list[str]) -> None:
+def test_the_cast_only_amount_path_takes_what_the_exact_parser_takes(texts: list[str]) -> None:
     column = pa.array([t.encode() for t in texts], pa.binary())
     fast = fast_units(column)
     _, ok = decimal_units(pa.array([b"x", *column.to_pylist()], pa.binary()))  # never fast
     strict = ok[1:].tolist()
-    assert (fast is not None) == all(strict), texts
-    if fast is not None:
+    if all(strict):
+        assert fast is not None, texts  # the strict form always takes the cast-only path
+    if fast is not None:  # which may also take zeros past the 8th decimal, exactly as Decimal
         assert fast.tolist() == [parse_units(t) for t in texts]
 
 
