@@ -101,24 +101,6 @@ def _columns(lines: SafeLines) -> int:
     return _TRADE_COLUMNS if counts.count(7) > counts.count(8) else _AGG_COLUMNS
 
 
-def _whole_lines(lines: SafeLines, size: int) -> Iterator[bytes]:
-    """The lines in blocks of about `size` bytes, each ending at a line's end (the last one
-    may lack its newline)."""
-    tail = b""
-    while True:
-        data = lines.read(size)
-        if not data:
-            if tail:
-                yield tail
-            return
-        end = data.rfind(b"\n")
-        if end < 0:
-            tail += data
-            continue
-        yield tail + data[: end + 1]
-        tail = data[end + 1 :]
-
-
 def _parse(
     block: bytes, columns: int, first_line: int
 ) -> tuple[pa.RecordBatch, list[tuple[int, str]]]:
@@ -182,9 +164,9 @@ class _BatchParser:
         ahead: deque[Future[tuple[pa.RecordBatch, list[tuple[int, str]], _Numbers]]] = deque()
         first_line = 1
         try:
-            for block in _whole_lines(self.lines, _BLOCK):
+            for block, lines in self.lines.blocks(_BLOCK):
                 ahead.append(pool.submit(self._block, block, columns, first_line))
-                first_line += block.count(b"\n") + (0 if block.endswith(b"\n") else 1)
+                first_line += lines
                 if len(ahead) > _AHEAD:
                     yield from self._slices(*ahead.popleft().result(), batch_rows)
             while ahead:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import io
 import re
+from collections.abc import Iterator
 from typing import IO, Final
 
 import numpy as np
@@ -58,7 +59,8 @@ class SafeLines(io.RawIOBase):
         self._stream = stream
         self._tail = b""  # the start of a line whose end has not been read yet
         self._tail_aside: int | None = None  # set when that line is too long and kept aside
-        self._out = bytearray()
+        self._out = bytearray()  # whole lines only, escaped, waiting to be read
+        self._out_lines = 0  # lines in _out
         self._ended = False
         self._aside: list[bytes] = []
         self.cut = False  # the stream ended with an error: it was cut short
@@ -80,6 +82,19 @@ class SafeLines(io.RawIOBase):
         data = bytes(self._out[:want])
         del self._out[:want]
         return data
+
+    def blocks(self, size: int) -> Iterator[tuple[bytes, int]]:
+        """The rest as blocks of whole lines of about `size` bytes or more (the last one may
+        be smaller and lack its newline), each with how many lines it holds."""
+        while True:
+            while len(self._out) < size and not self._ended:
+                self._fill()
+            if not self._out:
+                return
+            block, lines = bytes(self._out), self._out_lines
+            self._out.clear()
+            self._out_lines = 0
+            yield block, lines
 
     def head(self, size: int) -> bytes:
         """At least `size` bytes of what `read` will return (fewer at the end), not consumed."""
@@ -132,6 +147,7 @@ class SafeLines(io.RawIOBase):
         assert self._tail_aside is not None
         self._out += b"\x00L%d\x00" % self._tail_aside + (b"" if last else b"\n")
         self.lines += 1
+        self._out_lines += 1
         self._tail_aside = None
 
     def _pass(self, whole: bytes, last: bool) -> None:
@@ -139,7 +155,9 @@ class SafeLines(io.RawIOBase):
         `whole` starts a line."""
         # line ends by numpy: one pass finds them all, counts them and shows empty lines
         ends = np.flatnonzero(np.frombuffer(whole, np.uint8) == _NL)
-        self.lines += len(ends) + (1 if last else 0)
+        count = len(ends) + (1 if last else 0)
+        self.lines += count
+        self._out_lines += count
         carriage = b"\r" in whole
         if (
             not whole.isascii()
