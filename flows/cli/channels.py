@@ -17,7 +17,6 @@ from rich.markup import escape
 from rich.table import Table
 
 from flows.app.errors import BadInput
-from flows.app.notifications import as_owner, notify_settings, run_notifier, wait_for_delivery
 from flows.cli.boundary import GuardedGroup, console, out
 from flows.cli.common import DatabaseUrl, _settings, app, stopping_on_signals
 from flows.cli.traders import traders_app
@@ -60,6 +59,7 @@ def add(
 ) -> None:
     """Add a channel. Webhook, Discord and Slack URLs and Telegram tokens are read from a
     file, or asked for without echo."""
+    from flows.app.notifications import as_owner, notify_settings
     from flows.notify.channels import KINDS, NewChannel
     from flows.notify.channels import add as add_channel
 
@@ -84,6 +84,7 @@ def add(
 def list_channels(owner: Owner = "local", database_url: DatabaseUrl = None) -> None:
     """The user's channels: the traders that use each, messages sent, failed, waiting, and
     the last error."""
+    from flows.app.notifications import as_owner
     from flows.notify.channels import listed
 
     with as_owner(_settings(database_url=database_url), owner) as db:
@@ -102,6 +103,7 @@ def list_channels(owner: Owner = "local", database_url: DatabaseUrl = None) -> N
 @channels_app.command("remove")
 def remove(name: Name, owner: Owner = "local", database_url: DatabaseUrl = None) -> None:
     """Delete a channel and its delivery log (the signals stay)."""
+    from flows.app.notifications import as_owner
     from flows.notify.channels import remove as remove_channel
 
     with as_owner(_settings(database_url=database_url), owner) as db:
@@ -117,6 +119,7 @@ def test(
     database_url: DatabaseUrl = None,
 ) -> None:
     """Send a test message through the notifier and say what the service answered."""
+    from flows.app.notifications import as_owner, notify_settings, wait_for_delivery
     from flows.domain.clock import SystemClock
     from flows.notify.channels import test_message
 
@@ -145,6 +148,7 @@ def log(
     database_url: DatabaseUrl = None,
 ) -> None:
     """The delivery log: each message, its state, attempts and error."""
+    from flows.app.notifications import as_owner
     from flows.notify.channels import deliveries
 
     with as_owner(_settings(database_url=database_url), owner) as db:
@@ -164,6 +168,7 @@ def retry(
     database_url: DatabaseUrl = None,
 ) -> None:
     """Try a failed message again."""
+    from flows.app.notifications import as_owner
     from flows.notify.channels import retry as retry_delivery
 
     with as_owner(_settings(database_url=database_url), owner) as db:
@@ -183,6 +188,7 @@ def trader_notify(
     database_url: DatabaseUrl = None,
 ) -> None:
     """Send a trader's new signals to channels (cooldown repeats are not sent)."""
+    from flows.app.notifications import as_owner
     from flows.notify.channels import subscribe
 
     with as_owner(_settings(database_url=database_url), owner) as db:
@@ -196,6 +202,8 @@ def trader_notify(
 @app.command("notify")
 def notify(database_url: DatabaseUrl = None) -> None:
     """Deliver queued signals to their channels until Ctrl-C (`up` and `demo` run one)."""
+    from flows.app.notifications import run_notifier
+
     stop = threading.Event()
     settings = _settings(database_url=database_url)
     with stopping_on_signals(stop):

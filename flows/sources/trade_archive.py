@@ -30,6 +30,7 @@ import pyarrow.parquet as pq
 
 from flows.domain.trade_columns import TradeColumns
 from flows.sources.chunks import Chunk, ReadOptions
+from flows.sources.columnar_numbers import bools, int64s
 
 DAY_MS: Final = 86_400_000
 MAGIC: Final = b"PAR1"
@@ -136,8 +137,8 @@ def read_parquet(
         if done <= skip:
             continue
         batch = read.slice(skip - start) if start < skip else read
-        c = [col.to_numpy(zero_copy_only=False) for col in batch.columns]
-        yield TradeColumns(symbol, c[0], c[1], c[2], c[3], c[4], c[5].astype(np.bool_),
+        c = [int64s(col) for col in batch.columns[:5]]
+        yield TradeColumns(symbol, c[0], c[1], c[2], c[3], c[4], bools(batch.columns[5]),
                            records=done, bytes_done=size * done // total)  # fmt: skip
 
 
