@@ -76,7 +76,7 @@ READ_STATUS = ("zrevrange", "xlen", "xrevrange", "hgetall")  # dashboard/data/ma
 # (the dashboard's pipelines are plain ones, transaction=False: no MULTI)
 WRITE_KLINES = (  # flows.storage.redis_klines.KlineWriter: a pipeline of EVALSHA and the rest
     "evalsha", "script|load", "script|exists",  # redis-py loads the script when missing
-    "zremrangebyscore", "zadd", "zremrangebyrank", "get", "set", "publish",  # inside the Lua
+    "zrange", "zremrangebyscore", "zadd", "zremrangebyrank", "get", "set", "publish",  # Lua
     "sadd", "xadd", "exists", "multi", "exec", "discard",
 )  # fmt: skip
 REPLAY_STATE = ("scan", "mget", "del")

@@ -81,6 +81,7 @@ def run_replay(job: ReplayJob, stats: RunStats | None = None) -> RunStats:
             dead_letter_maxlen=job.dead_letter_maxlen,
         ),
         stats,
+        overlap=True,  # a batch goes to Redis while the next one is built
     )
     rules = None
     if job.database_url is not None:

@@ -12,7 +12,7 @@ from typing import NamedTuple
 
 import msgspec
 
-from flows.domain.money import ZERO_TEXT, format_units, parse_units
+from flows.domain.money import SCALE, format_units, parse_units
 
 Trade = tuple[int, int, int, int, int, bool]
 
@@ -55,18 +55,32 @@ class Kline(NamedTuple):
         >>> Kline(60000, 119999, 150, 150, 150, 150, 0, 0, 0, 0, 0).member()
         b'[60000,"0.00000150","0.00000150","0.00000150","0.00000150","0.00000000",119999,"0.00000000",0,"0.00000000","0.00000000","0"]'
         """
+        s = SCALE
         if self.trades == 0 and self.volume == 0:  # a flat kline: one price, all zeros
-            p = format_units(self.open)
-            z = ZERO_TEXT
-            return (
-                f'[{self.open_ms},"{p}","{p}","{p}","{p}","{z}",{self.close_ms},"{z}",0,"{z}","{z}","0"]'
-            ).encode()
-        f = format_units
-        return (
-            f'[{self.open_ms},"{f(self.open)}","{f(self.high)}","{f(self.low)}","{f(self.close)}",'
-            f'"{f(self.volume)}",{self.close_ms},"{f(self.quote_volume)}",{self.trades},'
-            f'"{f(self.taker_buy_volume)}","{f(self.taker_buy_quote_volume)}","0"]'
-        ).encode()
+            p, r = divmod(self.open, s)
+            return _FLAT % (self.open_ms, p, r, p, r, p, r, p, r, self.close_ms)
+        o, h, lo, c = self.open, self.high, self.low, self.close
+        v, q, tb, tq = (
+            self.volume,
+            self.quote_volume,
+            self.taker_buy_volume,
+            self.taker_buy_quote_volume,
+        )
+        return _MEMBER % (
+            self.open_ms, o // s, o % s, h // s, h % s, lo // s, lo % s, c // s, c % s,
+            v // s, v % s, self.close_ms, q // s, q % s, self.trades, tb // s, tb % s,
+            tq // s, tq % s,
+        )  # fmt: skip
+
+
+# one formatting per member (8 decimals each, as Binance prints amounts)
+_A = b'"%d.%08d"'
+_MEMBER = b"[%d," + b",".join([_A] * 5) + b",%d," + _A + b",%d," + _A + b"," + _A + b',"0"]'
+_FLAT = (
+    b"[%d,"
+    + b",".join([_A] * 4)
+    + b',"0.00000000",%d,"0.00000000",0,"0.00000000","0.00000000","0"]'
+)
 
 
 def decode_member(member: bytes) -> list[int | str]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import redis
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
@@ -67,15 +68,30 @@ def flush_patiently(
 
 
 class _RedisPartition(StatelessSinkPartition[SinkItem]):
+    """Fills a writer with a batch and sends it. With two writers (`overlap`), a batch is
+    sent on a thread of its own while the flow goes on to the next one; batches are still
+    sent one after the other, in order, and `close` waits for the last."""
+
     def __init__(
-        self, writer: KlineWriter, stats: RunStats, stop: threading.Event | None = None
+        self,
+        writers: list[KlineWriter],
+        stats: RunStats,
+        stop: threading.Event | None = None,
     ) -> None:
-        self._writer = writer
+        self._writers = writers
+        self._turn = 0
         self._stats = stats
         self._stop = stop
+        self._sender = ThreadPoolExecutor(1, "redis-sink") if len(writers) > 1 else None
+        self._sent: list[Future[None] | None] = [None] * len(writers)
 
     def write_batch(self, items: list[SinkItem]) -> None:
-        w = self._writer
+        turn = self._turn
+        self._turn = (turn + 1) % len(self._writers)
+        before = self._sent[turn]
+        if before is not None:
+            before.result()  # this writer's last batch is in Redis (or its error raised here)
+        w = self._writers[turn]
         newest = -1
         for item in items:
             if isinstance(item, SourceReport):
@@ -98,25 +114,45 @@ class _RedisPartition(StatelessSinkPartition[SinkItem]):
                 w.note(note)
             if update.state is not None:
                 w.save_state(symbol, update.state)
+        if self._sender is None:
+            self._send(w, newest)
+        else:
+            self._sent[turn] = self._sender.submit(self._send, w, newest)
+
+    def _send(self, w: KlineWriter, newest: int) -> None:
         flush_patiently(w.flush, self._stats, self._stop)
-        self._stats.store_repairs = w.repairs
+        self._stats.store_repairs = sum(x.repairs for x in self._writers)
         if newest > 0:
             self._stats.lag_ms.append(SYSTEM_CLOCK.now_ms() - newest)
 
+    def close(self) -> None:
+        if self._sender is not None:
+            for sent in self._sent:
+                if sent is not None:
+                    sent.result()
+            self._sender.shutdown()
+
 
 class RedisKlineSink(DynamicSink[SinkItem]):
+    """`overlap`: send each batch while the flow computes the next (replays: Redis works on
+    its own core meanwhile). Live flows send before going on, so a batch is in Redis before
+    the flow takes more input."""
+
     def __init__(
         self,
         make_writer: Callable[[], KlineWriter],
         stats: RunStats,
         stop: threading.Event | None = None,
+        overlap: bool = False,
     ) -> None:
         self._make_writer = make_writer
         self._stats = stats
         self._stop = stop
+        self._overlap = overlap
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _RedisPartition:
-        return _RedisPartition(self._make_writer(), self._stats, self._stop)
+        writers = [self._make_writer() for _ in range(2 if self._overlap else 1)]
+        return _RedisPartition(writers, self._stats, self._stop)
 
 
 def writer_factory(url: str, **kwargs: object) -> Callable[[], KlineWriter]:

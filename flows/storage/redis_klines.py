@@ -49,10 +49,23 @@ log = logging.getLogger(__name__)
 # every command the script runs.
 _UPSERT_LUA = """
 local channel = ARGV[1]
-local zkey, lkey, keep, symbol, interval
+local zkey, lkey, keep, symbol, interval, top
 local newest = -1
+local members, order = {}, {}
 local function finish()
   if zkey == nil then return end
+  local args = {}
+  for _, t in ipairs(order) do
+    -- a kline opening after everything stored replaces nothing: no removal to look for
+    if top ~= nil and tonumber(t) <= top then redis.call('ZREMRANGEBYSCORE', zkey, t, t) end
+    args[#args + 1] = t
+    args[#args + 1] = members[t]
+    if #args >= 1000 then
+      redis.call('ZADD', zkey, unpack(args))
+      args = {}
+    end
+  end
+  if #args > 0 then redis.call('ZADD', zkey, unpack(args)) end
   if keep > 0 then redis.call('ZREMRANGEBYRANK', zkey, 0, -(keep + 1)) end
   if newest >= 0 then
     local cur = tonumber(redis.call('GET', lkey) or '-1')
@@ -64,10 +77,13 @@ for line in string.gmatch(ARGV[2], '([^\\n]+)\\n') do
     finish()
     local z, l, k, s, i = string.match(line, '^#(%S+) (%S+) (%d+) (%S+) (%S+)$')
     zkey, lkey, keep, symbol, interval, newest = z, l, tonumber(k), s, i, -1
+    local last = redis.call('ZRANGE', zkey, -1, -1, 'WITHSCORES')
+    top = last[2] and tonumber(last[2]) or nil
+    members, order = {}, {}
   else
     local t, closed, member = string.match(line, '^(%d+) (%d) (.+)$')
-    redis.call('ZREMRANGEBYSCORE', zkey, t, t)
-    redis.call('ZADD', zkey, t, member)
+    if members[t] == nil then order[#order + 1] = t end
+    members[t] = member  -- a later line for the same open time replaces an earlier one
     if closed == '1' then
       local tn = tonumber(t)
       if tn > newest then newest = tn end
