@@ -16,7 +16,9 @@ file) that the per-row rules still take as trades.
 
 from __future__ import annotations
 
-from collections import deque
+import contextlib
+import queue
+import threading
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -143,6 +145,9 @@ class _Numbers(NamedTuple):
     clean: npt.NDArray[np.bool_]
 
 
+_Parsed = Future[tuple[pa.RecordBatch, list[tuple[int, str]], "_Numbers"]]
+
+
 class _BatchParser:
     """Turns pyarrow batches (and the rows pyarrow refused) into `TradeColumns`."""
 
@@ -156,22 +161,39 @@ class _BatchParser:
     def batches(self, columns: int, batch_rows: int) -> Iterator[TradeColumns]:
         """Batches of at most `batch_rows` rows.
 
-        Blocks of whole lines are parsed and their numbers converted by worker threads (pyarrow
-        and numpy let go of the interpreter) while this thread reads the next block and the
-        flow builds the klines of the batch before; rows are numbered and odd rows decided
-        here, in order."""
+        A reading thread cuts the file into blocks of whole lines, worker threads parse them
+        and convert their numbers (pyarrow and numpy let go of the interpreter), and this
+        thread numbers the rows and decides odd ones, in order, while the flow builds the
+        klines of the batch before. At most _AHEAD blocks wait, so memory stays bounded."""
         pool = ThreadPoolExecutor(_WORKERS, thread_name_prefix="csv-block")
-        ahead: deque[Future[tuple[pa.RecordBatch, list[tuple[int, str]], _Numbers]]] = deque()
-        first_line = 1
+        parsed: queue.Queue[_Parsed | BaseException | None] = queue.Queue(maxsize=_AHEAD)
+        stop = threading.Event()
+
+        def read() -> None:
+            first_line = 1
+            try:
+                for block, lines in self.lines.blocks(_BLOCK):
+                    if stop.is_set():
+                        return
+                    parsed.put(pool.submit(self._block, block, columns, first_line))
+                    first_line += lines
+            except BaseException as exc:  # handed to the consuming thread, raised there
+                parsed.put(exc)
+            finally:
+                parsed.put(None)
+
+        reader = threading.Thread(target=read, name="csv-read", daemon=True)
+        reader.start()
         try:
-            for block, lines in self.lines.blocks(_BLOCK):
-                ahead.append(pool.submit(self._block, block, columns, first_line))
-                first_line += lines
-                if len(ahead) > _AHEAD:
-                    yield from self._slices(*ahead.popleft().result(), batch_rows)
-            while ahead:
-                yield from self._slices(*ahead.popleft().result(), batch_rows)
+            while (item := parsed.get()) is not None:
+                if isinstance(item, BaseException):
+                    raise item
+                yield from self._slices(*item.result(), batch_rows)
         finally:
+            stop.set()
+            while reader.is_alive():  # let it finish a put it may be blocked in
+                with contextlib.suppress(queue.Empty):
+                    parsed.get(timeout=0.05)
             pool.shutdown(wait=True, cancel_futures=True)
 
     def _block(
