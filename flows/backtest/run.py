@@ -15,6 +15,7 @@ import hashlib
 import threading
 import uuid
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -109,7 +110,7 @@ class BacktestResult:
 def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
+        for block in iter(lambda: f.read(4 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
 
@@ -143,7 +144,11 @@ def run_backtest(
         fresh=True,
         stage=stage,
     )
-    hashes = {str(p): file_sha256(p) for p in paths}
+    # the inputs' hashes (for the run's record) are computed while the replay runs: hashlib
+    # lets go of the interpreter over large blocks
+    hasher = ThreadPoolExecutor(1, thread_name_prefix="input-hash")
+    hashing = hasher.submit(lambda: {str(p): file_sha256(p) for p in paths})
+    hasher.shutdown(wait=False)
     klines: dict[tuple[str, str], list[Kline]] = {}
     try:
         stats = run_replay(job, stats)
@@ -160,6 +165,7 @@ def run_backtest(
         if not keep_klines:
             drop_namespace(redis_url, keys)
     failures = [f for f in sink.items if isinstance(f, RuleFailure)]
+    hashes = hashing.result()
     return BacktestResult(group_repeats(fires), failures, stats, keys.namespace, hashes, klines)
 
 
