@@ -317,6 +317,8 @@ def main() -> None:
     p.add_argument("--warmup", type=float, default=60.0)
     p.add_argument("--window", type=float, default=60.0)
     p.add_argument("--skip-live", action="store_true")
+    p.add_argument("--skip-throughput", action="store_true")
+    p.add_argument("--live-processes", default="1,2", help="e.g. 1 (only one process)")
     a = p.parse_args()
     if a.member is not None:
         member(a)
@@ -330,16 +332,17 @@ def main() -> None:
           "(PERFORMANCE.md's machine: 2.3 us)", flush=True)  # fmt: skip
     print(f"cores: {os.cpu_count()}", flush=True)
     results = []
-    for n in (1, 2):
+    for n in () if a.skip_throughput else (1, 2):
         _prepare_database(db)
         r = throughput(n, redis_url, db, a)
         results.append(r)
         print(f"full flow, {n} process(es): {r['trades']:,} trades in {r['seconds']:.1f} s = "
               f"{r['rate']:,.0f} trades/s; members {r['members']}", flush=True)  # fmt: skip
-    print(f"ratio 2 processes / 1 process: {results[1]['rate'] / results[0]['rate']:.2f}")
+    if results:
+        print(f"ratio 2 processes / 1 process: {results[1]['rate'] / results[0]['rate']:.2f}")
     if a.skip_live:
         return
-    for n in (1, 2):
+    for n in (int(x) for x in a.live_processes.split(",")):
         r = live(n, redis_url, a, burst=(n == 1))
         for m in r["per_process"]:
             print(f"live, {r['symbols']} symbols at {r['rate']:,.0f} trades/s, {n} process(es), "

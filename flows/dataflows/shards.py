@@ -17,10 +17,11 @@ True
 
 from __future__ import annotations
 
+import heapq
 import itertools
 import zlib
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any, Final
 
@@ -64,6 +65,10 @@ class ShardLogic(StatefulBatchLogic[SymbolBatch, KlineUpdate, dict[str, Any]]):
         self._stats = stats
         self._resume = resume or {}
         self._symbols: dict[str, KlineLogic] = {}
+        # when each symbol with open klines waiting to be written wants its timer: a heap, so
+        # the shard's own timer (asked for after every activation) costs nothing per symbol
+        self._due: list[tuple[float, str]] = []
+        self._scheduled: set[str] = set()
 
     def _logic(self, symbol: str) -> KlineLogic:
         logic = self._symbols.get(symbol)
@@ -82,18 +87,36 @@ class ShardLogic(StatefulBatchLogic[SymbolBatch, KlineUpdate, dict[str, Any]]):
                 group.append(batch)
         out: list[KlineUpdate] = []
         for symbol, batches in by_symbol.items():
-            out.extend(self._logic(symbol).on_batch(batches)[0])
+            logic = self._logic(symbol)
+            out.extend(logic.on_batch(batches)[0])
+            self._schedule(symbol, logic)
         return out, StatefulBatchLogic.RETAIN
 
+    def _schedule(self, symbol: str, logic: KlineLogic) -> None:
+        if symbol in self._scheduled:
+            return
+        at = logic.notify_at()
+        if at is not None:
+            heapq.heappush(self._due, (at.timestamp(), symbol))
+            self._scheduled.add(symbol)
+
     def notify_at(self) -> datetime | None:
-        times = [t for t in (lg.notify_at() for lg in self._symbols.values()) if t is not None]
-        return min(times) if times else None
+        if not self._due:
+            return None
+        return datetime.fromtimestamp(self._due[0][0], tz=UTC)
 
     def on_notify(self) -> tuple[list[KlineUpdate], bool]:
         out: list[KlineUpdate] = []
-        for logic in self._symbols.values():
-            if logic.notify_at() is not None:
-                out.extend(logic.on_notify()[0])
+        now = self._config.clock.now_ms() / 1000.0
+        woken = []
+        while self._due and self._due[0][0] <= now:
+            _, symbol = heapq.heappop(self._due)
+            self._scheduled.discard(symbol)
+            woken.append(symbol)
+        for symbol in woken:
+            logic = self._symbols[symbol]
+            out.extend(logic.on_notify()[0])
+            self._schedule(symbol, logic)  # still waiting (its throttle not over): again
         return out, StatefulBatchLogic.RETAIN
 
     def on_eof(self) -> tuple[list[KlineUpdate], bool]:
