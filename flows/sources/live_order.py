@@ -10,6 +10,7 @@ the exchange does not serve become a `GapReport`.
 
 from __future__ import annotations
 
+import collections
 import logging
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -39,6 +40,7 @@ class SymbolOrder:
     _state: dict[str, SymbolState]
     _pending: dict[str, list[tuple[int, Trade]]]
     _jobs: dict[str, Future[Fetched]]
+    _finished: collections.deque[str]  # symbols whose job ended (appended by the job's thread)
     _stale_jobs: set[str]
     _live: set[str]
     _connected: bool
@@ -80,11 +82,13 @@ class SymbolOrder:
         self._live.discard(symbol)
         st = self._state.get(symbol)
         if st is None:
-            self._jobs[symbol] = self._pool.submit(self._backfill.resume_job, symbol)
+            job = self._pool.submit(self._backfill.resume_job, symbol)
         else:
-            self._jobs[symbol] = self._pool.submit(
-                self._backfill.fetch, symbol, st[0], st[1], st[2]
-            )
+            job = self._pool.submit(self._backfill.fetch, symbol, st[0], st[1], st[2])
+        self._jobs[symbol] = job
+        # the poll takes the ended jobs from a queue instead of asking every job (a thousand
+        # resumes pending at a start were asked a hundred times a second)
+        job.add_done_callback(lambda _job: self._finished.append(symbol))
 
     def _finish_backfill(
         self,

@@ -106,6 +106,7 @@ class _LivePartition(FrameDoor, StatefulSourcePartition[SourceItem, dict[str, li
         self._events: collections.deque[tuple[bool, int]] = collections.deque()
         self._pending: dict[str, list[tuple[int, Trade]]] = {}
         self._jobs: dict[str, Future[Fetched]] = {}
+        self._finished: collections.deque[str] = collections.deque()
         self._stale_jobs: set[str] = set()  # jobs that began before the last reconnect
         self._live: set[str] = set()
         self._connected = False
@@ -171,11 +172,14 @@ class _LivePartition(FrameDoor, StatefulSourcePartition[SourceItem, dict[str, li
         if self._universe is not None and self._universe.version != self._universe_version:
             self._follow_universe(self._universe)
         became_live: list[str] = []
-        for symbol, job in list(self._jobs.items()):
-            if job.done():
-                del self._jobs[symbol]
-                if self._finish_backfill(symbol, job, out, gaps, resets):
-                    became_live.append(symbol)
+        while self._finished:
+            symbol = self._finished.popleft()
+            job = self._jobs.get(symbol)
+            if job is None or not job.done():  # taken already, or replaced by a newer job
+                continue
+            del self._jobs[symbol]
+            if self._finish_backfill(symbol, job, out, gaps, resets):
+                became_live.append(symbol)
         if self._time_job is not None and self._time_job.done():
             self._time_job = None
         self._ceiling = max(self._ceiling, self._exchange_clock_ms() + self._cfg.future_margin_ms)
