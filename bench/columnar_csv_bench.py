@@ -19,42 +19,15 @@ import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from flows.sources.chunks import ReadOptions
 from flows.sources.columnar_csv import read_columns
 from flows.sources.dumps import read_csv
+from tests.reference_rules import write_day
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "binance"
 OPTIONS = ReadOptions(symbol="XRPETH", chunk_records=65_536)
-
-
-def generate(path: Path, rows: int, seed: int) -> None:
-    """An aggTrades dump like Binance's: ids counting up, prices near 0.0014, 8 decimals."""
-    rng = np.random.default_rng(seed)
-    step = 200_000
-    with path.open("w") as out:
-        for start in range(0, rows, step):
-            n = min(step, rows - start)
-            ids = np.arange(start, start + n) + 13_519_807
-            price = 141_342 + rng.integers(-500, 500, n)
-            qty = rng.integers(1, 10**12, n)
-            times = 1_570_752_011_620 + (np.arange(start, start + n) * 7)
-            maker = rng.integers(0, 2, n)
-            out.writelines(
-                f"{i},{p // 10**8}.{p % 10**8:08d},{q // 10**8}.{q % 10**8:08d},{i + 2000},"
-                f"{i + 2000},{t},{'True' if m else 'False'},True\n"
-                for i, p, q, t, m in zip(
-                    ids.tolist(),
-                    price.tolist(),
-                    qty.tolist(),
-                    times.tolist(),
-                    maker.tolist(),
-                    strict=True,
-                )
-            )
 
 
 def per_row(path: Path) -> int:
@@ -104,7 +77,7 @@ def main() -> None:
         compare(f"real {real[-1].name}", real[-1], max(args.runs, 5))
     with tempfile.TemporaryDirectory() as tmp:
         plain = Path(tmp) / "XRPETH-aggTrades-generated.csv"
-        generate(plain, args.rows, seed=17)
+        write_day(plain, args.rows, seed=17)
         compare(f"generated {plain.name}", plain, args.runs)
         zipped = plain.with_suffix(".zip")
         with zipfile.ZipFile(zipped, "w", zipfile.ZIP_DEFLATED) as zf:

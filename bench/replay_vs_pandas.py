@@ -21,40 +21,15 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from flows.domain.keys import KeySpace
 from flows.services import EmbeddedRedis
+from tests.reference_rules import write_day
 
 ROOT = Path(__file__).resolve().parent.parent
-
-DAY_MS = 86_400_000
-FIRST_DAY_MS = 1_570_752_000_000  # 2019-10-11
-
-
-def generate(path: Path, trades_per_day: int, days: int, seed: int) -> int:
-    """aggTrades rows like Binance's (8 decimals, ms times, ids counting up) over `days`."""
-    rng = np.random.default_rng(seed)
-    step = 200_000
-    rows = trades_per_day * days
-    with path.open("w") as out:
-        for start in range(0, rows, step):
-            n = min(step, rows - start)
-            ids = np.arange(start, start + n) + 13_519_807
-            price = 141_342 + rng.integers(-500, 500, n)
-            qty = rng.integers(1, 10**12, n)
-            times = FIRST_DAY_MS + np.arange(start, start + n) * (DAY_MS - 1_000) // trades_per_day
-            maker = rng.integers(0, 2, n)
-            out.writelines(
-                f"{i},{p // 10**8}.{p % 10**8:08d},{q // 10**8}.{q % 10**8:08d},{i + 2000},"
-                f"{i + 2000},{t},{'True' if m else 'False'},True\n"
-                for i, p, q, t, m in zip(ids.tolist(), price.tolist(), qty.tolist(),
-                                         times.tolist(), maker.tolist(), strict=True)
-            )  # fmt: skip
-    return rows
 
 
 def timed(command: list[str]) -> tuple[float, float]:
@@ -75,7 +50,7 @@ def compare_many(folder: Path, klineflow: str, url: str, args: argparse.Namespac
     files = []
     for i in range(args.symbols):
         path = folder / f"S{i:03d}USDT-aggTrades-2019-10-11.csv"
-        generate(path, args.trades // args.symbols, 1, seed=100 + i)
+        write_day(path, args.trades // args.symbols, seed=100 + i)
         files.append(str(path))
     replay = [klineflow, "replay", *files, "--redis-url", url, "--namespace", "rvp-many",
               "--fresh", "--no-progress"]  # fmt: skip
@@ -113,7 +88,7 @@ def main() -> None:
             server = EmbeddedRedis(folder / "redis")
             url = server.start()
         day = folder / "XRPETH-aggTrades-2019-10-11.csv"
-        n = generate(day, args.trades, 1, seed=17)
+        n = write_day(day, args.trades, seed=17)
         replay = [klineflow, "replay", str(day), "--redis-url", url, "--namespace", "rvp",
                   "--fresh", "--no-progress"]  # fmt: skip
         pandas = [sys.executable, str(ROOT / "bench" / "pandas_resample.py"), str(day)]
@@ -145,7 +120,7 @@ def main() -> None:
         if args.days > 1:
             day.unlink()
             many = folder / f"XRPETH-aggTrades-{args.days}-days.csv"
-            generate(many, args.trades, args.days, seed=18)
+            write_day(many, args.trades, seed=18, days=args.days)
             seconds, peak = timed([klineflow, "replay", str(many), "--symbol", "XRPETH",
                                    "--redis-url", url, "--namespace", "rvp-days", "--fresh",
                                    "--no-progress"])  # fmt: skip

@@ -40,15 +40,19 @@ TEN = [
 DAY_MS = 86_400_000
 
 
-def write_day(path: Path, trades: int, seed: int, first_day_ms: int = 1_570_752_000_000) -> None:
-    """A day of aggTrades in Binance's CSV form, the price a random walk (so that rules of
-    every kind hold now and then), ids counting up, times spread over the day."""
+def write_day(
+    path: Path, trades: int, seed: int, days: int = 1, first_day_ms: int = 1_570_752_000_000
+) -> int:
+    """`days` days of `trades` aggTrades each in Binance's CSV form (8 decimals, ms times), the
+    price a random walk (so that rules of every kind hold now and then), ids counting up,
+    times spread over each day; the rows written."""
     rng = np.random.default_rng(seed)
     step = 200_000
     price = 141_342_000
+    rows = trades * days
     with path.open("w") as out:
-        for start in range(0, trades, step):
-            n = min(step, trades - start)
+        for start in range(0, rows, step):
+            n = min(step, rows - start)
             walk = price + np.cumsum(rng.integers(-40_000, 40_001, n))
             walk = np.maximum(walk, 1_000)
             price = int(walk[-1])
@@ -62,6 +66,7 @@ def write_day(path: Path, trades: int, seed: int, first_day_ms: int = 1_570_752_
                 for i, p, q, t, m in zip(ids.tolist(), walk.tolist(), qty.tolist(),
                                          times.tolist(), maker.tolist(), strict=True)
             )  # fmt: skip
+    return rows
 
 
 def minute_closes(csv: Path) -> tuple[np.ndarray, np.ndarray]:

@@ -15,6 +15,7 @@ from typing import Any
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
+from flows.domain.deadletter import DeadLetter
 from flows.domain.stats import RunStats
 from flows.domain.trade_columns import TradeColumns
 from flows.sources.items import SourceItem, SourceReport, SymbolBatch
@@ -28,10 +29,17 @@ def column_items(cols: TradeColumns, stats: RunStats) -> list[SourceItem]:
         items.append((cols.symbol, SymbolBatch(cols.symbol, [], columns=cols)))
     stats.trades_read += len(cols)
     stats.files_truncated += cols.truncated
-    if cols.dead:
-        for letter in cols.dead:
+    return _with_report(items, cols.dead, stats)
+
+
+def _with_report(
+    items: list[SourceItem], dead: list[DeadLetter], stats: RunStats
+) -> list[SourceItem]:
+    """`items`, and a report of the dead letters (counted) when there are any."""
+    if dead:
+        for letter in dead:
             stats.add_dead(letter.reason)
-        items.append(SourceReport(cols.dead))
+        items.append(SourceReport(dead))
     return items
 
 
@@ -44,11 +52,7 @@ def chunk_items(chunk: Chunk, stats: RunStats) -> list[SourceItem]:
     stats.frames_ignored += chunk.ignored
     stats.trades_filtered += chunk.filtered
     stats.files_truncated += chunk.truncated
-    if chunk.dead:
-        for letter in chunk.dead:
-            stats.add_dead(letter.reason)
-        items.append(SourceReport(chunk.dead))
-    return items
+    return _with_report(items, chunk.dead, stats)
 
 
 class _ReplayPartition(StatefulSourcePartition[SourceItem, Any]):
