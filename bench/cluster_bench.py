@@ -203,6 +203,20 @@ def _scrape(port: int) -> dict[str, float]:
     return out
 
 
+def _until_caught_up(port: int, processes: int, limit_s: float = 600.0) -> float:
+    """Seconds until no symbol is being caught up over REST (every member's metrics)."""
+    started = time.perf_counter()
+    while time.perf_counter() - started < limit_s:
+        try:
+            busy = _scrape(port).get("klineflow_symbols_backfilling", 1.0)
+        except OSError:
+            busy = 1.0
+        if busy == 0:
+            return time.perf_counter() - started
+        time.sleep(1.0)
+    return time.perf_counter() - started
+
+
 def _burst(base: str, port: int, rate: float) -> dict[str, Any]:
     """Hold every frame for 25 s, release them at once, and watch the flow take them in."""
     held = int(25 * rate)
@@ -262,6 +276,9 @@ def live(processes: int, redis_url: str, a: argparse.Namespace, burst: bool) -> 
         flow = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
             time.sleep(a.warmup)
+            # steady state: the start's catch-up of every symbol over REST (rate-limited by
+            # the weight budget: over a minute for 1,600 symbols) has ended
+            caught_up_s = _until_caught_up(metrics_port, processes) + a.warmup
             pids = local_members(flow.pid) if processes > 1 else [flow.pid]
             cpu0 = {p: _cpu_s(p) for p in pids}
             t0 = time.perf_counter()
@@ -274,7 +291,7 @@ def live(processes: int, redis_url: str, a: argparse.Namespace, burst: bool) -> 
                             "rss_mb": rss, "peak_rss_mb": hwm})  # fmt: skip
             out: dict[str, Any] = {
                 "processes": processes, "symbols": len(symbols), "rate": a.live_rate,
-                "window_s": elapsed, "per_process": per,
+                "window_s": elapsed, "per_process": per, "caught_up_s": caught_up_s,
             }  # fmt: skip
             if burst:
                 out["burst"] = _burst(base, metrics_port, a.live_rate)
@@ -347,7 +364,8 @@ def main() -> None:
         for m in r["per_process"]:
             print(f"live, {r['symbols']} symbols at {r['rate']:,.0f} trades/s, {n} process(es), "
                   f"pid {m['pid']}: CPU {100 * m['cpu_core_share']:.1f}% of one core over "
-                  f"{r['window_s']:.0f} s; RSS {m['rss_mb']:.0f} MB "
+                  f"{r['window_s']:.0f} s after the start's catch-up ended "
+                  f"({r['caught_up_s']:.0f} s); RSS {m['rss_mb']:.0f} MB "
                   f"(peak {m['peak_rss_mb']:.0f} MB)", flush=True)  # fmt: skip
         if "burst" in r:
             b = r["burst"]
