@@ -2,15 +2,16 @@
 
 `read_columns` yields what `flows.sources.dumps.read_csv` yields, as numpy arrays instead of
 trade tuples: the same trades in the same order, the same dead letters, the same cut report.
-pyarrow's streaming reader splits the rows into binary columns (`SafeLines` first makes each
-line of the per-row reader exactly one pyarrow row); `flows.sources.columnar_numbers` turns
-the columns of Binance's own form (plain digits, up to 8 decimals, `True`/`False`) into int64
-and bool arrays at once. Every other row (a header, a sign, a space, a wrong column count, an
-invalid or implausible trade) takes the per-row rules of `flows.sources.columnar_rows`, so no
-row is decided differently from the per-row reader.
+A reading thread cuts the dump into blocks of whole lines (`SafeLines` first makes each line
+of the per-row reader exactly one pyarrow row), worker threads parse each block into binary
+columns with pyarrow, and `flows.sources.columnar_numbers` turns the columns of Binance's own
+form (plain digits, up to 8 decimals, `True`/`False`) into int64 and bool arrays at once.
+Every other row (a header, a sign, a space, a wrong column count, an invalid or implausible
+trade) takes the per-row rules of `flows.sources.columnar_rows`, in line order on the
+consuming thread, so no row is decided differently from the per-row reader.
 
-Only the rows of one batch are held at a time, whatever the file size: at most `batch_rows`
-rows pyarrow parsed, plus the rare rows of another column count (a trades row in an aggTrades
+Memory is bounded whatever the file size: a few blocks are in flight (_WORKERS being parsed,
+_AHEAD waiting), plus the rare rows of another column count (a trades row in an aggTrades
 file) that the per-row rules still take as trades.
 """
 
