@@ -63,7 +63,10 @@ class ShardLogic(StatefulBatchLogic[SymbolBatch, KlineUpdate, dict[str, Any]]):
     ) -> None:
         self._config = config
         self._stats = stats
-        self._resume = resume or {}
+        # each symbol's state as last snapshotted (at first: as resumed), and the symbols whose
+        # state trades changed since: a snapshot builds only theirs again
+        self._states: dict[str, Any] = dict(resume or {})
+        self._changed: set[str] = set()
         self._symbols: dict[str, KlineLogic] = {}
         # when each symbol with open klines waiting to be written wants its timer: a heap, so
         # the shard's own timer (asked for after every activation) costs nothing per symbol
@@ -73,7 +76,7 @@ class ShardLogic(StatefulBatchLogic[SymbolBatch, KlineUpdate, dict[str, Any]]):
     def _logic(self, symbol: str) -> KlineLogic:
         logic = self._symbols.get(symbol)
         if logic is None:
-            logic = KlineLogic(self._config, self._stats, self._resume.get(symbol) or None)
+            logic = KlineLogic(self._config, self._stats, self._states.get(symbol) or None)
             self._symbols[symbol] = logic
         return logic
 
@@ -86,6 +89,7 @@ class ShardLogic(StatefulBatchLogic[SymbolBatch, KlineUpdate, dict[str, Any]]):
             else:
                 group.append(batch)
         out: list[KlineUpdate] = []
+        self._changed.update(by_symbol)
         for symbol, batches in by_symbol.items():
             logic = self._logic(symbol)
             out.extend(logic.on_batch(batches)[0])
@@ -126,9 +130,10 @@ class ShardLogic(StatefulBatchLogic[SymbolBatch, KlineUpdate, dict[str, Any]]):
         return out, StatefulBatchLogic.RETAIN
 
     def snapshot(self) -> dict[str, Any]:
-        state = dict(self._resume)
-        state.update((symbol, logic.snapshot()) for symbol, logic in self._symbols.items())
-        return state
+        for symbol in self._changed:
+            self._states[symbol] = self._symbols[symbol].snapshot()
+        self._changed.clear()
+        return dict(self._states)
 
 
 def shard_router(workers: int) -> Callable[[tuple[str, Any]], tuple[str, Any]]:

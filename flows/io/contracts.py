@@ -143,11 +143,6 @@ class ReportSink(_Sink):
         value) is kept once."""
 
 
-KINDS: dict[str, type[_Registered]] = {
-    c.kind: c for c in (TradeSource, KlineSink, SignalSink, ReportSink)
-}
-
-
 def discover(extra: str | None = None) -> list[str]:
     """Import every module of `flows.io` and those named by `extra` (default: the variable
     KLINEFLOW_IO_MODULES), so that their endpoints register; the names imported."""

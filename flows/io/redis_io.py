@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from typing import Any, Final
+from typing import Any, Final, Self
 
 import redis
 
@@ -24,7 +24,23 @@ from flows.sources.items import GapReport
 from flows.storage.redis_klines import KlineWriter, RetentionPolicy
 
 
-class RedisKlines(KlineSink):
+class _OnRedis:
+    """What both Redis endpoints hold: a client, the key space, the run's counters."""
+
+    def __init__(self, url: str, keys: KeySpace, stats: RunStats | None = None) -> None:
+        self._client = redis.Redis.from_url(url, socket_timeout=30)
+        self._keys = keys
+        self._stats = stats if stats is not None else RunStats()
+
+    def close(self) -> None:
+        self._client.close()
+
+    @classmethod
+    def for_contract(cls, env: ContractEnv) -> Self:
+        return cls(env.redis_url, KeySpace(env.namespace))
+
+
+class RedisKlines(_OnRedis, KlineSink):
     """Klines into `klines:<symbol>:<interval>` (one MULTI/EXEC per batch; a record replaces
     the member of the same open time), waiting for Redis while it is away."""
 
@@ -35,11 +51,9 @@ class RedisKlines(KlineSink):
         retention: RetentionPolicy | None = None,
         stats: RunStats | None = None,
     ) -> None:
-        self._client = redis.Redis.from_url(url, socket_timeout=30)
-        self._keys = keys
+        super().__init__(url, keys, stats)
         self._writer = KlineWriter(self._client, keys=keys,
                                    retention=retention or RetentionPolicy())  # fmt: skip
-        self._stats = stats if stats is not None else RunStats()
 
     def write_batch(self, records: Sequence[KlineRecord]) -> None:
         add = self._writer.add
@@ -63,13 +77,6 @@ class RedisKlines(KlineSink):
             out[("last_closed", symbol, interval)] = last
         return out
 
-    def close(self) -> None:
-        self._client.close()
-
-    @classmethod
-    def for_contract(cls, env: ContractEnv) -> RedisKlines:
-        return cls(env.redis_url, KeySpace(env.namespace))
-
 
 _ADD_ONCE: Final = """
 -- KEYS: digests zset, stream; ARGV: maxlen, digest, then field, value pairs
@@ -87,7 +94,7 @@ return 1
 """
 
 
-class RedisReports(ReportSink):
+class RedisReports(_OnRedis, ReportSink):
     """Dead letters into `klineflow:dead_letters`, gaps and notes into
     `klineflow:data_quality` (and each gap into `klines:gaps:<symbol>`), once each."""
 
@@ -98,11 +105,9 @@ class RedisReports(ReportSink):
         maxlen: int = defaults.DEAD_LETTER_MAXLEN,
         stats: RunStats | None = None,
     ) -> None:
-        self._client = redis.Redis.from_url(url, socket_timeout=30)
-        self._keys = keys
+        super().__init__(url, keys, stats)
         self._maxlen = maxlen
         self._add_once = self._client.register_script(_ADD_ONCE)
-        self._stats = stats if stats is not None else RunStats()
 
     def _stream(self, report: Report) -> str:
         return (
@@ -124,8 +129,7 @@ class RedisReports(ReportSink):
                     args += [k, v]
                 self._add_once(keys=[digests, self._stream(r)], args=args, client=pipe)
                 if isinstance(r, GapReport):
-                    span = f"{r.from_ms}:{r.to_ms}:{r.first_trade_id}:{r.last_trade_id}"
-                    pipe.zadd(self._keys.gaps(r.symbol), {span: r.from_ms})
+                    pipe.zadd(self._keys.gaps(r.symbol), {r.span(): r.from_ms})
             pipe.execute()
 
         flush_patiently(send, self._stats)
@@ -139,13 +143,6 @@ class RedisReports(ReportSink):
         for name in sorted(self._client.scan_iter(match=self._keys.gaps("*"), count=1000)):
             out[name] = self._client.zrange(name, 0, -1)
         return out
-
-    def close(self) -> None:
-        self._client.close()
-
-    @classmethod
-    def for_contract(cls, env: ContractEnv) -> RedisReports:
-        return cls(env.redis_url, KeySpace(env.namespace))
 
 
 __all__ = ["RedisKlines", "RedisReports"]

@@ -40,7 +40,6 @@ from flows.sources.columnar_numbers import Int64s, decimal_units, exact_flags, p
 from flows.sources.columnar_rows import row_outcome
 from flows.sources.dumps import dump_target, open_dump
 
-DEFAULT_BATCH_ROWS: Final = 65_536
 # whole lines parsed at a time by one worker: at most _WORKERS + _AHEAD blocks are held, so a
 # replay's memory does not grow with the file
 _BLOCK: Final = 4 << 20
@@ -59,10 +58,12 @@ def read_columns(
     path: Path,
     options: ReadOptions = ReadOptions(),
     skip: int = 0,
-    batch_rows: int = DEFAULT_BATCH_ROWS,
+    batch_rows: int | None = None,
 ) -> Iterator[TradeColumns]:
-    """The trades of an aggTrades or trades dump in batches of at most `batch_rows` rows,
-    exactly as `flows.sources.dumps.read_csv(path, options, skip)` reads them."""
+    """The trades of an aggTrades or trades dump in batches of at most `batch_rows` rows
+    (default `options.column_rows`), exactly as `flows.sources.dumps.read_csv(path, options,
+    skip)` reads them."""
+    batch_rows = batch_rows or options.column_rows
     name = str(path)
     target = dump_target(path, options)
     if target is None:
@@ -157,7 +158,6 @@ class _BatchParser:
         self.lines = lines
         self.next_line = 1  # the line the next pyarrow row may be on
         self.invalid: list[tuple[int, str]] = []
-        self.last_line = 0
 
     def batches(self, columns: int, batch_rows: int) -> Iterator[TradeColumns]:
         """Batches of at most `batch_rows` rows.

@@ -16,15 +16,14 @@ None of this happens to a clean Binance dump except a scan per block (`isascii`,
 
 >>> import io
 >>> s = SafeLines(io.BufferedReader(io.BytesIO(b"1,2\\n\\n3\\r4\\xff,5\\n")))
->>> s.read()
-b'1,2\\n\\x00e\\n3\\x00r4\\x00xff,5\\n'
+>>> list(s.blocks(1 << 20))
+[(b'1,2\\n\\x00e\\n3\\x00r4\\x00xff,5\\n', 3)]
 >>> s.original(b"3\\x00r4\\x00xff,5"), s.original(b"\\x00e"), s.lines
 (b'3\\r4\\xff,5', b'', 3)
 """
 
 from __future__ import annotations
 
-import io
 import re
 from collections.abc import Iterator
 from typing import IO, Final
@@ -51,11 +50,10 @@ def _escape_byte(m: re.Match[bytes]) -> bytes:
     return b"\x00x%02x" % b[0]
 
 
-class SafeLines(io.RawIOBase):
+class SafeLines:
     """The whole lines of `stream`, escaped for pyarrow (see the module docstring)."""
 
     def __init__(self, stream: IO[bytes]) -> None:
-        super().__init__()
         self._stream = stream
         self._tail = b""  # the start of a line whose end has not been read yet
         self._tail_aside: int | None = None  # set when that line is too long and kept aside
@@ -66,22 +64,6 @@ class SafeLines(io.RawIOBase):
         self.cut = False  # the stream ended with an error: it was cut short
         self.lines = 0  # lines passed on so far (as the per-row reader numbers them)
         self.bytes_read = 0  # bytes taken from the stream so far (progress)
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]  # any buffer
-        data = self.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
-
-    def read(self, size: int | None = -1) -> bytes:
-        want = BLOCK * 64 if size is None or size < 0 else size
-        while len(self._out) < want and not self._ended:
-            self._fill()
-        data = bytes(self._out[:want])
-        del self._out[:want]
-        return data
 
     def blocks(self, size: int) -> Iterator[tuple[bytes, int]]:
         """The rest as blocks of whole lines of about `size` bytes or more (the last one may
@@ -97,7 +79,7 @@ class SafeLines(io.RawIOBase):
             yield block, lines
 
     def head(self, size: int) -> bytes:
-        """At least `size` bytes of what `read` will return (fewer at the end), not consumed."""
+        """At least `size` bytes of what `blocks` will hand on (fewer at the end), not taken."""
         while len(self._out) < size and not self._ended:
             self._fill()
         return bytes(self._out[:size])

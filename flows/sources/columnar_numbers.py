@@ -73,17 +73,29 @@ _NOT_INT: Final = (b"-", b"+", b"x", b"X")
 _NOT_AMOUNT: Final = (b"-", b"+", b"e", b"E")
 
 
-def _castable(column: pa.Array, longest: int, refused: tuple[bytes, ...]) -> bool:
-    """Whether the values of a binary column are 1..`longest` bytes, none holding a byte of
-    `refused` (a few memory searches over the column's bytes, no pass per value)."""
-    if column.null_count or not pa.types.is_binary(column.type) or len(column) == 0:
-        return False
+def _binary(column: pa.Array) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.uint8]]:
+    """A binary column's value offsets (one more than its values) and bytes, as numpy views."""
     _, offsets_buf, data_buf = column.buffers()
     offsets = np.frombuffer(offsets_buf, np.int32, len(column) + 1, column.offset * 4)
+    data = np.frombuffer(data_buf, np.uint8) if data_buf is not None else np.zeros(0, np.uint8)
+    return offsets, data
+
+
+def _castable(
+    column: pa.Array, longest: int, refused: tuple[bytes, ...], not_first: int = -1
+) -> bool:
+    """Whether the values of a binary column are 1..`longest` bytes, none holding a byte of
+    `refused` nor starting with the byte `not_first` (a few memory searches over the
+    column's bytes, no pass per value)."""
+    if column.null_count or not pa.types.is_binary(column.type) or len(column) == 0:
+        return False
+    offsets, data = _binary(column)
     sizes = np.diff(offsets)
     if int(sizes.min()) < 1 or int(sizes.max()) > longest:
         return False
-    body = bytes(memoryview(data_buf)[int(offsets[0]) : int(offsets[-1])])
+    if not_first >= 0 and bool((data[offsets[:-1]] == not_first).any()):
+        return False
+    body = data[int(offsets[0]) : int(offsets[-1])].tobytes()
     return not any(b in body for b in refused)
 
 
@@ -103,12 +115,9 @@ def fast_units(column: pa.Array) -> Int64s | None:
     """`decimal_units` of a column whose every value is digits with at most one dot, at most
     10 integer digits and 8 decimals (Arrow's cast refuses more dots, more digits or more
     decimals, and then this is None and `decimal_units` decides each value)."""
-    if not _castable(column, MAX_WHOLE_DIGITS + 1 + DECIMALS, _NOT_AMOUNT):
+    # ".5": Arrow takes it, the strict form does not
+    if not _castable(column, MAX_WHOLE_DIGITS + 1 + DECIMALS, _NOT_AMOUNT, not_first=_DOT):
         return None
-    _, offsets_buf, data_buf = column.buffers()
-    offsets = np.frombuffer(offsets_buf, np.int32, len(column), column.offset * 4)
-    if bool((np.frombuffer(data_buf, np.uint8)[offsets] == _DOT).any()):
-        return None  # ".5": Arrow takes it, the strict form does not
     try:
         amounts = pc.cast(column.view(pa.string()), _AMOUNT_TYPE)
     except pa.ArrowInvalid:
@@ -157,10 +166,8 @@ def exact_flags(column: pa.Array) -> tuple[Bools, Bools]:
     true, false = np.zeros(n, np.bool_), np.zeros(n, np.bool_)
     if n in (0, column.null_count):
         return true, false
-    _, offsets_buf, data_buf = column.buffers()
-    offsets = np.frombuffer(offsets_buf, np.int32, n + 1, column.offset * 4)
+    offsets, data = _binary(column)
     sizes = np.diff(offsets)
-    data = np.frombuffer(data_buf, np.uint8) if data_buf is not None else np.zeros(0, np.uint8)
     valid = bools(column.is_valid()) if column.null_count else np.ones(n, np.bool_)
     for word, into in ((b"True", true), (b"False", false)):
         rows = np.flatnonzero((sizes == len(word)) & valid)

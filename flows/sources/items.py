@@ -42,6 +42,10 @@ class GapReport:
     to_ms: int
     reason: str
 
+    def span(self) -> str:
+        """The gap as a member of `klines:gaps:<symbol>` (scored by `from_ms`)."""
+        return f"{self.from_ms}:{self.to_ms}:{self.first_trade_id}:{self.last_trade_id}"
+
     def fields(self) -> dict[str, str | int]:
         return {
             "symbol": self.symbol,

@@ -86,10 +86,11 @@ def _head(stream: IO[bytes], size: int) -> bytes:
 
 
 def read_file(
-    path: Path, options: ReadOptions = ReadOptions(), skip_records: int = 0
+    path: Path, options: ReadOptions = ReadOptions(), skip_records: int = 0, fmt: str = ""
 ) -> Iterator[Chunk]:
-    """Chunks of the file's trades, resuming after `skip_records` records."""
-    fmt = sniff_format(path)
+    """Chunks of the file's trades, resuming after `skip_records` records (`fmt`: the file's
+    format when the caller has sniffed it already)."""
+    fmt = fmt or sniff_format(path)
     if fmt == "capture":
         return read_frames(path, options, skip_records, recorded=False)
     if fmt == "recording":
@@ -115,10 +116,10 @@ def read_batches(
 
         return read_parquet(path, options, skip_records)
     if fmt != "csv":
-        return read_file(path, options, skip_records)
+        return read_file(path, options, skip_records, fmt)
     from flows.sources.columnar_csv import read_columns  # pyarrow: only when a dump comes
 
-    return read_columns(path, options, skip_records, batch_rows=options.column_rows)
+    return read_columns(path, options, skip_records)
 
 
 def read_all(path: Path, options: ReadOptions = ReadOptions()) -> Chunk:

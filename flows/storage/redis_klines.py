@@ -288,7 +288,7 @@ class KlineWriter:
             )
             pipe.zadd(
                 keys.gaps(g.symbol),
-                {f"{g.from_ms}:{g.to_ms}:{g.first_trade_id}:{g.last_trade_id}": g.from_ms},
+                {g.span(): g.from_ms},
             )
         for note in self._notes:
             pipe.xadd(
