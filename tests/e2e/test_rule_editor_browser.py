@@ -130,7 +130,11 @@ def test_type_a_rule_create_and_delete_a_trader(
             expect(create).to_be_enabled()
             create.click()
             expect(page.get_by_text("Created Browser dips")).to_be_visible()
-            # (the old form's widgets go once the page's run ends)
+            # the old form's widgets go once the page's run ends; until then the old Name box
+            # (still holding the name) and the new empty one can both be on the page
+            filled = page.locator('input[aria-label="Name"][value="Browser dips"]')
+            expect(filled).to_have_count(0)
+            expect(page.locator('[data-stale="true"]')).to_have_count(0)
             expect(page.get_by_label("Name", exact=True)).to_have_count(1)
             expect(page.get_by_label("Name", exact=True)).to_have_value("")
             expect(rule_frame(page).get_by_label("Rule")).to_have_value("")
