@@ -185,19 +185,23 @@ def run_live(job: LiveJob, stats: RunStats | None = None) -> RunStats:
         owns=place.owns if place.processes > 1 else None,
         workers=place.processes,
     )
-    sink = RedisKlineSink(
-        writer_factory(job.redis_url, keys=job.keys, retention=job.retention, journal=16),
-        stats,
-        job.stop,
-    )
     rules = None
+    rules_start = None
     if job.database_url is not None:
         from flows.signals.runtime import rules_stage
+        from flows.signals.step import RulesStart
 
         rules = rules_stage(
             job.database_url, job.redis_url, job.intervals, job.keys, clock=job.clock,
             budget_ms=job.rule_budget_ms,
         )  # fmt: skip
+        rules_start = RulesStart(rules.holder)
+    sink = RedisKlineSink(
+        writer_factory(job.redis_url, keys=job.keys, retention=job.retention, journal=16),
+        stats,
+        job.stop,
+        rules_start=rules_start,
+    )
     flow = build_kline_flow(
         "live", source, step, sink, stats, rules.stage if rules is not None else None
     )

@@ -87,6 +87,31 @@ class RulesSince:
         )
 
 
+class RulesStart:
+    """For the kline sink of a live flow: the first kline of each (symbol, interval) a
+    trader decides on that this process closes, to claim as the rules' start in `RulesSince`
+    in the very transaction that stores it. The rules step claims too, when its engine
+    starts, but it runs beside the Redis output, not before it: a kill between the two would
+    leave a stored kline no restart decides (the restart resumes after it, and with neither
+    progress nor a start recorded its rules would begin at the next kline)."""
+
+    def __init__(self, holder: BookHolder) -> None:
+        self._holder = holder
+        self._claimed: set[tuple[str, str]] = set()
+
+    def __call__(self, symbol: str, closed: list[tuple[str, Kline]]) -> list[tuple[str, int]]:
+        traders = self._holder.book.for_symbol(symbol)
+        if not traders:
+            return []
+        mains = {t.row.interval for t in traders}
+        first: dict[str, int] = {}
+        for name, k in closed:
+            if name in mains and (symbol, name) not in self._claimed:
+                first[name] = min(first.get(name, k.open_ms), k.open_ms)
+        self._claimed.update((symbol, name) for name in first)
+        return sorted(first.items())
+
+
 @dataclass
 class RulesConfig:
     holder: BookHolder
@@ -161,9 +186,10 @@ class RulesLogic(StatefulBatchLogic[Closed, Outcome, SymbolEngine]):
         if not starts or cfg.seeder is None:
             return []
         since = min(starts)
-        if since >= first_end:
-            return []
         needed = mains | {i for t in traders for i in t.program.requirements}
+        if all(INTERVALS[i].next_open(INTERVALS[i].open_time(since)) >= first_end
+               for i in needed):  # fmt: skip
+            return []  # no kline of theirs ends after `since` and before `first_end`
         out: list[tuple[str, Kline]] = []
         for name in sorted(needed):
             interval = INTERVALS[name]

@@ -20,11 +20,15 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
 from flows.dataflows.kline_step import KlineUpdate
 from flows.domain.clock import SYSTEM_CLOCK
+from flows.domain.kline import Kline
 from flows.domain.stats import RunStats
 from flows.sources.items import SourceReport
 from flows.storage.redis_klines import KlineWriter
 
 SinkItem = tuple[str, KlineUpdate] | SourceReport
+# live flows with rules: (symbol, its closed klines) -> the (interval, open time) pairs whose
+# rules begin with these klines (flows.signals.step.RulesStart), claimed with the klines
+RulesStart = Callable[[str, list[tuple[str, Kline]]], list[tuple[str, int]]]
 log = logging.getLogger(__name__)
 
 # answers of a Redis that will take the write later (loading, out of memory, a replica...)
@@ -77,8 +81,10 @@ class _RedisPartition(StatelessSinkPartition[SinkItem]):
         writers: list[KlineWriter],
         stats: RunStats,
         stop: threading.Event | None = None,
+        rules_start: RulesStart | None = None,
     ) -> None:
         self._writers = writers
+        self._rules_start = rules_start
         self._turn = 0
         self._stats = stats
         self._stop = stop
@@ -105,6 +111,9 @@ class _RedisPartition(StatelessSinkPartition[SinkItem]):
             symbol, update = item
             newest = max(newest, update.newest_trade_ms)
             w.add_many(symbol, update.closed, closed=True)
+            if self._rules_start is not None and update.closed:
+                for interval, open_ms in self._rules_start(symbol, update.closed):
+                    w.claim_rules_start(symbol, interval, open_ms)
             w.add_many(symbol, update.opened, closed=False)
             for letter in update.dead:
                 w.dead_letter(letter)
@@ -136,7 +145,7 @@ class _RedisPartition(StatelessSinkPartition[SinkItem]):
 class RedisKlineSink(DynamicSink[SinkItem]):
     """`overlap`: send each batch while the flow computes the next (replays: Redis works on
     its own core meanwhile). Live flows send before going on, so a batch is in Redis before
-    the flow takes more input."""
+    the flow takes more input. `rules_start`: see `RulesStart`."""
 
     def __init__(
         self,
@@ -144,15 +153,17 @@ class RedisKlineSink(DynamicSink[SinkItem]):
         stats: RunStats,
         stop: threading.Event | None = None,
         overlap: bool = False,
+        rules_start: RulesStart | None = None,
     ) -> None:
         self._make_writer = make_writer
+        self.rules_start = rules_start
         self._stats = stats
         self._stop = stop
         self._overlap = overlap
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _RedisPartition:
         writers = [self._make_writer() for _ in range(2 if self._overlap else 1)]
-        return _RedisPartition(writers, self._stats, self._stop)
+        return _RedisPartition(writers, self._stats, self._stop, self.rules_start)
 
 
 def writer_factory(url: str, **kwargs: object) -> Callable[[], KlineWriter]:

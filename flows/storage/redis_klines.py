@@ -156,6 +156,7 @@ class KlineWriter:
         self._gaps: list[GapReport] = []
         self._notes: list[QualityNote] = []
         self._mismatches: list[tuple[str, Kline, Kline]] = []
+        self._rules_start: dict[str, int] = {}
 
     def add(self, symbol: str, interval: str, kline: Kline, closed: bool) -> None:
         args = self._pending.get((symbol, interval))
@@ -193,6 +194,12 @@ class KlineWriter:
     def save_state(self, symbol: str, state: dict[str, Any]) -> None:
         self._states[symbol] = state
 
+    def claim_rules_start(self, symbol: str, interval: str, open_ms: int) -> None:
+        """The rules of (symbol, interval) begin at the kline opening at open_ms, unless an
+        earlier start is recorded (see flows.signals.step.RulesSince): written in the same
+        transaction as that kline, so no kline can be stored before its rules' start is."""
+        self._rules_start[f"{symbol} {interval}"] = open_ms
+
     @property
     def pending(self) -> bool:
         return bool(
@@ -202,6 +209,7 @@ class KlineWriter:
             or self._gaps
             or self._notes
             or self._mismatches
+            or self._rules_start
         )
 
     def flush(self) -> None:
@@ -302,6 +310,8 @@ class KlineWriter:
             pipe.xadd(keys.reconcile, fields, maxlen=self._dead_letter_maxlen, approximate=True)
         for symbol, state in self._states.items():
             pipe.set(keys.replay_state(symbol), _state_encoder.encode(state))
+        for pair, open_ms in self._rules_start.items():
+            pipe.hsetnx(keys.rules_since, pair, open_ms)
 
 
 def load_replay_states(
