@@ -37,6 +37,14 @@ class KlineUpdate:
     amended: dict[str, int] | None = None
     notes: list[QualityNote] = field(default_factory=list)
 
+    def carries(self) -> bool:
+        """Whether it has anything for the sink or the rules (a watermark that closed
+        nothing, with nothing to write, gives an update that carries nothing)."""
+        return bool(
+            self.closed or self.opened or self.dead or self.state is not None
+            or self.mismatches or self.notes or self.newest_trade_ms >= 0
+        )  # fmt: skip
+
     def is_amendment(self, interval: str, open_ms: int) -> bool:
         amended = self.amended
         return amended is not None and open_ms < amended.get(interval, -1)
@@ -130,7 +138,11 @@ class KlineLogic(StatefulBatchLogic[SymbolBatch, KlineUpdate, dict[str, Any]]):
             stats.klines_closed[interval] += 1
         if update.amended is not None:
             self._note_amendments(update)
-        self._dirty = True
+        if update.closed or any(
+            b.trades or b.reset is not None or (b.columns is not None and len(b.columns))
+            for b in values
+        ):  # (a watermark that closes nothing leaves the open klines as they were written)
+            self._dirty = True
         if self._references or self._config.reconcile:
             self._reconcile(update)
         self._write_open_if_due(update)
@@ -205,12 +217,16 @@ class KlineLogic(StatefulBatchLogic[SymbolBatch, KlineUpdate, dict[str, Any]]):
 
     def _write_open_if_due(self, update: KlineUpdate) -> None:
         """The open klines, at most once per throttle period; what waits is written by the
-        notification below, so no change waits longer than the throttle."""
+        notification below, so no change waits longer than the throttle. The periods are
+        aligned on the clock (whole seconds for 1 s), the same for every symbol: the open
+        klines waiting in a shard are all due at one instant, written by one notification and
+        one Redis transaction, not one each at its own moment."""
         now = self._config.clock.monotonic_s()
         if self._dirty and self._sk is not None and now >= self._next_open_write:
             update.opened = self._sk.open_klines()
             self._stats.open_kline_writes += len(update.opened)
-            self._next_open_write = now + self._config.open_throttle_ms / 1000.0
+            period = self._config.open_throttle_ms / 1000.0
+            self._next_open_write = (now // period + 1) * period if period > 0 else now
             self._dirty = False
 
     def notify_at(self) -> datetime | None:

@@ -49,7 +49,7 @@ def build_kline_flow(
     split = op.branch("split_reports", items, _is_trades)
     keyed: Any = split.trues  # (symbol, SymbolBatch) items, keyed by symbol
     # the kline state is keyed by shard (many symbols per activation), its output by symbol
-    sharded = op.map("to_shards", keyed, shard_router(step.workers))
+    sharded = op.flat_map("to_shards", keyed, shard_router(step.workers))
     by_shard = op.stateful_batch("klines", sharded, shard_logic_builder(step, stats))
     updates: Any = op.map("by_symbol", by_shard, by_symbol)
     out: Any = op.merge("to_redis", updates, split.falses)

@@ -30,7 +30,7 @@ from bytewax.operators import StatefulBatchLogic
 from flows.cluster import worker_of
 from flows.dataflows.kline_step import KlineLogic, KlineStepConfig, KlineUpdate
 from flows.domain.stats import RunStats
-from flows.sources.items import SymbolBatch
+from flows.sources.items import SymbolBatch, Watermarks
 
 SHARDS_PER_WORKER: Final = 8
 
@@ -55,7 +55,7 @@ def shard_of(symbol: str, names: tuple[tuple[str, ...], ...]) -> str:
     return row[zlib.crc32(symbol.encode()) % len(row)]
 
 
-class ShardLogic(StatefulBatchLogic[SymbolBatch, KlineUpdate, dict[str, Any]]):
+class ShardLogic(StatefulBatchLogic[SymbolBatch | Watermarks, KlineUpdate, dict[str, Any]]):
     """The kline logic of every symbol of one shard; state: each symbol's builder state."""
 
     def __init__(
@@ -80,19 +80,30 @@ class ShardLogic(StatefulBatchLogic[SymbolBatch, KlineUpdate, dict[str, Any]]):
             self._symbols[symbol] = logic
         return logic
 
-    def on_batch(self, values: list[SymbolBatch]) -> tuple[list[KlineUpdate], bool]:
+    def on_batch(self, values: list[SymbolBatch | Watermarks]) -> tuple[list[KlineUpdate], bool]:
         by_symbol: dict[str, list[SymbolBatch]] = {}
-        for batch in values:
-            group = by_symbol.get(batch.symbol)
+        for value in values:
+            if isinstance(value, Watermarks):  # the same as one empty batch per symbol
+                for symbol in value.symbols:
+                    mark = SymbolBatch(symbol, [], value.watermark_ms)
+                    group = by_symbol.get(symbol)
+                    if group is None:
+                        by_symbol[symbol] = [mark]
+                    else:
+                        group.append(mark)
+                continue
+            group = by_symbol.get(value.symbol)
             if group is None:
-                by_symbol[batch.symbol] = [batch]
+                by_symbol[value.symbol] = [value]
             else:
-                group.append(batch)
+                group.append(value)
         out: list[KlineUpdate] = []
         self._changed.update(by_symbol)
         for symbol, batches in by_symbol.items():
             logic = self._logic(symbol)
-            out.extend(logic.on_batch(batches)[0])
+            for update in logic.on_batch(batches)[0]:
+                if update.carries():
+                    out.append(update)
             self._schedule(symbol, logic)
         return out, StatefulBatchLogic.RETAIN
 
@@ -136,17 +147,32 @@ class ShardLogic(StatefulBatchLogic[SymbolBatch, KlineUpdate, dict[str, Any]]):
         return dict(self._states)
 
 
-def shard_router(workers: int) -> Callable[[tuple[str, Any]], tuple[str, Any]]:
-    """(symbol, value) -> (its shard, value), remembering each symbol's shard."""
+def shard_router(workers: int) -> Callable[[tuple[str, Any]], list[tuple[str, Any]]]:
+    """(symbol, value) -> [(its shard, value)], remembering each symbol's shard; a
+    `Watermarks` -> one per shard, with the symbols of that shard."""
     names = shard_names(workers)
     known: dict[str, str] = {}
+    split: dict[tuple[str, ...], list[tuple[str, tuple[str, ...]]]] = {}
 
-    def route(item: tuple[str, Any]) -> tuple[str, Any]:
-        symbol = item[0]
-        shard = known.get(symbol)
-        if shard is None:
-            shard = known[symbol] = shard_of(symbol, names)
-        return shard, item[1]
+    def shard(symbol: str) -> str:
+        found = known.get(symbol)
+        if found is None:
+            found = known[symbol] = shard_of(symbol, names)
+        return found
+
+    def route(item: tuple[str, Any]) -> list[tuple[str, Any]]:
+        value = item[1]
+        if not isinstance(value, Watermarks):
+            return [(shard(item[0]), value)]
+        parts = split.get(value.symbols)
+        if parts is None:  # a source marks the same symbols second after second
+            grouped: dict[str, list[str]] = {}
+            for symbol in value.symbols:
+                grouped.setdefault(shard(symbol), []).append(symbol)
+            if len(split) > 64:
+                split.clear()
+            parts = split[value.symbols] = [(k, tuple(v)) for k, v in grouped.items()]
+        return [(key, Watermarks(symbols, value.watermark_ms)) for key, symbols in parts]
 
     return route
 

@@ -85,5 +85,16 @@ class SourceReport:
     notes: list[QualityNote] | None = None
 
 
+class Watermarks(NamedTuple):
+    """One watermark for many symbols at once (a live source's each second): every trade of
+    each of `symbols` with a time before `watermark_ms` has been delivered. Keyed by the empty
+    string; the dataflow hands each shard of the kline step the part of `symbols` it holds,
+    so a second's watermark for 1,600 symbols is a few items, not 1,600. It follows the
+    trades it covers in the source's batch (they are applied first)."""
+
+    symbols: tuple[str, ...]
+    watermark_ms: int
+
+
 KeyedBatch = tuple[str, SymbolBatch]
-SourceItem = KeyedBatch | SourceReport
+SourceItem = KeyedBatch | tuple[str, Watermarks] | SourceReport

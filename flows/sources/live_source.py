@@ -67,7 +67,14 @@ from flows.binance.ws_feed import AttemptLimiter, StreamFeed
 from flows.domain.deadletter import DeadLetter
 from flows.domain.kline import Kline, Trade
 from flows.domain.stats import RunStats
-from flows.sources.items import GapReport, QualityNote, SourceItem, SourceReport, SymbolBatch
+from flows.sources.items import (
+    GapReport,
+    QualityNote,
+    SourceItem,
+    SourceReport,
+    SymbolBatch,
+    Watermarks,
+)
 from flows.sources.live_backfill import BackfillJobs, Fetched, SymbolState
 from flows.sources.live_config import LiveConfig
 from flows.sources.live_door import FrameDoor
@@ -207,11 +214,6 @@ class _LivePartition(FrameDoor, StatefulSourcePartition[SourceItem, dict[str, li
         elif seen >= 0 and self._last_bucket >= 0:
             # caught up since the last boundary: they get the watermark at once
             marked = {s for s in became_live if s in self._live}
-        for symbol in marked:
-            batch = SymbolBatch(
-                symbol, out.pop(symbol, []), watermark, reset=resets.pop(symbol, None)
-            )
-            items.append((symbol, batch))
         if self._refs:
             for symbol, refs in self._refs.items():
                 batch = SymbolBatch(
@@ -224,6 +226,8 @@ class _LivePartition(FrameDoor, StatefulSourcePartition[SourceItem, dict[str, li
             reset = resets.get(symbol)
             if trades or reset is not None:
                 items.append((symbol, SymbolBatch(symbol, trades, reset=reset)))
+        if marked:  # after the trades it covers
+            items.append(("", Watermarks(tuple(sorted(marked)), watermark)))
         if self._refused:
             dead.extend(self._refused)
             self._refused = []

@@ -21,6 +21,7 @@ interval), and leaves a data-quality record saying from when older ones may be m
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import secrets
 from collections import deque
@@ -46,7 +47,12 @@ log = logging.getLogger(__name__)
 # per-command and per-argument packing was the cost that mattered (a profile of 1,600 live
 # symbols spent 40% of the flow's CPU there). The keys are named in the blob rather than in
 # KEYS, so this needs a standalone Redis (not Redis Cluster); ACL key patterns still apply to
-# every command the script runs.
+# every command the script runs. Each transaction begins with SCRIPT LOAD of it (for a script
+# Redis holds already, a digest and a lookup) and then calls it by digest: redis-py's own way,
+# SCRIPT EXISTS before every pipeline, was a second round trip per write (a live flow writes
+# hundreds of times a second), and an EVALSHA finding no script inside MULTI/EXEC (a Redis
+# restarted meanwhile) would fail alone while the other commands ran, so that a retry would
+# add their stream entries twice.
 _UPSERT_LUA = """
 local channel = ARGV[1]
 local zkey, lkey, keep, symbol, interval, top
@@ -97,6 +103,7 @@ end
 finish()
 return 0
 """
+_UPSERT_SHA = hashlib.sha1(_UPSERT_LUA.encode()).hexdigest()
 _GROUPS_PER_CALL = 256  # bounds how long one call holds Redis (readers wait meanwhile)
 
 
@@ -137,7 +144,6 @@ class KlineWriter:
         self._retention = retention
         self._dead_letter_maxlen = dead_letter_maxlen
         self._publish = publish
-        self._script = client.register_script(_UPSERT_LUA)
         self._known_symbols: set[str] = set()
         # live: the newest closed klines written per (symbol, interval), to write again if
         # Redis loses them (0: no journal and no sentinel, e.g. replays)
@@ -267,6 +273,8 @@ class KlineWriter:
         channel = keys.closed_channel if self._publish else ""
         blob: list[bytes] = []
         groups = 0
+        if pending:
+            pipe.script_load(_UPSERT_LUA)
         for (symbol, interval), lines in pending.items():
             zset, last = keys.klines(symbol, interval), keys.last_closed(symbol, interval)
             keep = self._retention.for_interval(interval)
@@ -274,10 +282,10 @@ class KlineWriter:
             blob.extend(lines)
             groups += 1
             if groups == _GROUPS_PER_CALL:
-                self._script(keys=[], args=[channel, b"".join(blob)], client=pipe)
+                pipe.evalsha(_UPSERT_SHA, 0, channel, b"".join(blob))
                 blob, groups = [], 0
         if blob:
-            self._script(keys=[], args=[channel, b"".join(blob)], client=pipe)
+            pipe.evalsha(_UPSERT_SHA, 0, channel, b"".join(blob))
         if self._new_symbols:
             pipe.sadd(keys.symbols, *self._new_symbols)
         for letter in self._dead:

@@ -11,10 +11,10 @@ from hypothesis import strategies as st
 
 from flows.cluster import worker_of
 from flows.dataflows.kline_step import KlineLogic, KlineStepConfig, KlineUpdate
-from flows.dataflows.shards import ShardLogic, shard_names, shard_of
+from flows.dataflows.shards import ShardLogic, shard_names, shard_of, shard_router
 from flows.domain.kline import Trade
 from flows.domain.stats import RunStats
-from flows.sources.items import SymbolBatch
+from flows.sources.items import SymbolBatch, Watermarks
 
 CONFIG = KlineStepConfig(("1m", "5m"), timer_writes=False)
 SYMBOLS = ["BTCUSDT", "ETHUSDT", "XRPETH", "DOGEUSDT", "SOLUSDT"]
@@ -80,3 +80,52 @@ def test_a_shard_gives_what_the_symbols_give_alone_and_resumes_from_pickled_stat
     got += resumed.on_eof()[0]
     assert _closed(got) == _closed(expected)
     assert sum(len(v) for v in _closed(got).values()) > 20
+
+
+def _content(updates: list[KlineUpdate]) -> dict[str, tuple[list[object], list[object]]]:
+    out: dict[str, tuple[list[object], list[object]]] = {}
+    for u in updates:
+        closed, opened = out.setdefault(u.symbol, ([], []))
+        closed.extend(u.closed)
+        opened.extend(u.opened)
+    return out
+
+
+def test_one_watermarks_item_per_shard_gives_what_a_watermark_per_symbol_gives() -> None:
+    """A live source's second: trades of a few symbols, then one watermark for every symbol.
+    Sent as one `Watermarks` item (routed as one item per shard) or as an empty batch per
+    symbol, the kline step closes and writes the same klines; a watermark that closes
+    nothing and leaves nothing to write gives no update at all."""
+    config = KlineStepConfig(("1m", "5m"), open_throttle_ms=0, close_at_eof=False,
+                             timer_writes=False)  # fmt: skip
+    rng = random.Random(11)
+    batches = _batches(3)
+    route = shard_router(2)
+    alone: dict[str, KlineLogic] = {}
+    shards: dict[str, ShardLogic] = {}
+    expected: list[KlineUpdate] = []
+    got: list[KlineUpdate] = []
+    routed_marks = 0
+    for k in range(0, len(batches), 5):
+        group = batches[k : k + 5]
+        watermark = max(t[4] for b in group for t in b.trades) - rng.randint(0, 30_000)
+        seen = sorted({b.symbol for b in batches[: k + 5]})
+        for b in group:
+            logic = alone.setdefault(b.symbol, KlineLogic(config, RunStats(), None))
+            expected += logic.on_batch([b])[0]
+        for symbol in seen:
+            expected += alone[symbol].on_batch([SymbolBatch(symbol, [], watermark)])[0]
+        items = [(b.symbol, b) for b in group]
+        items.append(("", Watermarks(tuple(seen), watermark)))
+        for key, value in (r for item in items for r in route(item)):
+            if isinstance(value, Watermarks):
+                routed_marks += 1
+                assert {shard_of(s, shard_names(2)) for s in value.symbols} == {key}
+            shard = shards.setdefault(key, ShardLogic(config, RunStats(), None))
+            got += shard.on_batch([value])[0]
+    assert routed_marks <= (len(batches) // 5 + 1) * len({shard_of(s, shard_names(2))
+                                                            for s in SYMBOLS})  # fmt: skip
+    assert _content(got) == _content(expected)
+    assert sum(len(c) for c, _ in _content(got).values()) > 20
+    assert all(u.carries() for u in got)
+    assert not all(u.carries() for u in expected)  # some watermarks changed nothing
