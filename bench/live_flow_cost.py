@@ -125,8 +125,8 @@ def main() -> None:
     # real time: the market starts a few seconds after its trades are drawn
     t0 = T0 if not args.real_time else (time.time_ns() // 1_000_000 // 1000 + 60) * 1000
     made = polls(args.symbols, args.rate, args.minutes, t0)
-    trades = sum(len(b.trades) for _, items in made for _, b in items
-                 if isinstance(b, SymbolBatch))  # fmt: skip
+    trades = sum(len(item[1].trades) for _, items in made for item in items
+                 if isinstance(item, tuple) and isinstance(item[1], SymbolBatch))  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         url = os.environ.get("KLINEFLOW_REDIS_URL")
         server = None

@@ -75,6 +75,7 @@ class KlineLogic(StatefulBatchLogic[SymbolBatch, KlineUpdate, dict[str, Any]]):
         self._symbol = ""
         self._next_open_write = 0.0
         self._dirty = False  # trades changed the open klines since they were last written
+        self._unwritten_ms = -1  # the newest trade taken and not yet in a written kline
         self._references: dict[int, Kline] = {}  # Binance's closed 1m klines not compared yet
         self._ours: dict[int, Kline] = {}  # our recent closed 1m klines
         self._foreign = False  # the symbol's trades came from another process of the cluster
@@ -107,13 +108,13 @@ class KlineLogic(StatefulBatchLogic[SymbolBatch, KlineUpdate, dict[str, Any]]):
             if batch.reset is not None:  # the source resumed the symbol from the stores
                 sk = self._sk = SymbolKlines.restore(batch.reset, self._config.max_fill)
             if batch.trades:
-                update.newest_trade_ms = max(update.newest_trade_ms, batch.trades[-1][4])
+                self._unwritten_ms = max(self._unwritten_ms, batch.trades[-1][4])
                 late, d = sk.process(batch.trades, update.closed)
                 dups += d
                 stats_refused += self._took(update, late, sk.refused, sk.amended_before)
             if batch.columns is not None and len(batch.columns):
                 cols = batch.columns
-                update.newest_trade_ms = max(update.newest_trade_ms, int(cols.time_ms[-1]))
+                self._unwritten_ms = max(self._unwritten_ms, int(cols.time_ms[-1]))
                 res = ColumnarKlines(sk.intervals, sk.max_fill, sk).process(
                     cols.time_ms, cols.price_units, cols.qty_units, cols.first_id,
                     cols.last_id, cols.is_buyer_maker,
@@ -142,10 +143,11 @@ class KlineLogic(StatefulBatchLogic[SymbolBatch, KlineUpdate, dict[str, Any]]):
             b.trades or b.reset is not None or (b.columns is not None and len(b.columns))
             for b in values
         ):  # (a watermark that closes nothing leaves the open klines as they were written)
-            self._dirty = True
+            self._changed()
         if self._references or self._config.reconcile:
             self._reconcile(update)
-        self._write_open_if_due(update)
+        if not self._config.timer_writes:  # (live: on the timer only, see below)
+            self._write_open_if_due(update)
         return [update], StatefulBatchLogic.RETAIN
 
     def _took(
@@ -215,15 +217,29 @@ class KlineLogic(StatefulBatchLogic[SymbolBatch, KlineUpdate, dict[str, Any]]):
             while len(table) > 10:  # keep the last few minutes
                 del table[min(table)]
 
+    def _changed(self) -> None:
+        """The open klines changed. Live, they are due at the end of the current throttle
+        period (or later, if the last write was less than a period ago)."""
+        period = self._config.open_throttle_ms / 1000.0
+        if not self._dirty and self._config.timer_writes and period > 0:
+            now = self._config.clock.monotonic_s()
+            self._next_open_write = max(self._next_open_write, (now // period + 1) * period)
+        self._dirty = True
+
     def _write_open_if_due(self, update: KlineUpdate) -> None:
-        """The open klines, at most once per throttle period; what waits is written by the
-        notification below, so no change waits longer than the throttle. The periods are
-        aligned on the clock (whole seconds for 1 s), the same for every symbol: the open
-        klines waiting in a shard are all due at one instant, written by one notification and
-        one Redis transaction, not one each at its own moment."""
+        """The open klines, at most once per throttle period. Live (`timer_writes`), only
+        the notification below writes them, at the end of the period (whole seconds for 1 s:
+        the same instants for every symbol), so the open klines of every symbol a second
+        changed are written by one notification per shard and one Redis transaction, not one
+        each at the moment its next trade comes; no change waits longer than the throttle,
+        as with Binance's own kline stream (an update a second or two). Replays write them
+        as batches pass. `newest_trade_ms` of the update: the newest trade now in Redis (the
+        lag metric)."""
         now = self._config.clock.monotonic_s()
         if self._dirty and self._sk is not None and now >= self._next_open_write:
             update.opened = self._sk.open_klines()
+            update.newest_trade_ms = max(update.newest_trade_ms, self._unwritten_ms)
+            self._unwritten_ms = -1
             self._stats.open_kline_writes += len(update.opened)
             period = self._config.open_throttle_ms / 1000.0
             self._next_open_write = (now // period + 1) * period if period > 0 else now

@@ -14,25 +14,40 @@ def _trade(i: int, ms: int) -> tuple[int, int, int, int, int, bool]:
     return (i, i, 100_00000000 + i, 1_00000000, T0 + ms, False)
 
 
-def test_a_change_inside_the_throttle_is_written_by_the_timer() -> None:
-    clock = ManualClock(T0)
+def _due_ms(logic: KlineLogic) -> int | None:
+    due = logic.notify_at()
+    return None if due is None else round(due.timestamp() * 1000)
+
+
+def test_live_open_klines_are_written_by_the_timer_at_the_end_of_each_second() -> None:
+    """Live, a batch writes no open kline: every change waits for the end of its second (the
+    same instant for every symbol), so one notification writes all that changed."""
+    clock = ManualClock(T0 + 250)
     logic = KlineLogic(
         KlineStepConfig(("1m",), open_throttle_ms=1000, clock=clock), RunStats(), None
     )
     (first,), _ = logic.on_batch([SymbolBatch("BTCUSDT", [_trade(1, 100)])])
-    assert [k.trades for _, k in first.opened] == [1]  # written at once
-    assert logic.notify_at() is None
-    clock.advance(10)
-    (second,), _ = logic.on_batch([SymbolBatch("BTCUSDT", [_trade(2, 110)])])
-    assert second.opened == []  # throttled ...
-    due = logic.notify_at()
-    assert due is not None and int(due.timestamp() * 1000) == T0 + 1000  # ... until then
-    clock.advance(989)
+    assert first.opened == [] and not first.carries()  # nothing for the sink yet
+    assert _due_ms(logic) == T0 + 1000
+    clock.advance(749)
     assert logic.on_notify()[0] == []  # not yet due
     clock.advance(1)
-    (third,), _ = logic.on_notify()
-    assert [k.trades for _, k in third.opened] == [2]  # the waiting change, by the timer
+    (written,), _ = logic.on_notify()
+    assert [k.trades for _, k in written.opened] == [1]
+    assert written.newest_trade_ms == T0 + 100  # the lag metric: this trade is in Redis now
     assert logic.notify_at() is None  # nothing waits: no timer left behind
+    clock.advance(10)
+    logic.on_batch([SymbolBatch("BTCUSDT", [_trade(2, 1_005)])])
+    logic.on_batch([SymbolBatch("BTCUSDT", [_trade(3, 1_500)])])
+    assert _due_ms(logic) == T0 + 2000  # both changes, once
+    clock.advance(990)
+    (written,), _ = logic.on_notify()
+    assert [k.trades for _, k in written.opened] == [3]
+    assert written.newest_trade_ms == T0 + 1_500
+    # a quiet symbol's next change waits for the end of its second too, not less
+    clock.advance(5_300)
+    logic.on_batch([SymbolBatch("BTCUSDT", [_trade(4, 7_200)])])
+    assert _due_ms(logic) == T0 + 8000
 
 
 def test_replays_write_open_klines_only_as_batches_pass() -> None:
