@@ -2,8 +2,9 @@
 
 A capture's line 1 is the URL, then ``<receive unix time>: <raw frame>``; lines recording REST
 calls (``<url> -> <time>: <json>``) are skipped. A recording (`flows.sources.recording`) is
-gzip JSON lines with a header. Trade frames take a fast lax decode; anything it cannot read
-exactly goes through the exact decoder, which gives every error its reason. A trade is
+gzip JSON lines with a header. Frames are decoded as the live flow decodes them
+(`flows.binance.frames`): a fast lax decode, and anything it cannot read exactly through the
+exact decoder, which gives every error its reason. A trade is
 refused as implausible past its line's receive time plus `ReadOptions.future_margin_ms`.
 """
 
@@ -17,21 +18,17 @@ from typing import IO, Final
 
 import msgspec
 
-from flows.binance.decode import (
-    AggTradeEvent,
-    FrameError,
-    InvalidTrade,
-    LaxCombined,
-    TradeEvent,
-    agg_trade_to_trade,
-    decode_frame,
-    lax_trade,
-    trade_event_to_trade,
+from flows.binance.decode import LaxCombined
+from flows.binance.frames import (
+    LAX_ERRORS,
+    FrameRefused,
+    FrameTrade,
+    exact_frame,
+    lax_event_trade,
+    lax_frame_trade,
 )
 from flows.domain import deadletter as dl
 from flows.domain.deadletter import DeadLetter
-from flows.domain.kline import Trade
-from flows.domain.trade_checks import implausible
 from flows.sources import recording
 from flows.sources.chunks import Chunk, ReadOptions, raw_text, report_cut
 from flows.sources.compressed import GZIP_MAGIC, Lines, ends_at_sync_flush
@@ -43,8 +40,6 @@ class _RecordedLax(msgspec.Struct):
 
 
 _lax_recorded: Final = msgspec.json.Decoder(_RecordedLax, strict=False)
-_lax_frame: Final = msgspec.json.Decoder(LaxCombined, strict=False)
-_LAX_ERRORS: Final = (msgspec.DecodeError, msgspec.ValidationError)
 
 
 def read_frames(path: Path, options: ReadOptions, skip: int, recorded: bool) -> Iterator[Chunk]:
@@ -58,9 +53,8 @@ def read_frames(path: Path, options: ReadOptions, skip: int, recorded: bool) -> 
     margin = options.future_margin_ms
     now_ceiling = options.now_ceiling_ms()  # a capture line whose receive time is unreadable
     decode_line = _lax_recorded.decode
-    decode_frame_lax = _lax_frame.decode
-    fast = lax_trade
-    check = implausible
+    fast = lax_event_trade
+    fast_frame = lax_frame_trade
     chunk = Chunk()
     trades = chunk.trades
     count = 0
@@ -83,22 +77,21 @@ def read_frames(path: Path, options: ReadOptions, skip: int, recorded: bool) -> 
             count += 1
             # Fast path: a combined trade frame whose amounts the lax decode gets exactly.
             frame: bytes | None = None
-            try:
-                if recorded:
+            taken: FrameTrade | None = None
+            if recorded:
+                try:
                     rec = decode_line(line)
                     ceiling = rec.r + margin
-                    ev = rec.d.data
-                else:
-                    head, frame = _captured_frame(line)
-                    if frame is None:
-                        continue
-                    ceiling = _receive_ceiling(head, margin, now_ceiling)
-                    ev = decode_frame_lax(frame).data
-                sym = ev.s
-                tr = fast(ev, ceiling)  # None as well for a trade that may be implausible
-            except _LAX_ERRORS:
-                tr = None
-            if tr is None:
+                    taken = fast(rec.d.data, ceiling)
+                except LAX_ERRORS:
+                    pass
+            else:
+                head, frame = _captured_frame(line)
+                if frame is None:
+                    continue
+                ceiling = _receive_ceiling(head, margin, now_ceiling)
+                taken = fast_frame(frame, ceiling)
+            if taken is None:
                 # a last piece with no newline: a recording's torn end, or any file's cut
                 if line.endswith(b"\0") and (recorded or reader.cut):
                     chunk.torn += 1
@@ -109,15 +102,15 @@ def read_frames(path: Path, options: ReadOptions, skip: int, recorded: bool) -> 
                     ceiling = recv_ms + margin
                 if frame is None:
                     continue
-                sym, tr = _exact_trade(frame, chunk, name, lineno)
-                if tr is None:
+                exact = exact_frame(frame, ceiling, f"{name}:{lineno}")
+                if isinstance(exact, FrameRefused):
+                    chunk.dead.append(exact.letter)
                     continue
-                why = check(tr, ceiling)
-                if why is not None:
-                    chunk.dead.append(
-                        DeadLetter(dl.IMPLAUSIBLE, why, raw_text(frame), f"{name}:{lineno}", sym)
-                    )
+                if not isinstance(exact, FrameTrade):
+                    chunk.ignored += 1  # depth, tickers, kline and serverShutdown frames
                     continue
+                taken = exact
+            sym, tr = taken.symbol, taken.trade
             if keep is not None and sym not in keep:
                 chunk.filtered += 1
                 continue
@@ -143,30 +136,6 @@ def _receive_ceiling(head: bytes, margin: int, fallback: int) -> int:
         return int(float(head) * 1000) + margin
     except (ValueError, OverflowError):  # not a number, or inf
         return fallback
-
-
-def _exact_trade(frame: bytes, chunk: Chunk, name: str, lineno: int) -> tuple[str, Trade | None]:
-    """The exact (slow) path: every frame kind, every error with its reason."""
-    try:
-        ev = decode_frame(frame)
-    except FrameError as e:
-        chunk.dead.append(DeadLetter(e.reason, e.detail, raw_text(frame), f"{name}:{lineno}"))
-        return "", None
-    if isinstance(ev, AggTradeEvent | TradeEvent):
-        try:
-            tr = (
-                agg_trade_to_trade(ev)
-                if isinstance(ev, AggTradeEvent)
-                else trade_event_to_trade(ev)
-            )
-        except InvalidTrade as e:
-            chunk.dead.append(
-                DeadLetter(e.reason, str(e), raw_text(frame), f"{name}:{lineno}", ev.s)
-            )
-            return ev.s, None
-        return ev.s, tr
-    chunk.ignored += 1  # depth, tickers, kline and serverShutdown frames: unused here
-    return "", None
 
 
 def _captured_frame(line: bytes) -> tuple[bytes, bytes | None]:

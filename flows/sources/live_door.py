@@ -1,7 +1,8 @@
 """The door of a live connection: each frame decoded, and refused if it cannot be real.
 
 `FrameDoor` is the part of a `flows.sources.live_source` partition that takes one frame on
-Bytewax's thread: a trade frame goes through a fast lax decode, else the exact decoder, which
+Bytewax's thread: a trade frame goes through a fast lax decode, else the exact decoder (both
+in `flows.binance.frames`, which replays of captures and recordings use too), which
 dead-letters every malformed frame with its reason; a trade whose time is before the exchange
 existed or more than ``future_margin_ms`` ahead of the exchange's clock, or whose ids or
 amounts cannot be real, is dead-lettered as ``implausible`` and never counts as evidence. A
@@ -11,32 +12,14 @@ reconciled symbol's closed ``@kline_1m`` is kept to compare with ours.
 
 from __future__ import annotations
 
-from typing import Any, Final
+from typing import Any
 
-import msgspec
-
-from flows.binance.decode import (
-    AggTradeEvent,
-    FrameError,
-    InvalidTrade,
-    KlineEvent,
-    LaxAggTrade,
-    LaxCombined,
-    TradeEvent,
-    agg_trade_to_trade,
-    decode_frame,
-    kline_of_event,
-    lax_trade,
-    trade_event_to_trade,
-)
+from flows.binance.decode import KlineEvent, kline_of_event
+from flows.binance.frames import FrameRefused, FrameTrade, exact_frame, lax_frame_trade
 from flows.domain import deadletter as dl
 from flows.domain.deadletter import DeadLetter
 from flows.domain.kline import Kline, Trade
-from flows.domain.trade_checks import implausible
 from flows.sources.live_order import SymbolOrder
-
-_lax_frame: Final = msgspec.json.Decoder(LaxCombined, strict=False)
-_LAX_ERRORS: Final = (msgspec.DecodeError, msgspec.ValidationError)
 
 
 class FrameDoor(SymbolOrder):
@@ -58,42 +41,27 @@ class FrameDoor(SymbolOrder):
 
     def _frame(self, raw: bytes, out: dict[str, list[Trade]], dead: list[DeadLetter]) -> int:
         """Take one frame; returns the event time it proves delivered (-1 for none)."""
-        try:
-            ev: Any = _lax_frame.decode(raw).data
-            trade = lax_trade(ev, self._ceiling)
-        except _LAX_ERRORS:
-            trade = None
-        if trade is not None:
-            agg_id = ev.a if type(ev) is LaxAggTrade else -1
-            self._accept(ev.s, agg_id, trade, out)
-            return trade[4]
-        text = raw[:4000].decode("utf-8", "replace")
-        try:
-            exact = decode_frame(raw)
-        except FrameError as e:
-            dead.append(DeadLetter(e.reason, e.detail, text, "live"))
-            return -1
-        if isinstance(exact, AggTradeEvent | TradeEvent):
-            try:
-                if isinstance(exact, AggTradeEvent):
-                    trade, agg_id = agg_trade_to_trade(exact), exact.a
-                else:
-                    trade, agg_id = trade_event_to_trade(exact), -1
-            except InvalidTrade as e:
-                dead.append(DeadLetter(e.reason, str(e), text, "live", exact.s))
+        taken = lax_frame_trade(raw, self._ceiling)
+        if taken is None:
+            exact = exact_frame(raw, self._ceiling, "live", text_limit=4000)
+            if isinstance(exact, FrameRefused):
+                self._time_refused |= exact.too_late
+                dead.append(exact.letter)
                 return -1
-            why = implausible(trade, self._ceiling)
-            if why is not None:
-                self._time_refused |= trade[4] > self._ceiling
-                dead.append(DeadLetter(dl.IMPLAUSIBLE, why, text, "live", exact.s))
-                return -1
-            self._accept(exact.s, agg_id, trade, out)
-            return trade[4]
+            if not isinstance(exact, FrameTrade):
+                return self._event(exact, raw, dead)
+            taken = exact
+        self._accept(taken.symbol, taken.agg_id, taken.trade, out)
+        return taken.trade[4]
+
+    def _event(self, exact: Any, raw: bytes, dead: list[DeadLetter]) -> int:
+        """A frame of another kind: the clock stream's and reconciled symbols' klines."""
         if isinstance(exact, KlineEvent):
             k = exact.k
             event_ms = exact.E // 1000 if exact.E >= 100_000_000_000_000 else exact.E
             if event_ms > self._ceiling:
                 self._time_refused = True
+                text = raw[:4000].decode("utf-8", "replace")
                 dead.append(DeadLetter(dl.IMPLAUSIBLE, f"event time {event_ms} is after "
                                        f"{self._ceiling}", text, "live", exact.s))  # fmt: skip
                 return -1
