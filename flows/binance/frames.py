@@ -6,7 +6,8 @@ here, so a frame gives the same trade, or the same dead letter with the same rea
 it is read:
 
 - `lax_frame_trade`: the fast path, a combined trade frame whose amounts a float decode gets
-  exactly and whose trade no check could refuse; None sends the frame to
+  exactly and whose trade no check could refuse (a replay runs the same two steps, `LAX_FRAME`
+  and `lax_trade`, inline over millions of lines); None sends the frame to
 - `exact_frame`: every frame kind, every error with its reason: a `FrameTrade`, a
   `FrameRefused` (malformed, invalid or implausible: its dead letter), or the decoded event
   of another kind (klines, depth, tickers, serverShutdown) for the caller to use or count.
@@ -35,7 +36,7 @@ from flows.domain.deadletter import DeadLetter
 from flows.domain.kline import Trade
 from flows.domain.trade_checks import implausible
 
-_lax_frame: Final = msgspec.json.Decoder(LaxCombined, strict=False)
+LAX_FRAME: Final = msgspec.json.Decoder(LaxCombined, strict=False)
 LAX_ERRORS: Final = (msgspec.DecodeError, msgspec.ValidationError)
 
 
@@ -50,21 +51,18 @@ class FrameRefused(NamedTuple):
     too_late: bool  # refused for a time past the ceiling (the caller's clock may lag)
 
 
-def lax_event_trade(ev: Any, ceiling_ms: int) -> FrameTrade | None:
-    """The fast path for an event a lax decoder already read (a recording line holds one)."""
-    trade = lax_trade(ev, ceiling_ms)
+def lax_frame_trade(frame: bytes, ceiling_ms: int) -> FrameTrade | None:
+    """The trade of a combined trade frame when the fast decode (`LAX_FRAME`, then
+    `flows.binance.decode.lax_trade`) reads it exactly and no check could refuse it; None:
+    only `exact_frame` may decide."""
+    try:
+        ev = LAX_FRAME.decode(frame).data
+        trade = lax_trade(ev, ceiling_ms)
+    except LAX_ERRORS:
+        return None
     if trade is None:
         return None
     return FrameTrade(ev.s, ev.a if type(ev) is LaxAggTrade else -1, trade)
-
-
-def lax_frame_trade(frame: bytes, ceiling_ms: int) -> FrameTrade | None:
-    """The trade of a combined trade frame when the fast decode reads it exactly and no
-    check could refuse it; None: only `exact_frame` may decide."""
-    try:
-        return lax_event_trade(_lax_frame.decode(frame).data, ceiling_ms)
-    except LAX_ERRORS:
-        return None
 
 
 def exact_frame(
@@ -99,9 +97,9 @@ def exact_frame(
 
 __all__ = [
     "LAX_ERRORS",
+    "LAX_FRAME",
     "FrameRefused",
     "FrameTrade",
     "exact_frame",
-    "lax_event_trade",
     "lax_frame_trade",
 ]

@@ -18,15 +18,8 @@ from typing import IO, Final
 
 import msgspec
 
-from flows.binance.decode import LaxCombined
-from flows.binance.frames import (
-    LAX_ERRORS,
-    FrameRefused,
-    FrameTrade,
-    exact_frame,
-    lax_event_trade,
-    lax_frame_trade,
-)
+from flows.binance.decode import LaxCombined, lax_trade
+from flows.binance.frames import LAX_ERRORS, LAX_FRAME, FrameRefused, FrameTrade, exact_frame
 from flows.domain import deadletter as dl
 from flows.domain.deadletter import DeadLetter
 from flows.sources import recording
@@ -53,8 +46,8 @@ def read_frames(path: Path, options: ReadOptions, skip: int, recorded: bool) -> 
     margin = options.future_margin_ms
     now_ceiling = options.now_ceiling_ms()  # a capture line whose receive time is unreadable
     decode_line = _lax_recorded.decode
-    fast = lax_event_trade
-    fast_frame = lax_frame_trade
+    decode_frame_lax = LAX_FRAME.decode
+    fast = lax_trade
     chunk = Chunk()
     trades = chunk.trades
     count = 0
@@ -75,23 +68,26 @@ def read_frames(path: Path, options: ReadOptions, skip: int, recorded: bool) -> 
                 trades = chunk.trades
                 count = 0
             count += 1
-            # Fast path: a combined trade frame whose amounts the lax decode gets exactly.
+            # Fast path: a combined trade frame whose amounts the lax decode gets exactly
+            # (inline here: a replay takes millions of lines; the live flow's is the same,
+            # flows.binance.frames.lax_frame_trade)
             frame: bytes | None = None
-            taken: FrameTrade | None = None
-            if recorded:
-                try:
+            try:
+                if recorded:
                     rec = decode_line(line)
                     ceiling = rec.r + margin
-                    taken = fast(rec.d.data, ceiling)
-                except LAX_ERRORS:
-                    pass
-            else:
-                head, frame = _captured_frame(line)
-                if frame is None:
-                    continue
-                ceiling = _receive_ceiling(head, margin, now_ceiling)
-                taken = fast_frame(frame, ceiling)
-            if taken is None:
+                    ev = rec.d.data
+                else:
+                    head, frame = _captured_frame(line)
+                    if frame is None:
+                        continue
+                    ceiling = _receive_ceiling(head, margin, now_ceiling)
+                    ev = decode_frame_lax(frame).data
+                sym = ev.s
+                tr = fast(ev, ceiling)  # None as well for a trade that may be implausible
+            except LAX_ERRORS:
+                tr = None
+            if tr is None:
                 # a last piece with no newline: a recording's torn end, or any file's cut
                 if line.endswith(b"\0") and (recorded or reader.cut):
                     chunk.torn += 1
@@ -109,8 +105,7 @@ def read_frames(path: Path, options: ReadOptions, skip: int, recorded: bool) -> 
                 if not isinstance(exact, FrameTrade):
                     chunk.ignored += 1  # depth, tickers, kline and serverShutdown frames
                     continue
-                taken = exact
-            sym, tr = taken.symbol, taken.trade
+                sym, tr = exact.symbol, exact.trade
             if keep is not None and sym not in keep:
                 chunk.filtered += 1
                 continue
