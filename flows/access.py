@@ -75,7 +75,7 @@ READ_KLINES = (  # flows.storage.kline_store.KlineStore
 READ_STATUS = ("zrevrange", "xlen", "xrevrange", "hgetall")  # dashboard/data/market.py
 # (the dashboard's pipelines are plain ones, transaction=False: no MULTI)
 WRITE_KLINES = (  # flows.storage.redis_klines.KlineWriter: a pipeline of EVALSHA and the rest
-    "evalsha", "script|load", "script|exists",  # redis-py loads the script when missing
+    "evalsha", "script|load", "script|exists",  # the upsert, loaded inside each MULTI
     "zrange", "zremrangebyscore", "zadd", "zremrangebyrank", "get", "set", "publish",  # Lua
     "sadd", "xadd", "exists", "multi", "exec", "discard",
 )  # fmt: skip
