@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -18,6 +19,8 @@ from flows.domain.stats import RunStats
 from flows.klines.builder import DEFAULT_MAX_FILL, SymbolKlines
 from flows.klines.columnar import ColumnarKlines
 from flows.sources.items import QualityNote, SymbolBatch
+
+_OPEN_WRITE_SLOTS = 8  # live open-kline writes: slots per throttle period (see _period_end)
 
 log = logging.getLogger(__name__)
 
@@ -76,12 +79,16 @@ class KlineLogic(StatefulBatchLogic[SymbolBatch, KlineUpdate, dict[str, Any]]):
         self._next_open_write = 0.0
         self._dirty = False  # trades changed the open klines since they were last written
         self._unwritten_ms = -1  # the newest trade taken and not yet in a written kline
+        self._phase = 0.0  # (set with the symbol: see _builder)
         self._references: dict[int, Kline] = {}  # Binance's closed 1m klines not compared yet
         self._ours: dict[int, Kline] = {}  # our recent closed 1m klines
         self._foreign = False  # the symbol's trades came from another process of the cluster
 
     def _builder(self, symbol: str) -> SymbolKlines:
         self._symbol = symbol
+        # where in each throttle period this symbol's open klines are written: one of a few
+        # slots, so a second's writes come in a few small transactions, not one large burst
+        self._phase = zlib.crc32(symbol.encode()) % _OPEN_WRITE_SLOTS / _OPEN_WRITE_SLOTS
         cfg = self._config
         state = self._resume if self._resume is not None else cfg.initial_states.get(symbol)
         if state is not None and tuple(state.get("intervals", ())) == cfg.intervals:
@@ -217,32 +224,39 @@ class KlineLogic(StatefulBatchLogic[SymbolBatch, KlineUpdate, dict[str, Any]]):
             while len(table) > 10:  # keep the last few minutes
                 del table[min(table)]
 
+    def _period_end(self, now: float) -> float:
+        """The end of the throttle period holding `now`: periods aligned on the clock, shifted
+        by the symbol's slot (a fraction of the period)."""
+        period = self._config.open_throttle_ms / 1000.0
+        if period <= 0:
+            return now
+        shift = self._phase * period
+        return ((now - shift) // period + 1) * period + shift
+
     def _changed(self) -> None:
         """The open klines changed. Live, they are due at the end of the current throttle
         period (or later, if the last write was less than a period ago)."""
-        period = self._config.open_throttle_ms / 1000.0
-        if not self._dirty and self._config.timer_writes and period > 0:
+        if not self._dirty and self._config.timer_writes:
             now = self._config.clock.monotonic_s()
-            self._next_open_write = max(self._next_open_write, (now // period + 1) * period)
+            self._next_open_write = max(self._next_open_write, self._period_end(now))
         self._dirty = True
 
     def _write_open_if_due(self, update: KlineUpdate) -> None:
         """The open klines, at most once per throttle period. Live (`timer_writes`), only
-        the notification below writes them, at the end of the period (whole seconds for 1 s:
-        the same instants for every symbol), so the open klines of every symbol a second
-        changed are written by one notification per shard and one Redis transaction, not one
-        each at the moment its next trade comes; no change waits longer than the throttle,
-        as with Binance's own kline stream (an update a second or two). Replays write them
-        as batches pass. `newest_trade_ms` of the update: the newest trade now in Redis (the
-        lag metric)."""
+        the notification below writes them, at the end of the period: periods aligned on the
+        clock and shifted by one of 8 slots a symbol hashes to, so the symbols a second
+        changed are written in 8 small transactions a second (each a notification per shard,
+        at the same instants in every shard), not each at the moment its next trade comes nor
+        all in one burst; no change waits longer than the throttle, as with Binance's own
+        kline stream (an update a second or two). Replays write them as batches pass.
+        `newest_trade_ms` of the update: the newest trade now in Redis (the lag metric)."""
         now = self._config.clock.monotonic_s()
         if self._dirty and self._sk is not None and now >= self._next_open_write:
             update.opened = self._sk.open_klines()
             update.newest_trade_ms = max(update.newest_trade_ms, self._unwritten_ms)
             self._unwritten_ms = -1
             self._stats.open_kline_writes += len(update.opened)
-            period = self._config.open_throttle_ms / 1000.0
-            self._next_open_write = (now // period + 1) * period if period > 0 else now
+            self._next_open_write = self._period_end(now)
             self._dirty = False
 
     def notify_at(self) -> datetime | None:

@@ -43,7 +43,7 @@ class RunStats:
     files_done: int = 0
     files_truncated: int = 0  # replay: compressed files cut short, read up to the cut
     rules: dict[str, float] = field(default_factory=dict)
-    # live: wall clock at the Redis write minus the newest trade's time in what was written
+    # live: wall clock at the Redis write minus the newest trade's time of each symbol written
     # (exchange time, so it includes clock skew), the most recent ones
     lag_ms: deque[int] = field(
         default_factory=lambda: deque(maxlen=2000)

@@ -98,7 +98,7 @@ class _RedisPartition(StatelessSinkPartition[SinkItem]):
         if before is not None:
             before.result()  # this writer's last batch is in Redis (or its error raised here)
         w = self._writers[turn]
-        newest = -1
+        newest: list[int] = []  # per symbol written: its newest trade now in Redis
         for item in items:
             if isinstance(item, SourceReport):
                 for letter in item.dead:
@@ -109,7 +109,8 @@ class _RedisPartition(StatelessSinkPartition[SinkItem]):
                     w.note(note)
                 continue
             symbol, update = item
-            newest = max(newest, update.newest_trade_ms)
+            if update.newest_trade_ms > 0:
+                newest.append(update.newest_trade_ms)
             w.add_many(symbol, update.closed, closed=True)
             if self._rules_start is not None and update.closed:
                 for interval, open_ms in self._rules_start(symbol, update.closed):
@@ -128,11 +129,12 @@ class _RedisPartition(StatelessSinkPartition[SinkItem]):
         else:
             self._sent[turn] = self._sender.submit(self._send, w, newest)
 
-    def _send(self, w: KlineWriter, newest: int) -> None:
+    def _send(self, w: KlineWriter, newest: list[int]) -> None:
         flush_patiently(w.flush, self._stats, self._stop)
         self._stats.store_repairs = sum(x.repairs for x in self._writers)
-        if newest > 0:
-            self._stats.lag_ms.append(SYSTEM_CLOCK.now_ms() - newest)
+        if newest:  # one lag sample per symbol written, so "recent" spans seconds, not minutes
+            now = SYSTEM_CLOCK.now_ms()
+            self._stats.lag_ms.extend([now - t for t in newest])
 
     def close(self) -> None:
         if self._sender is not None:

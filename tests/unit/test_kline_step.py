@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import zlib
+
 from flows.dataflows.kline_step import KlineLogic, KlineStepConfig
 from flows.domain.clock import ManualClock
 from flows.domain.stats import RunStats
@@ -20,15 +22,17 @@ def _due_ms(logic: KlineLogic) -> int | None:
 
 
 def test_live_open_klines_are_written_by_the_timer_at_the_end_of_each_second() -> None:
-    """Live, a batch writes no open kline: every change waits for the end of its second (the
-    same instant for every symbol), so one notification writes all that changed."""
-    clock = ManualClock(T0 + 250)
+    """Live, a batch writes no open kline: every change waits for the end of its second (a
+    second aligned on the clock, shifted by the symbol's slot: one of 8 per second, the same
+    instants in every shard), so one notification writes all of a slot that changed."""
+    slot = zlib.crc32(b"BTCUSDT") % 8 * 125  # BTCUSDT's shift, in ms
+    clock = ManualClock(T0 + slot + 250)
     logic = KlineLogic(
         KlineStepConfig(("1m",), open_throttle_ms=1000, clock=clock), RunStats(), None
     )
     (first,), _ = logic.on_batch([SymbolBatch("BTCUSDT", [_trade(1, 100)])])
     assert first.opened == [] and not first.carries()  # nothing for the sink yet
-    assert _due_ms(logic) == T0 + 1000
+    assert _due_ms(logic) == T0 + slot + 1000
     clock.advance(749)
     assert logic.on_notify()[0] == []  # not yet due
     clock.advance(1)
@@ -39,7 +43,7 @@ def test_live_open_klines_are_written_by_the_timer_at_the_end_of_each_second() -
     clock.advance(10)
     logic.on_batch([SymbolBatch("BTCUSDT", [_trade(2, 1_005)])])
     logic.on_batch([SymbolBatch("BTCUSDT", [_trade(3, 1_500)])])
-    assert _due_ms(logic) == T0 + 2000  # both changes, once
+    assert _due_ms(logic) == T0 + slot + 2000  # both changes, once
     clock.advance(990)
     (written,), _ = logic.on_notify()
     assert [k.trades for _, k in written.opened] == [3]
@@ -47,7 +51,7 @@ def test_live_open_klines_are_written_by_the_timer_at_the_end_of_each_second() -
     # a quiet symbol's next change waits for the end of its second too, not less
     clock.advance(5_300)
     logic.on_batch([SymbolBatch("BTCUSDT", [_trade(4, 7_200)])])
-    assert _due_ms(logic) == T0 + 8000
+    assert _due_ms(logic) == T0 + slot + 8000
 
 
 def test_replays_write_open_klines_only_as_batches_pass() -> None:
