@@ -114,14 +114,13 @@ class KlineLogic(StatefulBatchLogic[SymbolBatch, KlineUpdate, dict[str, Any]]):
         for batch in values:
             if batch.reset is not None:  # the source resumed the symbol from the stores
                 sk = self._sk = SymbolKlines.restore(batch.reset, self._config.max_fill)
+            applied_ms = sk.last_ms
             if batch.trades:
-                self._unwritten_ms = max(self._unwritten_ms, batch.trades[-1][4])
                 late, d = sk.process(batch.trades, update.closed)
                 dups += d
                 stats_refused += self._took(update, late, sk.refused, sk.amended_before)
             if batch.columns is not None and len(batch.columns):
                 cols = batch.columns
-                self._unwritten_ms = max(self._unwritten_ms, int(cols.time_ms[-1]))
                 res = ColumnarKlines(sk.intervals, sk.max_fill, sk).process(
                     cols.time_ms, cols.price_units, cols.qty_units, cols.first_id,
                     cols.last_id, cols.is_buyer_maker,
@@ -130,6 +129,8 @@ class KlineLogic(StatefulBatchLogic[SymbolBatch, KlineUpdate, dict[str, Any]]):
                     update.closed.extend([(name, k) for k in klines])
                 dups += res.duplicates
                 stats_refused += self._took(update, res.late, res.refused, res.amended_before)
+            if sk.last_ms > applied_ms:  # (not a trade only dead-lettered or a duplicate)
+                self._unwritten_ms = max(self._unwritten_ms, sk.last_ms)
             if batch.references:
                 self._references.update((k.open_ms, k) for k in batch.references)
             if batch.watermark_ms >= 0:
@@ -244,14 +245,17 @@ class KlineLogic(StatefulBatchLogic[SymbolBatch, KlineUpdate, dict[str, Any]]):
     def _write_open_if_due(self, update: KlineUpdate) -> None:
         """The open klines, at most once per throttle period. Live (`timer_writes`), only
         the notification below writes them, at the end of the period: periods aligned on the
-        clock and shifted by one of 8 slots a symbol hashes to, so the symbols a second
-        changed are written in 8 small transactions a second (each a notification per shard,
-        at the same instants in every shard), not each at the moment its next trade comes nor
-        all in one burst; no change waits longer than the throttle, as with Binance's own
-        kline stream (an update a second or two). Replays write them as batches pass.
-        `newest_trade_ms` of the update: the newest trade now in Redis (the lag metric)."""
+        clock and shifted by one of 8 slots a symbol hashes to (the hash that also picks its
+        shard, so each shard of a worker writes once a second, each at its own instant), so
+        the symbols a second changed are written in 8 small transactions a second, not each at
+        the moment its next trade comes nor all in one burst; no change waits longer than the
+        throttle, as with Binance's own kline stream (an update a second or two). Replays
+        write them as batches pass. `newest_trade_ms` of the update: the newest trade applied
+        and now in Redis (the lag metric: an earlier trade of the period waited longer, at
+        most the throttle more)."""
         now = self._config.clock.monotonic_s()
-        if self._dirty and self._sk is not None and now >= self._next_open_write:
+        # (a timer is set in whole milliseconds of the wall clock: up to 1 ms early here)
+        if self._dirty and self._sk is not None and now + 0.001 >= self._next_open_write:
             update.opened = self._sk.open_klines()
             update.newest_trade_ms = max(update.newest_trade_ms, self._unwritten_ms)
             self._unwritten_ms = -1
@@ -274,6 +278,12 @@ class KlineLogic(StatefulBatchLogic[SymbolBatch, KlineUpdate, dict[str, Any]]):
 
     def on_eof(self) -> tuple[list[KlineUpdate], bool]:
         sk = self._sk
+        if sk is not None and not self._config.close_at_eof and self._dirty:
+            # a live flow stopping: the open klines its last period changed, written now
+            self._next_open_write = 0.0
+            update = KlineUpdate(self._symbol)
+            self._write_open_if_due(update)
+            return [update], StatefulBatchLogic.RETAIN
         if sk is None or not self._config.close_at_eof:
             return [], StatefulBatchLogic.RETAIN
         final = sk.open_klines()

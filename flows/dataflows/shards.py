@@ -122,7 +122,9 @@ class ShardLogic(StatefulBatchLogic[SymbolBatch | Watermarks, KlineUpdate, dict[
 
     def on_notify(self) -> tuple[list[KlineUpdate], bool]:
         out: list[KlineUpdate] = []
-        now = self._config.clock.now_ms() / 1000.0
+        # (timers carry fractions of a millisecond, the clock whole ones: 1 ms early is due,
+        # else Bytewax would wake the shard again and again until the next millisecond)
+        now = self._config.clock.now_ms() / 1000.0 + 0.001
         woken = []
         while self._due and self._due[0][0] <= now:
             _, symbol = heapq.heappop(self._due)

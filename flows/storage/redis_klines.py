@@ -151,6 +151,7 @@ class KlineWriter:
         self._journal: dict[tuple[str, str], deque[bytes]] = {}
         self._sentinel = keys.sentinel(secrets.token_hex(6))
         self._sentinel_set = False
+        self._rules_started: dict[str, int] = {}  # every claim made, to make again in _repair
         self.repairs = 0  # times Redis was found to have lost data, and repaired
         self._reset()
 
@@ -204,7 +205,9 @@ class KlineWriter:
         """The rules of (symbol, interval) begin at the kline opening at open_ms, unless an
         earlier start is recorded (see flows.signals.step.RulesSince): written in the same
         transaction as that kline, so no kline can be stored before its rules' start is."""
-        self._rules_start[f"{symbol} {interval}"] = open_ms
+        pair = f"{symbol} {interval}"
+        self._rules_start[pair] = open_ms
+        self._rules_started.setdefault(pair, open_ms)
 
     @property
     def pending(self) -> bool:
@@ -264,6 +267,8 @@ class KlineWriter:
         symbols = {s for s, _ in self._journal}
         if symbols:
             pipe.sadd(self._keys.symbols, *symbols)
+        for pair, open_ms in self._rules_started.items():  # lost with the rest
+            pipe.hsetnx(self._keys.rules_since, pair, open_ms)
         pipe.set(self._sentinel, 1)
         pipe.execute()
         self._reset()

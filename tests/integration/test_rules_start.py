@@ -156,3 +156,31 @@ def test_the_sink_claims_each_start_once_and_only_for_traded_intervals(
             assert claims == {f"{SYMBOL} 1m".encode(): str(T0).encode()}, (process, claims)
     finally:
         client.close()
+
+
+def test_a_redis_that_lost_its_data_gets_the_rules_starts_again(
+    redis_url: str, keys: KeySpace, signals_db: str
+) -> None:
+    """Redis restarted without its data: the kline writer writes its journal again, and the
+    rules' starts it had claimed with it, so the restored klines are still decided after a
+    kill (a kline sink claims each pair once per process and would not claim it again)."""
+    import redis
+
+    TraderStore(signals_db).add(TraderRow(0, "up", "close > open", "1m", cooldown_bars=0))
+    client = redis.Redis.from_url(redis_url)
+    proc = _Process(redis_url, keys, signals_db)
+    try:
+        minutes = _minutes(3)
+        proc.store(minutes[0])
+        proc.store(minutes[1])
+        claim = {f"{SYMBOL} 1m".encode(): str(T0).encode()}
+        assert client.hgetall(keys.rules_since) == claim
+        lost = [*client.scan_iter(match=keys.sentinel("*")), keys.rules_since]
+        lost += [keys.klines(SYMBOL, i) for i in ("1m", "3m")]
+        client.delete(*lost)  # what a Redis without persistence loses at a restart
+        proc.store(minutes[2])  # the writer finds its sentinel gone and repairs
+        assert client.hgetall(keys.rules_since) == claim
+        assert client.zcard(keys.klines(SYMBOL, "1m")) >= 3
+    finally:
+        proc.kill()
+        client.close()
