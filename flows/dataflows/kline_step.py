@@ -111,15 +111,19 @@ class KlineLogic(StatefulBatchLogic[SymbolBatch, KlineUpdate, dict[str, Any]]):
         update = KlineUpdate(self._symbol)
         dups = 0
         stats_refused = 0
+        took = False  # trades or a reset: the open klines changed
         for batch in values:
             if batch.reset is not None:  # the source resumed the symbol from the stores
                 sk = self._sk = SymbolKlines.restore(batch.reset, self._config.max_fill)
+                took = True
             applied_ms = sk.last_ms
             if batch.trades:
+                took = True
                 late, d = sk.process(batch.trades, update.closed)
                 dups += d
                 stats_refused += self._took(update, late, sk.refused, sk.amended_before)
             if batch.columns is not None and len(batch.columns):
+                took = True
                 cols = batch.columns
                 res = ColumnarKlines(sk.intervals, sk.max_fill, sk).process(
                     cols.time_ms, cols.price_units, cols.qty_units, cols.first_id,
@@ -147,10 +151,7 @@ class KlineLogic(StatefulBatchLogic[SymbolBatch, KlineUpdate, dict[str, Any]]):
             stats.klines_closed[interval] += 1
         if update.amended is not None:
             self._note_amendments(update)
-        if update.closed or any(
-            b.trades or b.reset is not None or (b.columns is not None and len(b.columns))
-            for b in values
-        ):  # (a watermark that closes nothing leaves the open klines as they were written)
+        if took or update.closed:  # (a watermark closing nothing leaves them as written)
             self._changed()
         if self._references or self._config.reconcile:
             self._reconcile(update)

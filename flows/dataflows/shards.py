@@ -85,18 +85,11 @@ class ShardLogic(StatefulBatchLogic[SymbolBatch | Watermarks, KlineUpdate, dict[
         for value in values:
             if isinstance(value, Watermarks):  # the same as one empty batch per symbol
                 for symbol in value.symbols:
-                    mark = SymbolBatch(symbol, [], value.watermark_ms)
-                    group = by_symbol.get(symbol)
-                    if group is None:
-                        by_symbol[symbol] = [mark]
-                    else:
-                        group.append(mark)
-                continue
-            group = by_symbol.get(value.symbol)
-            if group is None:
-                by_symbol[value.symbol] = [value]
+                    by_symbol.setdefault(symbol, []).append(
+                        SymbolBatch(symbol, [], value.watermark_ms)
+                    )
             else:
-                group.append(value)
+                by_symbol.setdefault(value.symbol, []).append(value)
         out: list[KlineUpdate] = []
         self._changed.update(by_symbol)
         for symbol, batches in by_symbol.items():

@@ -93,11 +93,11 @@ class RulesStart:
     in the very transaction that stores it. The rules step claims too, when its engine
     starts, but it runs beside the Redis output, not before it: a kill between the two would
     leave a stored kline no restart decides (the restart resumes after it, and with neither
-    progress nor a start recorded its rules would begin at the next kline)."""
+    progress nor a start recorded its rules would begin at the next kline). The writer keeps
+    the claims it made and sends each pair's first one only (`KlineWriter.claim_rules_start`)."""
 
     def __init__(self, holder: BookHolder) -> None:
         self._holder = holder
-        self._claimed: set[tuple[str, str]] = set()
 
     def __call__(self, symbol: str, closed: list[tuple[str, Kline]]) -> list[tuple[str, int]]:
         traders = self._holder.book.for_symbol(symbol)
@@ -106,9 +106,8 @@ class RulesStart:
         mains = {t.row.interval for t in traders}
         first: dict[str, int] = {}
         for name, k in closed:
-            if name in mains and (symbol, name) not in self._claimed:
+            if name in mains:
                 first[name] = min(first.get(name, k.open_ms), k.open_ms)
-        self._claimed.update((symbol, name) for name in first)
         return sorted(first.items())
 
 

@@ -206,8 +206,9 @@ class KlineWriter:
         earlier start is recorded (see flows.signals.step.RulesSince): written in the same
         transaction as that kline, so no kline can be stored before its rules' start is."""
         pair = f"{symbol} {interval}"
-        self._rules_start[pair] = open_ms
-        self._rules_started.setdefault(pair, open_ms)
+        if pair in self._rules_started:
+            return  # claimed by this writer already (a claim is never moved)
+        self._rules_start[pair] = self._rules_started[pair] = open_ms
 
     @property
     def pending(self) -> bool:
