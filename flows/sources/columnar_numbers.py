@@ -169,9 +169,13 @@ def exact_flags(column: pa.Array) -> tuple[Bools, Bools]:
     offsets, data = _binary(column)
     sizes = np.diff(offsets)
     valid = bools(column.is_valid()) if column.null_count else np.ones(n, np.bool_)
+    starts = offsets[:-1]
     for word, into in ((b"True", true), (b"False", false)):
         rows = np.flatnonzero((sizes == len(word)) & valid)
         if len(rows):
-            at = offsets[rows][:, None] + np.arange(len(word))
-            into[rows] = (data[at] == np.frombuffer(word, np.uint8)).all(axis=1)
+            at = starts[rows]
+            same = data[at] == word[0]
+            for k in range(1, len(word)):  # one byte of the word at a time, over all rows
+                same &= data[at + k] == word[k]
+            into[rows] = same
     return true, true | false

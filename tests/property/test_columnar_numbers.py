@@ -10,7 +10,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from flows.domain.money import parse_units
-from flows.sources.columnar_numbers import decimal_units, fast_ints, fast_units, plain_ints
+from flows.sources.columnar_numbers import (
+    decimal_units,
+    exact_flags,
+    fast_ints,
+    fast_units,
+    plain_ints,
+)
 from tests.unit.test_columnar_csv import GOOD, assert_same
 
 digits = st.text("0123456789", min_size=0, max_size=14)
@@ -96,6 +102,23 @@ def test_the_cast_only_amount_path_takes_what_the_exact_parser_takes(texts: list
         assert fast is not None, texts  # the strict form always takes the cast-only path
     if fast is not None:  # which may also take zeros past the 8th decimal, exactly as Decimal
         assert fast.tolist() == [parse_units(t) for t in texts]
+
+
+flag_text = st.one_of(
+    st.sampled_from([b"True", b"False", b"true", b"FALSE", b"Tru", b"Falsy", b"TrueX", b"", b"1"]),
+    st.binary(max_size=6),
+    st.none(),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(flag_text, min_size=1, max_size=30), st.integers(0, 5))
+def test_exact_flags_take_binances_spelling_only(values: list[bytes | None], cut: int) -> None:
+    column = pa.array(values, pa.binary()).slice(min(cut, len(values) - 1))  # an offset too
+    flag, ok = exact_flags(column)
+    for value, got, taken in zip(column.to_pylist(), flag.tolist(), ok.tolist(), strict=True):
+        assert taken == (value in (b"True", b"False")), value
+        assert got == (value == b"True"), value
 
 
 field = st.one_of(
