@@ -22,6 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from flows.allocator import keep_freed_memory
 from flows.backtest.run import run_backtest
 from flows.services import EmbeddedRedis
 from flows.signals.book import TraderRow, build_book
@@ -36,6 +37,7 @@ def main() -> None:
     rows = [TraderRow(i + 1, f"rule {i}", rule.expression(), "1m", trigger_mode="every_close",
                       cooldown_bars=0) for i, rule in enumerate(TEN)]  # fmt: skip
     book = build_book(rows)
+    keep_freed_memory()  # as `klineflow backtest` does (both sides run in this process)
     with tempfile.TemporaryDirectory(prefix="kf-btp-") as tmp:
         url = os.environ.get("KLINEFLOW_REDIS_URL")
         server = None

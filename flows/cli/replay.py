@@ -57,6 +57,7 @@ def replay(
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
 ) -> None:
     """Run the kline dataflow over recorded files to the end, then print a summary."""
+    from flows.allocator import keep_freed_memory
     from flows.app.errors import nothing_read
     from flows.dataflows.replay import ReplayJob, run_replay
     from flows.domain.stats import RunStats
@@ -85,6 +86,7 @@ def replay(
         fresh=fresh,
     )
     stats = RunStats()
+    keep_freed_memory()  # a batch job: blocks of the file reuse freed memory
     started = SYSTEM_CLOCK.monotonic_s()
     with _reading_files(stats, "replay", progress):
         run_replay(job, stats)
@@ -142,6 +144,7 @@ def backtest(
 ) -> None:
     """Replay recorded trades through the live dataflow with traders; print their signals'
     statistics (forward returns after 1, 5, 15, 60 bars, excursions, signals per day)."""
+    from flows.allocator import keep_freed_memory
     from flows.app.backtests import run_and_record
     from flows.app.errors import BadInput, BadRule
     from flows.backtest.report import export, summary
@@ -178,6 +181,7 @@ def backtest(
     wanted = frozenset(s.strip().upper() for s in symbols.split(",")) if symbols else None
     params = {"symbols": sorted(wanted) if wanted else None, "from": start, "to": end}
     stats = RunStats()
+    keep_freed_memory()  # a batch job: blocks of the files reuse freed memory
     with _reading_files(stats, "backtest", progress):
         recorded = run_and_record(
             data, book, _redis_url(settings), db if store else None, symbols=wanted,
@@ -301,9 +305,11 @@ def archive_cmd(
 ) -> None:
     """Write the trades of recorded files into the columnar trade archive (Parquet, one folder
     per symbol and day), which replay and backtest read without parsing."""
+    from flows.allocator import keep_freed_memory
     from flows.sources.chunks import ReadOptions
     from flows.sources.trade_archive import archive_file
 
+    keep_freed_memory()  # a batch job: blocks of the files reuse freed memory
     written: list[Path] = []
     for path in paths:
         if not path.is_file():
