@@ -1,11 +1,12 @@
-"""Binance aggTrades/trades CSV dumps read column-wise: pyarrow parses, numpy converts, exactly.
+"""Binance aggTrades/trades CSV dumps read column-wise, exactly, with no Python step per row.
 
 `read_columns` yields what `flows.sources.dumps.read_csv` yields, as numpy arrays instead of
 trade tuples: the same trades in the same order, the same dead letters, the same cut report.
-A reading thread cuts the dump into blocks of whole lines (`SafeLines` first makes each line
-of the per-row reader exactly one pyarrow row), worker threads parse each block into binary
-columns with pyarrow, and `flows.sources.columnar_numbers` turns the columns of Binance's own
-form (plain digits, up to 8 decimals, `True`/`False`) into int64 and bool arrays at once.
+A reading thread cuts the dump into blocks of whole lines (`SafeLines` escapes the bytes a
+parser could misread), and worker threads parse each block into int64 and bool arrays of
+Binance's own form (plain digits, up to 8 decimals, `True`/`False`): with the native parser
+(`flows.native`, C, one pass over the bytes) where it was built at install, else with
+pyarrow's CSV reader into binary columns that `flows.sources.columnar_numbers` converts.
 Every other row (a header, a sign, a space, a wrong column count, an invalid or implausible
 trade) takes the per-row rules of `flows.sources.columnar_rows`, in line order on the
 consuming thread, so no row is decided differently from the per-row reader.
@@ -34,6 +35,7 @@ from flows.domain.deadletter import DeadLetter
 from flows.domain.kline import Trade
 from flows.domain.trade_checks import EXCHANGE_START_MS, MAX_FILLS, MAX_TRADE_ID
 from flows.domain.trade_columns import TradeColumns
+from flows.native import DumpLines, dump_lines
 from flows.sources.chunks import Chunk, ReadOptions, report_cut
 from flows.sources.columnar_lines import SafeLines
 from flows.sources.columnar_numbers import Int64s, decimal_units, exact_flags, plain_ints
@@ -147,7 +149,38 @@ class _Numbers(NamedTuple):
     clean: npt.NDArray[np.bool_]
 
 
-_Parsed = Future[tuple[pa.RecordBatch, list[tuple[int, str]], "_Numbers"]]
+class _ArrowRows:
+    """Rows of a block as pyarrow parsed them (binary columns)."""
+
+    def __init__(self, batch: pa.RecordBatch) -> None:
+        self.batch = batch
+        self.num_rows: int = batch.num_rows
+
+    def slice(self, start: int, count: int) -> _ArrowRows:
+        return _ArrowRows(self.batch.slice(start, count))
+
+    def row(self, i: int) -> bytes:
+        """Row i's text as pyarrow saw it (escaped: see SafeLines.original)."""
+        return b",".join(c[i].as_py() for c in self.batch.columns)
+
+
+class _NativeRows:
+    """Lines of a block as the native parser read them: every line is a row."""
+
+    def __init__(self, block: bytes, lines: DumpLines, start: int, count: int) -> None:
+        self.block, self.lines, self.start = block, lines, start
+        self.num_rows = count
+
+    def slice(self, start: int, count: int) -> _NativeRows:
+        count = max(0, min(count, self.num_rows - start))
+        return _NativeRows(self.block, self.lines, self.start + start, count)
+
+    def row(self, i: int) -> bytes:
+        return self.lines.line(self.block, self.start + i)
+
+
+_Rows = _ArrowRows | _NativeRows
+_Parsed = Future[tuple[_Rows, list[tuple[int, str]], "_Numbers"]]
 
 
 class _BatchParser:
@@ -176,7 +209,7 @@ class _BatchParser:
                 for block, lines in self.lines.blocks(_BLOCK):
                     if stop.is_set():
                         return
-                    parsed.put(pool.submit(self._block, block, columns, first_line))
+                    parsed.put(pool.submit(self._block, block, lines, columns, first_line))
                     first_line += lines
             except BaseException as exc:  # handed to the consuming thread, raised there
                 parsed.put(exc)
@@ -198,24 +231,31 @@ class _BatchParser:
             pool.shutdown(wait=True, cancel_futures=True)
 
     def _block(
-        self, block: bytes, columns: int, first_line: int
-    ) -> tuple[pa.RecordBatch, list[tuple[int, str]], _Numbers]:
-        """A worker's part: parse, convert (no state of the reader is touched)."""
+        self, block: bytes, lines: int, columns: int, first_line: int
+    ) -> tuple[_Rows, list[tuple[int, str]], _Numbers]:
+        """A worker's part: parse, convert (no state of the reader is touched). The native
+        parser, when built, reads every line as a row; pyarrow refuses rows of another
+        column count, which are then numbered and decided apart."""
+        if dump_lines is not None:
+            parsed = dump_lines(block, columns, lines)
+            numbers = self._checked(parsed.time, parsed.price, parsed.qty, parsed.first,
+                                    parsed.last, parsed.maker, parsed.clean)  # fmt: skip
+            return _NativeRows(block, parsed, 0, lines), [], numbers
         batch, refused = _parse(block, columns, first_line)
-        return batch, refused, self._numbers(batch)
+        return _ArrowRows(batch), refused, self._numbers(batch)
 
     def _slices(
         self,
-        batch: pa.RecordBatch,
+        rows: _Rows,
         refused: list[tuple[int, str]],
         numbers: _Numbers,
         batch_rows: int,
     ) -> Iterator[TradeColumns]:
         self.invalid.extend(refused)
-        for start in range(0, max(batch.num_rows, 1), batch_rows):
+        for start in range(0, max(rows.num_rows, 1), batch_rows):
             end = start + batch_rows
             part = _Numbers(*(column[start:end] for column in numbers))  # type: ignore[arg-type]
-            yield self._batch(batch.slice(start, batch_rows), part)
+            yield self._batch(rows.slice(start, batch_rows), part)
 
     def finish(self) -> TradeColumns:
         """The rows pyarrow refused after its last batch."""
@@ -254,18 +294,32 @@ class _BatchParser:
         last, last_ok = plain_ints(cols[4]) if agg else (first, first_ok)
         raw_time, time_ok = plain_ints(cols[5] if agg else cols[4])
         maker, maker_ok = exact_flags(cols[6] if agg else cols[5])
+        parsed = price_ok & qty_ok & first_ok & last_ok & time_ok & maker_ok
+        return self._checked(raw_time, price, qty, first, last, maker, parsed)
+
+    def _checked(
+        self,
+        raw_time: Int64s,
+        price: Int64s,
+        qty: Int64s,
+        first: Int64s,
+        last: Int64s,
+        maker: npt.NDArray[np.bool_],
+        parsed: npt.NDArray[np.bool_],
+    ) -> _Numbers:
+        """The numbers of rows in the strict form (`parsed`), with which of them are clean
+        trades: usable ids, a time from Binance's opening to the ceiling, amounts above 0."""
         time_ms = np.where(raw_time >= _US_FROM, raw_time // 1000, raw_time)
         clean = (
-            price_ok & qty_ok & first_ok & last_ok & time_ok & maker_ok
+            parsed
             & (first <= last) & (last <= MAX_TRADE_ID) & (last - first < MAX_FILLS)
             & (time_ms >= EXCHANGE_START_MS) & (time_ms <= self.ceiling)
             & (price > 0) & (qty > 0)
         )  # fmt: skip
         return _Numbers(time_ms, price, qty, first, last, maker, clean)
 
-    def _batch(self, batch: pa.RecordBatch, converted: _Numbers) -> TradeColumns:
-        numbers = self._line_numbers(batch.num_rows)
-        cols = batch.columns
+    def _batch(self, rows: _Rows, converted: _Numbers) -> TradeColumns:
+        numbers = self._line_numbers(rows.num_rows)
         time_ms, price, qty, first, last, maker, clean = converted
         end = int(numbers[-1]) if len(numbers) else self.next_line - 1
         if len(numbers) and int(numbers[0]) > self.skip and bool(clean.all()):
@@ -277,8 +331,7 @@ class _BatchParser:
         keep = clean & (numbers > self.skip)
         dead: list[tuple[int, DeadLetter]] = []
         for i in np.flatnonzero(~clean & (numbers > self.skip)).tolist():
-            row = b",".join(c[i].as_py() for c in cols)
-            outcome = row_outcome(self.lines.original(row), int(numbers[i]), self.ceiling,
+            outcome = row_outcome(self.lines.original(rows.row(i)), int(numbers[i]), self.ceiling,
                                   self.name, self.symbol)  # fmt: skip
             if isinstance(outcome, DeadLetter):
                 dead.append((int(numbers[i]), outcome))

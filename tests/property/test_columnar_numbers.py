@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pyarrow as pa
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -17,7 +18,7 @@ from flows.sources.columnar_numbers import (
     fast_units,
     plain_ints,
 )
-from tests.unit.test_columnar_csv import GOOD, assert_same
+from tests.unit.test_columnar_csv import GOOD, PARSERS, assert_same, parsed_by
 
 digits = st.text("0123456789", min_size=0, max_size=14)
 decimal_text = st.one_of(
@@ -132,12 +133,58 @@ line = st.one_of(
 )
 
 
+@pytest.mark.parametrize("parser", PARSERS)
 @settings(max_examples=60, deadline=None)
 @given(st.lists(line, max_size=12), st.sampled_from([b"\n", b"\r\n"]), st.integers(1, 4))
-def test_any_lines_read_as_per_row(lines: list[bytes], ending: bytes, batch: int) -> None:
+def test_any_lines_read_as_per_row(
+    parser: str, lines: list[bytes], ending: bytes, batch: int
+) -> None:
     import tempfile
 
-    with tempfile.TemporaryDirectory() as d:
+    with tempfile.TemporaryDirectory() as d, parsed_by(parser):
         path = Path(d) / "XRPETH-aggTrades-2019-10-11.csv"
         path.write_bytes(ending.join(lines))
+        assert_same(path, batch_rows=batch)
+
+
+# lines at the edges of Binance's strict form, where the native parser and pyarrow's
+# conversions must stop taking a value at once and leave it to the per-row rules
+edge_int = st.one_of(
+    st.integers(0, 10**20).map(str),
+    st.integers(0, 10**6).map(lambda v: f"{v:019d}"),  # 19 digits with leading zeros
+    st.sampled_from(["", "+5", "-5", " 5", "5 ", "0x1f", "1_0", "٣"]),
+)
+edge_amount = st.one_of(
+    st.builds(
+        lambda w, f: f"{w}.{f}",
+        st.text("0123456789", max_size=12),
+        st.text("0123456789", max_size=10),
+    ),
+    st.text("0123456789", min_size=1, max_size=12),
+    st.sampled_from([".5", "5.", "1e5", "1..2", "-0.5", "0.5 ", "nan"]),
+)
+edge_flag = st.sampled_from(["True", "False", "true", "Tru", "Truee", "False\r", "FALSE", ""])
+
+
+@st.composite
+def edge_line(draw: st.DrawFn) -> bytes:
+    fields = [
+        draw(edge_int), draw(edge_amount), draw(edge_amount), draw(edge_int), draw(edge_int),
+        draw(st.one_of(st.just("1570752011620"), edge_int)), draw(edge_flag), draw(edge_flag),
+    ]  # fmt: skip
+    cut = draw(st.sampled_from([8, 8, 8, 7, 9]))
+    return ",".join(([*fields, "x"])[:cut]).encode()
+
+
+@pytest.mark.parametrize("parser", PARSERS)
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.one_of(st.just(GOOD), edge_line()), max_size=10), st.integers(1, 4))
+def test_lines_at_the_edges_of_the_strict_form_read_as_per_row(
+    parser: str, lines: list[bytes], batch: int
+) -> None:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d, parsed_by(parser):
+        path = Path(d) / "XRPETH-aggTrades-2019-10-11.csv"
+        path.write_bytes(b"\n".join(lines))
         assert_same(path, batch_rows=batch)

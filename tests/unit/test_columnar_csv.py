@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+import flows.sources.columnar_csv as columnar_csv
 from flows.domain.deadletter import DeadLetter
 from flows.domain.kline import Trade
 from flows.sources.chunks import ReadOptions
@@ -17,8 +20,29 @@ from flows.sources.dumps import read_csv
 from flows.sources.readers import sniff_format
 
 REAL_DUMP = "XRPETH-aggTrades-20191011-20191013.csv"
+PARSERS = ("native", "pyarrow")
 OPTIONS = ReadOptions(symbol="XRPETH")
 Outcome = tuple[list[Trade], list[DeadLetter], int, int]
+
+
+@contextlib.contextmanager
+def parsed_by(parser: str) -> Iterator[None]:
+    """The columnar reader with the native line parser (which must have been built with the
+    package) or with pyarrow's CSV reader."""
+    native = columnar_csv.dump_lines
+    assert native is not None, "the native dump parser was not built at install"
+    columnar_csv.dump_lines = native if parser == "native" else None  # type: ignore[misc]
+    try:
+        yield
+    finally:
+        columnar_csv.dump_lines = native  # type: ignore[misc]
+
+
+@pytest.fixture(params=PARSERS, autouse=True)
+def parser(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Every test of this module runs with both parsers."""
+    with parsed_by(request.param):
+        yield request.param
 
 
 def per_row(path: Path, options: ReadOptions = OPTIONS, skip: int = 0) -> Outcome:

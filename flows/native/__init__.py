@@ -1,0 +1,91 @@
+"""The one piece of klineflow in C: a parser of Binance trade dump lines (`dump_lines.c`).
+
+It is compiled when the package is installed (`hatch_build.py`, with the C compiler the
+install already needs for TA-Lib) into `LIBRARY` beside this file, and loaded through ctypes,
+which lets go of the interpreter during each call, so several blocks parse at once. Where
+it was not built (no compiler at install), `dump_lines` is None and the columnar reader
+parses with pyarrow instead: the same results, about three times the CPU.
+
+`KLINEFLOW_NATIVE=0` in the environment turns it off (the tests run both parsers).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+import numpy as np
+import numpy.typing as npt
+
+LIBRARY: Final = "_dump_lines.so"
+SOURCE: Final = Path(__file__).with_name("dump_lines.c")
+
+Int64s = npt.NDArray[np.int64]
+Bools = npt.NDArray[np.bool_]
+
+
+@dataclass(frozen=True)
+class DumpLines:
+    """Every line of a block: its numbers (0 where not clean), whether it is in Binance's
+    strict form, and where it ends in the block (its newline not included)."""
+
+    first: Int64s
+    last: Int64s
+    price: Int64s
+    qty: Int64s
+    time: Int64s
+    maker: Bools
+    clean: Bools
+    line_end: Int64s
+
+    def line(self, block: bytes, i: int) -> bytes:
+        """The bytes of line i of `block`."""
+        start = int(self.line_end[i - 1]) + 1 if i else 0
+        return block[start : int(self.line_end[i])]
+
+
+class _Parser:
+    def __init__(self, path: Path) -> None:
+        fn = ctypes.CDLL(str(path)).kf_dump_lines  # ctypes.CDLL: the GIL is let go per call
+        fn.restype = ctypes.c_int64
+        fn.argtypes = [ctypes.c_char_p, ctypes.c_int64, ctypes.c_int32, ctypes.c_int64,
+                       *[ctypes.c_void_p] * 8]  # fmt: skip
+        self._fn = fn
+
+    def __call__(self, block: bytes, fields: int, lines: int) -> DumpLines:
+        """The `lines` lines of `block` (whole lines; the last may lack its newline), as a
+        dump of `fields` fields (8: aggTrades, 7: trades) reads them."""
+
+        def ints() -> Int64s:
+            return np.empty(lines, np.int64)
+
+        out = DumpLines(
+            first=ints(), last=ints(), price=ints(), qty=ints(), time=ints(),
+            maker=np.empty(lines, np.bool_),
+            clean=np.empty(lines, np.bool_),
+            line_end=ints(),
+        )  # fmt: skip
+        buffers = (out.first, out.last, out.price, out.qty, out.time, out.maker, out.clean,
+                   out.line_end)  # fmt: skip
+        got = self._fn(block, len(block), fields, lines, *(b.ctypes.data for b in buffers))
+        if got != lines:
+            raise ValueError(f"the block holds {got} lines, not {lines}")
+        return out
+
+
+def _load() -> _Parser | None:
+    if os.environ.get("KLINEFLOW_NATIVE", "1") == "0":
+        return None
+    path = Path(__file__).with_name(LIBRARY)
+    if not path.is_file():
+        return None
+    try:
+        return _Parser(path)
+    except (OSError, AttributeError):  # built for another machine, or damaged
+        return None
+
+
+dump_lines: Final = _load()

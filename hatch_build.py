@@ -1,0 +1,51 @@
+"""Build step of the wheel (and of `pip install -e .`): compiles flows/native/dump_lines.c.
+
+The library is a plain C shared object loaded through ctypes (no Python headers, no ABI of
+one Python version), built with the compiler Python itself was built with (sysconfig's CC)
+or `cc`. Without a compiler the install still succeeds, pure Python, and the columnar reader
+parses dumps with pyarrow instead (flows/native/__init__.py); the build says so on stderr.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+from typing import Any
+
+from hatchling.builders.hooks.plugin.interface import BuildHookInterface
+
+SOURCE = Path("flows/native/dump_lines.c")
+LIBRARY = Path("flows/native/_dump_lines.so")
+
+
+def compile_library(root: Path) -> Path | None:
+    """root/LIBRARY built from root/SOURCE; None (and a line on stderr) when it cannot be."""
+    source, target = root / SOURCE, root / LIBRARY
+    compiler = shlex.split(os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc")
+    command = [*compiler, "-O2", "-shared", "-fPIC", "-o", str(target), str(source)]
+    try:
+        subprocess.run(command, check=True, capture_output=True, text=True)
+    except (OSError, subprocess.CalledProcessError) as exc:
+        detail = getattr(exc, "stderr", None) or str(exc)
+        print(f"klineflow: the native dump parser was not built ({detail.strip()[:300]}); "
+              "dumps will be parsed with pyarrow", file=sys.stderr)  # fmt: skip
+        return None
+    return target
+
+
+class NativeParserHook(BuildHookInterface):  # type: ignore[misc]
+    PLUGIN_NAME = "custom"
+
+    def initialize(self, version: str, build_data: dict[str, Any]) -> None:
+        built = compile_library(Path(self.root))
+        if built is None:
+            return
+        # an editable install loads it from the checkout, where it was just written
+        if version != "editable":
+            build_data["force_include"][str(built)] = str(LIBRARY)
+        build_data["pure_python"] = False
+        build_data["infer_tag"] = True
