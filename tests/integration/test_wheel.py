@@ -104,6 +104,17 @@ def test_the_installed_package_and_its_migrations_come_from_the_wheel(
     assert shipped == [(m.name, m.checksum) for m in migration_files(REPO / "sql")]
 
 
+def test_the_wheel_carries_the_native_dump_parser(
+    venv: Path, empty_dir: Path, tmp_path: Path
+) -> None:
+    """The install compiled flows/native/dump_lines.c into the wheel, and it loads there."""
+    code = "import flows.native as n; print(n.__file__); print(n.dump_lines is not None)"
+    out = _run([venv / "bin" / "python", "-c", code], empty_dir, _env(tmp_path)).splitlines()
+    assert Path(out[0]).is_relative_to(venv), out
+    assert (Path(out[0]).parent / "_dump_lines.so").is_file()
+    assert out[1] == "True"
+
+
 def test_klineflow_migrate_from_an_empty_directory_applies_every_migration(
     venv: Path, empty_dir: Path, tmp_path: Path, new_database: NewDatabase
 ) -> None:
