@@ -57,7 +57,9 @@ class SafeLines:
         self._stream = stream
         self._tail = b""  # the start of a line whose end has not been read yet
         self._tail_aside: int | None = None  # set when that line is too long and kept aside
-        self._out = bytearray()  # whole lines only, escaped, waiting to be read
+        # whole lines only, escaped, waiting to be read: pieces joined once, when handed on
+        self._out: list[bytes] = []
+        self._out_size = 0  # bytes in _out
         self._out_lines = 0  # lines in _out
         self._ended = False
         self._aside: list[bytes] = []
@@ -69,24 +71,34 @@ class SafeLines:
         """The rest as blocks of whole lines of about `size` bytes or more (the last one may
         be smaller and lack its newline), each with how many lines it holds."""
         while True:
-            while len(self._out) < size and not self._ended:
-                self._fill()
+            while self._out_size < size and not self._ended:
+                self._fill(size - self._out_size)
             if not self._out:
                 return
-            block, lines = bytes(self._out), self._out_lines
-            self._out.clear()
-            self._out_lines = 0
+            block, lines = self._taken(), self._out_lines
+            self._out, self._out_size, self._out_lines = [], 0, 0
             yield block, lines
 
     def head(self, size: int) -> bytes:
         """At least `size` bytes of what `blocks` will hand on (fewer at the end), not taken."""
-        while len(self._out) < size and not self._ended:
-            self._fill()
-        return bytes(self._out[:size])
+        while self._out_size < size and not self._ended:
+            self._fill(size - self._out_size)
+        return self._taken()[:size]
 
-    def _fill(self) -> None:
+    def _taken(self) -> bytes:
+        """What waits in _out, as one piece (kept there as one)."""
+        if len(self._out) != 1:
+            self._out = [b"".join(self._out)]
+        return self._out[0]
+
+    def _queue(self, piece: bytes) -> None:
+        self._out.append(piece)
+        self._out_size += len(piece)
+
+    def _fill(self, wanted: int = BLOCK) -> None:
         try:
-            block = self._stream.read1(BLOCK)  # type: ignore[attr-defined]  # every stream has it
+            # one read of what is wanted where the stream can (a file), at least BLOCK
+            block = self._stream.read1(max(wanted, BLOCK))  # type: ignore[attr-defined]
         except CUT_ERRORS:
             self.cut = True  # the piece of a line before the cut is lost, as it is per row
             self._ended = True
@@ -109,7 +121,12 @@ class SafeLines:
             self._pass_token(last=False)
             whole = block[nl + 1 : end + 1]
         else:
-            whole = self._tail + block[: end + 1] if self._tail else block[: end + 1]
+            # one copy at most (a slice of all of `block` is `block` itself)
+            whole = (
+                b"".join((self._tail, memoryview(block)[: end + 1]))
+                if self._tail
+                else block[: end + 1]
+            )
         self._tail = b""
         if whole:
             self._pass(whole, last=False)
@@ -127,7 +144,7 @@ class SafeLines:
 
     def _pass_token(self, last: bool) -> None:
         assert self._tail_aside is not None
-        self._out += b"\x00L%d\x00" % self._tail_aside + (b"" if last else b"\n")
+        self._queue(b"\x00L%d\x00" % self._tail_aside + (b"" if last else b"\n"))
         self.lines += 1
         self._out_lines += 1
         self._tail_aside = None
@@ -154,7 +171,7 @@ class SafeLines:
             carriage and b"\n\r\n" in whole
         ):
             whole = _EMPTY_LINE.sub(b"\x00e", whole)
-        self._out += whole
+        self._queue(whole)
 
     def original(self, row: bytes) -> bytes:
         """The original bytes of a row as pyarrow saw it (fields joined by commas)."""
