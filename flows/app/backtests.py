@@ -26,7 +26,13 @@ from flows.app.errors import NothingUsable, Unreachable, nothing_read
 from flows.app.urls import redacted, scrubbed
 from flows.backtest import SCRATCH_PREFIX
 from flows.backtest.report import SignalOutcome, outcomes, span_ms
-from flows.backtest.run import BacktestResult, drop_namespace, needed_intervals, run_backtest
+from flows.backtest.run import (
+    BacktestResult,
+    drop_namespace,
+    input_hashes,
+    needed_intervals,
+    run_backtest,
+)
 from flows.backtest.store import Target, finish_run, start_run
 from flows.backtest.stored import main_intervals, run_over_klines
 from flows.domain.intervals import get_interval
@@ -154,6 +160,7 @@ def run_and_record(
     run_id = _start(store, book, asked, owner_id, on_run)
     started = time.monotonic()
     keys = KeySpace(f"{SCRATCH_PREFIX}{uuid.uuid4().hex[:12]}")
+    hashing = input_hashes(paths) if store is not None else None
     try:
         try:
             result = run_backtest(list(paths), book, tuple(intervals), redis_url, symbols,
@@ -172,7 +179,8 @@ def run_and_record(
         if store is not None and run_id is not None:
             closed = sum(stats.klines_closed.values())
             finish_run(store, run_id, rows, stats.trades_read, closed, seconds,
-                       inputs=result.input_hashes, span_ms=span, more=facts.params())  # fmt: skip
+                       inputs=hashing.result() if hashing is not None else {}, span_ms=span,
+                       more=facts.params())  # fmt: skip
     except BaseException:
         _failed(store, run_id, stats, started)
         raise

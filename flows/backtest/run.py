@@ -15,7 +15,7 @@ import hashlib
 import threading
 import uuid
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -102,9 +102,18 @@ class BacktestResult:
     failures: list[RuleFailure]
     stats: RunStats
     namespace: str
-    input_hashes: dict[str, str] = field(default_factory=dict)
     # the closed klines of each (symbol, interval) that has signals, for their outcomes
     klines: dict[tuple[str, str], list[Kline]] = field(default_factory=dict)
+
+
+def input_hashes(paths: Sequence[Path]) -> Future[dict[str, str]]:
+    """The SHA-256 of each input, for a run's record, computed on a thread of its own while
+    the run goes (hashlib lets go of the interpreter over large blocks). Only a recorded run
+    asks: a backtest that is not kept does not read its inputs twice."""
+    hasher = ThreadPoolExecutor(1, thread_name_prefix="input-hash")
+    hashing = hasher.submit(lambda: {str(p): file_sha256(p) for p in expand_inputs(list(paths))})
+    hasher.shutdown(wait=False)
+    return hashing
 
 
 def file_sha256(path: Path) -> str:
@@ -144,11 +153,6 @@ def run_backtest(
         fresh=True,
         stage=stage,
     )
-    # the inputs' hashes (for the run's record) are computed while the replay runs: hashlib
-    # lets go of the interpreter over large blocks
-    hasher = ThreadPoolExecutor(1, thread_name_prefix="input-hash")
-    hashing = hasher.submit(lambda: {str(p): file_sha256(p) for p in paths})
-    hasher.shutdown(wait=False)
     klines: dict[tuple[str, str], list[Kline]] = {}
     try:
         stats = run_replay(job, stats)
@@ -165,8 +169,7 @@ def run_backtest(
         if not keep_klines:
             drop_namespace(redis_url, keys)
     failures = [f for f in sink.items if isinstance(f, RuleFailure)]
-    hashes = hashing.result()
-    return BacktestResult(group_repeats(fires), failures, stats, keys.namespace, hashes, klines)
+    return BacktestResult(group_repeats(fires), failures, stats, keys.namespace, klines)
 
 
 def _stored(redis_url: str, keys: KeySpace, symbol: str, interval: str) -> list[Kline]:

@@ -77,4 +77,4 @@ def run_over_klines(
         stats.bytes_done = stats.files_done
     stats.rules = {"evaluations": counters.evaluations, "fires": counters.fires,
                    "not_ready": counters.not_ready}  # fmt: skip
-    return BacktestResult(group_repeats(fires), failures, stats, "", {}, klines)
+    return BacktestResult(group_repeats(fires), failures, stats, "", klines)
