@@ -24,23 +24,23 @@ import threading
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Final, NamedTuple
+from typing import TYPE_CHECKING, Final, NamedTuple, Union
 
 import numpy as np
 import numpy.typing as npt
-import pyarrow as pa
-import pyarrow.csv as pacsv
 
 from flows.domain.deadletter import DeadLetter
 from flows.domain.kline import Trade
 from flows.domain.trade_checks import EXCHANGE_START_MS, MAX_FILLS, MAX_TRADE_ID
 from flows.domain.trade_columns import TradeColumns
-from flows.native import DumpLines, dump_lines
+from flows.native import DumpLines, Int64s, dump_lines
 from flows.sources.chunks import Chunk, ReadOptions, report_cut
 from flows.sources.columnar_lines import SafeLines
-from flows.sources.columnar_numbers import Int64s, decimal_units, exact_flags, plain_ints
 from flows.sources.columnar_rows import row_outcome
 from flows.sources.dumps import dump_target, open_dump
+
+if TYPE_CHECKING:  # pyarrow is imported only where the native parser was not built
+    from flows.sources.columnar_arrow import ArrowRows
 
 # whole lines parsed at a time by one worker: at most _WORKERS + _AHEAD blocks are held, so a
 # replay's memory does not grow with the file
@@ -107,38 +107,6 @@ def _columns(lines: SafeLines) -> int:
     return _TRADE_COLUMNS if counts.count(7) > counts.count(8) else _AGG_COLUMNS
 
 
-def _parse(
-    block: bytes, columns: int, first_line: int
-) -> tuple[pa.RecordBatch, list[tuple[int, str]]]:
-    """One block of whole lines as binary columns, and the rows pyarrow refused (numbered
-    as lines of the file: the block's first line is `first_line`)."""
-    names = [f"c{i}" for i in range(columns)]
-    refused: list[tuple[int, str]] = []
-
-    def keep_invalid(row: pacsv.InvalidRow) -> str:
-        refused.append((first_line - 1 + int(row.number), row.text))
-        return "skip"
-
-    table = pacsv.read_csv(
-        pa.py_buffer(block),
-        read_options=pacsv.ReadOptions(column_names=names, use_threads=False,
-                                       block_size=len(block) + 1),
-        parse_options=pacsv.ParseOptions(
-            delimiter=",", quote_char=False, escape_char=False, newlines_in_values=False,
-            ignore_empty_lines=False, invalid_row_handler=keep_invalid,
-        ),
-        convert_options=pacsv.ConvertOptions(
-            column_types=dict.fromkeys(names, pa.binary()), check_utf8=False,
-            strings_can_be_null=False, quoted_strings_can_be_null=False,
-        ),
-    )  # fmt: skip
-    batches = table.combine_chunks().to_batches()
-    if not batches:
-        empty = [pa.array([], pa.binary()) for _ in names]
-        return pa.RecordBatch.from_arrays(empty, names=names), refused
-    return batches[0], refused
-
-
 class _Numbers(NamedTuple):
     time_ms: Int64s
     price: Int64s
@@ -147,21 +115,6 @@ class _Numbers(NamedTuple):
     last: Int64s
     maker: npt.NDArray[np.bool_]
     clean: npt.NDArray[np.bool_]
-
-
-class _ArrowRows:
-    """Rows of a block as pyarrow parsed them (binary columns)."""
-
-    def __init__(self, batch: pa.RecordBatch) -> None:
-        self.batch = batch
-        self.num_rows: int = batch.num_rows
-
-    def slice(self, start: int, count: int) -> _ArrowRows:
-        return _ArrowRows(self.batch.slice(start, count))
-
-    def row(self, i: int) -> bytes:
-        """Row i's text as pyarrow saw it (escaped: see SafeLines.original)."""
-        return b",".join(c[i].as_py() for c in self.batch.columns)
 
 
 class _NativeRows:
@@ -179,7 +132,7 @@ class _NativeRows:
         return self.lines.line(self.block, self.start + i)
 
 
-_Rows = _ArrowRows | _NativeRows
+_Rows = Union["ArrowRows", _NativeRows]
 _Parsed = Future[tuple[_Rows, list[tuple[int, str]], "_Numbers"]]
 
 
@@ -237,12 +190,16 @@ class _BatchParser:
         parser, when built, reads every line as a row; pyarrow refuses rows of another
         column count, which are then numbered and decided apart."""
         if dump_lines is not None:
-            parsed = dump_lines(block, columns, lines)
-            numbers = self._checked(parsed.time, parsed.price, parsed.qty, parsed.first,
-                                    parsed.last, parsed.maker, parsed.clean)  # fmt: skip
-            return _NativeRows(block, parsed, 0, lines), [], numbers
-        batch, refused = _parse(block, columns, first_line)
-        return _ArrowRows(batch), refused, self._numbers(batch)
+            read = dump_lines(block, columns, lines)
+            numbers = self._checked(read.time, read.price, read.qty, read.first, read.last,
+                                    read.maker, read.clean)  # fmt: skip
+            return _NativeRows(block, read, 0, lines), [], numbers
+        from flows.sources.columnar_arrow import ArrowRows, arrow_numbers, parse_block
+
+        batch, refused = parse_block(block, columns, first_line)
+        raw_time, price, qty, first, last, maker, parsed = arrow_numbers(batch)
+        numbers = self._checked(raw_time, price, qty, first, last, maker, parsed)
+        return ArrowRows(batch), refused, numbers
 
     def _slices(
         self,
@@ -283,19 +240,6 @@ class _BatchParser:
         if take:
             self.invalid[:] = [(n, t) for n, t in self.invalid if up_to is not None and n > up_to]
         return [(n, self.lines.original(t.encode())) for n, t in sorted(take) if n > self.skip]
-
-    def _numbers(self, batch: pa.RecordBatch) -> _Numbers:
-        """The batch's columns as numbers, and which rows are clean (no state: a worker's)."""
-        cols = batch.columns
-        agg = len(cols) == _AGG_COLUMNS
-        price, price_ok = decimal_units(cols[1])
-        qty, qty_ok = decimal_units(cols[2])
-        first, first_ok = plain_ints(cols[3] if agg else cols[0])
-        last, last_ok = plain_ints(cols[4]) if agg else (first, first_ok)
-        raw_time, time_ok = plain_ints(cols[5] if agg else cols[4])
-        maker, maker_ok = exact_flags(cols[6] if agg else cols[5])
-        parsed = price_ok & qty_ok & first_ok & last_ok & time_ok & maker_ok
-        return self._checked(raw_time, price, qty, first, last, maker, parsed)
 
     def _checked(
         self,
