@@ -33,6 +33,9 @@ from flows.domain.keys import KeySpace
 
 if TYPE_CHECKING:  # the heavy imports stay inside the commands that need them
     from flows.domain.stats import RunStats
+    from flows.settings import Settings
+    from flows.sources.read_ahead import FileChunk, ReadAhead
+    from flows.sources.readers import ReadOptions
 
 
 @app.command()
@@ -58,35 +61,58 @@ def replay(
 ) -> None:
     """Run the kline dataflow over recorded files to the end, then print a summary."""
     from flows.allocator import keep_freed_memory
-    from flows.app.errors import nothing_read
-    from flows.dataflows.replay import ReplayJob, run_replay
-    from flows.domain.stats import RunStats
+    from flows.sources.inputs import expand_inputs
+    from flows.sources.read_ahead import ReadAhead, replay_chunks
     from flows.sources.readers import ReadOptions
-    from flows.storage.redis_klines import RetentionPolicy
 
     settings = _settings(intervals=intervals, redis_url=redis_url, namespace=namespace)
     wanted = (
         frozenset(s.strip().upper() for s in symbols.split(",") if s.strip()) if symbols else None
     )
+    read = ReadOptions(
+        symbol=symbol,
+        symbols=wanted,
+        chunk_records=settings.chunk_records,
+        future_margin_ms=settings.future_margin_ms,
+    )
+    keep_freed_memory()  # a batch job: blocks of the file reuse freed memory
+    files = expand_inputs(paths)
+    # the files are read (on threads) while the dataflow's modules load
+    ahead = ReadAhead(replay_chunks(files, read)) if all(f.is_file() for f in files) else None
+    try:
+        _replay(files, read, settings, fresh, progress, ahead)
+    finally:
+        if ahead is not None:
+            ahead.close()
+
+
+def _replay(
+    files: list[Path],
+    read: ReadOptions,
+    settings: Settings,
+    fresh: bool,
+    progress: bool,
+    ahead: ReadAhead[FileChunk] | None,
+) -> None:
+    from flows.app.errors import nothing_read
+    from flows.dataflows.replay import ReplayJob, run_replay
+    from flows.domain.stats import RunStats
+    from flows.storage.redis_klines import RetentionPolicy
+
     job = ReplayJob(
-        paths=paths,
+        paths=files,
         redis_url=_redis_url(settings),
         intervals=settings.intervals,
         keys=KeySpace(settings.namespace),
-        read=ReadOptions(
-            symbol=symbol,
-            symbols=wanted,
-            chunk_records=settings.chunk_records,
-            future_margin_ms=settings.future_margin_ms,
-        ),
+        read=read,
         retention=RetentionPolicy(settings.retention, {"1m": settings.retention_1m}),
         open_throttle_ms=settings.open_kline_throttle_ms,
         max_fill=settings.max_flat_fill,
         dead_letter_maxlen=settings.dead_letter_maxlen,
         fresh=fresh,
+        ahead=ahead,
     )
     stats = RunStats()
-    keep_freed_memory()  # a batch job: blocks of the file reuse freed memory
     started = SYSTEM_CLOCK.monotonic_s()
     with _reading_files(stats, "replay", progress):
         run_replay(job, stats)

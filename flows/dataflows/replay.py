@@ -31,6 +31,7 @@ from flows.storage.redis_klines import RetentionPolicy, clear_replay_states, loa
 if TYPE_CHECKING:  # the rules stage is imported only when a replay evaluates rules
     from flows.signals.book import Book
     from flows.signals.step import RulesStage
+    from flows.sources.read_ahead import FileChunk, ReadAhead
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,9 @@ class ReplayJob:
     database_url: str | None = None  # set: evaluate the traders stored there, write signals
     book: Book | None = None  # these traders instead of the database's (tests, traders test)
     stage: RulesStage | None = None  # a ready rules stage (backtests collect fires in memory)
+    # the files' chunks already being read (`flows.sources.read_ahead`): the replay takes
+    # them instead of opening the files again (`paths` must be the files it reads)
+    ahead: ReadAhead[FileChunk] | None = None
 
 
 def run_replay(job: ReplayJob, stats: RunStats | None = None) -> RunStats:
@@ -97,7 +101,8 @@ def run_replay(job: ReplayJob, stats: RunStats | None = None) -> RunStats:
             clock=job.clock,
             book=job.book,
         )
-    source = ReplaySource(paths, job.read, stats)
+    ahead = job.ahead if paths == list(job.paths) else None
+    source = ReplaySource(paths, job.read, stats, ahead)
     stage = job.stage or (rules.stage if rules is not None else None)
     flow = build_kline_flow("replay", source, step, sink, stats, stage)
     run_main(flow)  # type: ignore[no-untyped-call]

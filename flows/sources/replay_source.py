@@ -19,7 +19,8 @@ from flows.domain.deadletter import DeadLetter
 from flows.domain.stats import RunStats
 from flows.domain.trade_columns import TradeColumns
 from flows.sources.items import SourceItem, SourceReport, SymbolBatch
-from flows.sources.readers import Chunk, ReadOptions, read_batches
+from flows.sources.read_ahead import FileChunk, ReadAhead, replay_chunks
+from flows.sources.readers import Chunk, ReadOptions
 
 
 def column_items(cols: TradeColumns, stats: RunStats) -> list[SourceItem]:
@@ -57,30 +58,34 @@ def chunk_items(chunk: Chunk, stats: RunStats) -> list[SourceItem]:
 
 class _ReplayPartition(StatefulSourcePartition[SourceItem, Any]):
     def __init__(
-        self, paths: list[Path], options: ReadOptions, stats: RunStats, resume: Any
+        self,
+        paths: list[Path],
+        options: ReadOptions,
+        stats: RunStats,
+        resume: Any,
+        ahead: ReadAhead[FileChunk] | None,
     ) -> None:
         self._paths = paths
-        self._options = options
         self._stats = stats
         position: tuple[int, int] = tuple(resume) if resume is not None else (0, 0)
         self._file_index, self._records = position
-        self._chunks: Iterator[Chunk | TradeColumns] | None = None
+        if ahead is not None and position == (0, 0):
+            self._chunks: Iterator[FileChunk] = ahead  # read from the start already
+        else:
+            if ahead is not None:
+                ahead.close()
+            self._chunks = replay_chunks(paths, options, *position)
         self._done_before = sum(p.stat().st_size for p in paths[: self._file_index])
 
     def next_batch(self) -> list[SourceItem]:
-        while self._file_index < len(self._paths):
-            path = self._paths[self._file_index]
-            if self._chunks is None:
-                self._chunks = read_batches(path, self._options, skip_records=self._records)
-            chunk = next(self._chunks, None)
-            if chunk is None:
+        for index, chunk in self._chunks:
+            path = self._paths[index]
+            if chunk is None:  # the file is done
                 self._done_before += path.stat().st_size
-                self._file_index += 1
-                self._records = 0
-                self._chunks = None
+                self._file_index, self._records = index + 1, 0
                 self._stats.files_done += 1
                 continue
-            self._records = chunk.records
+            self._file_index, self._records = index, chunk.records
             self._stats.bytes_done = self._done_before + chunk.bytes_done
             if isinstance(chunk, TradeColumns):
                 return column_items(chunk, self._stats)
@@ -90,16 +95,32 @@ class _ReplayPartition(StatefulSourcePartition[SourceItem, Any]):
     def snapshot(self) -> Any:
         return (self._file_index, self._records)
 
+    def close(self) -> None:
+        close = getattr(self._chunks, "close", None)
+        if close is not None:
+            close()
+
 
 class ReplaySource(FixedPartitionedSource[SourceItem, Any]):
-    def __init__(self, paths: list[Path], options: ReadOptions, stats: RunStats) -> None:
+    """`ahead`: the files' chunks already being read (`flows.sources.read_ahead`), taken
+    when the replay starts from the beginning."""
+
+    def __init__(
+        self,
+        paths: list[Path],
+        options: ReadOptions,
+        stats: RunStats,
+        ahead: ReadAhead[FileChunk] | None = None,
+    ) -> None:
         self._paths = paths
         self._options = options
         self._stats = stats
+        self._ahead = ahead
         stats.bytes_total = sum(p.stat().st_size for p in paths)
 
     def list_parts(self) -> list[str]:
         return ["replay"]
 
     def build_part(self, step_id: str, for_part: str, resume_state: Any) -> _ReplayPartition:
-        return _ReplayPartition(self._paths, self._options, self._stats, resume_state)
+        ahead, self._ahead = self._ahead, None  # one partition takes it
+        return _ReplayPartition(self._paths, self._options, self._stats, resume_state, ahead)
