@@ -78,6 +78,7 @@ def test_replay_chunks_are_every_files_batches_with_its_index(tmp_path: Path) ->
     assert {i for i, _ in resumed} == {1}  # the first file is not read again
     assert sum(len(c) for _, c in resumed if c is not None) == 30  # lines 21..50
 
+
 def _read_all(source: ReplaySource, resume: object = None) -> list[int]:
     part = source.build_part("s", "replay", resume)
     counts = []
