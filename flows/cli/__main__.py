@@ -1,5 +1,5 @@
 """`python -m flows.cli`: the cluster supervisor starts its members this way."""
 
-from flows.cli.root import main
+from flows.cli import main
 
 main()
