@@ -19,7 +19,7 @@ from typing import Any
 from hatchling.builders.hooks.plugin.interface import BuildHookInterface
 
 SOURCE = Path("flows/native/dump_lines.c")
-LIBRARY = Path("flows/native/_dump_lines.so")
+LIBRARY = Path("flows/native/libdumplines.so.1")
 
 
 def compile_library(root: Path) -> Path | None:

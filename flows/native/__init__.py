@@ -20,7 +20,7 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
-LIBRARY: Final = "_dump_lines.so"
+LIBRARY: Final = "libdumplines.so.1"
 SOURCE: Final = Path(__file__).with_name("dump_lines.c")
 
 Int64s = npt.NDArray[np.int64]
