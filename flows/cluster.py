@@ -134,13 +134,14 @@ def local_addresses(n: int, host: str = "127.0.0.1") -> tuple[str, ...]:
 # -- a local cluster: `klineflow up --processes N` ---------------------------------------------
 
 # options of `up` that the members of a local cluster must not inherit (value-taking first)
-_MEMBER_DROPS_VALUE = ("--processes", "--dashboard-port", "--metrics-port", "--record")
+_MEMBER_DROPS_VALUE = ("--processes", "--dashboard-port", "--metrics-port")
 _MEMBER_DROPS_FLAG = ("--dashboard", "--no-dashboard")
 
 
 def member_args(argv: list[str], place: ClusterPlace, metrics_port: int) -> list[str]:
     """The `up` arguments of one member of a local cluster, from the supervisor's own: the
-    same flow, plus its place; the dashboard and the recorder stay with the supervisor."""
+    same flow, plus its place (and its own recording: `--record` and `--archive` pass on);
+    the dashboard stays with the supervisor."""
     out: list[str] = []
     skip = False
     for arg in argv:

@@ -63,16 +63,20 @@ class RecorderStats:
     paths: list[Path] = field(default_factory=list)  # the files, in the order opened
     archived: list[Path] = field(default_factory=list)  # trade archive files written
     archive_failures: int = 0  # recordings whose archiving failed (the raw files are whole)
+    write_failures: int = 0  # frames the tee could not write (the flow went on without them)
 
 
-def recording_name(period_start_ms: int, rotate_every_ms: int = HOUR_MS, index: int = 0) -> str:
+def recording_name(
+    period_start_ms: int, rotate_every_ms: int = HOUR_MS, index: int = 0, part: str = ""
+) -> str:
     """``klineflow-YYYYMMDD-HH.jsonl.gz`` (``-HHMM`` when files are shorter than hours).
 
-    `index` > 0 gives the name of a later file for the same period: ``...-HH.1.jsonl.gz``.
+    `index` > 0 gives the name of a later file for the same period: ``...-HH.1.jsonl.gz``;
+    `part` names a cluster member's own files: ``klineflow-p0of2-YYYYMMDD-HH.jsonl.gz``.
     """
     start = datetime.fromtimestamp(period_start_ms / 1000, tz=UTC)
     stamp = start.strftime("%Y%m%d-%H" if rotate_every_ms % HOUR_MS == 0 else "%Y%m%d-%H%M")
-    return f"{FILE_PREFIX}{stamp}{f'.{index}' if index else ''}{FILE_SUFFIX}"
+    return f"{FILE_PREFIX}{part}{stamp}{f'.{index}' if index else ''}{FILE_SUFFIX}"
 
 
 class _RotatingRecording:
@@ -85,7 +89,9 @@ class _RotatingRecording:
         source: str,
         stats: RecorderStats,
         archive: Path | None = None,
+        part: str = "",
     ):
+        self._part = part
         self._out_dir = out_dir
         self._archive = archive
         self._archiving: list[threading.Thread] = []
@@ -114,7 +120,8 @@ class _RotatingRecording:
         start_ms = period * self._rotate_every_ms
         index = 0
         while True:
-            path = self._out_dir / recording_name(start_ms, self._rotate_every_ms, index)
+            path = self._out_dir / recording_name(start_ms, self._rotate_every_ms, index,
+                                                  self._part)  # fmt: skip
             if not path.exists():
                 break
             index += 1
@@ -164,6 +171,63 @@ class _RotatingRecording:
         for thread in self._archiving:
             thread.join()
         self._archiving.clear()
+
+
+class RecordingTap:
+    """The recorder as a tee on the live feed (`klineflow up --record`): the live source hands
+    it every frame it takes, with the receive time it gave the frame, so a recording holds
+    exactly the frames the flow read, from the flow's own connections (no second set of
+    connections to the exchange). Frames are written as `record` writes them: hourly files,
+    never appended to, sync-flushed every `flush_every_s` by a thread of its own so a reader
+    can follow; `close` ends the current file whole (and waits for its archiving).
+
+    The feed's threads call `write` (one lock: a gzip line is microseconds). Answers to the
+    feed's own SUBSCRIBE/UNSUBSCRIBE messages are not stream frames and are not recorded."""
+
+    def __init__(
+        self,
+        out_dir: Path,
+        source: str,
+        *,
+        part: str = "",
+        rotate_every_ms: int = HOUR_MS,
+        flush_every_s: float = 1.0,
+        archive: Path | None = None,
+        stats: RecorderStats | None = None,
+    ) -> None:
+        self.stats = stats if stats is not None else RecorderStats()
+        self._sink = _RotatingRecording(out_dir, rotate_every_ms, source[:_MAX_SOURCE_CHARS],
+                                        self.stats, archive, part)  # fmt: skip
+        self._lock = threading.Lock()
+        self._closed = threading.Event()
+        self._flusher = threading.Thread(
+            target=self._flush_every, args=(flush_every_s,), name="recording-flush", daemon=True
+        )
+        self._flusher.start()
+
+    def __call__(self, frame: bytes, recv_ms: int) -> None:
+        with self._lock:
+            if self._closed.is_set():
+                return
+            try:
+                self._sink.write(recv_ms, frame)
+            except Exception as e:  # a full disk must not stop the flow: counted and told
+                self.stats.write_failures += 1
+                self.stats.last_error = f"{type(e).__name__}: {e}"
+                if self.stats.write_failures in (1, 10) or self.stats.write_failures % 10_000 == 0:
+                    log.error("recording a frame failed (%d so far): %s",
+                              self.stats.write_failures, self.stats.last_error)  # fmt: skip
+
+    def _flush_every(self, seconds: float) -> None:
+        while not self._closed.wait(seconds):
+            with self._lock:
+                self._sink.flush()
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed.set()
+        self._flusher.join()
+        self._sink.finish()
 
 
 def _source_label(base: str, groups: list[list[str]]) -> str:

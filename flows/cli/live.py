@@ -40,6 +40,7 @@ from flows.settings import Settings
 
 if TYPE_CHECKING:  # the heavy imports stay inside the commands that need them
     from flows.cluster import ClusterPlace
+    from flows.recorder import RecordingTap
 
 
 @app.command()
@@ -231,13 +232,11 @@ def up(
     db_url = _database(settings, away_ok=True) if rules else None
     console.print(f"{len(universe)} symbols from {exchange.ws_url}: {', '.join(universe[:8])}"
                   f"{', ...' if len(universe) > 8 else ''}", soft_wrap=True)  # fmt: skip
-    recorder_stop = (
-        _start_recorder(exchange.ws_url, universe, kind, record, archive) if record else None
-    )
-    if processes > 1:
-        _up_cluster(settings, processes, db_url, dashboard, dashboard_port, metrics_port,
-                    recorder_stop)  # fmt: skip
+    if processes > 1:  # each member records its own connections' frames
+        _up_cluster(settings, processes, db_url, dashboard, dashboard_port, metrics_port)
         return
+    # the recorder as a tee on the flow's own feed: the frames the flow reads, as it reads them
+    tap = _recording_tap(exchange.ws_url, record, archive, place) if record else None
     stop = threading.Event()
     job = LiveJob(
         ws_url=exchange.ws_url,
@@ -268,6 +267,7 @@ def up(
         metrics_port=metrics_port or None,
         metrics_host=metrics_host,
         cluster=place,
+        tap=tap,
     )
     board = _start_dashboard(settings, job.redis_url, db_url, dashboard_port) if dashboard else None
     notifier = start_notifier(db_url) if notify and db_url else None
@@ -283,8 +283,11 @@ def up(
     except KeyboardInterrupt:  # a second Ctrl-C, or the cluster's supervisor
         console.print("stopped")
     finally:
-        if recorder_stop is not None:
-            recorder_stop()
+        if tap is not None:
+            tap.close()
+            if tap.stats.write_failures:
+                console.print(f"[red]recording:[/red] {tap.stats.write_failures:,} frames not "
+                              f"written ({tap.stats.last_error})")  # fmt: skip
         if board is not None:
             board.stop()
         if notifier is not None:
@@ -314,10 +317,9 @@ def _up_cluster(
     dashboard: bool,
     dashboard_port: int,
     metrics_port: int | None,
-    recorder_stop: Callable[[], None] | None,
 ) -> None:
     """`up --processes N`: N members on this machine, supervised (restarted together when
-    one fails); the dashboard and the recorder run here, once."""
+    one fails); the dashboard runs here, once; each member records its own frames."""
     from flows.cluster import member_args, supervise
 
     argv = sys.argv[sys.argv.index("up") + 1 :]
@@ -334,8 +336,6 @@ def _up_cluster(
     try:
         code = supervise(command, processes)
     finally:
-        if recorder_stop is not None:
-            recorder_stop()
         if board is not None:
             board.stop()
     if code == 130:
@@ -354,14 +354,15 @@ def _refresher(rest_url: str, top: int, quote: str) -> Callable[[], list[str]]:
     return lambda: resolve_symbols(client, None, top, quote)
 
 
-def _start_recorder(
-    ws_url: str, symbols: list[str], kind: str, out_dir: Path, archive: Path | None = None
-) -> Callable[[], None]:
-    """The recorder on its own connection and thread; returns a function that stops it."""
-    from flows.binance.universe import stream_names
-    from flows.dataflows.demo_recording import start_recorder
+def _recording_tap(
+    ws_url: str, out_dir: Path, archive: Path | None, place: ClusterPlace
+) -> RecordingTap:
+    """The recorder fed by the live source; a cluster member's files carry its place."""
+    from flows.recorder import RecordingTap
 
-    return start_recorder(ws_url, stream_names(symbols, kind), out_dir, archive=archive)
+    part = f"p{place.process_id}of{place.processes}-" if place.processes > 1 else ""
+    return RecordingTap(out_dir, f"{ws_url.rstrip('/')}/stream (klineflow up)", part=part,
+                        archive=archive)  # fmt: skip
 
 
 @app.command()

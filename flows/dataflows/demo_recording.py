@@ -11,7 +11,8 @@ format (``flows.sources.recording``):
   first frame, up to the market's time then, under a temporary name renamed when whole (a
   page never lists half a file). A few seconds for six hours of a 50-trades-a-second market.
 - ``klineflow-YYYYMMDD-HH.jsonl.gz``: the frames streamed from the start on, written by the
-  recorder ``klineflow record`` and ``up --record`` run (``flows.recorder``), one file an
+  recorder ``klineflow record`` runs (``flows.recorder``, on a connection of its own to the
+  demo's exchange), one file an
   hour, readable while it grows.
 
 Read in name order the files are the market the demo played: the trades both hold are

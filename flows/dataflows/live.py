@@ -78,6 +78,8 @@ class LiveJob:
     metrics_port: int | None = None  # set: /metrics and /healthz on 127.0.0.1:PORT (0: any)
     metrics_host: str = "127.0.0.1"
     cluster: ClusterPlace = SINGLE  # this process's place in a cluster (one process: SINGLE)
+    # every frame the source takes, with its receive time, also handed here (`up --record`)
+    tap: Callable[[bytes, int], None] | None = field(default=None, compare=False)
 
 
 def _metrics(
@@ -173,6 +175,7 @@ def run_live(job: LiveJob, stats: RunStats | None = None) -> RunStats:
             refresh_every_s=job.refresh_every_s,
             reconcile=job.reconcile & set(symbols),
             part_prefix=f"p{place.process_id}of{place.processes}-" if place.processes > 1 else "",
+            tap=job.tap,
         ),
         stats,
     )

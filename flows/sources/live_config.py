@@ -55,3 +55,5 @@ class LiveConfig:
     refresh_every_s: float = 3600.0
     reconcile: frozenset[str] = frozenset()  # also take Binance's @kline_1m for these
     part_prefix: str = ""  # names this process's partitions apart in a cluster ("p0of2-")
+    # every frame taken, with its receive time, also handed here (the recorder's tee)
+    tap: Callable[[bytes, int], None] | None = field(default=None, compare=False)

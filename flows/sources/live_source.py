@@ -137,8 +137,12 @@ class _LivePartition(FrameDoor, StatefulSourcePartition[SourceItem, dict[str, li
         frames = self._frames
         limit = cfg.max_buffered_frames
 
+        tap = cfg.tap
+
         def on_frame(raw: bytes, recv_ms: int) -> None:
             frames.append((raw, recv_ms))
+            if tap is not None:
+                tap(raw, recv_ms)
 
         feed_streams = list(streams)
         if cfg.clock_stream is not None and cfg.clock_stream not in feed_streams:

@@ -47,10 +47,10 @@ def test_a_place_is_parsed_and_checked() -> None:
 def test_members_inherit_the_flow_options_but_not_the_supervisors_own() -> None:
     argv = ["--symbols", "A,B", "--processes", "2", "--dashboard-port=8600", "--no-dashboard",
             "--record", "/tmp/rec", "--metrics-port", "9108", "--grace-ms", "500",
-            "--processes=2", "--dashboard"]  # fmt: skip
+            "--processes=2", "--dashboard", "--archive=/tmp/arc"]  # fmt: skip
     place = ClusterPlace(1, ("127.0.0.1:5000", "127.0.0.1:5001"))
     assert member_args(argv, place, 9109) == [
-        "--symbols", "A,B", "--grace-ms", "500",
+        "--symbols", "A,B", "--record", "/tmp/rec", "--grace-ms", "500", "--archive=/tmp/arc",
         "--process-id", "1", "--addresses", "127.0.0.1:5000;127.0.0.1:5001",
         "--no-dashboard", "--metrics-port", "9109",
     ]  # fmt: skip
