@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml hatch_build.py flows/native/dump_lines.c
+$(STAMP): pyproject.toml hatch_build.py $(wildcard flows/native/*.c)
 	@$(PYTHON) -c 'import sys; v = sys.version_info[:2]; sys.exit(0 if (3, 11) <= v < (3, 13) else "klineflow needs Python 3.11 or 3.12 (Bytewax 0.21.1 ships wheels up to 3.12); found %d.%d" % v)'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip

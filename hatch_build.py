@@ -1,4 +1,5 @@
-"""Build step of the wheel (and of `pip install -e .`): compiles flows/native/dump_lines.c.
+"""Build step of the wheel (and of `pip install -e .`): compiles flows/native/*.c into one
+library (the dump line parser, the recorded frame parser).
 
 The library is a plain C shared object loaded through ctypes (no Python headers, no ABI of
 one Python version), built with the compiler Python itself was built with (sysconfig's CC)
@@ -18,15 +19,16 @@ from typing import Any
 
 from hatchling.builders.hooks.plugin.interface import BuildHookInterface
 
-SOURCE = Path("flows/native/dump_lines.c")
-LIBRARY = Path("flows/native/libdumplines.so.1")
+SOURCES = (Path("flows/native/dump_lines.c"), Path("flows/native/frame_lines.c"))
+LIBRARY = Path("flows/native/libklineflow.so.1")
 
 
 def compile_library(root: Path) -> Path | None:
-    """root/LIBRARY built from root/SOURCE; None (and a line on stderr) when it cannot be."""
-    source, target = root / SOURCE, root / LIBRARY
+    """root/LIBRARY built from root/SOURCES; None (and a line on stderr) when it cannot be."""
+    target = root / LIBRARY
     compiler = shlex.split(os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc")
-    command = [*compiler, "-O2", "-shared", "-fPIC", "-o", str(target), str(source)]
+    command = [*compiler, "-O2", "-shared", "-fPIC", "-o", str(target),
+               *(str(root / s) for s in SOURCES)]  # fmt: skip
     try:
         subprocess.run(command, check=True, capture_output=True, text=True)
     except (OSError, subprocess.CalledProcessError) as exc:

@@ -15,12 +15,16 @@ from flows.domain.money import format_units
 from flows.domain.trade_columns import TradeColumns
 from flows.io.contracts import ContractEnv, Position, TradeSource
 from flows.sources.chunks import Chunk, ReadOptions
+from flows.sources.frame_columns import ColumnChunk
 from flows.sources.readers import read_batches
 
 
-def chunk_columns(chunk: Chunk) -> list[TradeColumns]:
-    """A chunk of rows as one batch of columns per symbol (its dead letters on the first)."""
-    parts = [TradeColumns.of(sym, trades) for sym, trades in chunk.trades.items() if trades]
+def chunk_columns(chunk: Chunk | ColumnChunk) -> list[TradeColumns]:
+    """A chunk as one batch of columns per symbol (its dead letters on the first)."""
+    if isinstance(chunk, ColumnChunk):
+        parts = [cols for cols in chunk.columns if len(cols)]
+    else:
+        parts = [TradeColumns.of(sym, trades) for sym, trades in chunk.trades.items() if trades]
     if chunk.dead or chunk.truncated or not parts:
         if not parts:
             parts.append(TradeColumns.empty(""))

@@ -22,6 +22,7 @@ from flows.binance.decode import LaxCombined, lax_trade
 from flows.binance.frames import LAX_ERRORS, LAX_FRAME, FrameRefused, FrameTrade, exact_frame
 from flows.domain import deadletter as dl
 from flows.domain.deadletter import DeadLetter
+from flows.domain.kline import Trade
 from flows.sources import recording
 from flows.sources.chunks import Chunk, ReadOptions, raw_text, report_cut
 from flows.sources.compressed import GZIP_MAGIC, Lines, ends_at_sync_flush
@@ -35,26 +36,90 @@ class _RecordedLax(msgspec.Struct):
 _lax_recorded: Final = msgspec.json.Decoder(_RecordedLax, strict=False)
 
 
-def read_frames(path: Path, options: ReadOptions, skip: int, recorded: bool) -> Iterator[Chunk]:
+def _open(path: Path) -> tuple[IO[bytes], IO[bytes]]:
+    """(the file, its decompressed stream): gzip when the file starts as gzip does."""
     raw_file = path.open("rb")
     gz = raw_file.read(2) == GZIP_MAGIC
     raw_file.seek(0)
     stream: IO[bytes] = gzip.GzipFile(fileobj=raw_file, mode="rb") if gz else raw_file  # type: ignore[assignment]
-    name = str(path)
+    return raw_file, stream
+
+
+class LineRules:
+    """How one line of a capture or recording is decided (`decide`): the fast lax decode, and
+    anything it cannot read exactly through the exact decoder, which gives every error its
+    reason. Shared by the line-by-line reader and the columnar one (for the lines its native
+    parser leaves), so both decide every line alike."""
+
+    def __init__(self, path: Path, options: ReadOptions, recorded: bool, reader: Lines) -> None:
+        self.name = str(path)
+        self.path = path
+        self.recorded = recorded
+        self.reader = reader
+        self.margin = options.future_margin_ms
+        self.now_ceiling = options.now_ceiling_ms()  # a capture line with an unreadable time
+        self.torn_tail = False
+
+    def decide(self, line: bytes, lineno: int, chunk: Chunk) -> tuple[str, Trade] | None:
+        """The line's trade, or None (then `chunk` counts or keeps what it was)."""
+        # Fast path: a combined trade frame whose amounts the lax decode gets exactly (the
+        # live flow's is the same, flows.binance.frames.lax_frame_trade)
+        frame: bytes | None = None
+        try:
+            if self.recorded:
+                rec = _lax_recorded.decode(line)
+                ceiling = rec.r + self.margin
+                ev = rec.d.data
+            else:
+                head, frame = _captured_frame(line)
+                if frame is None:
+                    return None
+                ceiling = _receive_ceiling(head, self.margin, self.now_ceiling)
+                ev = LAX_FRAME.decode(frame).data
+            tr = lax_trade(ev, ceiling)  # None as well for a trade that may be implausible
+            if tr is not None:
+                return ev.s, tr
+        except LAX_ERRORS:
+            pass
+        # a last piece with no newline: a recording's torn end, or any file's cut
+        if line.endswith(b"\0") and (self.recorded or self.reader.cut):
+            chunk.torn += 1
+            self.torn_tail = True
+            return None
+        if self.recorded:
+            frame, recv_ms = _recorded_frame(line, chunk, self.name, lineno)
+            ceiling = recv_ms + self.margin
+        if frame is None:
+            return None
+        exact = exact_frame(frame, ceiling, f"{self.name}:{lineno}")
+        if isinstance(exact, FrameRefused):
+            chunk.dead.append(exact.letter)
+            return None
+        if not isinstance(exact, FrameTrade):
+            chunk.ignored += 1  # depth, tickers, kline and serverShutdown frames
+            return None
+        return exact.symbol, exact.trade
+
+    def finish(self, chunk: Chunk, lineno: int) -> None:
+        """At the end of the file: a stream that stops at a sync flush with whole lines is a
+        recording still being written, read up to its last flush: not a file cut short."""
+        if self.reader.cut and (self.torn_tail or not ends_at_sync_flush(self.path)):
+            report_cut(chunk, self.path, lineno - 1 if self.torn_tail else lineno, "")
+
+
+def read_frames(path: Path, options: ReadOptions, skip: int, recorded: bool) -> Iterator[Chunk]:
+    """The file's trades line by line (`flows.sources.frame_columns` reads the same as
+    columns, with the native parser)."""
+    raw_file, stream = _open(path)
     keep = options.symbols
     limit = options.chunk_records
-    margin = options.future_margin_ms
-    now_ceiling = options.now_ceiling_ms()  # a capture line whose receive time is unreadable
-    decode_line = _lax_recorded.decode
-    decode_frame_lax = LAX_FRAME.decode
-    fast = lax_trade
     chunk = Chunk()
     trades = chunk.trades
     count = 0
     lineno = skip + 1  # line 1: the URL of a capture, the header of a recording
     reader = Lines(stream)
+    rules = LineRules(path, options, recorded, reader)
     lines = iter(reader)
-    torn_tail = False
     try:
         for _ in itertools.islice(lines, skip + 1):
             pass
@@ -68,44 +133,10 @@ def read_frames(path: Path, options: ReadOptions, skip: int, recorded: bool) -> 
                 trades = chunk.trades
                 count = 0
             count += 1
-            # Fast path: a combined trade frame whose amounts the lax decode gets exactly
-            # (inline here: a replay takes millions of lines; the live flow's is the same,
-            # flows.binance.frames.lax_frame_trade)
-            frame: bytes | None = None
-            try:
-                if recorded:
-                    rec = decode_line(line)
-                    ceiling = rec.r + margin
-                    ev = rec.d.data
-                else:
-                    head, frame = _captured_frame(line)
-                    if frame is None:
-                        continue
-                    ceiling = _receive_ceiling(head, margin, now_ceiling)
-                    ev = decode_frame_lax(frame).data
-                sym = ev.s
-                tr = fast(ev, ceiling)  # None as well for a trade that may be implausible
-            except LAX_ERRORS:
-                tr = None
-            if tr is None:
-                # a last piece with no newline: a recording's torn end, or any file's cut
-                if line.endswith(b"\0") and (recorded or reader.cut):
-                    chunk.torn += 1
-                    torn_tail = True
-                    continue
-                if recorded:
-                    frame, recv_ms = _recorded_frame(line, chunk, name, lineno)
-                    ceiling = recv_ms + margin
-                if frame is None:
-                    continue
-                exact = exact_frame(frame, ceiling, f"{name}:{lineno}")
-                if isinstance(exact, FrameRefused):
-                    chunk.dead.append(exact.letter)
-                    continue
-                if not isinstance(exact, FrameTrade):
-                    chunk.ignored += 1  # depth, tickers, kline and serverShutdown frames
-                    continue
-                sym, tr = exact.symbol, exact.trade
+            got = rules.decide(line, lineno, chunk)
+            if got is None:
+                continue
+            sym, tr = got
             if keep is not None and sym not in keep:
                 chunk.filtered += 1
                 continue
@@ -115,10 +146,7 @@ def read_frames(path: Path, options: ReadOptions, skip: int, recorded: bool) -> 
             lst.append(tr)
         chunk.records = max(lineno - 1, 0)
         chunk.bytes_done = raw_file.tell()
-        # a stream that stops at a sync flush with whole lines is a recording still being
-        # written, read up to its last flush: not a file cut short
-        if reader.cut and (torn_tail or not ends_at_sync_flush(path)):
-            report_cut(chunk, path, lineno - 1 if torn_tail else lineno, "")
+        rules.finish(chunk, lineno)
         yield chunk
     finally:
         stream.close()

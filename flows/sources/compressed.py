@@ -71,6 +71,30 @@ class Lines:
         if rest:
             yield rest + b"\0" if self._mark_torn or self.cut else rest
 
+    def blocks(self) -> Iterator[tuple[bytes, int]]:
+        """The same lines in blocks: (whole lines, each ending with b"\\n", how many), about a
+        read's worth each; then a last piece with no newline as the one line of its block,
+        without a newline and marked as `__iter__` marks it."""
+        read1 = self._stream.read1  # type: ignore[attr-defined]
+        rest = b""
+        while True:
+            try:
+                block = read1(BLOCK)
+            except CUT_ERRORS:
+                self.cut = True
+                break
+            if not block:
+                break
+            end = block.rfind(b"\n")
+            if end < 0:
+                rest += block
+                continue
+            whole = b"".join((rest, memoryview(block)[: end + 1])) if rest else block[: end + 1]
+            rest = block[end + 1 :]
+            yield whole, whole.count(b"\n")
+        if rest:
+            yield (rest + b"\0" if self._mark_torn or self.cut else rest), 1
+
 
 def iter_lines(stream: IO[bytes]) -> Iterator[bytes]:
     """`Lines` of the stream, for callers that need no cut report."""

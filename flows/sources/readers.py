@@ -40,10 +40,19 @@ from flows.sources.compressed import CUT_ERRORS, ZIP_MAGIC, iter_lines, open_tex
 from flows.sources.dumps import dump_ceiling_ms, read_csv
 from flows.sources.rest_json import read_rest_json
 
+
+def frame_columns_available() -> bool:
+    """Whether captures and recordings are read as columns (the native parser was built)."""
+    from flows.native import frame_lines
+
+    return frame_lines is not None
+
+
 PARQUET_MAGIC = b"PAR1"
 
 if TYPE_CHECKING:
     from flows.domain.trade_columns import TradeColumns
+    from flows.sources.frame_columns import ColumnChunk
 
 
 def sniff_format(path: Path) -> str:
@@ -106,15 +115,20 @@ def read_file(
 
 def read_batches(
     path: Path, options: ReadOptions = ReadOptions(), skip_records: int = 0
-) -> Iterator[Chunk | TradeColumns]:
-    """`read_file`, but CSV dumps (`flows.sources.columnar_csv`) and the trade archive
-    (`flows.sources.trade_archive`) as columns: the same trades, dead letters and positions,
-    read without a Python step per row."""
+) -> Iterator[Chunk | TradeColumns | ColumnChunk]:
+    """`read_file`, but CSV dumps (`flows.sources.columnar_csv`), the trade archive
+    (`flows.sources.trade_archive`) and, where the native parser was built, captures and
+    recordings (`flows.sources.frame_columns`) as columns: the same trades, dead letters and
+    positions, read without a Python step per row."""
     fmt = sniff_format(path)
     if fmt == "parquet":
         from flows.sources.trade_archive import read_parquet
 
         return read_parquet(path, options, skip_records)
+    if fmt in ("capture", "recording") and frame_columns_available():
+        from flows.sources.frame_columns import read_frame_columns
+
+        return read_frame_columns(path, options, skip_records, recorded=fmt == "recording")
     if fmt != "csv":
         return read_file(path, options, skip_records, fmt)
     from flows.sources.columnar_csv import read_columns  # pyarrow: only when a dump comes

@@ -18,6 +18,7 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from flows.domain.deadletter import DeadLetter
 from flows.domain.stats import RunStats
 from flows.domain.trade_columns import TradeColumns
+from flows.sources.frame_columns import ColumnChunk
 from flows.sources.items import SourceItem, SourceReport, SymbolBatch
 from flows.sources.read_ahead import FileChunk, ReadAhead, replay_chunks
 from flows.sources.readers import Chunk, ReadOptions
@@ -42,6 +43,18 @@ def _with_report(
             stats.add_dead(letter.reason)
         items.append(SourceReport(dead))
     return items
+
+
+def column_chunk_items(chunk: ColumnChunk, stats: RunStats) -> list[SourceItem]:
+    """A block of a capture or recording read as columns: one item per symbol, counted."""
+    items: list[SourceItem] = [
+        (cols.symbol, SymbolBatch(cols.symbol, [], columns=cols)) for cols in chunk.columns
+    ]
+    stats.trades_read += chunk.trade_count
+    stats.frames_ignored += chunk.ignored
+    stats.trades_filtered += chunk.filtered
+    stats.files_truncated += chunk.truncated
+    return _with_report(items, chunk.dead, stats)
 
 
 def chunk_items(chunk: Chunk, stats: RunStats) -> list[SourceItem]:
@@ -89,6 +102,8 @@ class _ReplayPartition(StatefulSourcePartition[SourceItem, Any]):
             self._stats.bytes_done = self._done_before + chunk.bytes_done
             if isinstance(chunk, TradeColumns):
                 return column_items(chunk, self._stats)
+            if isinstance(chunk, ColumnChunk):
+                return column_chunk_items(chunk, self._stats)
             return chunk_items(chunk, self._stats)
         raise StopIteration
 

@@ -111,7 +111,7 @@ def test_the_wheel_carries_the_native_dump_parser(
     code = "import flows.native as n; print(n.__file__); print(n.dump_lines is not None)"
     out = _run([venv / "bin" / "python", "-c", code], empty_dir, _env(tmp_path)).splitlines()
     assert Path(out[0]).is_relative_to(venv), out
-    assert (Path(out[0]).parent / "libdumplines.so.1").is_file()
+    assert (Path(out[0]).parent / "libklineflow.so.1").is_file()
     assert out[1] == "True"
 
 
