@@ -71,27 +71,39 @@ class Lines:
         if rest:
             yield rest + b"\0" if self._mark_torn or self.cut else rest
 
-    def blocks(self) -> Iterator[tuple[bytes, int]]:
-        """The same lines in blocks: (whole lines, each ending with b"\\n", how many), about a
-        read's worth each; then a last piece with no newline as the one line of its block,
-        without a newline and marked as `__iter__` marks it."""
+    def blocks(self, size: int = 4 * BLOCK) -> Iterator[tuple[bytes, int]]:
+        """The same lines in blocks: (whole lines, each ending with b"\\n", how many), of
+        about `size` bytes each; then a last piece with no newline as the one line of its
+        block, without a newline and marked as `__iter__` marks it."""
         read1 = self._stream.read1  # type: ignore[attr-defined]
-        rest = b""
+        pieces: list[bytes] = []
+        held = 0
         while True:
             try:
-                block = read1(BLOCK)
+                block = read1(min(BLOCK, size))
             except CUT_ERRORS:
                 self.cut = True
                 break
             if not block:
                 break
-            end = block.rfind(b"\n")
-            if end < 0:
-                rest += block
+            pieces.append(block)
+            held += len(block)
+            if held < size:
                 continue
-            whole = b"".join((rest, memoryview(block)[: end + 1])) if rest else block[: end + 1]
-            rest = block[end + 1 :]
+            data = b"".join(pieces)
+            end = data.rfind(b"\n")
+            if end < 0:
+                pieces, held = [data], len(data)
+                continue
+            whole = data[: end + 1]
+            pieces = [data[end + 1 :]]
+            held = len(pieces[0])
             yield whole, whole.count(b"\n")
+        data = b"".join(pieces)
+        end = data.rfind(b"\n")
+        if end >= 0:
+            yield data[: end + 1], data.count(b"\n", 0, end + 1)
+        rest = data[end + 1 :]
         if rest:
             yield (rest + b"\0" if self._mark_torn or self.cut else rest), 1
 

@@ -33,6 +33,9 @@ from flows.sources.compressed import Lines
 
 _US_FROM: Final = 100_000_000_000_000  # a time this large is in microseconds
 _AMOUNT_LIMIT: Final = 10**15  # in 1e-8 units: the fast path's range (flows.binance.decode)
+# decompressed bytes parsed at once: with 100 symbols, a few hundred trades per symbol, so the
+# kline step gets batches, not single trades (the tests make it tiny to cut blocks anywhere)
+BLOCK_BYTES = 4 << 20
 
 
 @dataclass(slots=True)
@@ -72,7 +75,7 @@ def read_frame_columns(
     first_record = skip + 2  # line 1: the URL of a capture, the header of a recording
     lineno = 0  # lines read so far
     try:
-        for block, count in reader.blocks():
+        for block, count in reader.blocks(BLOCK_BYTES):
             chunk = Chunk()  # the counts and dead letters of the lines decided one by one
             if block.endswith(b"\n") or count > 1:
                 parsed = parse(block, count, not recorded)

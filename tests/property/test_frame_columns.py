@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from flows.domain.kline import Trade
+from flows.sources import frame_columns
 from flows.sources.captures import read_frames
 from flows.sources.chunks import ReadOptions
 from flows.sources.frame_columns import available, read_frame_columns
@@ -193,11 +194,22 @@ edge = st.sampled_from(EDGES)
 line_frame = st.one_of(st.just(GOOD), edge, st.text(max_size=30))
 
 
+@pytest.mark.parametrize("block_bytes", [frame_columns.BLOCK_BYTES, 1, 200])
 @settings(max_examples=60, deadline=None)
 @given(st.lists(line_frame, max_size=40), st.booleans(), st.integers(0, 5), st.booleans())
 def test_any_lines_read_as_line_by_line(
-    frames: list[str], recorded: bool, skip: int, torn: bool
+    block_bytes: int, frames: list[str], recorded: bool, skip: int, torn: bool
 ) -> None:
+    """Also with blocks cut anywhere (a byte, a few lines): the reader's blocks end at line
+    ends whatever the reads return."""
+    frame_columns.BLOCK_BYTES, kept = block_bytes, frame_columns.BLOCK_BYTES
+    try:
+        _any_lines(frames, recorded, skip, torn)
+    finally:
+        frame_columns.BLOCK_BYTES = kept
+
+
+def _any_lines(frames: list[str], recorded: bool, skip: int, torn: bool) -> None:
     recv = [RECV + 10 * i for i in range(len(frames))]
     lines = (recording_lines if recorded else capture_lines)(frames, recv)
     data = b"\n".join(lines) + (b"" if torn else b"\n")
