@@ -7,16 +7,19 @@ The same wiring serves replays, the demo and (later) the live feed; only the sou
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 from bytewax.inputs import Source
 
+from flows.dataflows.endpoints import Endpoint, EndpointOutput, check_sinks
 from flows.dataflows.kline_step import KlineStepConfig, KlineUpdate
 from flows.dataflows.shards import by_symbol, shard_logic_builder, shard_router
 from flows.domain.intervals import UNVERIFIED_INTERVALS
 from flows.domain.stats import RunStats
+from flows.io.contracts import SignalSink
 from flows.sinks.redis_sink import RedisKlineSink, SinkItem
 from flows.sources.items import SourceItem, SourceReport, SymbolBatch
 
@@ -37,7 +40,10 @@ def build_kline_flow(
     sink: RedisKlineSink,
     stats: RunStats,
     rules: RulesStage | None = None,
+    sinks: Sequence[Endpoint] = (),
 ) -> Dataflow:
+    """`sinks`: `flows.io` sinks given their own output each, one per kind (klines, reports,
+    signals) beside the flow's own stores (`flows.dataflows.endpoints`)."""
     for name in sorted(UNVERIFIED_INTERVALS & set(step.intervals)):
         log.warning(
             "interval=%s alignment is not verified against Binance's own klines "
@@ -54,12 +60,19 @@ def build_kline_flow(
     updates: Any = op.map("by_symbol", by_shard, by_symbol)
     out: Any = op.merge("to_redis", updates, split.falses)
     op.output("redis_out", out, sink)
+    check_sinks(sinks, rules is not None)
+    for i, extra in enumerate(sinks):
+        if not isinstance(extra, SignalSink):
+            op.output(f"{extra.kind}_out_{i}", out, EndpointOutput(extra))
     if rules is not None:
         from flows.signals.step import closed_of, rules_builder
 
         closed: Any = op.filter_map("closed_klines", updates, closed_of)
         outcomes = op.stateful_batch("rules", closed, rules_builder(rules.config))
         op.output("signals_out", outcomes, rules.sink)
+        for i, extra in enumerate(sinks):
+            if isinstance(extra, SignalSink):
+                op.output(f"signals_out_{i}", outcomes, EndpointOutput(extra))
     return flow
 
 

@@ -23,6 +23,7 @@ from bytewax.testing import cluster_main, run_main
 
 from flows.binance.ws_feed import FeedConfig
 from flows.cluster import SINGLE, ClusterPlace
+from flows.dataflows.endpoints import Endpoint
 from flows.dataflows.heartbeat import Heartbeat, feeds
 from flows.dataflows.kline_step import KlineStepConfig
 from flows.dataflows.klines_flow import build_kline_flow
@@ -80,6 +81,8 @@ class LiveJob:
     cluster: ClusterPlace = SINGLE  # this process's place in a cluster (one process: SINGLE)
     # every frame the source takes, with its receive time, also handed here (`up --record`)
     tap: Callable[[bytes, int], None] | None = field(default=None, compare=False)
+    # `flows.io` sinks given an output each beside Redis and PostgreSQL (at least once)
+    sinks: Sequence[Endpoint] = field(default=(), compare=False)
 
 
 def _metrics(
@@ -206,7 +209,7 @@ def run_live(job: LiveJob, stats: RunStats | None = None) -> RunStats:
         rules_start=rules_start,
     )
     flow = build_kline_flow(
-        "live", source, step, sink, stats, rules.stage if rules is not None else None
+        "live", source, step, sink, stats, rules.stage if rules is not None else None, job.sinks
     )
     try:  # first: a taken port fails the start before anything else runs
         metrics = _metrics(job, source, stats, rules) if job.metrics_port is not None else None

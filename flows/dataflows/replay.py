@@ -9,6 +9,7 @@ clean replay would. `fresh=True` forgets the stored state first.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -16,6 +17,7 @@ from typing import TYPE_CHECKING
 import redis
 from bytewax.testing import run_main
 
+from flows.dataflows.endpoints import TradeSourceInput
 from flows.dataflows.kline_step import KlineStepConfig
 from flows.dataflows.klines_flow import build_kline_flow
 from flows.domain import defaults
@@ -29,8 +31,13 @@ from flows.sources.replay_source import ReplaySource
 from flows.storage.redis_klines import RetentionPolicy, clear_replay_states, load_replay_states
 
 if TYPE_CHECKING:  # the rules stage is imported only when a replay evaluates rules
+    from bytewax.inputs import Source
+
+    from flows.dataflows.endpoints import Endpoint
+    from flows.io.contracts import TradeSource
     from flows.signals.book import Book
     from flows.signals.step import RulesStage
+    from flows.sources.items import SourceItem
     from flows.sources.read_ahead import FileChunk, ReadAhead
 
 
@@ -53,6 +60,10 @@ class ReplayJob:
     # the files' chunks already being read (`flows.sources.read_ahead`): the replay takes
     # them instead of opening the files again (`paths` must be the files it reads)
     ahead: ReadAhead[FileChunk] | None = None
+    # `flows.io` endpoints: sinks given an output each beside Redis (and PostgreSQL), and a
+    # trade source read instead of `paths` (`flows.dataflows.endpoints`)
+    sinks: Sequence[Endpoint] = ()
+    source: TradeSource | None = None
 
 
 def run_replay(job: ReplayJob, stats: RunStats | None = None) -> RunStats:
@@ -102,9 +113,13 @@ def run_replay(job: ReplayJob, stats: RunStats | None = None) -> RunStats:
             book=job.book,
         )
     ahead = job.ahead if paths == list(job.paths) else None
-    source = ReplaySource(paths, job.read, stats, ahead)
+    source: Source[SourceItem] = (
+        ReplaySource(paths, job.read, stats, ahead)
+        if job.source is None
+        else TradeSourceInput(job.source, stats)
+    )
     stage = job.stage or (rules.stage if rules is not None else None)
-    flow = build_kline_flow("replay", source, step, sink, stats, stage)
+    flow = build_kline_flow("replay", source, step, sink, stats, stage, job.sinks)
     run_main(flow)  # type: ignore[no-untyped-call]
     if rules is not None:
         stats.rules = rules.summary()
