@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import ctypes
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Final
+from typing import Final, Generic, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -29,75 +29,52 @@ Int64s = npt.NDArray[np.int64]
 Bools = npt.NDArray[np.bool_]
 
 
-@dataclass(frozen=True)
-class DumpLines:
-    """Every line of a block: its numbers (0 where not clean), whether it is in Binance's
-    strict form, and where it ends in the block (its newline not included)."""
+_BOOL: Final = {"dtype": np.bool_}
 
-    first: Int64s
-    last: Int64s
-    price: Int64s
-    qty: Int64s
-    time: Int64s
-    maker: Bools
-    clean: Bools
-    line_end: Int64s
+
+@dataclass(frozen=True, kw_only=True)
+class _Lines:
+    """What a parser wrote for every line of a block; `line_end` is where each line ends in
+    the block (its newline not included)."""
 
     def line(self, block: bytes, i: int) -> bytes:
         """The bytes of line i of `block`."""
-        start = int(self.line_end[i - 1]) + 1 if i else 0
-        return block[start : int(self.line_end[i])]
+        ends: Int64s = self.line_end  # type: ignore[attr-defined]
+        start = int(ends[i - 1]) + 1 if i else 0
+        return block[start : int(ends[i])]
 
 
-class _Parser:
-    def __init__(self, library: ctypes.CDLL) -> None:
-        fn = library.kf_dump_lines
-        fn.restype = ctypes.c_int64
-        fn.argtypes = [ctypes.c_char_p, ctypes.c_int64, ctypes.c_int32, ctypes.c_int64,
-                       *[ctypes.c_void_p] * 8]  # fmt: skip
-        self._fn = fn
+@dataclass(frozen=True, kw_only=True)
+class DumpLines(_Lines):
+    """Every line of a dump block: its numbers (0 where not clean), whether it is in
+    Binance's strict form. (The fields' order is the C function's buffers' order.)"""
 
-    def __call__(self, block: bytes, fields: int, lines: int) -> DumpLines:
-        """The `lines` lines of `block` (whole lines; the last may lack its newline), as a
-        dump of `fields` fields (8: aggTrades, 7: trades) reads them."""
-
-        def ints() -> Int64s:
-            return np.empty(lines, np.int64)
-
-        out = DumpLines(
-            first=ints(), last=ints(), price=ints(), qty=ints(), time=ints(),
-            maker=np.empty(lines, np.bool_),
-            clean=np.empty(lines, np.bool_),
-            line_end=ints(),
-        )  # fmt: skip
-        buffers = (out.first, out.last, out.price, out.qty, out.time, out.maker, out.clean,
-                   out.line_end)  # fmt: skip
-        got = self._fn(block, len(block), fields, lines, *(b.ctypes.data for b in buffers))
-        if got != lines:
-            raise ValueError(f"the block holds {got} lines, not {lines}")
-        return out
-
-
-@dataclass(frozen=True)
-class FrameLines:
-    """Every line of a block of recorded frames: the trade of a clean line (0 elsewhere), its
-    receive time in ms, its symbol packed in two words (`symbol_of` reads it), whether the
-    line is in the plain form, and where it ends in the block."""
-
-    recv: Int64s
-    symbol: npt.NDArray[np.uint64]  # (lines, 2)
     first: Int64s
     last: Int64s
     price: Int64s
     qty: Int64s
     time: Int64s
-    maker: Bools
-    clean: Bools
+    maker: Bools = field(metadata=_BOOL)
+    clean: Bools = field(metadata=_BOOL)
     line_end: Int64s
 
-    def line(self, block: bytes, i: int) -> bytes:
-        start = int(self.line_end[i - 1]) + 1 if i else 0
-        return block[start : int(self.line_end[i])]
+
+@dataclass(frozen=True, kw_only=True)
+class FrameLines(_Lines):
+    """Every line of a block of recorded frames: the trade of a clean line (0 elsewhere), its
+    receive time in ms, its symbol packed in two words (`symbol_of` reads it), whether the
+    line is in the plain form. (The fields' order is the C function's buffers' order.)"""
+
+    recv: Int64s
+    symbol: npt.NDArray[np.uint64] = field(metadata={"dtype": np.uint64, "width": 2})
+    first: Int64s
+    last: Int64s
+    price: Int64s
+    qty: Int64s
+    time: Int64s
+    maker: Bools = field(metadata=_BOOL)
+    clean: Bools = field(metadata=_BOOL)
+    line_end: Int64s
 
 
 def symbol_of(packed: npt.NDArray[np.uint64]) -> str:
@@ -105,31 +82,35 @@ def symbol_of(packed: npt.NDArray[np.uint64]) -> str:
     return packed.astype("<u8").tobytes().rstrip(b"\0").decode("ascii")
 
 
-class _FrameParser:
-    def __init__(self, library: ctypes.CDLL) -> None:
-        fn = library.kf_frame_lines
+L = TypeVar("L", bound=_Lines)
+
+
+class _Parser(Generic[L]):
+    """One of the library's parsers: ``fn(block, length, mode, lines, *buffers)`` writes one
+    buffer per field of `out`, in the fields' order, and returns how many lines it read."""
+
+    def __init__(self, library: ctypes.CDLL, name: str, out: type[L]) -> None:
+        self._fields = fields(out)
+        self._out = out
+        fn = getattr(library, name)
         fn.restype = ctypes.c_int64
         fn.argtypes = [ctypes.c_char_p, ctypes.c_int64, ctypes.c_int32, ctypes.c_int64,
-                       *[ctypes.c_void_p] * 10]  # fmt: skip
+                       *[ctypes.c_void_p] * len(self._fields)]  # fmt: skip
         self._fn = fn
 
-    def __call__(self, block: bytes, lines: int, capture: bool) -> FrameLines:
-        """The `lines` lines of `block` (recording lines, or capture lines when `capture`)."""
-
-        def ints() -> Int64s:
-            return np.empty(lines, np.int64)
-
-        out = FrameLines(
-            recv=ints(), symbol=np.empty((lines, 2), np.uint64), first=ints(), last=ints(),
-            price=ints(), qty=ints(), time=ints(), maker=np.empty(lines, np.bool_),
-            clean=np.empty(lines, np.bool_), line_end=ints(),
-        )  # fmt: skip
-        buffers = (out.recv, out.symbol, out.first, out.last, out.price, out.qty, out.time,
-                   out.maker, out.clean, out.line_end)  # fmt: skip
-        got = self._fn(block, len(block), int(capture), lines, *(b.ctypes.data for b in buffers))
+    def __call__(self, block: bytes, lines: int, mode: int) -> L:
+        """The `lines` lines of `block` (whole lines; the last may lack its newline).
+        `mode`: the dump's field count (8 aggTrades, 7 trades), or 1 for capture lines and 0
+        for recording lines."""
+        arrays = {
+            f.name: np.empty((lines, f.metadata["width"]) if "width" in f.metadata else lines,
+                             f.metadata.get("dtype", np.int64))
+            for f in self._fields
+        }  # fmt: skip
+        got = self._fn(block, len(block), mode, lines, *(a.ctypes.data for a in arrays.values()))
         if got != lines:
             raise ValueError(f"the block holds {got} lines, not {lines}")
-        return out
+        return self._out(**arrays)
 
 
 def _library() -> ctypes.CDLL | None:
@@ -144,12 +125,13 @@ def _library() -> ctypes.CDLL | None:
         return None
 
 
-def _parsers() -> tuple[_Parser | None, _FrameParser | None]:
+def _parsers() -> tuple[_Parser[DumpLines] | None, _Parser[FrameLines] | None]:
     library = _library()
     if library is None:
         return None, None
     try:
-        return _Parser(library), _FrameParser(library)
+        return (_Parser(library, "kf_dump_lines", DumpLines),
+                _Parser(library, "kf_frame_lines", FrameLines))  # fmt: skip
     except AttributeError:  # an older build without one of them
         return None, None
 

@@ -190,7 +190,7 @@ class _BatchParser:
         parser, when built, reads every line as a row; pyarrow refuses rows of another
         column count, which are then numbered and decided apart."""
         if dump_lines is not None:
-            read = dump_lines(block, columns, lines)
+            read = dump_lines(block, lines, columns)
             numbers = self._checked(read.time, read.price, read.qty, read.first, read.last,
                                     read.maker, read.clean)  # fmt: skip
             return _NativeRows(block, read, 0, lines), [], numbers

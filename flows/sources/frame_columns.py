@@ -78,7 +78,7 @@ def read_frame_columns(
         for block, count in reader.blocks(BLOCK_BYTES):
             chunk = Chunk()  # the counts and dead letters of the lines decided one by one
             if block.endswith(b"\n") or count > 1:
-                parsed = parse(block, count, not recorded)
+                parsed = parse(block, count, 0 if recorded else 1)
                 numbers = np.arange(lineno + 1, lineno + count + 1, dtype=np.int64)
                 columns = _block_columns(parsed, block, numbers, first_record, rules, chunk,
                                          options)  # fmt: skip

@@ -58,16 +58,7 @@ def test_recording_replays_to_the_klines_the_live_flow_built(
     assert _check_equal(redis_client, keys, want) >= 20  # the live flow
     files = sorted(out_dir.glob("*.jsonl.gz"))
     assert files and rec_stats.frames > 1000
-    replayed = KeySpace(keys.namespace + ":replayed")
-    run_replay(
-        ReplayJob(
-            paths=files,
-            redis_url=redis_url,
-            intervals=INTERVALS_UNDER_TEST,
-            keys=replayed,
-            retention=RetentionPolicy(default=100_000, by_interval={}),
-        )
-    )
+    replayed = _replayed(redis_url, keys, files)
     assert _check_equal(redis_client, replayed, want) >= 20  # the replay of the recording
 
 
