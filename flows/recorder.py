@@ -125,9 +125,14 @@ class _RotatingRecording:
             if not path.exists():
                 break
             index += 1
-        self._writer = RecordingWriter(path, recv_ms, self._source)
+        try:
+            writer = RecordingWriter(path, recv_ms, self._source)
+            writer.flush()  # the header: a reader recognises the file from the start
+        except BaseException:  # no file without its header is left behind (a full disk)
+            path.unlink(missing_ok=True)
+            raise
+        self._writer = writer
         self._path = path
-        self._writer.flush()  # the header: a reader recognises the file from the start
         self._period = period
         self._stats.files += 1
         self._stats.paths.append(path)
@@ -200,6 +205,7 @@ class RecordingTap:
                                         self.stats, archive, part)  # fmt: skip
         self._lock = threading.Lock()
         self._closed = threading.Event()
+        self._retry_ms = -1  # after a failure, frames until this receive time are not tried
         self._flusher = threading.Thread(
             target=self._flush_every, args=(flush_every_s,), name="recording-flush", daemon=True
         )
@@ -209,25 +215,40 @@ class RecordingTap:
         with self._lock:
             if self._closed.is_set():
                 return
+            if recv_ms < self._retry_ms:  # failing: tried again once a second, not per frame
+                self.stats.write_failures += 1
+                return
             try:
                 self._sink.write(recv_ms, frame)
             except Exception as e:  # a full disk must not stop the flow: counted and told
-                self.stats.write_failures += 1
-                self.stats.last_error = f"{type(e).__name__}: {e}"
-                if self.stats.write_failures in (1, 10) or self.stats.write_failures % 10_000 == 0:
-                    log.error("recording a frame failed (%d so far): %s",
-                              self.stats.write_failures, self.stats.last_error)  # fmt: skip
+                self._failed(e)
+                self._retry_ms = recv_ms + 1000
+
+    def _failed(self, e: BaseException) -> None:
+        self.stats.write_failures += 1
+        self.stats.last_error = f"{type(e).__name__}: {e}"
+        if self.stats.write_failures in (1, 10) or self.stats.write_failures % 10_000 == 0:
+            log.error("recording failed (%d frames not written so far): %s",
+                      self.stats.write_failures, self.stats.last_error)  # fmt: skip
 
     def _flush_every(self, seconds: float) -> None:
         while not self._closed.wait(seconds):
             with self._lock:
-                self._sink.flush()
+                try:
+                    self._sink.flush()
+                except Exception as e:  # told, and tried again next time
+                    self._failed(e)
 
     def close(self) -> None:
+        """End the current file whole (and its archiving); never raises (a failure is in
+        `stats.last_error`, and logged)."""
         with self._lock:
             self._closed.set()
         self._flusher.join()
-        self._sink.finish()
+        try:
+            self._sink.finish()
+        except Exception as e:
+            self._failed(e)
 
 
 def _source_label(base: str, groups: list[list[str]]) -> str:

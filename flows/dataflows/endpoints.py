@@ -1,14 +1,16 @@
-"""Endpoints of `flows.io` plugged into a kline flow: a trade source in, sinks out, one output
-per kind.
+"""Endpoints of `flows.io` plugged into a kline flow: a trade source in, sinks out, each sink
+given its own kind.
 
-`build_kline_flow(..., sinks=[...])` gives every `KlineSink` its own output of the flow's
-klines (closed, and open as they stand), every `ReportSink` its own output of the reports
-(dead letters, gaps that could not be filled, quality notes) and every `SignalSink` its own
-output of the signals. The flow's own stores stay what a restart resumes from: Redis holds
-the klines with their reports and the resume state in one transaction, PostgreSQL the
-signals with the rules' progress (see "What survives what"). A sink given here receives each
-item at least once: a restart may deliver a batch again, which the sink contract makes
-harmless (a write of the same records leaves the store as one write did).
+`build_kline_flow(..., sinks=[...])` hands every `KlineSink` the flow's klines (closed, and
+open as they stand), every `ReportSink` its reports (dead letters, gaps that could not be
+filled, quality notes) and every `SignalSink` its signals. Each sink is written before the
+flow's own store commits the same batch: the Redis output (klines with their reports and the
+resume state, in one transaction) and the PostgreSQL output (signals with the rules'
+progress) call `deliver` first. So a sink receives every item at least once, also across a
+`kill -9` at any instant: a batch not yet committed is delivered again after the restart,
+which the sink contract makes harmless (the same records written again leave the store as
+one write did). A sink that raises stops the flow before the store commits, as a store that
+fails does; nothing is skipped.
 
 `TradeSourceInput` runs any `TradeSource` as the flow's input: its batches go through the
 kline step as a file's do, and its position is the Bytewax resume state.
@@ -20,7 +22,6 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
-from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
 from flows.dataflows.kline_step import KlineUpdate
 from flows.domain.stats import RunStats
@@ -63,39 +64,27 @@ def reports(items: Sequence[SinkItem]) -> list[Report]:
     return out
 
 
-class _Writes(StatelessSinkPartition[Any]):
-    def __init__(self, sink: Endpoint) -> None:
-        self._sink = sink
-
-    def write_batch(self, items: list[Any]) -> None:
-        if isinstance(self._sink, KlineSink):
-            records = kline_records(items)
-            if records:
-                self._sink.write_batch(records)
-        elif isinstance(self._sink, ReportSink):
-            found = reports(items)
-            if found:
-                self._sink.write_batch(found)
-        else:
-            fires = _fires(items)
-            if fires:
-                self._sink.write_batch(fires)
+def deliver(sink: Endpoint, items: Sequence[Any]) -> None:
+    """Hand `sink` its kind of what a batch of a flow output holds: kline records and reports
+    from the kline step's output, fires from the rules' outcomes."""
+    if isinstance(sink, KlineSink):
+        records = kline_records(items)
+        if records:
+            sink.write_batch(records)
+    elif isinstance(sink, ReportSink):
+        found = reports(items)
+        if found:
+            sink.write_batch(found)
+    else:
+        fires = _fires(items)
+        if fires:
+            sink.write_batch(fires)
 
 
 def _fires(items: Sequence[tuple[str, Outcome]]) -> list[Any]:
     from flows.signals.engine import Fire
 
     return [x for _, outcome in items for x in outcome if isinstance(x, Fire)]
-
-
-class EndpointOutput(DynamicSink[Any]):
-    """A `flows.io` sink as a Bytewax output (every worker writes to the same instance)."""
-
-    def __init__(self, sink: Endpoint) -> None:
-        self.sink = sink
-
-    def build(self, step_id: str, worker_index: int, worker_count: int) -> _Writes:
-        return _Writes(self.sink)
 
 
 class _SourcePartition(StatefulSourcePartition[SourceItem, Position]):

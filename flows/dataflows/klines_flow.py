@@ -14,7 +14,7 @@ import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 from bytewax.inputs import Source
 
-from flows.dataflows.endpoints import Endpoint, EndpointOutput, check_sinks
+from flows.dataflows.endpoints import Endpoint, check_sinks
 from flows.dataflows.kline_step import KlineStepConfig, KlineUpdate
 from flows.dataflows.shards import by_symbol, shard_logic_builder, shard_router
 from flows.domain.intervals import UNVERIFIED_INTERVALS
@@ -42,8 +42,8 @@ def build_kline_flow(
     rules: RulesStage | None = None,
     sinks: Sequence[Endpoint] = (),
 ) -> Dataflow:
-    """`sinks`: `flows.io` sinks given their own output each, one per kind (klines, reports,
-    signals) beside the flow's own stores (`flows.dataflows.endpoints`)."""
+    """`sinks`: `flows.io` sinks, each handed its kind (klines, reports, signals) before the
+    flow's own stores commit the same batch (`flows.dataflows.endpoints`)."""
     for name in sorted(UNVERIFIED_INTERVALS & set(step.intervals)):
         log.warning(
             "interval=%s alignment is not verified against Binance's own klines "
@@ -59,20 +59,17 @@ def build_kline_flow(
     by_shard = op.stateful_batch("klines", sharded, shard_logic_builder(step, stats))
     updates: Any = op.map("by_symbol", by_shard, by_symbol)
     out: Any = op.merge("to_redis", updates, split.falses)
-    op.output("redis_out", out, sink)
     check_sinks(sinks, rules is not None)
-    for i, extra in enumerate(sinks):
-        if not isinstance(extra, SignalSink):
-            op.output(f"{extra.kind}_out_{i}", out, EndpointOutput(extra))
+    # each added sink is written before the store commits the same batch (endpoints.deliver)
+    sink.added = [s for s in sinks if not isinstance(s, SignalSink)]
+    op.output("redis_out", out, sink)
     if rules is not None:
         from flows.signals.step import closed_of, rules_builder
 
         closed: Any = op.filter_map("closed_klines", updates, closed_of)
         outcomes = op.stateful_batch("rules", closed, rules_builder(rules.config))
+        rules.sink.added = [s for s in sinks if isinstance(s, SignalSink)]
         op.output("signals_out", outcomes, rules.sink)
-        for i, extra in enumerate(sinks):
-            if isinstance(extra, SignalSink):
-                op.output(f"signals_out_{i}", outcomes, EndpointOutput(extra))
     return flow
 
 

@@ -53,6 +53,9 @@ class FileTrades(TradeSource):
                     if len(batch) or batch.dead or batch.truncated:  # not lines skipped over
                         yield batch, (index, records, 0)
                     continue
+                if not (batch.trade_count or batch.dead or batch.truncated):
+                    records, parts = batch.records, 0  # lines passed over: nothing to give
+                    continue
                 pieces = chunk_columns(batch)
                 for k, piece in enumerate(pieces):
                     if k < parts:

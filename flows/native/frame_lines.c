@@ -45,7 +45,8 @@ static int take(Cursor *c, const char *text) {
     return 1;
 }
 
-/* digits, optionally after a minus when `sign`: 1 to 18 of them */
+/* a JSON integer: digits, optionally after a minus when `sign`, 1 to 18 of them, no leading
+   zero (JSON has none: "01" is not a number, and the decoders refuse it) */
 static int integer(Cursor *c, int sign, int64_t *out) {
     int negative = 0;
     if (sign && c->p < c->end && *c->p == '-') {
@@ -53,6 +54,7 @@ static int integer(Cursor *c, int sign, int64_t *out) {
         c->p++;
     }
     const char *s = c->p;
+    if (c->end - s >= 2 && s[0] == '0' && (unsigned)(unsigned char)s[1] - '0' <= 9) return 0;
     int64_t v = 0;
     while (c->p < c->end) {
         unsigned d = (unsigned)(unsigned char)*c->p - '0';
@@ -66,7 +68,8 @@ static int integer(Cursor *c, int sign, int64_t *out) {
     return 1;
 }
 
-/* a string's contents (without its quotes) when it has no escape and no control byte */
+/* a string's contents (without its quotes) when it has no escape, no control byte and only
+   ASCII (a decoder checks UTF-8 where this would not) */
 static int string(Cursor *c, const char **s, size_t *n) {
     if (c->p >= c->end || *c->p != '"') return 0;
     const char *start = ++c->p;
@@ -78,7 +81,7 @@ static int string(Cursor *c, const char **s, size_t *n) {
             c->p++;
             return 1;
         }
-        if (b == '\\' || b < 0x20) return 0;
+        if (b == '\\' || b < 0x20 || b >= 0x80) return 0;
     }
     return 0;
 }

@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +31,7 @@ import redis
 from bytewax.operators import StatefulBatchLogic
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
+from flows.dataflows.endpoints import Endpoint, deliver
 from flows.domain.clock import SYSTEM_CLOCK, Clock
 from flows.domain.intervals import INTERVALS
 from flows.domain.keys import KeySpace
@@ -261,10 +262,13 @@ def redis_seeder(url: str, keys: KeySpace = KeySpace(), wait: bool = False) -> S
 
 
 class _SignalPartition(StatelessSinkPartition[tuple[str, Outcome]]):
-    def __init__(self, writer: SignalWriter) -> None:
+    def __init__(self, writer: SignalWriter, added: Sequence[Endpoint] = ()) -> None:
         self._writer = writer
+        self._added = added
 
     def write_batch(self, items: list[tuple[str, Outcome]]) -> None:
+        for sink in self._added:  # before PostgreSQL commits them: at least once
+            deliver(sink, items)
         self._writer.write_or_wait(x for _, outcome in items for x in outcome)
 
     def close(self) -> None:
@@ -277,11 +281,12 @@ class SignalSink(DynamicSink[tuple[str, Outcome]]):
     def __init__(self, make_writer: Callable[[], SignalWriter]) -> None:
         self._make_writer = make_writer
         self.writers: list[SignalWriter] = []  # for the job's summary and tests
+        self.added: Sequence[Endpoint] = ()  # `flows.io` signal sinks written first
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _SignalPartition:
         writer = self._make_writer()
         self.writers.append(writer)
-        return _SignalPartition(writer)
+        return _SignalPartition(writer, self.added)
 
 
 @dataclass

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import redis
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
+from flows.dataflows.endpoints import Endpoint, deliver
 from flows.dataflows.kline_step import KlineUpdate
 from flows.domain.clock import SYSTEM_CLOCK
 from flows.domain.kline import Kline
@@ -90,8 +91,11 @@ class _RedisPartition(StatelessSinkPartition[SinkItem]):
         self._stop = stop
         self._sender = ThreadPoolExecutor(1, "redis-sink") if len(writers) > 1 else None
         self._sent: list[Future[None] | None] = [None] * len(writers)
+        self.added: Sequence[Endpoint] = ()
 
     def write_batch(self, items: list[SinkItem]) -> None:
+        for sink in self.added:  # before Redis commits the batch: at least once, see deliver
+            deliver(sink, items)
         turn = self._turn
         self._turn = (turn + 1) % len(self._writers)
         before = self._sent[turn]
@@ -162,10 +166,13 @@ class RedisKlineSink(DynamicSink[SinkItem]):
         self._stats = stats
         self._stop = stop
         self._overlap = overlap
+        self.added: Sequence[Endpoint] = ()  # `flows.io` kline/report sinks written first
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _RedisPartition:
         writers = [self._make_writer() for _ in range(2 if self._overlap else 1)]
-        return _RedisPartition(writers, self._stats, self._stop, self.rules_start)
+        part = _RedisPartition(writers, self._stats, self._stop, self.rules_start)
+        part.added = self.added
+        return part
 
 
 def writer_factory(url: str, **kwargs: object) -> Callable[[], KlineWriter]:

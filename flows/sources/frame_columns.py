@@ -76,6 +76,9 @@ def read_frame_columns(
     lineno = 0  # lines read so far
     try:
         for block, count in reader.blocks(BLOCK_BYTES):
+            if lineno + count < first_record:  # every line of it before the resume point
+                lineno += count
+                continue
             chunk = Chunk()  # the counts and dead letters of the lines decided one by one
             if block.endswith(b"\n") or count > 1:
                 parsed = parse(block, count, 0 if recorded else 1)

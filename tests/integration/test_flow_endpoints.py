@@ -141,3 +141,56 @@ def test_the_live_flow_gives_a_kline_sink_what_redis_holds(
             in_redis = stored(redis_client, keys, symbol, interval)
             assert closed and closed == in_redis[: len(closed)]
             assert len(in_redis) - len(closed) <= 1  # the open kline the flow stopped in
+
+
+def test_an_added_sink_loses_nothing_to_kill_9_at_any_moment(
+    redis_url: str, redis_client: redis.Redis, keys: KeySpace, tmp_path: Path
+) -> None:
+    """The live flow with an added kline sink, killed with SIGKILL at four random moments (the
+    first second included) and restarted: the sink ends holding every closed kline of the
+    reference, 0 missing, 0 extra, 0 different, as the flow's own Redis does (a sink is
+    written before Redis commits the same batch, so what a restart resumes after is in it)."""
+    import os
+    import random
+    import signal
+    import subprocess
+    import sys
+    import threading
+
+    from flows.simulator import Simulator
+    from tests.integration.test_live import M, _check_equal, _complete, _market, _reference, _wait
+
+    cfg = _market(end_ms=_market().start_ms + 6 * M, speed=15.0)  # 24 s of wall time
+    want = _reference(cfg)
+    sink_keys = KeySpace(keys.namespace + ":sink")
+    rng = random.Random(20261205)
+    moments = sorted([rng.uniform(0.2, 1.0), *(rng.uniform(1.0, 20.0) for _ in range(3))])
+    log = tmp_path / "flow.log"
+    repo = Path(__file__).resolve().parents[2]
+    env = dict(os.environ, PYTHONPATH=str(repo), KLINEFLOW_DATA_DIR=str(tmp_path))
+    pause = threading.Event()
+    with Simulator(cfg) as sim:
+        args = [sys.executable, "-m", "tests.integration.sink_flow", sim.base_url,
+                ",".join(sorted(want)), redis_url, keys.namespace, sink_keys.namespace]  # fmt: skip
+
+        def start() -> subprocess.Popen[bytes]:
+            return subprocess.Popen(args, env=env, cwd=repo, stdout=log.open("ab"),
+                                    stderr=subprocess.STDOUT)  # fmt: skip
+
+        proc = start()
+        elapsed = 0.0
+        try:
+            for at in moments:
+                pause.wait(at - elapsed)
+                elapsed = at
+                assert proc.poll() is None, log.read_text()[-3000:]
+                proc.send_signal(signal.SIGKILL)
+                proc.wait(timeout=10)
+                proc = start()
+            assert _wait(lambda: _complete(redis_client, keys, want), 90), log.read_text()[-3000:]
+            assert _wait(lambda: _complete(redis_client, sink_keys, want), 30)
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=10)
+    assert _check_equal(redis_client, keys, want) >= 4 * (6 + 2)
+    assert _check_equal(redis_client, sink_keys, want) >= 4 * (6 + 2)

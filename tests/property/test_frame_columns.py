@@ -146,6 +146,12 @@ EDGES = [
     '{"data":' + json.dumps(agg()) + ',"stream":"x"}',  # the keys the other way round
     "not json",
     "",
+    GOOD.replace('"f":745522877', '"f":0745522877'),  # a leading zero: not JSON
+    GOOD.replace('"E":', '"E":0'),
+    GOOD.replace('"a":7', '"a":-07'),
+    GOOD.replace('"a":7', '"a":-0'),
+    GOOD.replace('"stream":"btcusdt@aggTrade"', '"stream":"btc\udcffusdt@aggTrade"'),
+    GOOD.replace('"M":true', '"M":"\u00e9t\u00e9"'),
     frame(agg(symbol="ETHUSDT", p="1800.5", q="3.25")),
     frame(agg(symbol="DOTUSDT", p="43.5", q="7")),
 ]
@@ -159,14 +165,15 @@ def recording_lines(frames: list[str], recv: list[int]) -> list[bytes]:
         except ValueError:
             out.append(b'{"r":%d,"x":%s}' % (r, json.dumps(text).encode()))
         else:
-            out.append(b'{"r":%d,"d":%s}' % (r, text.encode()))
+            out.append(b'{"r":%d,"d":%s}' % (r, text.encode("utf-8", "surrogateescape")))
     return out
 
 
 def capture_lines(frames: list[str], recv: list[int]) -> list[bytes]:
     out = [b"wss://stream.binance.com:9443/stream?streams=btcusdt@aggTrade <-> 1617566590.37"]
     for text, r in zip(frames, recv, strict=True):
-        out.append(b"%d.%06d: %s" % (r // 1000, (r % 1000) * 1000 + 123, text.encode()))
+        raw = text.encode("utf-8", "surrogateescape")
+        out.append(b"%d.%06d: %s" % (r // 1000, (r % 1000) * 1000 + 123, raw))
     return out
 
 
@@ -217,3 +224,25 @@ def _any_lines(frames: list[str], recorded: bool, skip: int, torn: bool) -> None
         path = Path(d) / "f"
         path.write_bytes(gzip.compress(data) if recorded else data)
         assert_same(path, recorded, skip=skip)
+
+
+def test_a_recording_as_a_trade_source_resumes_exactly_from_every_position(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`flows.io.files.FileTrades` over a recording read as columns, in blocks of a few lines
+    holding several symbols: reading from any position it gave yields exactly the batches
+    after it."""
+    from flows.io.files import FileTrades
+
+    monkeypatch.setattr(frame_columns, "BLOCK_BYTES", 600)
+    symbols = ["BTCUSDT", "ETHUSDT", "DOTUSDT"]
+    frames = [frame(agg(symbol=symbols[i % 3], f=100 + i, last=100 + i)) for i in range(60)]
+    frames[17] = EDGES[1]  # a dead letter among them
+    path = tmp_path / "rec.jsonl.gz"
+    path.write_bytes(gzip.compress(b"\n".join(recording_lines(frames, [RECV] * 60)) + b"\n"))
+    source = FileTrades([path])
+    whole = [(cols.trades(), cols.dead, position) for cols, position in source.read()]
+    assert sum(len(t) for t, _, _ in whole) == 59 and len(whole) > 6
+    for k, (_, _, position) in enumerate(whole):
+        after = [(cols.trades(), cols.dead, p) for cols, p in source.read(position)]
+        assert after == whole[k + 1 :], k
