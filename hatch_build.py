@@ -23,20 +23,36 @@ SOURCES = (Path("flows/native/dump_lines.c"), Path("flows/native/frame_lines.c")
 LIBRARY = Path("flows/native/libklineflow.so.1")
 
 
+def _compilers() -> list[list[str]]:
+    """The compilers to try, in order: $CC, the one Python was built with (its name may only
+    exist on the machine that built Python), then the usual names."""
+    named = [os.environ.get("CC", ""), sysconfig.get_config_var("CC") or "", "cc", "gcc", "clang"]
+    out: list[list[str]] = []
+    for name in named:
+        words = shlex.split(name)
+        if words and words not in out:
+            out.append(words)
+    return out
+
+
 def compile_library(root: Path) -> Path | None:
     """root/LIBRARY built from root/SOURCES; None (and a line on stderr) when it cannot be."""
     target = root / LIBRARY
-    compiler = shlex.split(os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc")
-    command = [*compiler, "-O2", "-shared", "-fPIC", "-o", str(target),
-               *(str(root / s) for s in SOURCES)]  # fmt: skip
-    try:
-        subprocess.run(command, check=True, capture_output=True, text=True)
-    except (OSError, subprocess.CalledProcessError) as exc:
-        detail = getattr(exc, "stderr", None) or str(exc)
-        print(f"klineflow: the native dump parser was not built ({detail.strip()[:300]}); "
-              "dumps will be parsed with pyarrow", file=sys.stderr)  # fmt: skip
-        return None
-    return target
+    sources = [str(root / s) for s in SOURCES]
+    failures = []
+    for compiler in _compilers():
+        command = [*compiler, "-O2", "-shared", "-fPIC", "-o", str(target), *sources]
+        try:
+            subprocess.run(command, check=True, capture_output=True, text=True)
+        except (OSError, subprocess.CalledProcessError) as exc:
+            detail = getattr(exc, "stderr", None) or str(exc)
+            failures.append(f"{compiler[0]}: {detail.strip()[:200]}")
+            continue
+        return target
+    tried = "; ".join(failures)
+    print(f"klineflow: the native parsers were not built ({tried}); dumps will be parsed "
+          "with pyarrow, recordings line by line", file=sys.stderr)  # fmt: skip
+    return None
 
 
 class NativeParserHook(BuildHookInterface):  # type: ignore[misc]
