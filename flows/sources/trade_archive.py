@@ -100,12 +100,35 @@ class ArchiveWriter:
         return sorted(done)
 
 
+_FORMAT_SUFFIXES: Final = (".gz", ".zip", ".jsonl", ".json", ".csv", ".txt")
+
+
+def archive_name(name: str) -> str:
+    """The name an input file's archive files take: its name without the suffixes of its
+    format, so that a later recording of the same hour keeps its own
+    (``klineflow-20261205-16.1.jsonl.gz`` -> ``klineflow-20261205-16.1``, beside
+    ``klineflow-20261205-16``) and is not archived over the first.
+
+    >>> archive_name("XRPETH-aggTrades-2019-10-11.zip")
+    'XRPETH-aggTrades-2019-10-11'
+    >>> archive_name("klineflow-20261205-16.1.jsonl.gz")
+    'klineflow-20261205-16.1'
+    """
+    stem = name
+    while True:
+        for suffix in _FORMAT_SUFFIXES:
+            if stem.endswith(suffix) and len(stem) > len(suffix):
+                stem = stem[: -len(suffix)]
+                break
+        else:
+            return stem
+
+
 def archive_file(path: Path, root: Path, options: ReadOptions = ReadOptions()) -> list[Path]:
     """Archive the trades of one input file; the Parquet files written."""
     from flows.io.files import FileTrades
 
-    name = path.name.split(".", 1)[0] if not path.name.startswith(".") else path.name
-    writer = ArchiveWriter(root, name)
+    writer = ArchiveWriter(root, archive_name(path.name))
     try:
         for cols, _ in FileTrades([path], options).read():
             writer.write(cols)

@@ -173,3 +173,30 @@ def test_the_recorder_archives_each_recording_as_it_closes(
     assert {p.stem for p in expand_inputs([tmp_path / "arch"])} == {
         p.name.split(".", 1)[0] for p in stats.paths
     }
+
+
+def test_two_recordings_of_the_same_hour_are_both_archived(tmp_path: Path) -> None:
+    """A restart within an hour records into `...-HH.1.jsonl.gz` beside `...-HH.jsonl.gz`: each
+    is archived under its own name, neither over the other."""
+    from flows.sources.recording import RecordingWriter
+
+    t0 = 1_796_488_110_000
+    paths = []
+    for k, name in enumerate(
+        ("klineflow-20261205-16.jsonl.gz", "klineflow-20261205-16.1.jsonl.gz")
+    ):
+        path = tmp_path / name
+        with RecordingWriter(path, t0) as writer:
+            for i in range(5):
+                a = 10 * k + i
+                frame = (b'{"stream":"btcusdt@aggTrade","data":{"e":"aggTrade","E":%d,'
+                         b'"s":"BTCUSDT","a":%d,"p":"1.5","q":"2","f":%d,"l":%d,"T":%d,'
+                         b'"m":true,"M":true}}' % (t0 + a, a, a, a, t0 + a))  # fmt: skip
+                writer.write(t0 + a + 5, frame)
+        paths.append(path)
+    root = tmp_path / "archive"
+    written = archive_file(paths[0], root) + archive_file(paths[1], root)
+    assert len(set(written)) == 2 and sorted(expand_inputs([root])) == sorted(written)
+    archived = sorted(t for p in written for c in read_parquet(p) for t in c.trades())
+    raw = sorted(t for p in paths for t in read_all(p).trades["BTCUSDT"])
+    assert archived == raw and len(raw) == 10
