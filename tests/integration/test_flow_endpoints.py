@@ -155,10 +155,10 @@ def test_an_added_sink_loses_nothing_to_kill_9_at_any_moment(
     import signal
     import subprocess
     import sys
-    import threading
 
     from flows.simulator import Simulator
-    from tests.integration.test_live import M, _check_equal, _complete, _market, _reference, _wait
+    from tests.integration.test_live import M, _check_equal, _complete, _market, _reference
+    from tests.integration.test_live_kill import _wait, kill_at
 
     cfg = _market(end_ms=_market().start_ms + 6 * M, speed=15.0)  # 24 s of wall time
     want = _reference(cfg)
@@ -168,7 +168,6 @@ def test_an_added_sink_loses_nothing_to_kill_9_at_any_moment(
     log = tmp_path / "flow.log"
     repo = Path(__file__).resolve().parents[2]
     env = dict(os.environ, PYTHONPATH=str(repo), KLINEFLOW_DATA_DIR=str(tmp_path))
-    pause = threading.Event()
     with Simulator(cfg) as sim:
         args = [sys.executable, "-m", "tests.integration.sink_flow", sim.base_url,
                 ",".join(sorted(want)), redis_url, keys.namespace, sink_keys.namespace]  # fmt: skip
@@ -177,20 +176,13 @@ def test_an_added_sink_loses_nothing_to_kill_9_at_any_moment(
             return subprocess.Popen(args, env=env, cwd=repo, stdout=log.open("ab"),
                                     stderr=subprocess.STDOUT)  # fmt: skip
 
-        proc = start()
-        elapsed = 0.0
+        running = [start()]
         try:
-            for at in moments:
-                pause.wait(at - elapsed)
-                elapsed = at
-                assert proc.poll() is None, log.read_text()[-3000:]
-                proc.send_signal(signal.SIGKILL)
-                proc.wait(timeout=10)
-                proc = start()
+            assert kill_at(moments, running, start, log) == 4
             assert _wait(lambda: _complete(redis_client, keys, want), 90), log.read_text()[-3000:]
             assert _wait(lambda: _complete(redis_client, sink_keys, want), 30)
         finally:
-            proc.send_signal(signal.SIGKILL)
-            proc.wait(timeout=10)
+            running[0].send_signal(signal.SIGKILL)
+            running[0].wait(timeout=10)
     assert _check_equal(redis_client, keys, want) >= 4 * (6 + 2)
     assert _check_equal(redis_client, sink_keys, want) >= 4 * (6 + 2)

@@ -49,6 +49,26 @@ def start_flow(
     )
 
 
+def kill_at(
+    moments: list[float],
+    running: list[subprocess.Popen[bytes]],
+    start: Callable[[], subprocess.Popen[bytes]],
+    log: Path,
+) -> int:
+    """SIGKILL the flow (`running[0]`) at each of `moments` (seconds from now) and start it
+    again at once; `running[0]` is always the process to stop at the end. The kills made."""
+    pause = threading.Event()
+    elapsed = 0.0
+    for at in moments:
+        pause.wait(at - elapsed)
+        elapsed = at
+        assert running[0].poll() is None, log.read_text()[-3000:]
+        running[0].send_signal(signal.SIGKILL)
+        running[0].wait(timeout=10)
+        running[0] = start()
+    return len(moments)
+
+
 def test_kill_9_at_five_random_moments(
     redis_url: str, redis_client: redis.Redis, keys: KeySpace, tmp_path: Path, signals_db: str
 ) -> None:
@@ -58,7 +78,6 @@ def test_kill_9_at_five_random_moments(
     rng = random.Random(20261124)
     moments = sorted(rng.uniform(1.0, 20.0) for _ in range(5))
     log = tmp_path / "flow.log"
-    pause = threading.Event()
     store = TraderStore(signals_db)
     up = store.add(TraderRow(0, "up", "close > open", "1m", trigger_mode="every_close",
                              cooldown_bars=0))  # fmt: skip
@@ -66,22 +85,17 @@ def test_kill_9_at_five_random_moments(
                                  cooldown_bars=0))  # fmt: skip
     with Simulator(cfg) as sim:
         base = sim.base_url
-        proc = start_flow(base, symbols, redis_url, keys, tmp_path, log, signals_db)
-        elapsed = 0.0
-        kills = 0
+
+        def start() -> subprocess.Popen[bytes]:
+            return start_flow(base, symbols, redis_url, keys, tmp_path, log, signals_db)
+
+        running = [start()]
         try:
-            for at in moments:
-                pause.wait(at - elapsed)
-                elapsed = at
-                assert proc.poll() is None, log.read_text()[-3000:]
-                proc.send_signal(signal.SIGKILL)
-                proc.wait(timeout=10)
-                kills += 1
-                proc = start_flow(base, symbols, redis_url, keys, tmp_path, log, signals_db)
+            kills = kill_at(moments, running, start, log)
             assert _wait(lambda: _complete(redis_client, keys, want), 90), log.read_text()[-3000:]
         finally:
-            proc.send_signal(signal.SIGKILL)
-            proc.wait(timeout=10)
+            running[0].send_signal(signal.SIGKILL)
+            running[0].wait(timeout=10)
     assert kills == 5
     assert _check_equal(redis_client, keys, want) >= 4 * (6 + 2)
 

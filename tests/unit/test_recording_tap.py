@@ -5,8 +5,6 @@ closing never raises, and it records again once the disk takes writes."""
 from __future__ import annotations
 
 import errno
-import threading
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -15,6 +13,7 @@ import flows.recorder as recorder
 from flows.recorder import RecordingTap
 from flows.sources.readers import read_all
 from flows.sources.recording import RecordingWriter
+from tests.integration.test_live import _wait
 
 FRAME = (b'{"stream":"btcusdt@aggTrade","data":{"e":"aggTrade","E":1617566591315,"s":"BTCUSDT",'
          b'"a":1,"p":"58001.03000000","q":"0.08620500","f":2,"l":2,"T":1617566591314,'
@@ -67,24 +66,14 @@ def test_a_full_disk_is_counted_and_recording_goes_on_after(
         tap(FRAME, RECV + i)
     (path,) = tmp_path.iterdir()
     Disk.full = True  # the flusher meets a full disk, is counted, and goes on
-    assert _until(lambda: tap.stats.write_failures > 3000)
+    assert _wait(lambda: tap.stats.write_failures > 3000, 10)
     Disk.full = False
     for i in range(3100, 3200):
         tap(FRAME, RECV + i)
     # the flusher's next flush makes all 200 readable while the file is still open
-    assert _until(lambda: sum(len(t) for t in read_all(path).trades.values()) == 200)
+    assert _wait(lambda: sum(len(t) for t in read_all(path).trades.values()) == 200, 10)
     tap.close()  # the last file closed whole
     assert sum(len(t) for t in read_all(path).trades.values()) == tap.stats.frames == 200
-
-
-def _until(condition: Callable[[], bool], timeout_s: float = 10.0) -> bool:
-    """Wait for a state (polling), at most `timeout_s`."""
-    done = threading.Event()
-    for _ in range(int(timeout_s / 0.01)):
-        if condition():
-            return True
-        done.wait(0.01)
-    return condition()
 
 
 def test_close_never_raises(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
