@@ -33,48 +33,34 @@ _BOOL: Final = {"dtype": np.bool_}
 
 
 @dataclass(frozen=True, kw_only=True)
-class _Lines:
-    """What a parser wrote for every line of a block; `line_end` is where each line ends in
-    the block (its newline not included)."""
+class DumpLines:
+    """Every line of a dump block: its numbers (0 where not clean), whether it is in
+    Binance's strict form, and where it ends in the block (its newline not included).
+    (The fields' order is the C function's buffers' order.)"""
+
+    first: Int64s
+    last: Int64s
+    price: Int64s
+    qty: Int64s
+    time: Int64s
+    maker: Bools = field(metadata=_BOOL)
+    clean: Bools = field(metadata=_BOOL)
+    line_end: Int64s
 
     def line(self, block: bytes, i: int) -> bytes:
         """The bytes of line i of `block`."""
-        ends: Int64s = self.line_end  # type: ignore[attr-defined]
-        start = int(ends[i - 1]) + 1 if i else 0
-        return block[start : int(ends[i])]
+        start = int(self.line_end[i - 1]) + 1 if i else 0
+        return block[start : int(self.line_end[i])]
 
 
 @dataclass(frozen=True, kw_only=True)
-class DumpLines(_Lines):
-    """Every line of a dump block: its numbers (0 where not clean), whether it is in
-    Binance's strict form. (The fields' order is the C function's buffers' order.)"""
-
-    first: Int64s
-    last: Int64s
-    price: Int64s
-    qty: Int64s
-    time: Int64s
-    maker: Bools = field(metadata=_BOOL)
-    clean: Bools = field(metadata=_BOOL)
-    line_end: Int64s
-
-
-@dataclass(frozen=True, kw_only=True)
-class FrameLines(_Lines):
-    """Every line of a block of recorded frames: the trade of a clean line (0 elsewhere), its
-    receive time in ms, its symbol packed in two words (`symbol_of` reads it), whether the
-    line is in the plain form. (The fields' order is the C function's buffers' order.)"""
+class FrameLines(DumpLines):
+    """Every line of a block of recorded frames: the trade of a clean line as a dump line's
+    (0 elsewhere), and its receive time in ms and its symbol packed in two words
+    (`symbol_of` reads it)."""
 
     recv: Int64s
     symbol: npt.NDArray[np.uint64] = field(metadata={"dtype": np.uint64, "width": 2})
-    first: Int64s
-    last: Int64s
-    price: Int64s
-    qty: Int64s
-    time: Int64s
-    maker: Bools = field(metadata=_BOOL)
-    clean: Bools = field(metadata=_BOOL)
-    line_end: Int64s
 
 
 def symbol_of(packed: npt.NDArray[np.uint64]) -> str:
@@ -82,7 +68,7 @@ def symbol_of(packed: npt.NDArray[np.uint64]) -> str:
     return packed.astype("<u8").tobytes().rstrip(b"\0").decode("ascii")
 
 
-L = TypeVar("L", bound=_Lines)
+L = TypeVar("L", bound=DumpLines)
 
 
 class _Parser(Generic[L]):

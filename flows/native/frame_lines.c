@@ -235,9 +235,9 @@ static int combined(Cursor *c, Trade *t) {
    at `len`). `capture`: 0 for recording lines, 1 for capture lines. Returns the number of
    lines; line_end[i] is the offset just past line i (its '\n' not included). */
 int64_t kf_frame_lines(const char *buf, int64_t len, int32_t capture, int64_t capacity,
-                       int64_t *recv, uint64_t *sym, int64_t *first, int64_t *last,
-                       int64_t *price, int64_t *qty, int64_t *time, uint8_t *maker,
-                       uint8_t *clean, int64_t *line_end) {
+                       int64_t *first, int64_t *last, int64_t *price, int64_t *qty,
+                       int64_t *time, uint8_t *maker, uint8_t *clean, int64_t *line_end,
+                       int64_t *recv, uint64_t *sym) {
     const char *p = buf, *end = buf + len;
     int64_t n = 0;
     while (p < end && n < capacity) {
