@@ -103,6 +103,12 @@ class ClusterPlace:
     def processes(self) -> int:
         return len(self.addresses)
 
+    @property
+    def part_prefix(self) -> str:
+        """What names this process's partitions and recordings apart: "p0of2-" (one process:
+        nothing)."""
+        return f"p{self.process_id}of{self.processes}-" if self.processes > 1 else ""
+
     def owns(self, symbol: str) -> bool:
         return worker_of(symbol, self.processes) == self.process_id
 

@@ -26,6 +26,7 @@ from flows.domain.trade_checks import (
     EXCHANGE_START_MS,
     MAX_FILLS,
     MAX_TRADE_ID,
+    US_FROM,
     ImplausibleAmount,
     parse_amount,
 )
@@ -119,7 +120,7 @@ class Combined(msgspec.Struct):
 # refuse: ids outside 0..MAX_TRADE_ID and times before EXCHANGE_START_MS fail msgspec's
 # constraints (checked in C while decoding), the rest is two comparisons in `lax_trade`. A
 # refused frame takes the exact path, where the check says why.
-_LAX_LIMIT: Final = 1e15  # in 1e-8 units
+LAX_LIMIT: Final = 10**15  # in 1e-8 units
 _NO_CEILING: Final = 2**63 - 1  # lax_trade without a latest time: only the other bounds
 _LaxId = Annotated[int, msgspec.Meta(ge=0, le=MAX_TRADE_ID)]
 _LaxTime = Annotated[int, msgspec.Meta(ge=EXCHANGE_START_MS)]  # ms or µs
@@ -163,14 +164,14 @@ def lax_trade(ev: LaxAggTrade | LaxTrade, ceiling_ms: int = _NO_CEILING) -> Trad
     pu = round(p)
     qu = round(q)
     if not (
-        0 < pu < _LAX_LIMIT
-        and 0 < qu < _LAX_LIMIT
+        0 < pu < LAX_LIMIT
+        and 0 < qu < LAX_LIMIT
         and -0.05 < p - pu < 0.05
         and -0.05 < q - qu < 0.05
     ):
         return None
     t = ev.T
-    if t >= 100_000_000_000_000:  # µs
+    if t >= US_FROM:  # µs
         t //= 1000
         if t < EXCHANGE_START_MS:
             return None
@@ -286,7 +287,7 @@ def kline_of_event(ev: KlineEvent) -> Kline:
 
 def trade_time_ms(t: int) -> int:
     """Trade time in ms; times past year 5138 in ms are taken to be microseconds."""
-    return t // 1000 if t >= 100_000_000_000_000 else t
+    return t // 1000 if t >= US_FROM else t
 
 
 class InvalidTrade(ValueError):
@@ -318,7 +319,7 @@ def agg_trade_to_trade(ev: AggTradeEvent) -> Trade:
             price = qty = 0
         if price > 0 and qty > 0:
             t = ev.T
-            return (f, last, price, qty, t if t < 100_000_000_000_000 else t // 1000, ev.m)
+            return (f, last, price, qty, t if t < US_FROM else t // 1000, ev.m)
     return _checked_agg_trade(ev)
 
 

@@ -360,8 +360,8 @@ def _recording_tap(
     """The recorder fed by the live source; a cluster member's files carry its place."""
     from flows.recorder import RecordingTap
 
-    part = f"p{place.process_id}of{place.processes}-" if place.processes > 1 else ""
-    return RecordingTap(out_dir, f"{ws_url.rstrip('/')}/stream (klineflow up)", part=part,
+    return RecordingTap(out_dir, f"{ws_url.rstrip('/')}/stream (klineflow up)",
+                        part=place.part_prefix,
                         archive=archive)  # fmt: skip
 
 

@@ -177,7 +177,7 @@ def run_live(job: LiveJob, stats: RunStats | None = None) -> RunStats:
             refresh=refresh,
             refresh_every_s=job.refresh_every_s,
             reconcile=job.reconcile & set(symbols),
-            part_prefix=f"p{place.process_id}of{place.processes}-" if place.processes > 1 else "",
+            part_prefix=place.part_prefix,
             tap=job.tap,
         ),
         stats,

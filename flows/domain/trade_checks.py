@@ -23,6 +23,8 @@ from flows.domain.money import format_units, parse_units
 
 # Binance opened in July 2017; no trade of it is older than this (2017-07-01 00:00 UTC).
 EXCHANGE_START_MS: Final = 1_498_867_200_000
+# a trade time this large (past year 5138 in ms) is in microseconds (timeUnit=MICROSECOND)
+US_FROM: Final = 100_000_000_000_000
 
 # Binance keeps prices and quantities as int64 counts of 1e-8 (92,233,720,368.54775807):
 # nothing larger can be sent by it.

@@ -19,7 +19,7 @@ from flows.sources.frame_columns import ColumnChunk
 from flows.sources.readers import read_batches
 
 
-def chunk_columns(chunk: Chunk | ColumnChunk) -> list[TradeColumns]:
+def chunk_columns(chunk: Chunk) -> list[TradeColumns]:
     """A chunk as one batch of columns per symbol (its dead letters on the first)."""
     if isinstance(chunk, ColumnChunk):
         parts = [cols for cols in chunk.columns if len(cols)]

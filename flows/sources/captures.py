@@ -10,11 +10,10 @@ refused as implausible past its line's receive time plus `ReadOptions.future_mar
 
 from __future__ import annotations
 
-import gzip
 import itertools
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Final
+from typing import Final
 
 import msgspec
 
@@ -25,7 +24,7 @@ from flows.domain.deadletter import DeadLetter
 from flows.domain.kline import Trade
 from flows.sources import recording
 from flows.sources.chunks import Chunk, ReadOptions, raw_text, report_cut
-from flows.sources.compressed import GZIP_MAGIC, Lines, ends_at_sync_flush
+from flows.sources.compressed import Lines, ends_at_sync_flush, open_stream
 
 
 class _RecordedLax(msgspec.Struct):
@@ -34,15 +33,6 @@ class _RecordedLax(msgspec.Struct):
 
 
 _lax_recorded: Final = msgspec.json.Decoder(_RecordedLax, strict=False)
-
-
-def _open(path: Path) -> tuple[IO[bytes], IO[bytes]]:
-    """(the file, its decompressed stream): gzip when the file starts as gzip does."""
-    raw_file = path.open("rb")
-    gz = raw_file.read(2) == GZIP_MAGIC
-    raw_file.seek(0)
-    stream: IO[bytes] = gzip.GzipFile(fileobj=raw_file, mode="rb") if gz else raw_file  # type: ignore[assignment]
-    return raw_file, stream
 
 
 class LineRules:
@@ -110,7 +100,7 @@ class LineRules:
 def read_frames(path: Path, options: ReadOptions, skip: int, recorded: bool) -> Iterator[Chunk]:
     """The file's trades line by line (`flows.sources.frame_columns` reads the same as
     columns, with the native parser)."""
-    raw_file, stream = _open(path)
+    raw_file, stream = open_stream(path)
     keep = options.symbols
     limit = options.chunk_records
     chunk = Chunk()

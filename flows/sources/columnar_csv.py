@@ -31,7 +31,7 @@ import numpy.typing as npt
 
 from flows.domain.deadletter import DeadLetter
 from flows.domain.kline import Trade
-from flows.domain.trade_checks import EXCHANGE_START_MS, MAX_FILLS, MAX_TRADE_ID
+from flows.domain.trade_checks import EXCHANGE_START_MS, MAX_FILLS, MAX_TRADE_ID, US_FROM
 from flows.domain.trade_columns import TradeColumns
 from flows.native import DumpLines, Int64s, dump_lines
 from flows.sources.chunks import Chunk, ReadOptions, report_cut
@@ -49,7 +49,6 @@ _WORKERS: Final = 2  # blocks parsed and converted at once (pyarrow and numpy le
 _AHEAD: Final = 2  # blocks waiting, parsed, for the reading thread
 _AGG_COLUMNS: Final = 8  # a, price, qty, first_id, last_id, time, isBuyerMaker, isBestMatch
 _TRADE_COLUMNS: Final = 7  # id, price, qty, quoteQty, time, isBuyerMaker, isBestMatch
-_US_FROM: Final = 100_000_000_000_000  # a time this large is in microseconds (trade_time_ms)
 
 
 def _empty(symbol: str, dead: list[DeadLetter], records: int, truncated: int) -> TradeColumns:
@@ -253,7 +252,7 @@ class _BatchParser:
     ) -> _Numbers:
         """The numbers of rows in the strict form (`parsed`), with which of them are clean
         trades: usable ids, a time from Binance's opening to the ceiling, amounts above 0."""
-        time_ms = np.where(raw_time >= _US_FROM, raw_time // 1000, raw_time)
+        time_ms = np.where(raw_time >= US_FROM, raw_time // 1000, raw_time)
         clean = (
             parsed
             & (first <= last) & (last <= MAX_TRADE_ID) & (last - first < MAX_FILLS)

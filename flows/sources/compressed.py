@@ -204,10 +204,14 @@ class ZipMember(io.RawIOBase):
         super().close()
 
 
-def open_text_stream(path: Path) -> IO[bytes]:
+def open_stream(path: Path) -> tuple[IO[bytes], IO[bytes]]:
+    """(the file, its decompressed stream): gzip when the file starts as gzip does (the file
+    itself otherwise); the file's `tell()` says how far on disk a reader has got."""
     f = path.open("rb")
-    if f.read(2) == GZIP_MAGIC:
-        f.seek(0)
-        return gzip.GzipFile(fileobj=f, mode="rb")  # type: ignore[return-value]
+    gz = f.read(2) == GZIP_MAGIC
     f.seek(0)
-    return f
+    return f, gzip.GzipFile(fileobj=f, mode="rb") if gz else f  # type: ignore[return-value]
+
+
+def open_text_stream(path: Path) -> IO[bytes]:
+    return open_stream(path)[1]

@@ -18,48 +18,34 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from flows.domain.deadletter import DeadLetter
-from flows.domain.trade_checks import EXCHANGE_START_MS, MAX_FILLS, MAX_TRADE_ID
+from flows.binance.decode import LAX_LIMIT
+from flows.domain.trade_checks import EXCHANGE_START_MS, MAX_FILLS, MAX_TRADE_ID, US_FROM
 from flows.domain.trade_columns import TradeColumns
 from flows.native import FrameLines, frame_lines, symbol_of
-from flows.sources.captures import LineRules, _open
+from flows.sources.captures import LineRules
 from flows.sources.chunks import Chunk, ReadOptions
-from flows.sources.compressed import Lines
+from flows.sources.compressed import Lines, open_stream
 
-_US_FROM: Final = 100_000_000_000_000  # a time this large is in microseconds
-_AMOUNT_LIMIT: Final = 10**15  # in 1e-8 units: the fast path's range (flows.binance.decode)
 # decompressed bytes parsed at once: with 100 symbols, a few hundred trades per symbol, so the
 # kline step gets batches, not single trades (the tests make it tiny to cut blocks anywhere)
 BLOCK_BYTES = 4 << 20
 
 
 @dataclass(slots=True)
-class ColumnChunk:
-    """A block of a capture or recording: one `TradeColumns` per symbol (in the order each
-    symbol first appears), and what `Chunk` counts."""
+class ColumnChunk(Chunk):
+    """A block of a capture or recording as a `Chunk` whose trades are columns: one
+    `TradeColumns` per symbol, in the order each symbol first appears (`trades` stays empty)."""
 
     columns: list[TradeColumns] = field(default_factory=list)
-    dead: list[DeadLetter] = field(default_factory=list)
-    ignored: int = 0
-    filtered: int = 0
-    torn: int = 0
-    truncated: int = 0
-    records: int = 0
-    bytes_done: int = 0
 
     @property
     def trade_count(self) -> int:
         return sum(len(c) for c in self.columns)
-
-
-def available() -> bool:
-    """Whether the native frame parser was built (else captures are read line by line)."""
-    return frame_lines is not None
 
 
 def read_frame_columns(
@@ -69,52 +55,45 @@ def read_frame_columns(
     parse = frame_lines
     if parse is None:
         raise RuntimeError("the native frame parser was not built")
-    raw_file, stream = _open(path)
+    raw_file, stream = open_stream(path)
     reader = Lines(stream)
     rules = LineRules(path, options, recorded, reader)
     first_record = skip + 2  # line 1: the URL of a capture, the header of a recording
     lineno = 0  # lines read so far
     try:
+        # (a last piece with no newline ends in b"\0": never clean, the line rules decide it)
         for block, count in reader.blocks(BLOCK_BYTES):
             if lineno + count < first_record:  # every line of it before the resume point
                 lineno += count
                 continue
-            chunk = Chunk()  # the counts and dead letters of the lines decided one by one
-            if block.endswith(b"\n") or count > 1:
-                parsed = parse(block, count, 0 if recorded else 1)
-                numbers = np.arange(lineno + 1, lineno + count + 1, dtype=np.int64)
-                columns = _block_columns(parsed, block, numbers, first_record, rules, chunk,
-                                         options)  # fmt: skip
-            else:  # a last piece with no newline: only the line rules know it
-                columns = _one_line(block, lineno + 1, first_record, rules, chunk, options)
+            chunk = ColumnChunk()  # the lines decided one by one count and dead-letter here
+            parsed = parse(block, count, 0 if recorded else 1)
+            numbers = np.arange(lineno + 1, lineno + count + 1, dtype=np.int64)
+            chunk.columns = _block_columns(parsed, block, numbers, first_record, rules, chunk,
+                                           options)  # fmt: skip
             lineno += count
-            out = ColumnChunk(columns, chunk.dead, chunk.ignored, chunk.filtered, chunk.torn)
-            out.records = max(lineno, first_record - 1) - 1
-            out.bytes_done = raw_file.tell()
-            yield out
+            chunk.records = max(lineno, first_record - 1) - 1
+            chunk.bytes_done = raw_file.tell()
+            yield chunk
         # a position past the file's end stays where it was (as the line reader keeps it)
         last = max(lineno, first_record - 1)
         end = ColumnChunk(records=last - 1, bytes_done=raw_file.tell())
-        tail = Chunk()
-        rules.finish(tail, last)
-        end.dead, end.truncated = tail.dead, tail.truncated
+        rules.finish(end, last)
         yield end
     finally:
         stream.close()
         raw_file.close()
 
 
-def _fast(parsed: FrameLines, margin: int) -> npt.NDArray[np.bool_]:
-    """The clean lines whose trade the line rules' fast path takes as it is."""
-    t = parsed.time
-    t_ms = np.where(t >= _US_FROM, t // 1000, t)
+def _fast(parsed: FrameLines, time_ms: npt.NDArray[np.int64], margin: int) -> npt.NDArray[np.bool_]:
+    """The clean lines whose trade the line rules' fast path (`lax_trade`) takes as it is."""
     first, last = parsed.first, parsed.last
     return (
         parsed.clean
-        & (t >= EXCHANGE_START_MS) & (t_ms >= EXCHANGE_START_MS)
-        & (t_ms <= parsed.recv + margin)
-        & (parsed.price > 0) & (parsed.price < _AMOUNT_LIMIT)
-        & (parsed.qty > 0) & (parsed.qty < _AMOUNT_LIMIT)
+        & (parsed.time >= EXCHANGE_START_MS) & (time_ms >= EXCHANGE_START_MS)
+        & (time_ms <= parsed.recv + margin)
+        & (parsed.price > 0) & (parsed.price < LAX_LIMIT)
+        & (parsed.qty > 0) & (parsed.qty < LAX_LIMIT)
         & (first >= 0) & (last <= MAX_TRADE_ID) & (last - first >= 0)
         & (last - first < MAX_FILLS)
     )  # fmt: skip
@@ -130,9 +109,9 @@ def _block_columns(
     options: ReadOptions,
 ) -> list[TradeColumns]:
     kept = numbers >= first_record
-    fast = _fast(parsed, options.future_margin_ms) & kept
     t = parsed.time
-    time_ms = np.where(t >= _US_FROM, t // 1000, t)
+    time_ms = np.where(t >= US_FROM, t // 1000, t)
+    fast = _fast(parsed, time_ms, options.future_margin_ms) & kept
     price, qty, first, last = parsed.price, parsed.qty, parsed.first, parsed.last
     maker = parsed.maker
     # a symbol id per line: the packed symbols of fast lines, then those the rules give
@@ -165,30 +144,6 @@ def _block_columns(
         taken[i] = True
     return _grouped(np.flatnonzero(taken), ids, names, options, chunk,
                     (time_ms, price, qty, first, last, maker))  # fmt: skip
-
-
-def _one_line(
-    line: bytes,
-    lineno: int,
-    first_record: int,
-    rules: LineRules,
-    chunk: Chunk,
-    options: ReadOptions,
-) -> list[TradeColumns]:
-    if lineno < first_record:
-        return []
-    got = rules.decide(line, lineno, chunk)
-    if got is None:
-        return []
-    sym, (f, lst, p, q, tm, m) = got
-    if options.symbols is not None and sym not in options.symbols:
-        chunk.filtered += 1
-        return []
-
-    def one(v: int) -> npt.NDArray[np.int64]:
-        return np.array([v], np.int64)
-
-    return [TradeColumns(sym, one(tm), one(p), one(q), one(f), one(lst), np.array([m], np.bool_))]
 
 
 def _grouped(

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flows.binance.decode import KlineEvent, kline_of_event
+from flows.binance.decode import KlineEvent, kline_of_event, trade_time_ms
 from flows.binance.frames import FrameRefused, FrameTrade, exact_frame, lax_frame_trade
 from flows.domain import deadletter as dl
 from flows.domain.deadletter import DeadLetter
@@ -58,7 +58,7 @@ class FrameDoor(SymbolOrder):
         """A frame of another kind: the clock stream's and reconciled symbols' klines."""
         if isinstance(exact, KlineEvent):
             k = exact.k
-            event_ms = exact.E // 1000 if exact.E >= 100_000_000_000_000 else exact.E
+            event_ms = trade_time_ms(exact.E)
             if event_ms > self._ceiling:
                 self._time_refused = True
                 text = raw[:4000].decode("utf-8", "replace")

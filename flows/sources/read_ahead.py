@@ -22,13 +22,12 @@ from pathlib import Path
 from typing import Final, Generic, TypeVar
 
 from flows.domain.trade_columns import TradeColumns
-from flows.sources.frame_columns import ColumnChunk
 from flows.sources.readers import Chunk, ReadOptions, read_batches
 
 T = TypeVar("T")
 DEPTH: Final = 24  # chunks read ahead at most: about 50 MB of columns for dumps
 # (file index, chunk); None: the file is done
-FileChunk = tuple[int, "Chunk | TradeColumns | ColumnChunk | None"]
+FileChunk = tuple[int, Chunk | TradeColumns | None]
 
 
 def replay_chunks(

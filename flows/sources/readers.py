@@ -52,7 +52,6 @@ PARQUET_MAGIC = b"PAR1"
 
 if TYPE_CHECKING:
     from flows.domain.trade_columns import TradeColumns
-    from flows.sources.frame_columns import ColumnChunk
 
 
 def sniff_format(path: Path) -> str:
@@ -115,7 +114,7 @@ def read_file(
 
 def read_batches(
     path: Path, options: ReadOptions = ReadOptions(), skip_records: int = 0
-) -> Iterator[Chunk | TradeColumns | ColumnChunk]:
+) -> Iterator[Chunk | TradeColumns]:
     """`read_file`, but CSV dumps (`flows.sources.columnar_csv`), the trade archive
     (`flows.sources.trade_archive`) and, where the native parser was built, captures and
     recordings (`flows.sources.frame_columns`) as columns: the same trades, dead letters and

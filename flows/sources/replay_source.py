@@ -45,23 +45,13 @@ def _with_report(
     return items
 
 
-def column_chunk_items(chunk: ColumnChunk, stats: RunStats) -> list[SourceItem]:
-    """A block of a capture or recording read as columns: one item per symbol, counted."""
-    items: list[SourceItem] = [
-        (cols.symbol, SymbolBatch(cols.symbol, [], columns=cols)) for cols in chunk.columns
-    ]
-    stats.trades_read += chunk.trade_count
-    stats.frames_ignored += chunk.ignored
-    stats.trades_filtered += chunk.filtered
-    stats.files_truncated += chunk.truncated
-    return _with_report(items, chunk.dead, stats)
-
-
 def chunk_items(chunk: Chunk, stats: RunStats) -> list[SourceItem]:
     """A chunk as dataflow items, counting what it holds."""
     items: list[SourceItem] = [
         (sym, SymbolBatch(sym, trades)) for sym, trades in chunk.trades.items() if trades
     ]
+    if isinstance(chunk, ColumnChunk):  # a capture or recording read as columns
+        items += [(c.symbol, SymbolBatch(c.symbol, [], columns=c)) for c in chunk.columns]
     stats.trades_read += chunk.trade_count
     stats.frames_ignored += chunk.ignored
     stats.trades_filtered += chunk.filtered
@@ -102,8 +92,6 @@ class _ReplayPartition(StatefulSourcePartition[SourceItem, Any]):
             self._stats.bytes_done = self._done_before + chunk.bytes_done
             if isinstance(chunk, TradeColumns):
                 return column_items(chunk, self._stats)
-            if isinstance(chunk, ColumnChunk):
-                return column_chunk_items(chunk, self._stats)
             return chunk_items(chunk, self._stats)
         raise StopIteration
 

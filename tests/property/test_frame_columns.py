@@ -17,9 +17,12 @@ from flows.domain.kline import Trade
 from flows.sources import frame_columns
 from flows.sources.captures import read_frames
 from flows.sources.chunks import ReadOptions
-from flows.sources.frame_columns import available, read_frame_columns
+from flows.sources.frame_columns import read_frame_columns
+from flows.sources.readers import frame_columns_available
 
-pytestmark = pytest.mark.skipif(not available(), reason="needs the native parser built")
+pytestmark = pytest.mark.skipif(
+    not frame_columns_available(), reason="needs the native parser built"
+)
 
 CAPTURE = "ws-capture-2021-04-04-btc-eth-dot.txt"
 RECV = 1_617_566_591_326
