@@ -1,11 +1,13 @@
 """Trader rules: evaluation cost at one kline close, and kline close -> NOTIFY latency.
 
-1. Evaluation: 1,000 symbols, each with a warmed engine (300 seeded 1m bars), 10 traders of
-   typical shapes (RSI, EMA/SMA crosses, MACD, Bollinger, volume, ATR, stochastic, a tf= rule,
-   a pattern). One new 1m kline closes for every symbol and every engine takes it: the time
-   of that whole round (indicator updates + every rule) is the figure; the target is 30 ms.
-   Also the same round with the rules' indicators only (no rules evaluated) and the number
-   of distinct indicators, to show each is computed once per symbol.
+1. Evaluation: 1,000 symbols warmed with 300 1m bars, 10 traders of typical shapes (RSI,
+   EMA/SMA crosses, MACD, Bollinger, volume, ATR, stochastic, a tf= rule, a pattern). One
+   new 1m kline closes for every symbol and the engine the flow runs (one ShardEngine, every
+   symbol at once) takes them: the time of that whole close (indicator updates + every rule)
+   is the figure; the target is 30 ms and 3 us per (trader, symbol). The per-symbol engine it
+   replaced (tests/reference_engine.py) takes the next closes from the same state, and the
+   array engine takes them again, for a ratio in the same run. `--scale` adds 1,600 symbols
+   x 100 traders (variations of the ten) and 5,000 symbols x 10 traders.
 2. Latency: a real PostgreSQL (embedded, or KLINEFLOW_DATABASE_URL) with a listener on
    channel `signals`. Each round closes a kline for 20 symbols whose rule fires, records the
    fires in one transaction, and times each NOTIFY from the moment the close was handed to
@@ -14,7 +16,7 @@
 The figures are for this machine; `calibration` relates its CPython speed to the reference
 machine of PERFORMANCE.md (json.loads of one aggTrade frame: 2.3 us there).
 
-    python bench/rules_bench.py [--symbols 1000] [--rounds 200]
+    python bench/rules_bench.py [--symbols 1000] [--traders 10] [--rounds 20] [--scale]
 """
 
 from __future__ import annotations
@@ -32,11 +34,12 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # flows, tests
 
 from flows.domain.kline import Kline
 from flows.signals.book import TraderRow, build_book
-from flows.signals.engine import EngineCounters, SymbolEngine
+from flows.signals.engine import EngineCounters
+from flows.signals.shard_engine import ShardEngine
 
 MINUTE = 60_000
 T0 = 1_700_000_000_000 - 1_700_000_000_000 % 3_600_000
@@ -90,61 +93,107 @@ def calibrate() -> float:
     return min(timeit.timeit(lambda: json.loads(frame), number=100_000) * 10 for _ in range(3))
 
 
-def evaluation(symbols: int, rounds: int) -> None:
-    rows = [TraderRow(i + 1, name, expr, "1m", trigger_mode=mode, cooldown_bars=0)
-            for i, (name, expr, mode) in enumerate(TRADERS)]  # fmt: skip
-    book = build_book(rows)
+def traders(count: int) -> list[TraderRow]:
+    """`count` traders: the ten shapes above, then variations of them (other thresholds and
+    periods), as a team screening the market with many rules would have."""
+    rows = []
+    for i in range(count):
+        name, expr, mode = TRADERS[i % len(TRADERS)]
+        v = i // len(TRADERS)
+        if v:
+            expr = (expr.replace("rsi(14) < 30", f"rsi(14) < {30 + v % 15}")
+                    .replace("rsi(14) > 55", f"rsi({10 + v % 8}) > 55")
+                    .replace("1.5 * atr", f"{1.2 + v % 5 / 10} * atr")
+                    .replace("stoch_k() < 20", f"stoch_k() < {15 + v % 10}")
+                    .replace("pct_change(close, 10) > 1", f"pct_change(close, {5 + v % 10}) > 1")
+                    .replace("2 * avg_volume(20)", f"{1.5 + v % 4 / 2} * avg_volume(20)")
+                    .replace("sma(20)", f"sma({20 + v % 3 * 10})")
+                    .replace("mfi(14) < 80", f"mfi(14) < {70 + v % 20}")
+                    .replace("sma(50), sma(200)", f"sma({50 + v % 2 * 50}), sma(200)"))  # fmt: skip
+        rows.append(TraderRow(i + 1, f"{name} {v}", expr, "1m", trigger_mode=mode,
+                              cooldown_bars=0))  # fmt: skip
+    return rows
+
+
+def evaluation(symbols: int, trader_count: int, rounds: int, reference_rounds: int) -> None:
+    """One 1m close for every symbol, `rounds` times: the array engine the flow runs
+    (every symbol at once) and, over `reference_rounds`, the per-symbol engine it replaced
+    (`tests/reference_engine.py`), on the same warmed state and the same klines."""
+    from tests.reference_engine import ScalarEngine
+
+    book = build_book(traders(trader_count))
     assert not book.errors, book.errors
-    warm, extra = 300, rounds + 5
-    engines, futures = [], []
-    counters = EngineCounters()
+    warm = 300
+    history: list[tuple[str, str, Kline]] = []
+    futures = []
     for s in range(symbols):
-        bars = klines_for(s, warm + extra * 5)
+        symbol = f"S{s:04d}USDT"
+        bars = klines_for(s, warm + (rounds + 5) * 5)
         m5 = five_minute(bars)
-        engine = SymbolEngine(f"S{s:04d}USDT")
-        history = [("1m", k) for k in bars[:warm]] + [
-            ("5m", k) for k in m5 if k.close_ms < bars[warm - 1].close_ms + 1
-        ]
-        engine.process(history, book, None, 0, counters)
-        engines.append(engine)
-        futures.append((bars[warm:], {k.close_ms: k for k in m5}))
+        history += [(symbol, "1m", k) for k in bars[:warm]]
+        history += [(symbol, "5m", k) for k in m5 if k.close_ms < bars[warm - 1].close_ms + 1]
+        futures.append((symbol, bars[warm:], {k.close_ms: k for k in m5}))
+    shard = ShardEngine()
+    shard.process(history, book, None, 0, EngineCounters())
     distinct = {spec for tr in book.traders for r in tr.program.requirements.values()
                 for spec in r.specs}  # fmt: skip
-    print(f"{len(book.traders)} traders, {len(distinct)} distinct indicators per symbol, "
-          f"{symbols} symbols warmed with {warm} bars")  # fmt: skip
+    print(f"{symbols:,} symbols x {len(book.traders)} traders ({len(distinct)} distinct "
+          f"indicators per symbol), warmed with {warm} bars")  # fmt: skip
 
-    timings, bare = [], []
+    def closes(r: int) -> list[tuple[str, str, Kline]]:
+        batch = []
+        for symbol, bars, m5 in futures:
+            k = bars[r]
+            batch.append((symbol, "1m", k))
+            if k.close_ms in m5:
+                batch.append((symbol, "5m", m5[k.close_ms]))
+        return batch
+
+    timings = []
     fires_total = 0
     for r in range(rounds):
-        batch = []
-        for engine, (bars, m5) in zip(engines, futures, strict=True):
-            k = bars[r]
-            closing = [("1m", k)]
-            if k.close_ms in m5:
-                closing.append(("5m", m5[k.close_ms]))
-            batch.append((engine, closing))
-        c = EngineCounters()
+        batch = closes(r)
         started = time.perf_counter()
-        for engine, closing in batch:
-            fires, _ = engine.process(closing, book, None, 0, c)
-            fires_total += len(fires)
+        fires, _ = shard.process(batch, book, None, 0, EngineCounters())
         timings.append((time.perf_counter() - started) * 1000)
-    # indicators only: the same frames fed one more bar each, with no rule evaluated
-    for engine, (bars, _) in zip(engines, futures, strict=True):
-        for frame in engine.frames.values():
-            if frame.interval == "1m":
-                started = time.perf_counter()
-                frame.on_bar(bars[rounds])
-                bare.append(time.perf_counter() - started)
+        fires_total += len(fires)
     p50 = statistics.median(timings)
     p99 = sorted(timings)[int(0.99 * (len(timings) - 1))]
-    indicators_ms = sum(bare) * 1000
     evals = len(book.traders) * symbols
-    per_eval = p50 * 1000 / evals
-    print(f"one 1m close, {evals:,} rule evaluations: median {p50:.1f} ms, p99 {p99:.1f} ms "
-          f"(target 30 ms); {per_eval:.2f} us per evaluation incl. indicators")  # fmt: skip
-    print(f"  of which indicator updates for {symbols} symbols: {indicators_ms:.1f} ms; "
-          f"fires over {rounds} rounds: {fires_total:,}")  # fmt: skip
+    print(f"  array engine: one 1m close, {evals:,} rule evaluations: median {p50:.1f} ms, "
+          f"p99 {p99:.1f} ms; {p50 * 1000 / evals:.2f} us per (trader, symbol) incl. "
+          f"indicators; fires over {rounds} rounds: {fires_total:,}")  # fmt: skip
+    if not reference_rounds:
+        return
+    engines = []
+    for s in range(symbols):
+        engine = ScalarEngine(f"S{s:04d}USDT")
+        engine.process([(iv, k) for sym, iv, k in history if sym == engine.symbol], book,
+                       None, 0, EngineCounters())  # fmt: skip
+        engines.append(engine)
+    ref, ref_fires = [], 0
+    for r in range(reference_rounds):
+        per: dict[str, list[tuple[str, Kline]]] = {}
+        for symbol, iv, k in closes(rounds + r):
+            per.setdefault(symbol, []).append((iv, k))
+        started = time.perf_counter()
+        for engine in engines:
+            fires, _ = engine.process(per[engine.symbol], book, None, 0, EngineCounters())
+            ref_fires += len(fires)
+        ref.append((time.perf_counter() - started) * 1000)
+    # the array engine over the very closes the reference just took, for a paired ratio
+    paired = []
+    for r in range(reference_rounds):
+        batch = closes(rounds + r)
+        started = time.perf_counter()
+        fires, _ = shard.process(batch, book, None, 0, EngineCounters())
+        paired.append((time.perf_counter() - started) * 1000)
+        ref_fires -= len(fires)
+    ref50, arr50 = statistics.median(ref), statistics.median(paired)
+    print(f"  per-symbol engine (before): median {ref50:.1f} ms per close, "
+          f"{ref50 * 1000 / evals:.2f} us per (trader, symbol); the array engine on the same "
+          f"{reference_rounds} closes {arr50:.1f} ms: x{ref50 / arr50:.1f}; fires differ by "
+          f"{ref_fires}")  # fmt: skip
 
 
 def latency(rounds: int, per_round: int) -> None:
@@ -173,10 +222,10 @@ def latency(rounds: int, per_round: int) -> None:
         )
         book = build_book([TraderRow(trader.id, "always", "close > 0", "1m",
                                      trigger_mode="every_close", cooldown_bars=0)])  # fmt: skip
-        engines = [SymbolEngine(f"L{s:03d}USDT") for s in range(per_round)]
+        engine = ShardEngine()  # the flow's engine: a round's symbols at once
         bars = klines_for(1, rounds + 2)
-        for engine in engines:
-            engine.process([("1m", bars[0])], book, None, 0, EngineCounters())
+        symbols = [f"L{s:03d}USDT" for s in range(per_round)]
+        engine.process([(s, "1m", bars[0]) for s in symbols], book, None, 0, EngineCounters())
         listen = psycopg.connect(dburl, autocommit=True)
         listen.execute("LISTEN signals")
         arrived: dict[str, float] = {}
@@ -194,10 +243,8 @@ def latency(rounds: int, per_round: int) -> None:
         started_at: dict[str, float] = {}
         for r in range(1, rounds + 1):
             t0 = time.perf_counter()
-            fires = []
-            for engine in engines:
-                f, _ = engine.process([("1m", bars[r])], book, None, 0, EngineCounters())
-                fires += f
+            closing = [(s, "1m", bars[r]) for s in symbols]
+            fires, _ = engine.process(closing, book, None, 0, EngineCounters())
             writer.write(fires)
             for f in fires:
                 started_at[f.id] = t0
@@ -274,14 +321,29 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument("--symbols", type=int, default=1000)
+    ap.add_argument("--traders", type=int, default=10)
     ap.add_argument("--rounds", type=int, default=20)
+    ap.add_argument(
+        "--reference-rounds",
+        type=int,
+        default=5,
+        help="closes also timed with the per-symbol engine (0: none)",
+    )
+    ap.add_argument(
+        "--scale",
+        action="store_true",
+        help="also 1,600 symbols x 100 traders and 5,000 symbols x 10 traders",
+    )
     ap.add_argument("--latency-rounds", type=int, default=200)
     args = ap.parse_args()
     cal = calibrate()
     print(f"calibration: json.loads of one aggTrade frame {cal:.2f} us here, 2.3 us on the "
           f"reference machine (x{cal / 2.3:.2f})")  # fmt: skip
     limits()
-    evaluation(args.symbols, args.rounds)
+    evaluation(args.symbols, args.traders, args.rounds, args.reference_rounds)
+    if args.scale:
+        evaluation(1600, 100, args.rounds, min(args.reference_rounds, 3))
+        evaluation(5000, 10, args.rounds, min(args.reference_rounds, 3))
     latency(args.latency_rounds, 20)
 
 

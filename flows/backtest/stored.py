@@ -1,9 +1,10 @@
 """Run traders over klines that are already built (the ones stored in Redis) instead of
 recorded trades.
 
-The rules engine is the one the live flow runs (``flows.signals.engine.SymbolEngine``): each
-symbol's closed klines of every interval its traders read are handed to it in order of their
-close, its frames are warmed up by the `seeder` from the klines closed before the first one
+The rules engine is the one the live flow runs (``flows.signals.shard_engine.ShardEngine``):
+the symbols are taken ``SYMBOLS_AT_ONCE`` at a time, and the closed klines of every interval
+their traders read are handed to it at once (it evaluates them close by close, across the
+symbols), each symbol warmed up by the `seeder` from the klines closed before its first one
 (as the live flow seeds them after a start), and the fires are grouped by the cooldown as
 PostgreSQL groups them (``flows.backtest.run.group_repeats``). The result has the shape of a
 recording run's, so outcomes, statistics and storage are the same for both.
@@ -31,10 +32,12 @@ from flows.backtest.run import BacktestResult, group_repeats
 from flows.domain.kline import Kline
 from flows.domain.stats import RunStats
 from flows.signals.book import Book
-from flows.signals.engine import EngineCounters, Fire, RuleFailure, Seeder, SymbolEngine
+from flows.signals.engine import EngineCounters, Fire, RuleFailure, Seeder
+from flows.signals.shard_engine import ShardEngine
 
 # (symbol, interval) -> its closed klines in the span, oldest first
 KlineReader = Callable[[str, str], Sequence[Kline]]
+SYMBOLS_AT_ONCE = 128  # symbols in memory and in one engine at once (progress: per group)
 
 
 def main_intervals(book: Book) -> tuple[str, ...]:
@@ -59,21 +62,26 @@ def run_over_klines(
     failures: list[RuleFailure] = []
     klines: dict[tuple[str, str], list[Kline]] = {}
     counters = EngineCounters()
-    for symbol in symbols:
-        traders = book.for_symbol(symbol)
-        if traders:
+    for first in range(0, len(symbols), SYMBOLS_AT_ONCE):
+        group = symbols[first : first + SYMBOLS_AT_ONCE]
+        closed: list[tuple[str, str, Kline]] = []
+        for symbol in group:
+            traders = book.for_symbol(symbol)
+            if not traders:
+                continue
+            mains = {t.row.interval for t in traders}
             wanted = {iv for t in traders for iv in (*t.program.requirements, t.row.interval)}
-            closed: list[tuple[str, Kline]] = []
             for interval in sorted(wanted):
                 got = list(read(symbol, interval))
                 stats.klines_closed[interval] += len(got)
-                closed.extend((interval, k) for k in got)
-                if interval in {t.row.interval for t in traders} and got:
+                closed.extend((symbol, interval, k) for k in got)
+                if interval in mains and got:
                     klines[(symbol, interval)] = got
-            fired, failed = SymbolEngine(symbol).process(closed, book, seeder, 0, counters)
+        if closed:
+            fired, failed = ShardEngine().process(closed, book, seeder, 0, counters)
             fires.extend(fired)
             failures.extend(failed)
-        stats.files_done += 1
+        stats.files_done += len(group)
         stats.bytes_done = stats.files_done
     stats.rules = {"evaluations": counters.evaluations, "fires": counters.fires,
                    "not_ready": counters.not_ready}  # fmt: skip

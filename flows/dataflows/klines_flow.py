@@ -64,9 +64,9 @@ def build_kline_flow(
     sink.added = [s for s in sinks if not isinstance(s, SignalSink)]
     op.output("redis_out", out, sink)
     if rules is not None:
-        from flows.signals.step import closed_of, rules_builder
+        from flows.signals.step import closed_router, rules_builder
 
-        closed: Any = op.filter_map("closed_klines", updates, closed_of)
+        closed: Any = op.filter_map("closed_klines", updates, closed_router(step.workers))
         outcomes = op.stateful_batch("rules", closed, rules_builder(rules.config))
         rules.sink.added = [s for s in sinks if isinstance(s, SignalSink)]
         op.output("signals_out", outcomes, rules.sink)

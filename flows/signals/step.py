@@ -1,8 +1,9 @@
 """The rules step of the dataflow (keyed by symbol) and its PostgreSQL sink.
 
 Wiring (see ``flows.dataflows.klines_flow``): the kline step's closed klines -> ``rules``
-(one ``SymbolEngine`` per symbol, snapshotted with the rest of the flow's state) -> fires and
-rule failures -> ``SignalSink`` (one ``SignalWriter`` per worker, one transaction per batch).
+(keyed by shard, one per worker: a ``ShardEngine`` evaluates every symbol of the shard at
+once, snapshotted with the rest of the flow's state) -> fires and rule failures ->
+``SignalSink`` (one ``SignalWriter`` per worker, one transaction per batch).
 
 Klines closed only because a replay reached the end of its input are not evaluated: they are
 provisional (the next replay continues them), and a rule must only see finished bars.
@@ -32,6 +33,7 @@ from bytewax.operators import StatefulBatchLogic
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
 from flows.dataflows.endpoints import Endpoint, deliver
+from flows.dataflows.shards import shard_names, shard_of
 from flows.domain.clock import SYSTEM_CLOCK, Clock
 from flows.domain.intervals import INTERVALS
 from flows.domain.keys import KeySpace
@@ -45,8 +47,8 @@ from flows.signals.engine import (
     Progress,
     RuleFailure,
     Seeder,
-    SymbolEngine,
 )
+from flows.signals.shard_engine import ShardEngine
 from flows.signals.store import SignalWriter
 
 log = logging.getLogger(__name__)
@@ -123,47 +125,60 @@ class RulesConfig:
     budget_s: float = DEFAULT_BUDGET_S  # one trader's evaluation on one kline
 
 
-class RulesLogic(StatefulBatchLogic[Closed, Outcome, SymbolEngine]):
-    def __init__(self, config: RulesConfig, resume: SymbolEngine | None) -> None:
+class RulesLogic(StatefulBatchLogic[Closed, Outcome, ShardEngine]):
+    """The rules of every symbol of one shard (``flows.signals.shard_engine``)."""
+
+    def __init__(self, config: RulesConfig, resume: ShardEngine | None) -> None:
         self._config = config
-        self._engine = resume
+        # a snapshot of another form (the per-symbol state of older versions) is not
+        # resumed: the rules re-derive everything from the stored klines
+        self._engine = resume if isinstance(resume, ShardEngine) else None
 
     def on_batch(self, values: list[Closed]) -> tuple[list[Outcome], bool]:
         cfg = self._config
         book = cfg.holder.book
         if not book.traders and self._engine is None:
             return [], StatefulBatchLogic.DISCARD  # nothing to evaluate: keep no state
-        symbol = values[0][0]
-        closed = [item for _, batch, _ in values for item in batch]
-        amended: dict[str, int] = {}
-        for _, _, before in values:
+        per_symbol: dict[str, tuple[list[tuple[str, Kline]], dict[str, int]]] = {}
+        for symbol, batch, before in values:
+            closed, amended = per_symbol.setdefault(symbol, ([], {}))
+            closed.extend(batch)
             for name, open_ms in (before or {}).items():
                 amended[name] = max(amended.get(name, -1), open_ms)
         engine = self._engine
-        first_end = min(k.close_ms + 1 for _, k in closed)
-        started = time.perf_counter()
-        catch_up: list[tuple[str, Kline]] = []
         if engine is None:
-            engine = self._engine = SymbolEngine(symbol)
-            if cfg.progress:
-                catch_up = self._catch_up(symbol, book, first_end)
-        elif amended:
-            firsts: dict[str, int] = {}
-            for name, k in closed:
-                if k.open_ms < amended.get(name, -1):
-                    firsts[name] = min(firsts.get(name, k.open_ms), k.open_ms)
-            engine.rewind(firsts)
-            cfg.counters.amended += len(firsts)
+            engine = self._engine = ShardEngine()
+        started = time.perf_counter()
+        items: list[tuple[str, str, Kline]] = []
+        caught_up: dict[str, int] = {}  # symbol -> end of the first kline it was given
+        for symbol, (closed, amended) in per_symbol.items():
+            first_end = min(k.close_ms + 1 for _, k in closed)
+            if symbol not in engine.seen:
+                if cfg.progress:
+                    catch_up = self._catch_up(symbol, book, first_end)
+                    if catch_up:
+                        caught_up[symbol] = first_end
+                        items.extend((symbol, name, k) for name, k in catch_up)
+            elif amended:
+                firsts: dict[str, int] = {}
+                for name, k in closed:
+                    if k.open_ms < amended.get(name, -1):
+                        firsts[name] = min(firsts.get(name, k.open_ms), k.open_ms)
+                engine.rewind(symbol, firsts)
+                cfg.counters.amended += len(firsts)
+            items.extend((symbol, name, k) for name, k in closed)
         fires, failures = engine.process(
-            catch_up + closed, book, cfg.seeder, cfg.clock.now_ms(), cfg.counters,
+            items, book, cfg.seeder, cfg.clock.now_ms(), cfg.counters,
             DEFAULT_REGISTRY.factories, cfg.budget_s,
         )  # fmt: skip
-        if catch_up:
-            fires = [f._replace(closed_at_ms=-1) if f.close_ms < first_end else f for f in fires]
+        if caught_up:
+            fires = [f._replace(closed_at_ms=-1) if f.close_ms < caught_up.get(f.symbol, -1)
+                     else f for f in fires]  # fmt: skip
         cfg.counters.evaluation_seconds += time.perf_counter() - started
         out: Outcome = [*failures, *fires]
         if cfg.progress:
-            out.extend(_progress(symbol, closed, engine.main_intervals()))
+            for symbol, (closed, _) in per_symbol.items():
+                out.extend(_progress(symbol, closed, engine.main_intervals(book, symbol)))
         return ([out] if out else []), StatefulBatchLogic.RETAIN
 
     def _catch_up(self, symbol: str, book: Book, first_end: int) -> list[tuple[str, Kline]]:
@@ -206,13 +221,13 @@ class RulesLogic(StatefulBatchLogic[Closed, Outcome, SymbolEngine]):
                      symbol, len(out))  # fmt: skip
         return out
 
-    def snapshot(self) -> SymbolEngine:
+    def snapshot(self) -> ShardEngine:
         assert self._engine is not None
         return self._engine
 
 
-def rules_builder(config: RulesConfig) -> Callable[[SymbolEngine | None], RulesLogic]:
-    def build(resume: SymbolEngine | None) -> RulesLogic:
+def rules_builder(config: RulesConfig) -> Callable[[ShardEngine | None], RulesLogic]:
+    def build(resume: ShardEngine | None) -> RulesLogic:
         return RulesLogic(config, resume)
 
     return build
@@ -297,12 +312,19 @@ class RulesStage:
     sink: SignalSink
 
 
-def closed_of(item: tuple[str, Any]) -> tuple[str, Closed] | None:
-    """The kline step's output -> (symbol, (symbol, closed klines, amended)), or None."""
-    symbol, update = item
-    if not update.closed or update.state is not None:  # nothing closed / end-of-replay flush
-        return None
-    return symbol, (symbol, update.closed, update.amended)
+def closed_router(workers: int) -> Callable[[tuple[str, Any]], tuple[str, Closed] | None]:
+    """The kline step's output -> (the symbol's rules shard, (symbol, closed klines,
+    amended)), or None. One rules shard per worker, on the symbol's own worker: every
+    symbol a worker closes is evaluated in one array step per close."""
+    names = shard_names(workers, per_worker=1)
+
+    def closed_of(item: tuple[str, Any]) -> tuple[str, Closed] | None:
+        symbol, update = item
+        if not update.closed or update.state is not None:  # nothing closed / replay's end
+            return None
+        return shard_of(symbol, names), (symbol, update.closed, update.amended)
+
+    return closed_of
 
 
 def _progress(symbol: str, closed: list[tuple[str, Kline]], mains: set[str]) -> list[Progress]:

@@ -16,10 +16,12 @@ import pytest
 
 from flows.domain.kline import Kline
 from flows.rules import Registry
+from flows.rules.block import Block
 from flows.rules.evaluate import compile_rule
 from flows.rules.frame import Frame, Undefined
 from flows.rules.helpers import DEFAULT_REGISTRY
 from flows.rules.registry import Arg, HelperSpec
+from flows.rules.vector import Lanes, vectorize
 from tests.contract.test_indicator_parity import random_walk
 
 N_BARS = 700
@@ -136,6 +138,72 @@ def test_helper_equals_its_reference_at_every_bar(
         defined = int(np.sum(~np.isnan(want)))
         assert defined > N_BARS // 3, f"{name}: the sample leaves too few defined bars"
         assert_matches(text, got, want, TOLERANT)
+
+
+def run_arrays(
+    text: str, symbols: list[dict[str, np.ndarray]], interval: str, interval_ms: int
+) -> list[list[float]]:
+    """``text`` over several symbols at once, as the flow's engine evaluates it: one block of
+    rows per interval, bars taken by all rows in one step, the rule through the array
+    evaluator (a helper it does not cover, per row through the row's ``Frame`` view)."""
+    program = compile_rule(text, interval, DEFAULT_REGISTRY, condition=False)
+    blocks = {
+        iv: Block(iv, req, DEFAULT_REGISTRY.factories) for iv, req in program.requirements.items()
+    }
+    rows = np.array([blocks[interval].row(f"S{i}") for i in range(len(symbols))])
+    for block in blocks.values():
+        for i in range(len(symbols)):
+            block.row(f"S{i}")
+    vector = vectorize(program)
+    out: list[list[float]] = [[] for _ in symbols]
+    for bar in range(N_BARS):
+        blocks[interval].take_klines(
+            [
+                (int(r), as_kline(bars, bar, interval_ms))
+                for r, bars in zip(rows, symbols, strict=True)
+            ]
+        )
+        suspect = np.ones(len(rows), dtype=bool)
+        values = np.full(len(rows), math.nan)
+        if vector is not None:
+            lanes = Lanes(blocks, dict.fromkeys(vector.intervals, rows), len(rows))
+            with np.errstate(all="ignore"):
+                v, bad = vector.condition(lanes, 0)
+            values = np.where(np.broadcast_to(bad, rows.shape), math.nan, v).astype(float)
+            suspect = lanes.suspect
+        for i in np.flatnonzero(suspect):
+            try:
+                frames = {iv: b.frame(int(rows[i])) for iv, b in blocks.items()}
+                values[i] = float(program.condition(frames, 0))  # type: ignore[arg-type]
+            except Undefined:
+                values[i] = math.nan
+        for i in range(len(rows)):
+            out[i].append(float(values[i]))
+    return out
+
+
+@pytest.mark.parametrize("name", HELPERS)
+def test_helper_over_many_symbols_at_once_equals_its_reference_at_every_bar(name: str) -> None:
+    spec = DEFAULT_REGISTRY.get(name)
+    assert spec is not None
+    text, ref_args = sample_call(spec)
+    symbols = [bars_with_times(seed) for seed in (1, 2, 3)]
+    got = run_arrays(text, symbols, "1m", 60_000)
+    for bars, values in zip(symbols, got, strict=True):
+        assert_matches(text, values, reference_values(spec, bars, ref_args), TOLERANT)
+
+
+def test_the_array_evaluator_covers_the_library() -> None:
+    """Every helper but those reading a whole profile or a VWAP band is evaluated as arrays
+    (the test above would otherwise test the per-row path only)."""
+    scalar = set()
+    for name in HELPERS:
+        spec = DEFAULT_REGISTRY.get(name)
+        assert spec is not None
+        if vectorize(compile_rule(sample_call(spec)[0], "1m", condition=False)) is None:
+            scalar.add(name)
+    assert scalar == {"hvn_near", "hvn_above", "hvn_below", "hvn_count", "vwap_upper",
+                      "vwap_lower"}  # fmt: skip
 
 
 def test_every_helper_has_a_reference_and_an_implementation() -> None:

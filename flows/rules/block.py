@@ -1,0 +1,453 @@
+"""The closed bars of many symbols on one interval, with the indicators rules read, as arrays.
+
+A ``Block`` is the many-symbol form of ``flows.rules.frame.Frame``: each symbol is a *row*;
+the bars are one ring per row in a float64 array (field x row x slot), and each distinct
+indicator is one column: an array indicator (``flows.indicators.arrays``) advancing every
+row that closed with one numpy step, or, for an indicator without an array twin, one scalar
+instance per row. Each column keeps its recent values per row, as deep as the rules read
+back. ``take`` advances the rows that closed at once; rows close whenever their symbol does
+(a row that missed a bar, or was listed later, simply has taken fewer).
+
+Everything a frame promises holds per row: a bar at or before a row's newest one is
+ignored; an indicator reads exactly the bars its scalar form would, so each value is the one
+a ``Frame`` computes, bit for bit; and an indicator that raises is dropped for that row only
+(an array step that raises goes on per row, its rows' states exported losslessly, so the
+row at fault is found and the others keep going). A block whose indicator cannot even be
+made records it for every row, as a frame does.
+
+``RowFrame`` shows one row through the ``Frame`` interface, so any compiled rule
+(``flows.rules.evaluate``) and any helper runs on a row unchanged; the array evaluator
+(``flows.rules.vector``) reads the columns directly.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from flows.domain.intervals import INTERVALS
+from flows.domain.kline import Kline
+from flows.domain.money import SCALE as UNITS_PER_COIN
+from flows.indicators import Indicator, Spec, Value
+from flows.indicators.arrays import ArrayIndicator, array_twin
+from flows.indicators.series import FIELDS
+from flows.rules.frame import (
+    MIN_CAPACITY,
+    UNDEFINED,
+    IndicatorFailed,
+    Requirements,
+    _failure,
+    kline_floats,
+)
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+ROW = {name: i for i, name in enumerate(FIELDS)}
+_TIME = ROW["time"]
+_NO_ROWS = np.zeros(0, dtype=np.int64)
+
+
+class Step:
+    """The bars of the rows being advanced, each read computed once per step."""
+
+    __slots__ = ("_block", "_cache", "_end", "_rows")
+
+    def __init__(self, block: Block, rows: IntArray) -> None:
+        self._block = block
+        self._rows = rows
+        self._end = block.pos[rows]  # one past each row's newest bar
+        self._cache: dict[tuple[str, int], FloatArray] = {}
+
+    def last(self, field: str, back: int = 0) -> FloatArray:
+        key = (field, back)
+        found = self._cache.get(key)
+        if found is None:
+            b = self._block
+            found = b.buf[ROW[field], self._rows, (self._end - 1 - back) % b.cap]
+            self._cache[key] = found
+        return found
+
+    def window(self, field: str, n: int) -> FloatArray:
+        key = (field, -n)
+        found = self._cache.get(key)
+        if found is None:
+            b = self._block
+            idx = (self._end[:, None] - n + np.arange(n)) % b.cap
+            found = b.buf[ROW[field]][self._rows[:, None], idx]
+            self._cache[key] = found
+        return found
+
+
+class _ArrayColumn:
+    """An array indicator and its recent values, (outputs, rows, depth)."""
+
+    def __init__(self, ind: ArrayIndicator, depth: int) -> None:
+        self.ind = ind
+        self.depth = depth
+        self.outputs = ind.outputs
+        self.hist = np.full((ind.outputs, 0, depth), math.nan)
+
+    def grow(self, size: int) -> None:
+        self.ind.grow(size)
+        old = self.hist
+        self.hist = np.full((self.outputs, size, self.depth), math.nan)
+        self.hist[:, : old.shape[1]] = old
+
+    def reset(self, rows: IntArray) -> None:
+        self.ind.reset(rows)
+        self.hist[:, rows] = math.nan
+
+    def advance(self, step: Step, rows: IntArray, n: IntArray) -> None:
+        self.hist[:, rows, (n - 1) % self.depth] = self.ind.update(step, rows, n)
+
+    def value_row(self, block: Block, row: int, back: int) -> Value:
+        total = int(block.total[row])
+        if back >= min(total, self.depth):
+            raise UNDEFINED
+        at = self.hist[:, row, (total - 1 - back) % self.depth]
+        return float(at[0]) if self.outputs == 1 else tuple(float(v) for v in at)
+
+    def values(self, block: Block, output: int, rows: IntArray, back: Any
+               ) -> tuple[FloatArray, np.ndarray, np.ndarray | None]:  # fmt: skip
+        total = block.total[rows]
+        v = self.hist[output, rows, (total - 1 - back) % self.depth]
+        bad = (back >= np.minimum(total, self.depth)) | ~np.isfinite(v)
+        return v, bad, None
+
+
+class _ScalarColumn:
+    """One scalar indicator per row, for an indicator without an array twin, or one whose
+    array step raised (then built from each row's exported state)."""
+
+    def __init__(self, factory: Callable[..., Indicator], args: tuple[Any, ...], depth: int,
+                 outputs: int = 1) -> None:  # fmt: skip
+        self.factory, self.args, self.depth = factory, args, depth
+        self.inds: list[Indicator | None] = []
+        self.hist: list[deque[Value]] = []
+        self.broken: dict[int, str] = {}
+        self.outputs = outputs
+
+    def grow(self, size: int) -> None:
+        while len(self.inds) < size:
+            self.inds.append(self.factory(*self.args))
+            self.hist.append(deque(maxlen=self.depth))
+
+    def reset(self, rows: IntArray) -> None:
+        for row in rows.tolist():
+            self.inds[row] = self.factory(*self.args)
+            self.hist[row] = deque(maxlen=self.depth)
+            self.broken.pop(row, None)
+
+    def advance(self, step: Step, rows: IntArray, n: IntArray) -> None:
+        block = step._block
+        for row in rows.tolist():
+            ind = self.inds[row]
+            if ind is None:
+                continue
+            try:
+                self.hist[row].append(ind.update(RowSeries(block, row)))
+            except Exception as exc:  # this row only: see the module docstring
+                self.broken[row] = _failure(ind.spec, exc)
+                self.inds[row] = None
+                self.hist[row].clear()
+
+    def value_row(self, block: Block, row: int, back: int) -> Value:
+        if row in self.broken:
+            raise IndicatorFailed(self.broken[row])
+        hist = self.hist[row]
+        if back >= len(hist):
+            raise UNDEFINED
+        return hist[-1 - back]
+
+    def values(self, block: Block, output: int, rows: IntArray, back: Any
+               ) -> tuple[FloatArray, np.ndarray, np.ndarray | None]:  # fmt: skip
+        backs = np.broadcast_to(back, rows.shape).tolist()
+        out = np.full(len(rows), math.nan)
+        bad = np.ones(len(rows), dtype=bool)
+        failed = np.zeros(len(rows), dtype=bool)
+        for i, (row, b) in enumerate(zip(rows.tolist(), backs, strict=True)):
+            if row in self.broken:
+                failed[i] = True
+                continue
+            hist = self.hist[row]
+            if b < len(hist):
+                v = hist[-1 - b]
+                if isinstance(v, tuple):
+                    v = v[output]
+                out[i] = v
+                bad[i] = not math.isfinite(v)
+        return out, bad, failed if failed.any() else None
+
+
+Column = _ArrayColumn | _ScalarColumn
+
+
+class Block:
+    """The bars and indicators of many symbols on one interval (see the module docstring)."""
+
+    def __init__(
+        self,
+        interval: str,
+        requirements: Requirements,
+        factories: Mapping[str, Callable[..., Indicator]],
+    ) -> None:
+        self.interval = interval
+        self.requirements = requirements
+        self.rows: dict[str, int] = {}
+        self.broken: dict[Spec, str] = {}  # spec -> why no row computes it
+        self.columns: list[Column] = []
+        self.by_spec: dict[Spec, Column] = {}
+        canonical: dict[Spec, tuple[Indicator, Callable[..., Indicator]]] = {}
+        depths: dict[Spec, int] = {}
+        aliases: dict[Spec, Spec] = {}
+        for spec, depth in requirements.specs.items():
+            name, args = spec
+            try:
+                factory = factories[name]
+                ind = factory(*args)
+            except Exception as exc:
+                self.broken[spec] = _failure(spec, exc)
+                continue
+            canonical.setdefault(ind.spec, (ind, factory))
+            aliases[spec] = ind.spec
+            depths[ind.spec] = max(depths.get(ind.spec, 0), depth)
+        made: dict[Spec, Column] = {}
+        for key, (ind, factory) in canonical.items():
+            twin = array_twin(ind, factory)
+            column: Column
+            if twin is not None:
+                column = _ArrayColumn(twin, depths[key] + 1)
+            else:
+                column = _ScalarColumn(factory, ind.spec[1], depths[key] + 1)
+            made[key] = column
+            self.columns.append(column)
+        for spec, key in aliases.items():
+            self.by_spec[spec] = made[key]
+        self._windows = {key: ind.window for key, (ind, _) in canonical.items()}
+        self.cap = max(
+            [MIN_CAPACITY, requirements.series_depth + 1]
+            + [self._windows[key] + depths[key] for key in canonical]
+        )
+        self.size = 0
+        self.buf: FloatArray = np.full((len(FIELDS), 0, self.cap), math.nan)
+        self.pos: IntArray = np.zeros(0, dtype=np.int64)  # next slot of each row's ring
+        self.held: IntArray = np.zeros(0, dtype=np.int64)
+        self.total: IntArray = np.zeros(0, dtype=np.int64)  # bars taken
+        self.last_open: IntArray = np.zeros(0, dtype=np.int64)
+
+    # ------------------------------------------------------------------ rows
+
+    def row(self, symbol: str) -> int:
+        """The row of `symbol`, added (empty) if new."""
+        found = self.rows.get(symbol)
+        if found is not None:
+            return found
+        index = self.rows[symbol] = len(self.rows)
+        if index >= self.size:
+            self._grow(max(8, 2 * self.size))
+        return index
+
+    def _grow(self, size: int) -> None:
+        old = self.size
+        buf = np.full((len(FIELDS), size, self.cap), math.nan)
+        buf[:, :old] = self.buf
+        self.buf = buf
+        for name in ("pos", "held", "total"):
+            arr = np.zeros(size, dtype=np.int64)
+            arr[:old] = getattr(self, name)
+            setattr(self, name, arr)
+        last = np.full(size, -1, dtype=np.int64)
+        last[:old] = self.last_open
+        self.last_open = last
+        for column in self.columns:
+            column.grow(size)
+        self.size = size
+
+    def reset(self, rows: IntArray) -> None:
+        """Forget everything the rows took."""
+        self.pos[rows] = self.held[rows] = self.total[rows] = 0
+        self.last_open[rows] = -1
+        self.buf[:, rows] = math.nan
+        for column in self.columns:
+            column.reset(rows)
+
+    # ------------------------------------------------------------------ bars
+
+    def take(self, rows: IntArray, bars: FloatArray, opens: IntArray) -> IntArray:
+        """Each row takes its bar (``bars``: FIELDS x rows; ``opens``: open times), unless
+        not newer than its newest; every column advances the rows that took one. Returns
+        the rows that took a bar."""
+        newer = opens > self.last_open[rows]
+        if not newer.all():
+            rows, bars, opens = rows[newer], bars[:, newer], opens[newer]
+        if not len(rows):
+            return rows
+        pos = self.pos[rows]
+        self.buf[:, rows, pos] = bars
+        self.pos[rows] = (pos + 1) % self.cap
+        self.held[rows] = np.minimum(self.held[rows] + 1, self.cap)
+        n = self.total[rows] + 1
+        self.total[rows] = n
+        self.last_open[rows] = opens
+        step = Step(self, rows)
+        with np.errstate(all="ignore"):
+            for i, column in enumerate(self.columns):
+                if isinstance(column, _ArrayColumn):
+                    try:
+                        column.advance(step, rows, n)
+                        continue
+                    except Exception:
+                        self._per_row(i, column, n, rows).advance(step, rows, n)
+                        continue
+                column.advance(step, rows, n)
+        return rows
+
+    def _per_row(self, index: int, column: _ArrayColumn, n: IntArray, rows: IntArray
+                 ) -> _ScalarColumn:  # fmt: skip
+        """An array step raised: go on with one scalar indicator per row, each with its row's
+        state (as before this bar), so the row at fault is found and dropped alone."""
+        ind = column.ind
+        scalar = _ScalarColumn(ind._factory, ind.spec[1], column.depth, column.outputs)
+        taken = self.total.copy()
+        taken[rows] = n - 1
+        for row in range(len(self.rows)):
+            scalar.inds.append(ind.export(row, int(taken[row])))
+            hist: deque[Value] = deque(maxlen=column.depth)
+            count = min(int(taken[row]), column.depth)
+            for back in range(count - 1, -1, -1):
+                at = column.hist[:, row, (int(taken[row]) - 1 - back) % column.depth]
+                hist.append(float(at[0]) if column.outputs == 1 else tuple(map(float, at)))
+            scalar.hist.append(hist)
+        scalar.grow(self.size)
+        self.columns[index] = scalar
+        for spec, found in list(self.by_spec.items()):
+            if found is column:
+                self.by_spec[spec] = scalar
+        return scalar
+
+    def take_klines(self, items: list[tuple[int, Kline]]) -> IntArray:
+        """``take`` for (row, kline) pairs, one per row."""
+        if not items:
+            return _NO_ROWS
+        rows = np.fromiter((r for r, _ in items), dtype=np.int64, count=len(items))
+        bars = np.array([kline_floats(k) for _, k in items]).T
+        opens = np.fromiter((k.open_ms for _, k in items), dtype=np.int64, count=len(items))
+        return self.take(rows, bars, opens)
+
+    def feed(self, histories: Iterable[tuple[int, list[Kline]]]) -> None:
+        """Each row takes its klines (oldest first), all rows in step from their newest back,
+        so a history of any length costs one array step per bar of the longest."""
+        lists = [(row, ks) for row, ks in histories if ks]
+        if not lists:
+            return
+        longest = max(len(ks) for _, ks in lists)
+        for j in range(longest):
+            self.take_klines(
+                [(row, ks[j - longest + len(ks)]) for row, ks in lists if j >= longest - len(ks)]
+            )
+
+    def held_klines(self, row: int) -> list[Kline]:
+        """The bars a row holds, oldest first, as klines (the fields kept; the rest 0)."""
+        held = int(self.held[row])
+        idx = (int(self.pos[row]) - held + np.arange(held)) % self.cap
+        cols = self.buf[:, row, idx].tolist()
+        u = UNITS_PER_COIN
+        length = INTERVALS[self.interval]
+        out = []
+        for o, h, lo, c, v, qv, trades, t in zip(*cols, strict=True):
+            open_ms = int(t)
+            out.append(
+                Kline(open_ms, length.close_time(open_ms), round(o * u), round(h * u),
+                      round(lo * u), round(c * u), round(v * u),
+                      round(qv * u) if not math.isnan(qv) else 0,
+                      int(trades) if not math.isnan(trades) else 0, 0, 0)
+            )  # fmt: skip
+        return out
+
+    # ------------------------------------------------------------------ reads
+
+    def series_at(self, field: str, rows: IntArray, back: Any) -> tuple[FloatArray, np.ndarray]:
+        """Each row's ``field`` ``back`` bars before its newest, and where that is undefined
+        (not held, or not finite)."""
+        v = self.buf[ROW[field], rows, (self.pos[rows] - 1 - back) % self.cap]
+        return v, (back >= self.held[rows]) | ~np.isfinite(v)
+
+    def column(self, spec: Spec) -> Column | None:
+        return self.by_spec.get(spec)
+
+    def frame(self, row: int) -> RowFrame:
+        return RowFrame(self, row)
+
+
+class RowSeries:
+    """One row's bars through the ``BarSeries`` reading interface."""
+
+    __slots__ = ("_block", "_row")
+
+    def __init__(self, block: Block, row: int) -> None:
+        self._block, self._row = block, row
+
+    @property
+    def capacity(self) -> int:
+        return self._block.cap
+
+    @property
+    def total(self) -> int:
+        return int(self._block.total[self._row])
+
+    def __len__(self) -> int:
+        return int(self._block.held[self._row])
+
+    def last(self, field: str, back: int = 0) -> float:
+        b, row = self._block, self._row
+        if not 0 <= back < b.held[row]:
+            raise IndexError("not enough bars held")
+        return float(b.buf[ROW[field], row, (b.pos[row] - 1 - back) % b.cap])
+
+    def window(self, field: str, n: int | None = None) -> FloatArray:
+        b, row = self._block, self._row
+        held = int(b.held[row])
+        n = held if n is None else min(n, held)
+        idx = (int(b.pos[row]) - n + np.arange(n)) % b.cap
+        values: FloatArray = b.buf[ROW[field], row, idx]
+        return values
+
+    def recent(self, field: str, back: int, n: int) -> list[float]:
+        if back < 0 or n < 1 or back + n > len(self):
+            raise IndexError("not enough bars held")
+        values: list[float] = self.window(field, back + n)[:n].tolist()
+        return values
+
+
+class RowFrame:
+    """One row of a block through the ``Frame`` reading interface."""
+
+    __slots__ = ("_block", "_row", "interval", "series")
+
+    def __init__(self, block: Block, row: int) -> None:
+        self._block, self._row = block, row
+        self.interval = block.interval
+        self.series = RowSeries(block, row)
+
+    @property
+    def bars(self) -> int:
+        return int(self._block.total[self._row])
+
+    @property
+    def last_open(self) -> int:
+        return int(self._block.last_open[self._row])
+
+    @property
+    def capacity(self) -> int:
+        return self._block.cap
+
+    def value(self, spec: Spec, back: int) -> Value:
+        column = self._block.by_spec.get(spec)
+        if column is None:
+            raise IndicatorFailed(self._block.broken.get(spec, f"{spec} is not computed"))
+        return column.value_row(self._block, self._row, back)

@@ -1,0 +1,399 @@
+"""Evaluate every trader over every symbol of a shard at once, at each close.
+
+``ShardEngine`` is the rules state of many symbols: one ``Block`` per interval any trader
+reads (``flows.rules.block``: every symbol's bars and the shared indicators, as arrays), the
+traders switched off per symbol, and the strikes of slow ones. Closed klines of any symbols
+are taken in groups of the same end time, oldest first; within a group every block takes
+the bars of all its symbols in one array step per indicator before any rule is evaluated
+(so a ``tf=`` read sees what it would see one symbol at a time), then each trader is
+evaluated once over all the symbols it watches that closed on its interval
+(``flows.rules.vector``), not once per symbol.
+
+Decisions are exactly those of the per-symbol engine (``flows.signals.engine.SymbolEngine``,
+the reference ``tests/property/test_shard_engine.py`` holds this engine to, symbol by symbol,
+fire by fire): the same bars reach the same indicators with the same arithmetic, each rule
+node has the scalar meaning per row, and a rule the array evaluator does not cover (a data
+engineer's helper, the 24h ticker, a calendar-month ``tf=``) is evaluated per symbol by the
+scalar evaluator through a view of its row. So are the rows where the scalar evaluator
+would raise (an indicator failed for that symbol, say): each is decided alone, and a failure
+switches off that trader for that symbol only, as ever.
+
+Every symbol with a trader has the same row in every block (``index``), so one array of
+rows serves all the intervals a rule reads. A block's indicators are the union of what the
+shard's traders need on its interval: an indicator one trader needs is computed for every
+symbol of the shard (one array step either way), and a book change that needs more rebuilds
+the blocks from the bars held plus older ones from storage, as a frame is rebuilt.
+
+The budget (``budget_s``): a rule evaluated per symbol is timed per symbol, as before; an
+array evaluation is timed whole and each symbol is charged its share.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import numpy as np
+
+from flows.domain.intervals import INTERVALS
+from flows.domain.kline import Kline
+from flows.domain.money import format_units
+from flows.indicators import Indicator
+from flows.rules.block import Block, RowFrame
+from flows.rules.frame import Requirements
+from flows.rules.helpers import DEFAULT_REGISTRY
+from flows.rules.vector import Lanes, vectorize
+from flows.signals.book import Book, CompiledTrader
+from flows.signals.engine import (
+    DEFAULT_BUDGET_S,
+    SLOW_STRIKES,
+    EngineCounters,
+    Fire,
+    RuleFailure,
+    Seeder,
+    _months_before,
+    signal_id,
+)
+
+log = logging.getLogger(__name__)
+
+Closed3 = tuple[str, str, Kline]  # (symbol, interval, closed kline)
+TraderKey = tuple[int, int]  # (trader id, version)
+
+
+class ShardEngine:
+    """The rules state of the symbols of one shard (pickles into recovery snapshots)."""
+
+    def __init__(self) -> None:
+        self.blocks: dict[str, Block] = {}
+        self.index: dict[str, int] = {}  # symbol -> its row in every block
+        self.seen: set[str] = set()  # every symbol given, with traders or not
+        self.failed: dict[TraderKey, dict[str, str]] = {}  # trader -> symbol -> error
+        self._reset_derived()
+
+    def _reset_derived(self) -> None:
+        self.book_version = -1
+        self.slow: dict[tuple[TraderKey, str], int] = {}
+        self._traders: list[CompiledTrader] = []
+        self._watch: dict[TraderKey, np.ndarray] = {}  # rows each trader watches
+        self._off: dict[TraderKey, np.ndarray] = {}  # rows each trader is switched off for
+        self._symbols: list[str] = []  # row -> symbol
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"blocks": self.blocks, "index": self.index, "seen": self.seen,
+                "failed": self.failed}  # fmt: skip
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._reset_derived()
+
+    # ------------------------------------------------------------------ book and symbols
+
+    def traders_of(self, book: Book, symbol: str) -> list[CompiledTrader]:
+        return book.for_symbol(symbol)
+
+    def main_intervals(self, book: Book, symbol: str) -> set[str]:
+        """The intervals the symbol's traders are evaluated on."""
+        return {t.row.interval for t in book.for_symbol(symbol)}
+
+    def sync(self, book: Book, end_ms: int, seeder: Seeder | None,
+             factories: Mapping[str, Callable[..., Indicator]], counters: EngineCounters,
+             ) -> None:  # fmt: skip
+        """Adopt ``book``: rows for every symbol with a trader, blocks for what they need,
+        seeded up to ``end_ms``."""
+        self.book_version = book.version
+        watched = {s: book.for_symbol(s) for s in sorted(self.seen)}
+        ids = {id(t) for ts in watched.values() for t in ts}
+        self._traders = [t for t in book.traders if id(t) in ids]
+        live = {(t.row.id, t.row.version) for t in self._traders}
+        self.failed = {k: v for k, v in self.failed.items() if k in live}
+        wanted: dict[str, Requirements] = {}
+        for trader in self._traders:
+            for interval, req in trader.program.requirements.items():
+                wanted.setdefault(interval, Requirements()).merge(req)
+        new = [s for s in sorted(watched) if watched[s] and s not in self.index]
+        blocks: dict[str, Block] = {}
+        for interval, req in wanted.items():
+            block = self.blocks.get(interval)
+            if block is not None and req.covered_by(block.requirements):
+                blocks[interval] = block
+                continue
+            merged = Requirements()
+            merged.merge(req)
+            blocks[interval] = self._rebuilt(interval, merged, block, end_ms, seeder, factories,
+                                             counters)  # fmt: skip
+        self.blocks = blocks
+        self._add(new, end_ms, seeder, counters)
+        self._derive()
+
+    def _derive(self) -> None:
+        self._symbols = sorted(self.index, key=self.index.__getitem__)
+        size = len(self._symbols)
+        self._watch = {}
+        self._off = {}
+        for trader in self._traders:
+            key = (trader.row.id, trader.row.version)
+            self._watch[key] = np.array([trader.watches(s) for s in self._symbols], dtype=bool)
+            off = np.zeros(size, dtype=bool)
+            for symbol in self.failed.get(key, {}):
+                if symbol in self.index:
+                    off[self.index[symbol]] = True
+            self._off[key] = off
+
+    def _seed(self, seeder: Seeder | None, symbol: str, interval: str, end_ms: int,
+              count: int) -> list[Kline]:  # fmt: skip
+        if seeder is None or count <= 0:
+            return []
+        try:
+            return seeder(symbol, interval, end_ms, count)
+        except Exception as exc:  # storage unavailable: start from what is held
+            log.warning("seeding symbol=%s interval=%s failed (%s); rules warm up from new bars",
+                        symbol, interval, exc)  # fmt: skip
+            return []
+
+    def _rebuilt(self, interval: str, req: Requirements, old: Block | None, end_ms: int,
+                 seeder: Seeder | None, factories: Mapping[str, Callable[..., Indicator]],
+                 counters: EngineCounters) -> Block:  # fmt: skip
+        """A block with ``req`` for every symbol with a row: each fed the bars the old block
+        held, after older ones from storage when those are fewer than it keeps."""
+        fresh = Block(interval, req, factories)
+        histories = []
+        for symbol in sorted(self.index, key=self.index.__getitem__):
+            row = fresh.row(symbol)
+            held = old.held_klines(old.rows[symbol]) if old and symbol in old.rows else []
+            older: list[Kline] = []
+            if len(held) < fresh.cap:
+                bound = held[0].open_ms if held else end_ms
+                older = self._seed(seeder, symbol, interval, bound, fresh.cap - len(held))
+                if held:
+                    older = [k for k in older if k.open_ms < held[0].open_ms]
+            klines = older + held
+            counters.seeded_klines += len(klines)
+            histories.append((row, klines))
+        fresh.feed(histories)
+        return fresh
+
+    def _add(self, symbols: list[str], end_ms: int, seeder: Seeder | None,
+             counters: EngineCounters) -> None:  # fmt: skip
+        """Rows for new symbols in every block, seeded from storage up to ``end_ms``."""
+        for symbol in symbols:
+            self.index[symbol] = len(self.index)
+        for interval, block in self.blocks.items():
+            histories = []
+            for symbol in sorted(self.index, key=self.index.__getitem__):
+                if symbol in block.rows:
+                    continue
+                row = block.row(symbol)
+                klines = self._seed(seeder, symbol, interval, end_ms, block.cap)
+                counters.seeded_klines += len(klines)
+                histories.append((row, klines))
+            block.feed(histories)
+
+    def rewind(self, symbol: str, first_open: Mapping[str, int]) -> None:
+        """Forget the symbol's bars of each interval from `first_open[interval]` on: they
+        come again (amended klines) and are decided again."""
+        for interval, before in first_open.items():
+            block = self.blocks.get(interval)
+            row = block.rows.get(symbol) if block is not None else None
+            if block is None or row is None or block.last_open[row] < before:
+                continue
+            keep = [k for k in block.held_klines(row) if k.open_ms < before]
+            rows = np.array([row], dtype=np.int64)
+            block.reset(rows)
+            block.feed([(row, keep)])
+
+    # ------------------------------------------------------------------ evaluation
+
+    def process(
+        self,
+        closed: Iterable[Closed3],
+        book: Book,
+        seeder: Seeder | None,
+        now_ms: int,
+        counters: EngineCounters,
+        factories: Mapping[str, Callable[..., Indicator]] = DEFAULT_REGISTRY.factories,
+        budget_s: float = DEFAULT_BUDGET_S,
+    ) -> tuple[list[Fire], list[RuleFailure]]:
+        """Take closed klines (any symbols, any intervals, any order); evaluate the traders."""
+        groups: dict[int, list[Closed3]] = {}
+        for item in closed:
+            groups.setdefault(item[2].close_ms + 1, []).append(item)
+        fires: list[Fire] = []
+        failures: list[RuleFailure] = []
+        for end in sorted(groups):
+            group = groups[end]
+            fresh = {s for s, _, _ in group if s not in self.seen}
+            if fresh:
+                self.seen |= fresh
+            if book.version != self.book_version:
+                self.sync(book, end, seeder, factories, counters)
+            elif fresh:
+                new = sorted(s for s in fresh if book.for_symbol(s))
+                if new:
+                    self._add(new, end, seeder, counters)
+                    self._derive()
+            if not self._traders:
+                continue
+            closing = self._take(group)
+            for trader in self._traders:
+                got = closing.get(trader.row.interval)
+                if got is not None:
+                    self._evaluate(trader, got, now_ms, counters, fires, failures, budget_s)
+        return fires, failures
+
+    def _take(self, group: list[Closed3]) -> dict[str, tuple[np.ndarray, list[Kline]]]:
+        """Every block takes its bars of the group; per interval, the rows whose newest bar
+        is the group's kline (rows to evaluate) and those klines."""
+        by_interval: dict[str, dict[int, Kline]] = {}
+        index = self.index
+        for symbol, interval, k in group:
+            row = index.get(symbol)
+            if row is not None:
+                by_interval.setdefault(interval, {})[row] = k
+        closing: dict[str, tuple[np.ndarray, list[Kline]]] = {}
+        for interval, items in by_interval.items():
+            block = self.blocks.get(interval)
+            if block is None:
+                continue
+            block.take_klines(list(items.items()))
+            rows = np.fromiter(items, dtype=np.int64, count=len(items))
+            opens = np.fromiter((k.open_ms for k in items.values()), dtype=np.int64,
+                                count=len(items))  # fmt: skip
+            current = block.last_open[rows] == opens  # not a kline older than one held
+            klines = list(items.values())
+            if not current.all():
+                klines = [k for k, c in zip(klines, current.tolist(), strict=True) if c]
+                rows = rows[current]
+            closing[interval] = (rows, klines)
+        return closing
+
+    def _evaluate(self, trader: CompiledTrader, closing: tuple[np.ndarray, list[Kline]],
+                  now_ms: int, counters: EngineCounters, fires: list[Fire],
+                  failures: list[RuleFailure], budget_s: float) -> None:  # fmt: skip
+        rows, klines = closing
+        key = (trader.row.id, trader.row.version)
+        mine = self._watch[key][rows] & ~self._off[key][rows]
+        if not mine.any():
+            return
+        if not mine.all():
+            rows = rows[mine]
+            klines = [k for k, m in zip(klines, mine.tolist(), strict=True) if m]
+        vector = vectorize(trader.program)
+        scalar_rows: list[int] = []
+        if vector is None:
+            scalar_rows = list(range(len(rows)))
+        else:
+            started = time.perf_counter()
+            blocks = {iv: self.blocks[iv] for iv in vector.intervals}
+            lanes = Lanes(blocks, dict.fromkeys(vector.intervals, rows), len(rows))
+            truth, bad = vector.holds(lanes, 0)
+            fire = truth & ~bad
+            if trader.row.trigger_mode == "on_change" and fire.any():
+                at = np.flatnonzero(fire)
+                before = Lanes(blocks, dict.fromkeys(vector.intervals, rows[at]), len(at))
+                t1, b1 = vector.holds(before, 1)
+                fire[at] = ~b1 & ~t1
+                fire[at[before.suspect]] = False
+                lanes.suspect[at[before.suspect]] = True
+            suspect = lanes.suspect
+            fire &= ~suspect
+            decided = len(rows) - int(suspect.sum())
+            counters.evaluations += decided
+            counters.not_ready += int((bad & ~suspect).sum())
+            for i in np.flatnonzero(fire).tolist():
+                self._fire(trader, rows[i], klines[i], now_ms, counters, fires, failures)
+            scalar_rows = np.flatnonzero(suspect).tolist()
+            share = (time.perf_counter() - started) / max(1, len(rows))
+            if share > budget_s:
+                for i in range(len(rows)):
+                    self._over_budget(trader, int(rows[i]), klines[i], share, budget_s,
+                                      counters, failures)  # fmt: skip
+        for i in scalar_rows:
+            row, k = int(rows[i]), klines[i]
+            started = time.perf_counter()
+            self._decide(trader, row, k, now_ms, counters, fires, failures)
+            spent = time.perf_counter() - started
+            if spent > budget_s:
+                self._over_budget(trader, row, k, spent, budget_s, counters, failures)
+            elif self.slow:
+                self.slow.pop((key, self._symbols[row]), None)
+
+    def _frames(self, row: int) -> dict[str, RowFrame]:
+        return {iv: block.frame(row) for iv, block in self.blocks.items()}
+
+    def _decide(self, trader: CompiledTrader, row: int, k: Kline, now_ms: int,
+                counters: EngineCounters, fires: list[Fire], failures: list[RuleFailure],
+                ) -> None:  # fmt: skip
+        """One symbol, with the scalar evaluator (as ``SymbolEngine._evaluate``)."""
+        program = trader.program
+        frames = self._frames(row)
+        counters.evaluations += 1
+        try:
+            now = program.holds(frames, 0)  # type: ignore[arg-type]
+            if now is None:
+                counters.not_ready += 1
+                return
+            if not now:
+                return
+            if trader.row.trigger_mode == "on_change" and program.holds(frames, 1) is not False:  # type: ignore[arg-type]
+                return
+        except Exception as exc:  # a helper's own bug, a failed indicator, ...
+            self._switch_off(trader, row, k, f"{type(exc).__name__}: {exc}"[:500], counters,
+                             failures)  # fmt: skip
+            return
+        self._fire(trader, row, k, now_ms, counters, fires, failures)
+
+    def _fire(self, trader: CompiledTrader, row: int, k: Kline, now_ms: int,
+              counters: EngineCounters, fires: list[Fire], failures: list[RuleFailure],
+              ) -> None:  # fmt: skip
+        r = trader.row
+        symbol = self._symbols[row]
+        try:
+            values = trader.program.values(self._frames(row), 0)  # type: ignore[arg-type]
+        except Exception as exc:
+            self._switch_off(trader, row, k, f"{type(exc).__name__}: {exc}"[:500], counters,
+                             failures)  # fmt: skip
+            return
+        interval = INTERVALS[r.interval]
+        window_start = k.open_ms
+        if r.cooldown_bars:
+            window_start = k.open_ms - r.cooldown_bars * interval.length_ms
+            if interval.calendar_month:
+                window_start = _months_before(k.open_ms, r.cooldown_bars)
+        counters.fires += 1
+        fires.append(
+            Fire(signal_id(r.id, symbol, r.interval, k.open_ms), r.id, r.version, symbol,
+                 r.interval, k.open_ms, k.close_ms, window_start, format_units(k.close),
+                 values, now_ms)
+        )  # fmt: skip
+
+    def _over_budget(self, trader: CompiledTrader, row: int, k: Kline, spent: float,
+                     budget_s: float, counters: EngineCounters, failures: list[RuleFailure],
+                     ) -> None:  # fmt: skip
+        key = (trader.row.id, trader.row.version)
+        symbol = self._symbols[row]
+        if self._off[key][row]:
+            return
+        strikes = self.slow[(key, symbol)] = self.slow.get((key, symbol), 0) + 1
+        if strikes < SLOW_STRIKES:
+            return
+        del self.slow[(key, symbol)]
+        message = (
+            f"evaluation took {spent * 1000:.0f} ms, over the budget of {budget_s * 1000:g} ms "
+            f"on {SLOW_STRIKES} klines in a row: switched off for this symbol"
+        )
+        counters.over_budget += 1
+        self._switch_off(trader, row, k, message, counters, failures)
+
+    def _switch_off(self, trader: CompiledTrader, row: int, k: Kline, message: str,
+                    counters: EngineCounters, failures: list[RuleFailure]) -> None:  # fmt: skip
+        r = trader.row
+        key = (r.id, r.version)
+        symbol = self._symbols[row]
+        self.failed.setdefault(key, {})[symbol] = message
+        self._off[key][row] = True
+        counters.failures += 1
+        failures.append(RuleFailure(r.id, r.version, symbol, k.open_ms, message))
+        log.warning("trader id=%d switched off for symbol=%s: %s", r.id, symbol, message)
