@@ -5,7 +5,7 @@
    new 1m kline closes for every symbol and the engine the flow runs (one ShardEngine, every
    symbol at once) takes them: the time of that whole close (indicator updates + every rule)
    is the figure; the target is 30 ms and 3 us per (trader, symbol). The per-symbol engine it
-   replaced (tests/reference_engine.py) takes the next closes from the same state, and the
+   replaced (flows/signals/scalar_engine.py) takes the next closes from the same state, and the
    array engine takes them again, for a ratio in the same run. `--scale` adds 1,600 symbols
    x 100 traders (variations of the ten) and 5,000 symbols x 10 traders.
 2. Latency: a real PostgreSQL (embedded, or KLINEFLOW_DATABASE_URL) with a listener on
@@ -118,8 +118,8 @@ def traders(count: int) -> list[TraderRow]:
 def evaluation(symbols: int, trader_count: int, rounds: int, reference_rounds: int) -> None:
     """One 1m close for every symbol, `rounds` times: the array engine the flow runs
     (every symbol at once) and, over `reference_rounds`, the per-symbol engine it replaced
-    (`tests/reference_engine.py`), on the same warmed state and the same klines."""
-    from tests.reference_engine import ScalarEngine
+    (`flows/signals/scalar_engine.py`), on the same warmed state and the same klines."""
+    from flows.signals.scalar_engine import ScalarEngine
 
     book = build_book(traders(trader_count))
     assert not book.errors, book.errors

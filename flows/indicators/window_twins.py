@@ -11,32 +11,25 @@ import numpy as np
 
 from flows.indicators import windowed
 from flows.indicators.arrays import NAN, ArrayIndicator, Bars, FloatArray, IntArray
-from flows.indicators.library import Indicator
+from flows.indicators.library import Indicator, Spec
 
 
 class ArrayWindowed(ArrayIndicator):
-    """A windowed indicator: a function of the newest ``window`` bars only."""
+    """A windowed indicator: a function of the newest ``window`` bars only (picklable:
+    the function is looked up by the spec's name)."""
 
-    def __init__(
-        self,
-        twin: Indicator,
-        factory: Callable[..., Indicator],
-        compute: Callable[[Bars], tuple[FloatArray, ...] | FloatArray],
-        outputs: int,
-    ) -> None:
+    def __init__(self, twin: Indicator, factory: Callable[..., Indicator], outputs: int) -> None:
         super().__init__(twin, factory)
-        self.compute = compute
         self.outputs = outputs
 
     def update(self, bars: Bars, rows: IntArray, n: IntArray) -> FloatArray:
         out = np.full((self.outputs, len(rows)), NAN)
         ready = n >= self.warmup_bars
         if ready.all():
-            got = self.compute(bars)
+            got = _compute(self.spec, self.window, bars)
             out[:] = got if isinstance(got, tuple) else got[None]
         elif ready.any():
-            sub = _Subset(bars, ready)
-            got = self.compute(sub)
+            got = _compute(self.spec, self.window, _Subset(bars, ready))
             out[:, ready] = got if isinstance(got, tuple) else got[None]
         return out
 
@@ -56,53 +49,33 @@ class _Subset:
         return picked
 
 
-def windowed_twin(twin: Indicator, factory: Callable[..., Indicator]) -> ArrayIndicator | None:
-    name, args = twin.spec
-    w = twin.window
+def _compute(spec: Spec, w: int, b: Bars) -> tuple[FloatArray, ...] | FloatArray:
+    name, args = spec
     if name == "bbands":
-        period, nbdev = args
-
-        def bb(b: Bars) -> tuple[FloatArray, ...]:
-            return tuple(windowed.bbands(b.window("close", w), period, nbdev))
-
-        return ArrayWindowed(twin, factory, bb, 3)
+        return tuple(windowed.bbands(b.window("close", w), args[0], args[1]))
     if name == "cci":
-
-        def cci(b: Bars) -> FloatArray:
-            return windowed.cci(b.window("high", w), b.window("low", w), b.window("close", w),
-                                args[0])  # fmt: skip
-
-        return ArrayWindowed(twin, factory, cci, 1)
+        return windowed.cci(b.window("high", w), b.window("low", w), b.window("close", w),
+                            args[0])  # fmt: skip
     if name == "mfi":
-
-        def mfi(b: Bars) -> FloatArray:
-            return windowed.mfi(b.window("high", w), b.window("low", w), b.window("close", w),
-                                b.window("volume", w), args[0])  # fmt: skip
-
-        return ArrayWindowed(twin, factory, mfi, 1)
+        return windowed.mfi(b.window("high", w), b.window("low", w), b.window("close", w),
+                            b.window("volume", w), args[0])  # fmt: skip
     if name == "stoch":
-
-        def stoch(b: Bars) -> tuple[FloatArray, ...]:
-            return tuple(windowed.stoch(b.window("high", w), b.window("low", w),
-                                        b.window("close", w), *args))  # fmt: skip
-
-        return ArrayWindowed(twin, factory, stoch, 2)
+        return tuple(windowed.stoch(b.window("high", w), b.window("low", w),
+                                    b.window("close", w), *args))  # fmt: skip
     if name in ("highest", "lowest"):
-        period, field = args
         pick = windowed.highest if name == "highest" else windowed.lowest
+        return pick(b.window(args[1], w), args[0])
+    fn = windowed.PATTERN_ARRAYS[args[0]]
+    return fn(b.window("open", w), b.window("high", w), b.window("low", w), b.window("close", w))
 
-        def extreme(b: Bars) -> FloatArray:
-            return pick(b.window(field, w), period)
 
-        return ArrayWindowed(twin, factory, extreme, 1)
+_OUTPUTS = {"bbands": 3, "cci": 1, "mfi": 1, "stoch": 2, "highest": 1, "lowest": 1}
+
+
+def windowed_twin(twin: Indicator, factory: Callable[..., Indicator]) -> ArrayIndicator | None:
+    """The array twin of a windowed indicator, or None if it has none."""
+    name, args = twin.spec
     if name == "pattern":
-        fn = windowed.PATTERN_ARRAYS.get(args[0])
-        if fn is None:
-            return None
-
-        def pattern(b: Bars) -> FloatArray:
-            return fn(b.window("open", w), b.window("high", w), b.window("low", w),
-                      b.window("close", w))  # fmt: skip
-
-        return ArrayWindowed(twin, factory, pattern, 1)
-    return None
+        return ArrayWindowed(twin, factory, 1) if args[0] in windowed.PATTERN_ARRAYS else None
+    outputs = _OUTPUTS.get(name)
+    return ArrayWindowed(twin, factory, outputs) if outputs else None

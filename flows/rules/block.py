@@ -39,6 +39,7 @@ from flows.indicators.series import FIELDS
 from flows.rules.frame import (
     MIN_CAPACITY,
     UNDEFINED,
+    Frame,
     IndicatorFailed,
     Requirements,
     _failure,
@@ -91,6 +92,7 @@ class _ArrayColumn:
         self.depth = depth
         self.outputs = ind.outputs
         self.hist = np.full((ind.outputs, 0, depth), math.nan)
+        self.broken: dict[int, str] = {}  # rows whose scalar form failed (adopted as such)
 
     def grow(self, size: int) -> None:
         self.ind.grow(size)
@@ -101,11 +103,15 @@ class _ArrayColumn:
     def reset(self, rows: IntArray) -> None:
         self.ind.reset(rows)
         self.hist[:, rows] = math.nan
+        for row in rows.tolist():
+            self.broken.pop(row, None)
 
     def advance(self, step: Step, rows: IntArray, n: IntArray) -> None:
         self.hist[:, rows, (n - 1) % self.depth] = self.ind.update(step, rows, n)
 
     def value_row(self, block: Block, row: int, back: int) -> Value:
+        if row in self.broken:
+            raise IndicatorFailed(self.broken[row])
         total = int(block.total[row])
         if back >= min(total, self.depth):
             raise UNDEFINED
@@ -117,6 +123,9 @@ class _ArrayColumn:
         total = block.total[rows]
         v = self.hist[output, rows, (total - 1 - back) % self.depth]
         bad = (back >= np.minimum(total, self.depth)) | ~np.isfinite(v)
+        if self.broken:
+            failed = np.isin(rows, list(self.broken))
+            return v, bad, failed if failed.any() else None
         return v, bad, None
 
 
@@ -228,6 +237,8 @@ class Block:
             self.columns.append(column)
         for spec, key in aliases.items():
             self.by_spec[spec] = made[key]
+        self._canonical = made
+        self._alias = aliases
         self._windows = {key: ind.window for key, (ind, _) in canonical.items()}
         self.cap = max(
             [MIN_CAPACITY, requirements.series_depth + 1]
@@ -239,6 +250,20 @@ class Block:
         self.held: IntArray = np.zeros(0, dtype=np.int64)
         self.total: IntArray = np.zeros(0, dtype=np.int64)  # bars taken
         self.last_open: IntArray = np.zeros(0, dtype=np.int64)
+        # bars each row keeps (what a frame with that row's requirements keeps, at most cap)
+        self.row_cap: IntArray = np.zeros(0, dtype=np.int64)
+
+    def capacity_of(self, requirements: Requirements) -> int:
+        """The bars a frame with ``requirements`` (some of this block's) keeps."""
+        depths: dict[Spec, int] = {}
+        for spec, depth in requirements.specs.items():
+            key = self._alias.get(spec)
+            if key is not None:
+                depths[key] = max(depths.get(key, 0), depth)
+        return max(
+            [MIN_CAPACITY, requirements.series_depth + 1]
+            + [self._windows[key] + depth for key, depth in depths.items()]
+        )
 
     # ------------------------------------------------------------------ rows
 
@@ -264,6 +289,9 @@ class Block:
         last = np.full(size, -1, dtype=np.int64)
         last[:old] = self.last_open
         self.last_open = last
+        caps = np.full(size, self.cap, dtype=np.int64)
+        caps[:old] = self.row_cap
+        self.row_cap = caps
         for column in self.columns:
             column.grow(size)
         self.size = size
@@ -290,7 +318,7 @@ class Block:
         pos = self.pos[rows]
         self.buf[:, rows, pos] = bars
         self.pos[rows] = (pos + 1) % self.cap
-        self.held[rows] = np.minimum(self.held[rows] + 1, self.cap)
+        self.held[rows] = np.minimum(self.held[rows] + 1, self.row_cap[rows])
         n = self.total[rows] + 1
         self.total[rows] = n
         self.last_open[rows] = opens
@@ -324,11 +352,46 @@ class Block:
                 hist.append(float(at[0]) if column.outputs == 1 else tuple(map(float, at)))
             scalar.hist.append(hist)
         scalar.grow(self.size)
+        for row, message in column.broken.items():
+            scalar.broken[row] = message
+            scalar.inds[row] = None
         self.columns[index] = scalar
-        for spec, found in list(self.by_spec.items()):
-            if found is column:
-                self.by_spec[spec] = scalar
+        for table in (self.by_spec, self._canonical):
+            for spec, found in list(table.items()):
+                if found is column:
+                    table[spec] = scalar
         return scalar
+
+    def adopt(self, row: int, frame: Frame | RowFrame) -> None:
+        """Give an empty row the bars and indicator states of a frame (a one-symbol
+        ``Frame``, or a row of another block) as they are: no value changes. An indicator
+        the frame does not compute stays empty for this row (no rule reading the row reads
+        it, see ``flows.signals.shard_engine``); one that failed there is failed here."""
+        series = frame.series
+        held = min(len(series), int(self.row_cap[row]))
+        for field, i in ROW.items():
+            self.buf[i, row, :held] = series.window(field, held)
+        total = series.total
+        self.pos[row] = held % self.cap
+        self.held[row] = held
+        self.total[row] = total
+        self.last_open[row] = frame.last_open
+        for spec, column in self._canonical.items():
+            found = frame.parts(spec)
+            if found is None:
+                continue
+            if isinstance(found, str):
+                column.broken[row] = found
+                continue
+            ind, hist = found
+            if isinstance(column, _ArrayColumn):
+                column.ind.load(row, ind)
+                for back, value in enumerate(reversed(hist)):
+                    if back < column.depth:
+                        column.hist[:, row, (total - 1 - back) % column.depth] = value
+            else:
+                column.inds[row] = ind
+                column.hist[row] = deque(hist, maxlen=column.depth)
 
     def take_klines(self, items: list[tuple[int, Kline]]) -> IntArray:
         """``take`` for (row, kline) pairs, one per row."""
@@ -445,6 +508,28 @@ class RowFrame:
     @property
     def capacity(self) -> int:
         return self._block.cap
+
+    def held_klines(self) -> list[Kline]:
+        return self._block.held_klines(self._row)
+
+    def parts(self, spec: Spec) -> tuple[Indicator, deque[Value]] | str | None:
+        """As ``Frame.parts``: the row's indicator for ``spec`` as a scalar one (exported
+        from an array one), its recent values; why it failed; None if not computed."""
+        block, row = self._block, self._row
+        column = block.by_spec.get(spec)
+        if column is None:
+            return block.broken.get(spec)
+        if row in column.broken:
+            return column.broken[row]
+        total = int(block.total[row])
+        if isinstance(column, _ArrayColumn):
+            ind: Indicator | None = column.ind.export(row, total)
+            hist: deque[Value] = deque(maxlen=column.depth)
+            for back in range(min(total, column.depth) - 1, -1, -1):
+                hist.append(column.value_row(block, row, back))
+        else:
+            ind, hist = column.inds[row], column.hist[row]
+        return None if ind is None else (ind, hist)
 
     def value(self, spec: Spec, back: int) -> Value:
         column = self._block.by_spec.get(spec)

@@ -181,6 +181,16 @@ class Frame:
             raise UNDEFINED
         return hist[-1 - back]
 
+    def parts(self, spec: Spec) -> tuple[Indicator, deque[Value]] | str | None:
+        """The indicator computing ``spec`` here and its recent values, to move this
+        frame's state elsewhere; why it failed, if it did; None if it is not required."""
+        if spec in self._broken:
+            return self._broken[spec]
+        ind = self._ind.get(spec)
+        if ind is None:
+            return None
+        return ind, self._hist[spec]
+
     def held_klines(self) -> list[Kline]:
         """The bars held, oldest first, as klines (the fields a frame keeps; the rest 0)."""
         s = self.series

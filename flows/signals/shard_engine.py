@@ -42,7 +42,7 @@ from flows.domain.kline import Kline
 from flows.domain.money import format_units
 from flows.indicators import Indicator
 from flows.rules.block import Block, RowFrame
-from flows.rules.frame import Requirements
+from flows.rules.frame import Frame, Requirements
 from flows.rules.helpers import DEFAULT_REGISTRY
 from flows.rules.vector import Lanes, vectorize
 from flows.signals.book import Book, CompiledTrader
@@ -56,21 +56,31 @@ from flows.signals.engine import (
     _months_before,
     signal_id,
 )
+from flows.signals.scalar_engine import ScalarEngine
 
 log = logging.getLogger(__name__)
 
 Closed3 = tuple[str, str, Kline]  # (symbol, interval, closed kline)
+# below this many symbols with traders a shard runs one scalar engine per symbol: a numpy
+# step costs about as much for one row as the scalar code, so arrays pay from about a dozen
+ARRAY_MIN_SYMBOLS = 16
 TraderKey = tuple[int, int]  # (trader id, version)
 
 
 class ShardEngine:
     """The rules state of the symbols of one shard (pickles into recovery snapshots)."""
 
-    def __init__(self) -> None:
+    def __init__(self, array_min_symbols: int = ARRAY_MIN_SYMBOLS) -> None:
         self.blocks: dict[str, Block] = {}
         self.index: dict[str, int] = {}  # symbol -> its row in every block
         self.seen: set[str] = set()  # every symbol given, with traders or not
         self.failed: dict[TraderKey, dict[str, str]] = {}  # trader -> symbol -> error
+        self._pending: dict[str, set[str]] = {}  # symbol -> intervals whose row awaits seeds
+        # symbol -> interval -> what its bars and indicators there hold (its frame's needs)
+        self.row_req: dict[str, dict[str, Requirements]] = {}
+        # while the shard has few symbols: one scalar engine each (None once in arrays)
+        self.scalars: dict[str, ScalarEngine] | None = {}
+        self.array_min_symbols = array_min_symbols
         self._reset_derived()
 
     def _reset_derived(self) -> None:
@@ -80,10 +90,14 @@ class ShardEngine:
         self._watch: dict[TraderKey, np.ndarray] = {}  # rows each trader watches
         self._off: dict[TraderKey, np.ndarray] = {}  # rows each trader is switched off for
         self._symbols: list[str] = []  # row -> symbol
+        self._adopt: dict[str, ScalarEngine] = {}  # scalar state being moved into arrays
+        self._watched: tuple[int, int, int] = (-1, -1, 0)  # (book, symbols seen, watched)
 
     def __getstate__(self) -> dict[str, Any]:
         return {"blocks": self.blocks, "index": self.index, "seen": self.seen,
-                "failed": self.failed}  # fmt: skip
+                "failed": self.failed, "scalars": self.scalars, "_pending": self._pending,
+                "row_req": self.row_req,
+                "array_min_symbols": self.array_min_symbols}  # fmt: skip
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
@@ -98,35 +112,81 @@ class ShardEngine:
         """The intervals the symbol's traders are evaluated on."""
         return {t.row.interval for t in book.for_symbol(symbol)}
 
-    def sync(self, book: Book, end_ms: int, seeder: Seeder | None,
+    def sync(self, book: Book, seeder: Seeder | None,
              factories: Mapping[str, Callable[..., Indicator]], counters: EngineCounters,
              ) -> None:  # fmt: skip
-        """Adopt ``book``: rows for every symbol with a trader, blocks for what they need,
-        seeded up to ``end_ms``."""
+        """Adopt ``book``: a row for every symbol with a trader, and for each symbol and
+        interval the bars and indicators its own frame would have (``row_req``): kept as
+        they are while they cover what its traders need, else rebuilt from the bars held
+        after older ones from storage, exactly when and as a frame is rebuilt. A block
+        holds the union of its rows' needs, rebuilt (rows moved as they are) when that
+        grows."""
         self.book_version = book.version
         watched = {s: book.for_symbol(s) for s in sorted(self.seen)}
         ids = {id(t) for ts in watched.values() for t in ts}
         self._traders = [t for t in book.traders if id(t) in ids]
         live = {(t.row.id, t.row.version) for t in self._traders}
         self.failed = {k: v for k, v in self.failed.items() if k in live}
-        wanted: dict[str, Requirements] = {}
-        for trader in self._traders:
-            for interval, req in trader.program.requirements.items():
-                wanted.setdefault(interval, Requirements()).merge(req)
-        new = [s for s in sorted(watched) if watched[s] and s not in self.index]
+        for symbol, traders in watched.items():
+            if traders and symbol not in self.index:
+                self.index[symbol] = len(self.index)
+        order = sorted(self.index, key=self.index.__getitem__)
+        rebuild: set[tuple[str, str]] = set()
+        for symbol in order:
+            wanted: dict[str, Requirements] = {}
+            for trader in watched.get(symbol, ()):
+                for interval, req in trader.program.requirements.items():
+                    wanted.setdefault(interval, Requirements()).merge(req)
+            mine = self.row_req.setdefault(symbol, {})
+            for interval in [iv for iv in mine if iv not in wanted]:
+                del mine[interval]  # a frame no longer wanted is dropped
+                self._pending.get(symbol, set()).discard(interval)
+            for interval, req in wanted.items():
+                kept = mine.get(interval)
+                if kept is None or not req.covered_by(kept):
+                    mine[interval] = req
+                    rebuild.add((symbol, interval))
+        union: dict[str, Requirements] = {}
+        for symbol in order:
+            for interval, req in self.row_req[symbol].items():
+                union.setdefault(interval, Requirements()).merge(req)
         blocks: dict[str, Block] = {}
-        for interval, req in wanted.items():
-            block = self.blocks.get(interval)
-            if block is not None and req.covered_by(block.requirements):
-                blocks[interval] = block
-                continue
-            merged = Requirements()
-            merged.merge(req)
-            blocks[interval] = self._rebuilt(interval, merged, block, end_ms, seeder, factories,
-                                             counters)  # fmt: skip
+        for interval, req in union.items():
+            old = self.blocks.get(interval)
+            block = old if old is not None and req.covered_by(old.requirements) else None
+            if block is None:
+                block = Block(interval, req, factories)
+            todo = []
+            for symbol in order:
+                row = block.row(symbol)
+                own = self.row_req[symbol].get(interval)
+                source = self._source(symbol, interval, old)
+                if own is None:  # nothing of this interval for this symbol
+                    if block is old and source is not None:
+                        block.reset(np.array([row], dtype=np.int64))
+                    continue
+                block.row_cap[row] = block.capacity_of(own)
+                if (symbol, interval) in rebuild or source is None:
+                    held = source.held_klines() if source is not None else []
+                    if block is old:
+                        block.reset(np.array([row], dtype=np.int64))
+                    todo.append((row, self._history(block, symbol, held, seeder, counters)))
+                elif block is not old:
+                    block.adopt(row, source)
+            block.feed(todo)
+            blocks[interval] = block
         self.blocks = blocks
-        self._add(new, end_ms, seeder, counters)
         self._derive()
+
+    def _source(self, symbol: str, interval: str, old: Block | None) -> Frame | RowFrame | None:
+        """Where a symbol's bars of ``interval`` are now: its scalar frame (while moving
+        into arrays), its row of the block being replaced; None if it holds none."""
+        scalar = self._adopt.get(symbol)
+        if scalar is not None:
+            return scalar.frames.get(interval)
+        if old is not None and symbol in old.rows and old.total[old.rows[symbol]] > 0:
+            return old.frame(old.rows[symbol])
+        return None
 
     def _derive(self) -> None:
         self._symbols = sorted(self.index, key=self.index.__getitem__)
@@ -153,7 +213,43 @@ class ShardEngine:
                         symbol, interval, exc)  # fmt: skip
             return []
 
-    def _rebuilt(self, interval: str, req: Requirements, old: Block | None, end_ms: int,
+    def _older(self, seeder: Seeder | None, symbol: str, interval: str, held: list[Kline],
+               cap: int) -> list[Kline]:  # fmt: skip
+        """Klines from storage before the ``held`` ones, up to ``cap`` bars in all, as a
+        frame is rebuilt."""
+        if len(held) >= cap:
+            return []
+        older = self._seed(seeder, symbol, interval, held[0].open_ms, cap - len(held))
+        return [k for k in older if k.open_ms < held[0].open_ms]
+
+    def _history(self, block: Block, symbol: str, held: list[Kline], seeder: Seeder | None,
+                 counters: EngineCounters) -> list[Kline]:  # fmt: skip
+        """What a row is fed: ``held`` after older bars from storage; nothing yet for a row
+        with no bars, seeded when its symbol next closes (``_seed_pending``), where a
+        symbol's own frame would be seeded."""
+        if not held:
+            self._pending.setdefault(symbol, set()).add(block.interval)
+            return []
+        klines = self._older(seeder, symbol, block.interval, held, block.cap) + held
+        counters.seeded_klines += len(klines)
+        return klines
+
+    def _seed_pending(self, symbols: Iterable[str], end_ms: int, seeder: Seeder | None,
+                      counters: EngineCounters) -> None:  # fmt: skip
+        """Seed the rows of ``symbols`` that wait for it, up to ``end_ms`` (their close)."""
+        todo: dict[str, list[tuple[int, list[Kline]]]] = {}
+        for symbol in symbols:
+            for interval in self._pending.pop(symbol, ()):
+                block = self.blocks.get(interval)
+                if block is None or symbol not in block.rows:
+                    continue
+                klines = self._seed(seeder, symbol, interval, end_ms, block.cap)
+                counters.seeded_klines += len(klines)
+                todo.setdefault(interval, []).append((block.rows[symbol], klines))
+        for interval, histories in todo.items():
+            self.blocks[interval].feed(histories)
+
+    def _rebuilt(self, interval: str, req: Requirements, old: Block | None,
                  seeder: Seeder | None, factories: Mapping[str, Callable[..., Indicator]],
                  counters: EngineCounters) -> Block:  # fmt: skip
         """A block with ``req`` for every symbol with a row: each fed the bars the old block
@@ -163,37 +259,17 @@ class ShardEngine:
         for symbol in sorted(self.index, key=self.index.__getitem__):
             row = fresh.row(symbol)
             held = old.held_klines(old.rows[symbol]) if old and symbol in old.rows else []
-            older: list[Kline] = []
-            if len(held) < fresh.cap:
-                bound = held[0].open_ms if held else end_ms
-                older = self._seed(seeder, symbol, interval, bound, fresh.cap - len(held))
-                if held:
-                    older = [k for k in older if k.open_ms < held[0].open_ms]
-            klines = older + held
-            counters.seeded_klines += len(klines)
-            histories.append((row, klines))
+            histories.append((row, self._history(fresh, symbol, held, seeder, counters)))
         fresh.feed(histories)
         return fresh
-
-    def _add(self, symbols: list[str], end_ms: int, seeder: Seeder | None,
-             counters: EngineCounters) -> None:  # fmt: skip
-        """Rows for new symbols in every block, seeded from storage up to ``end_ms``."""
-        for symbol in symbols:
-            self.index[symbol] = len(self.index)
-        for interval, block in self.blocks.items():
-            histories = []
-            for symbol in sorted(self.index, key=self.index.__getitem__):
-                if symbol in block.rows:
-                    continue
-                row = block.row(symbol)
-                klines = self._seed(seeder, symbol, interval, end_ms, block.cap)
-                counters.seeded_klines += len(klines)
-                histories.append((row, klines))
-            block.feed(histories)
 
     def rewind(self, symbol: str, first_open: Mapping[str, int]) -> None:
         """Forget the symbol's bars of each interval from `first_open[interval]` on: they
         come again (amended klines) and are decided again."""
+        if self.scalars is not None:
+            if symbol in self.scalars:
+                self.scalars[symbol].rewind(first_open)
+            return
         for interval, before in first_open.items():
             block = self.blocks.get(interval)
             row = block.rows.get(symbol) if block is not None else None
@@ -217,8 +293,17 @@ class ShardEngine:
         budget_s: float = DEFAULT_BUDGET_S,
     ) -> tuple[list[Fire], list[RuleFailure]]:
         """Take closed klines (any symbols, any intervals, any order); evaluate the traders."""
+        items = list(closed)
+        if not items:
+            return [], []
+        if self.scalars is not None:
+            self.seen |= {s for s, _, _ in items}
+            if self._watched_count(book) < self.array_min_symbols:
+                return self._per_symbol(items, book, seeder, now_ms, counters, factories,
+                                        budget_s)  # fmt: skip
+            self._to_arrays(book, seeder, factories, counters)
         groups: dict[int, list[Closed3]] = {}
-        for item in closed:
+        for item in items:
             groups.setdefault(item[2].close_ms + 1, []).append(item)
         fires: list[Fire] = []
         failures: list[RuleFailure] = []
@@ -227,21 +312,70 @@ class ShardEngine:
             fresh = {s for s, _, _ in group if s not in self.seen}
             if fresh:
                 self.seen |= fresh
-            if book.version != self.book_version:
-                self.sync(book, end, seeder, factories, counters)
-            elif fresh:
-                new = sorted(s for s in fresh if book.for_symbol(s))
-                if new:
-                    self._add(new, end, seeder, counters)
-                    self._derive()
+            joined = fresh and any(book.for_symbol(s) for s in fresh)
+            if book.version != self.book_version or joined:
+                self.sync(book, seeder, factories, counters)
             if not self._traders:
                 continue
+            if self._pending:
+                self._seed_pending({s for s, _, _ in group}, end, seeder, counters)
             closing = self._take(group)
             for trader in self._traders:
                 got = closing.get(trader.row.interval)
                 if got is not None:
                     self._evaluate(trader, got, now_ms, counters, fires, failures, budget_s)
         return fires, failures
+
+    def _watched_count(self, book: Book) -> int:
+        """How many of the symbols seen have a trader (counted once per book and symbols)."""
+        version, seen, count = self._watched
+        if (version, seen) != (book.version, len(self.seen)):
+            count = sum(1 for s in self.seen if book.for_symbol(s))
+            self._watched = (book.version, len(self.seen), count)
+        return count
+
+    def _per_symbol(self, items: list[Closed3], book: Book, seeder: Seeder | None, now_ms: int,
+                    counters: EngineCounters, factories: Mapping[str, Callable[..., Indicator]],
+                    budget_s: float) -> tuple[list[Fire], list[RuleFailure]]:  # fmt: skip
+        """Few symbols: each decided by its own scalar engine."""
+        assert self.scalars is not None
+        per: dict[str, list[tuple[str, Kline]]] = {}
+        for symbol, interval, k in items:
+            per.setdefault(symbol, []).append((interval, k))
+        fires: list[Fire] = []
+        failures: list[RuleFailure] = []
+        for symbol, closed in per.items():
+            engine = self.scalars.get(symbol)
+            if engine is None:
+                engine = self.scalars[symbol] = ScalarEngine(symbol)
+            f, x = engine.process(closed, book, seeder, now_ms, counters, factories, budget_s)
+            fires += f
+            failures += x
+        return fires, failures
+
+    def _to_arrays(self, book: Book, seeder: Seeder | None,
+                   factories: Mapping[str, Callable[..., Indicator]], counters: EngineCounters,
+                   ) -> None:  # fmt: skip
+        """The shard has grown past a handful of symbols: move each scalar engine's state
+        into rows of blocks (as is, see ``_add``) and go on as arrays."""
+        assert self.scalars is not None
+        self._adopt, self.scalars = self.scalars, None
+        self.book_version = -1
+        for symbol, engine in self._adopt.items():
+            if engine.frames:
+                self.index[symbol] = len(self.index)
+                self.row_req[symbol] = {iv: f.requirements for iv, f in engine.frames.items()}
+        try:
+            self.sync(book, seeder, factories, counters)
+        finally:
+            scalars, self._adopt = self._adopt, {}
+        for symbol, engine in scalars.items():
+            for key, message in engine.failed.items():
+                self.failed.setdefault(key, {})[symbol] = message
+            for key, strikes in engine.slow.items():
+                self.slow[(key, symbol)] = strikes
+        self._derive()
+        log.info("rules of %d symbols now evaluated as arrays", len(self.index))
 
     def _take(self, group: list[Closed3]) -> dict[str, tuple[np.ndarray, list[Kline]]]:
         """Every block takes its bars of the group; per interval, the rows whose newest bar

@@ -1,7 +1,7 @@
 """The array engine decides exactly as the per-symbol reference, symbol by symbol.
 
 ``ShardEngine`` (every symbol of a shard at once, as arrays) against ``ScalarEngine``
-(``tests/reference_engine.py``: one symbol at a time, the scalar evaluator over ``Frame``s,
+(``flows/signals/scalar_engine.py``: one symbol at a time, the scalar evaluator over ``Frame``s,
 the engine the flow ran before): the same klines, the same book, the same seeder, and every
 fire must be equal in every field (id, trader, symbol, kline, cooldown window, price and
 every provenance value) and every failure the same. The rules call every helper of the
@@ -13,6 +13,8 @@ the seeder); klines are amended (rewound and decided again) and symbols join lat
 
 from __future__ import annotations
 
+import pickle
+from dataclasses import replace
 import random
 from collections.abc import Iterator
 
@@ -24,8 +26,8 @@ from flows.rules.helpers import DEFAULT_REGISTRY
 from flows.rules.vector import vectorize
 from flows.signals.book import Book, TraderRow, build_book
 from flows.signals.engine import EngineCounters, Fire
+from flows.signals.scalar_engine import ScalarEngine
 from flows.signals.shard_engine import ShardEngine
-from tests.reference_engine import ScalarEngine
 
 MINUTE = 60_000
 T0 = 1_700_000_000_000 - 1_700_000_000_000 % 3_600_000
@@ -86,9 +88,11 @@ def _five(bars: list[Kline]) -> list[Kline]:
     out = []
     for i in range(0, len(bars) - 4, 5):
         g = bars[i : i + 5]
-        out.append(Kline(g[0].open_ms, g[-1].close_ms, g[0].open, max(k.high for k in g),
-                         min(k.low for k in g), g[-1].close, sum(k.volume for k in g),
-                         sum(k.quote_volume for k in g), sum(k.trades for k in g), 0, 0))  # fmt: skip
+        high, low = max(k.high for k in g), min(k.low for k in g)
+        volume, quote = sum(k.volume for k in g), sum(k.quote_volume for k in g)
+        trades = sum(k.trades for k in g)
+        out.append(Kline(g[0].open_ms, g[-1].close_ms, g[0].open, high, low, g[-1].close,
+                         volume, quote, trades, 0, 0))  # fmt: skip
     return out
 
 
@@ -96,8 +100,8 @@ def _book(rules: list[tuple[str, str]], first_id: int = 1) -> list[TraderRow]:
     rows = []
     for i, (expr, mode) in enumerate(rules):
         watch = ("all", ()) if i % 4 else ("list", ("S000", "S002", "S005"))
-        rows.append(TraderRow(first_id + i, f"t{i}", expr, "1m", trigger_mode=mode,
-                              cooldown_bars=i % 3, symbols_mode=watch[0], symbols=watch[1]))  # fmt: skip
+        row = TraderRow(first_id + i, f"t{i}", expr, "1m", trigger_mode=mode, cooldown_bars=i % 3)
+        rows.append(replace(row, symbols_mode=watch[0], symbols=watch[1]))
     return rows
 
 
@@ -107,11 +111,10 @@ def _key(f: Fire) -> tuple:
             f.window_start_ms, f.price, values, f.closed_at_ms)  # fmt: skip
 
 
-def _batches(stored: dict[str, dict[str, list[Kline]]], start: int, stop: int, rng: random.Random
-             ) -> Iterator[list[tuple[str, str, Kline]]]:  # fmt: skip
-    """The klines closing in [start, stop) minutes, in batches of a few minutes, each symbol
-    listed at its own minute."""
-    listed = {s: rng.randint(0, 40) for s in stored}
+def _batches(stored: dict[str, dict[str, list[Kline]]], start: int, stop: int, rng: random.Random,
+             listed: dict[str, int]) -> Iterator[list[tuple[str, str, Kline]]]:  # fmt: skip
+    """The klines closing in (start, stop] minutes, in batches of a few minutes, each symbol
+    from the minute it is ``listed`` at."""
     items = []
     for symbol, by_iv in stored.items():
         for iv, ks in by_iv.items():
@@ -127,18 +130,21 @@ def _batches(stored: dict[str, dict[str, list[Kline]]], start: int, stop: int, r
         i += size
 
 
-@pytest.mark.parametrize("seed", [1, 2])
-def test_the_array_engine_decides_as_the_per_symbol_reference(seed: int) -> None:
+@pytest.mark.parametrize(("seed", "array_min"), [(1, 1), (2, 1), (3, 6)])
+def test_the_array_engine_decides_as_the_per_symbol_reference(seed: int, array_min: int) -> None:
+    """``array_min`` 1: arrays from the first close; 6: scalar engines for the first symbols
+    listed, their state moved into arrays when the sixth one comes (nothing may change)."""
     rng = random.Random(seed)
     symbols = [f"S{i:03d}" for i in range(12)]
     stored: dict[str, dict[str, list[Kline]]] = {}
     for i, s in enumerate(symbols):
-        bars = _klines(seed * 100 + i, 1700)
+        bars = _klines(seed * 100 + i, 1730)
         stored[s] = {"1m": bars, "5m": _five(bars)}
 
     def seeder(symbol: str, interval: str, end_ms: int, count: int) -> list[Kline]:
         return [k for k in stored[symbol][interval] if k.close_ms < end_ms][-count:]
 
+    listed = {s: 1440 + rng.randint(0, 40) for s in symbols}  # listed one after another
     rules = _rules()
     first = build_book(_book(rules[: len(rules) // 2]))
     second = build_book(_book(rules[: len(rules) // 2]) + _book(rules[len(rules) // 2 :], 500))
@@ -146,7 +152,7 @@ def test_the_array_engine_decides_as_the_per_symbol_reference(seed: int) -> None
     vectorised = [t for t in second.traders if vectorize(t.program) is not None]
     assert len(vectorised) > 0.8 * len(second.traders)  # the array path is what is tested
 
-    shard, c_shard = ShardEngine(), EngineCounters()
+    shard, c_shard = ShardEngine(array_min_symbols=array_min), EngineCounters()
     reference: dict[str, ScalarEngine] = {}
     c_ref = EngineCounters()
     got: list[Fire] = []
@@ -166,9 +172,10 @@ def test_the_array_engine_decides_as_the_per_symbol_reference(seed: int) -> None
             want.extend(fires)
             failures_want.extend(failures)
 
-    for items in _batches(stored, 1440, 1560, rng):  # seeded from the day before
+    for items in _batches(stored, 1440, 1560, rng, listed):  # seeded from the day before
         run(items, first)
-    for items in _batches(stored, 1560, 1640, rng):  # a book change: blocks rebuilt
+    assert shard.scalars is None  # the array form took over
+    for items in _batches(stored, 1560, 1640, rng, listed):  # a book change: blocks rebuilt
         run(items, second)
     # amended klines: the last 3 minutes of two symbols closed again, decided again
     for symbol in ("S001", "S002"):
@@ -176,8 +183,17 @@ def test_the_array_engine_decides_as_the_per_symbol_reference(seed: int) -> None
         shard.rewind(symbol, {"1m": again[0].open_ms})
         reference[symbol].rewind({"1m": again[0].open_ms})
         run([(symbol, "1m", k) for k in again], second)
-    for items in _batches(stored, 1640, 1690, rng):
+    shard = pickle.loads(pickle.dumps(shard))  # a recovery snapshot, resumed
+    for items in _batches(stored, 1640, 1690, rng, listed):
         run(items, second)
+    # traders removed (what is held stays), one added for two symbols with an indicator no
+    # one computed: only those two symbols' bars are rebuilt, the others go on as they are
+    narrow = TraderRow(900, "narrow", "ema(33) > close and atr(21) > 0", "1m",
+                       cooldown_bars=0, symbols_mode="list", symbols=("S001", "S004"))  # fmt: skip
+    third = build_book([r for r in _book(rules[: len(rules) // 2]) if r.id % 3] + [narrow])
+    for items in _batches(stored, 1690, 1720, rng, listed):
+        run(items, third)
+    assert any(f.trader_id == 900 for f in got)
 
     assert len(want) > 500
     assert sorted(map(_key, got)) == sorted(map(_key, want))

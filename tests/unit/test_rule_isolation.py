@@ -29,6 +29,7 @@ from flows.rules.registry import Arg, Registry
 from flows.signals.book import Book, CompiledTrader, TraderRow, compile_trader
 from flows.signals.engine import SLOW_STRIKES, EngineCounters, Fire, RuleFailure, SymbolEngine
 from flows.signals.patterns import PatternError, check_glob, glob_match, glob_of
+from flows.signals.shard_engine import ShardEngine
 
 MIN = 60_000
 
@@ -100,10 +101,10 @@ def test_every_literal_argument_has_a_range_the_indicator_accepts() -> None:
                     parse_rule(below if spec.returns == "bool" else f"{below} > 0")
 
 
-def test_infinity_is_not_a_value() -> None:
+def test_infinity_is_not_a_value(arrays: bool) -> None:
     trader = _trader(1, "1e308 * 1e308 > close")
     finite = _trader(2, "close * 1e300 * 1e300 > 0")  # overflows to inf: not ready either
-    fires, failures, counters = _run([trader, finite], _klines(20))
+    fires, failures, counters = _run([trader, finite], _klines(20), arrays=arrays)
     assert fires == [] and failures == []
     assert counters.not_ready == 40 and counters.evaluations == 40
 
@@ -118,17 +119,34 @@ def _trader(tid: int, rule: str, registry: Registry = DEFAULT_REGISTRY) -> Compi
     return CompiledTrader(row, compile_rule(rule, "1m", registry), None, frozenset())
 
 
+@pytest.fixture(params=["per symbol", "arrays"])
+def arrays(request: pytest.FixtureRequest) -> bool:
+    """Each isolation test runs on both forms of the engine: one scalar engine per symbol
+    (a shard with few symbols) and every symbol at once as arrays."""
+    return bool(request.param == "arrays")
+
+
 def _run(
     traders: list[CompiledTrader],
     klines: list[Kline],
     registry: Registry = DEFAULT_REGISTRY,
     symbols: tuple[str, ...] = ("AAAUSDT",),
     budget_s: float = 0.25,
+    arrays: bool = False,
 ) -> tuple[list[Fire], list[RuleFailure], EngineCounters]:
     book = Book(tuple(traders), version=1)
     counters = EngineCounters()
     fires: list[Fire] = []
     failures: list[RuleFailure] = []
+    if arrays:
+        shard = ShardEngine(array_min_symbols=1)
+        for k in klines:  # one close of every symbol at a time, as the live flow takes them
+            f, e = shard.process([(s, "1m", k) for s in symbols], book, None, 0, counters,
+                                 registry.factories, budget_s)  # fmt: skip
+            fires += f
+            failures += e
+        assert shard.scalars is None  # the array form ran
+        return fires, failures, counters
     for symbol in symbols:
         engine = SymbolEngine(symbol)
         for k in klines:  # one close at a time, as the live flow takes them
@@ -169,13 +187,17 @@ def _hostile_registry() -> Registry:
 
 
 @pytest.mark.parametrize("after", [1, 2, 6])
-def test_an_indicator_that_raises_stops_only_the_traders_that_read_it(after: int) -> None:
+def test_an_indicator_that_raises_stops_only_the_traders_that_read_it(
+    after: int, arrays: bool
+) -> None:
     reg = _hostile_registry()
     hostile = _trader(1, f"boom({after}) > 0 and close > 0", reg)
     shares_frame = _trader(2, "close > 0 or rsi(14) > 0", reg)  # same frame, other indicator
     plain = _trader(3, "close > 0", reg)
     symbols = ("AAAUSDT", "BBBUSDT")
-    fires, failures, _ = _run([hostile, shares_frame, plain], _klines(30), reg, symbols)
+    fires, failures, _ = _run(
+        [hostile, shares_frame, plain], _klines(30), reg, symbols, arrays=arrays
+    )
     assert sorted({(f.trader_id, f.symbol) for f in fires}) == [
         (t, s) for t in (1, 2, 3) for s in symbols if t != 1 or after > 2
     ]
@@ -190,7 +212,7 @@ def test_an_indicator_that_raises_stops_only_the_traders_that_read_it(after: int
     assert sum(1 for f in fires if f.trader_id == 1) == 2 * max(0, after - 2)
 
 
-def test_a_helper_that_raises_stops_only_its_trader() -> None:
+def test_a_helper_that_raises_stops_only_its_trader(arrays: bool) -> None:
     reg = _hostile_registry()
 
     @reg.function("explode", args=[Arg("period", 3)])
@@ -200,7 +222,10 @@ def test_a_helper_that_raises_stops_only_its_trader() -> None:
         return 1.0
 
     fires, failures, _ = _run(
-        [_trader(1, "explode(3) > 0", reg), _trader(2, "close > 0", reg)], _klines(10), reg
+        [_trader(1, "explode(3) > 0", reg), _trader(2, "close > 0", reg)],
+        _klines(10),
+        reg,
+        arrays=arrays,
     )
     assert [f.trader_id for f in fires].count(2) == 10
     assert [f.trader_id for f in fires].count(1) == 2
@@ -208,7 +233,7 @@ def test_a_helper_that_raises_stops_only_its_trader() -> None:
     assert failures[0].error == "MemoryError: helper bug"
 
 
-def test_a_trader_over_its_time_budget_is_switched_off_with_the_reason() -> None:
+def test_a_trader_over_its_time_budget_is_switched_off_with_the_reason(arrays: bool) -> None:
     reg = _hostile_registry()
     budget_s = 0.005
 
@@ -220,7 +245,7 @@ def test_a_trader_over_its_time_budget_is_switched_off_with_the_reason() -> None
         return 1.0
 
     traders = [_trader(1, "slow(1) > 0", reg), _trader(2, "close > 0", reg)]
-    fires, failures, counters = _run(traders, _klines(8), reg, budget_s=budget_s)
+    fires, failures, counters = _run(traders, _klines(8), reg, budget_s=budget_s, arrays=arrays)
     assert [f.trader_id for f in fires].count(2) == 8
     assert [f.trader_id for f in fires].count(1) == SLOW_STRIKES  # then switched off
     assert [(x.trader_id, x.open_ms) for x in failures] == [(1, (SLOW_STRIKES - 1) * MIN)]

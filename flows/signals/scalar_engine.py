@@ -1,9 +1,13 @@
-"""The per-symbol rules engine the shard engine is held to (see test_shard_engine.py).
+"""The rules of one symbol evaluated by the scalar evaluator: what a shard with few symbols runs.
 
-This is the engine the flow ran before rules were evaluated across symbols as arrays: one
-``Frame`` per interval per symbol, each rule evaluated by the scalar evaluator. It is kept
-here, unchanged in meaning, as the independent reference: the array engine
-(``flows.signals.shard_engine``) must decide exactly as it does, symbol by symbol.
+``ScalarEngine`` keeps one ``Frame`` per interval a trader of its symbol reads and evaluates
+each rule with the scalar evaluator (``flows.rules.evaluate``). For one symbol, or a handful,
+this costs less than array steps (a numpy operation costs about as much on one element as
+a Python one on a float); ``flows.signals.shard_engine`` runs one per symbol until its shard
+holds ``ARRAY_MIN_SYMBOLS`` symbols, then moves their state into arrays, losslessly. The
+two decide identically, symbol by symbol and fire by fire
+(``tests/property/test_shard_engine.py``): this engine is also the reference the array
+engine is held to.
 """
 
 from __future__ import annotations
