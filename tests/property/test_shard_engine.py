@@ -14,9 +14,9 @@ the seeder); klines are amended (rewound and decided again) and symbols join lat
 from __future__ import annotations
 
 import pickle
-from dataclasses import replace
 import random
 from collections.abc import Iterator
+from dataclasses import replace
 
 import numpy as np
 import pytest
