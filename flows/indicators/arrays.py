@@ -390,6 +390,94 @@ class ArrayPvi(ArrayIndicator):
         return pvi[None]
 
 
+_DAY_MS = 86_400_000.0
+
+
+def _pow2(x: FloatArray) -> FloatArray:
+    """``x ** 2`` as Python computes it for a float (libm's pow, which now and then rounds
+    differently from ``x * x``, as numpy's power does)."""
+    return np.array([v**2 for v in x.tolist()], dtype=np.float64)
+
+
+def _vwap_result(sv: FloatArray, spv: FloatArray, spv2: FloatArray) -> FloatArray:
+    """``Vwap._result`` for every row."""
+    vwap = spv / sv
+    spread = spv2 / sv - _pow2(vwap)
+    stdev = np.sqrt(np.where(spread > 0.0, spread, 0.0))  # max(0.0, NaN) is 0.0
+    empty = sv == 0.0
+    return np.stack((np.where(empty, NAN, vwap), np.where(empty, NAN, stdev)))
+
+
+class ArrayVwap(ArrayIndicator):
+    """``Vwap``: a session VWAP (running sums reset at each UTC day) or one over a window."""
+
+    outputs = 2
+    STATE: ClassVar[dict[str, str]] = {"sv": "_sv", "spv": "_spv", "spv2": "_spv2"}
+
+    def setup(self, twin: Indicator) -> None:
+        self.period = twin.period  # type: ignore[attr-defined]
+        self.day = np.zeros(0, dtype=np.int64)  # the session's UTC day; -1: none
+
+    def grow(self, size: int) -> None:
+        super().grow(size)
+        if len(self.day) < size:
+            self.day = np.concatenate((self.day, np.full(size - len(self.day), -1)))
+
+    def reset(self, rows: IntArray) -> None:
+        super().reset(rows)
+        self.day[rows] = -1
+
+    def export(self, row: int, n: int) -> Indicator:
+        twin = super().export(row, n)
+        day = int(self.day[row])
+        twin._day = None if day < 0 else day  # type: ignore[attr-defined]
+        return twin
+
+    def load(self, row: int, twin: Indicator) -> None:
+        super().load(row, twin)
+        day = twin._day  # type: ignore[attr-defined]
+        self.day[row] = -1 if day is None else day
+
+    def update(self, bars: Bars, rows: IntArray, n: IntArray) -> FloatArray:
+        if self.period:
+            return self._window(bars, n)
+        s = self.state
+        t = bars.last("time")
+        timeless = np.isnan(t)
+        day = np.where(timeless, -1, np.floor_divide(np.where(timeless, 0.0, t), _DAY_MS))
+        day = day.astype(np.int64)
+        new = day != self.day[rows]
+        sv = np.where(new, 0.0, s["sv"][rows])
+        spv = np.where(new, 0.0, s["spv"][rows])
+        spv2 = np.where(new, 0.0, s["spv2"][rows])
+        v = bars.last("volume")
+        tp = (bars.last("high") + bars.last("low") + bars.last("close")) / 3.0
+        pv = v * tp
+        sv, spv, spv2 = sv + v, spv + pv, spv2 + pv * tp
+        out = _vwap_result(sv, spv, spv2)
+        out[:, timeless] = NAN
+        s["sv"][rows] = np.where(timeless, s["sv"][rows], sv)
+        s["spv"][rows] = np.where(timeless, s["spv"][rows], spv)
+        s["spv2"][rows] = np.where(timeless, s["spv2"][rows], spv2)
+        self.day[rows] = day
+        return out
+
+    def _window(self, bars: Bars, n: IntArray) -> FloatArray:
+        p = self.period
+        v = bars.window("volume", p)
+        tp = (bars.window("high", p) + bars.window("low", p) + bars.window("close", p)) / 3.0
+        pv = v * tp
+        pv2 = pv * tp
+        sv, spv, spv2 = v[:, 0].copy(), pv[:, 0].copy(), pv2[:, 0].copy()
+        for i in range(1, p):  # oldest first, one bar after another
+            sv += v[:, i]
+            spv += pv[:, i]
+            spv2 += pv2[:, i]
+        out = _vwap_result(sv, spv, spv2)
+        out[:, n < p] = NAN
+        return out
+
+
 _TWINS: dict[str, type[ArrayIndicator]] = {
     "sma": ArraySma,
     "avg_volume": ArraySma,
@@ -401,6 +489,7 @@ _TWINS: dict[str, type[ArrayIndicator]] = {
     "macd": ArrayMacd,
     "obv": ArrayObv,
     "pvi": ArrayPvi,
+    "vwap": ArrayVwap,
 }
 
 

@@ -292,9 +292,7 @@ class _Compiler:
                 arg = node.args[index]
                 plain = arg.name if isinstance(arg, Name) and arg.name in PLAIN_SERIES else None
                 args.append((self.compile(arg), plain))
-        if info.keywords:
-            raise Unsupported(spec.name)
-        return make(interval, *args)
+        return make(interval, *args, **info.keywords)
 
 
 def _arg(fn: tuple[VFn, str | None], lanes: Lanes, back: Any) -> Result:
@@ -367,6 +365,32 @@ def _change(percent: bool) -> Callable[..., VFn]:
     return make
 
 
+def _vwap_band(sign: float) -> Callable[..., VFn]:
+    def make(interval: str, period: Any, mult: Any = 1.0) -> VFn:
+        spec = ("vwap", (int(period or 0),))
+        factor = 1.0 if mult is None else mult
+
+        def band(lanes: Lanes, back: Any) -> Result:
+            block = lanes.blocks[interval]
+            column = block.column(spec)
+            if column is None:
+                lanes.mark(True)
+                return np.full(lanes.count, np.nan), True
+            rows = lanes.rows[interval]
+            vwap, vb, failed = column.values(block, 0, rows, back)
+            dev, db, _ = column.values(block, 1, rows, back)
+            if failed is not None:
+                lanes.mark(failed)
+            out = vwap + sign * factor * dev
+            # not held (whatever the slots hold), or a result that is not finite
+            bad = (vb & np.isfinite(vwap)) | (db & np.isfinite(dev)) | ~np.isfinite(out)
+            return out, bad
+
+        return band
+
+    return make
+
+
 _FIELD_ROW = {name: i for i, name in enumerate(FIELDS)}
 # the default library's implementation of each helper vectorised here
 _ORIGINS = {
@@ -378,6 +402,8 @@ _ORIGINS = {
         ("lowest", "_extreme.<locals>.extreme"),
         ("change", "_functions.<locals>._change"),
         ("pct_change", "_functions.<locals>._pct_change"),
+        ("vwap_upper", "_vwap_band.<locals>.band"),
+        ("vwap_lower", "_vwap_band.<locals>.band"),
     )
 }
 _FUNCTIONS: dict[str, Callable[..., VFn]] = {
@@ -387,4 +413,6 @@ _FUNCTIONS: dict[str, Callable[..., VFn]] = {
     "lowest": _extreme(np.min),
     "change": _change(False),
     "pct_change": _change(True),
+    "vwap_upper": _vwap_band(1.0),
+    "vwap_lower": _vwap_band(-1.0),
 }
