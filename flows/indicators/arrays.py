@@ -93,6 +93,14 @@ class ArrayIndicator:
         for name, path in self.STATE.items():
             self.state[name][row] = _get(twin, path)
 
+    def to_value(self, at: FloatArray) -> Any:
+        """One row's stored outputs as the scalar class's value."""
+        return float(at[0]) if self.outputs == 1 else tuple(float(v) for v in at)
+
+    def from_value(self, value: Any) -> Any:
+        """The scalar class's value as this twin stores it."""
+        return value
+
 
 def _get(obj: Any, path: str) -> Any:
     for part in path.split("."):
@@ -478,6 +486,65 @@ class ArrayVwap(ArrayIndicator):
         return out
 
 
+class ArrayVolumeProfile(ArrayIndicator):
+    """``VolumeProfile`` for every row: stored as (count, node prices..., NaN padding), so
+    ``to_value`` gives back exactly the scalar tuple (see ``extra.volume_nodes``)."""
+
+    def setup(self, twin: Indicator) -> None:
+        self.period, self.bins = twin.period, twin.bins  # type: ignore[attr-defined]
+        self.outputs = self.bins + 1
+
+    def to_value(self, at: FloatArray) -> Any:
+        return tuple(float(v) for v in at[1 : 1 + int(at[0])])
+
+    def from_value(self, value: Any) -> Any:
+        out = np.full(self.outputs, NAN)
+        out[0] = len(value)
+        out[1 : 1 + len(value)] = value
+        return out
+
+    def update(self, bars: Bars, rows: IntArray, n: IntArray) -> FloatArray:
+        p, bins = self.period, self.bins
+        out = np.full((self.outputs, len(rows)), NAN)
+        out[0] = 1.0  # (nan,) while warming up
+        ready = n >= p
+        if not ready.any():
+            return out
+        high, low = bars.window("high", p)[ready], bars.window("low", p)[ready]
+        close, volume = bars.window("close", p)[ready], bars.window("volume", p)[ready]
+        lo, hi = np.min(low, axis=1), np.max(high, axis=1)
+        width = (hi - lo) / bins
+        tp = (high + low + close) / 3.0
+        idx = np.clip(((tp - lo[:, None]) / width[:, None]).astype(np.int64), 0, bins - 1)
+        m = len(lo)
+        # one bincount over every row: each (row, bin) adds its volumes in bar order
+        flat = (np.arange(m)[:, None] * bins + idx).ravel()
+        vol = np.bincount(flat, weights=volume.ravel(), minlength=m * bins).reshape(m, bins)
+        total = np.zeros(m)
+        for i in range(bins):
+            total += vol[:, i]
+        floor = 1.5 * (total / bins)
+        edge = np.full((m, 1), -np.inf)
+        left = np.concatenate((edge, vol[:, :-1]), axis=1)
+        right = np.concatenate((vol[:, 1:], edge), axis=1)
+        node = (vol >= floor[:, None]) & (vol > left) & (vol >= right)
+        prices = lo[:, None] + (np.arange(bins) + 0.5) * width[:, None]
+        count = node.sum(axis=1)
+        packed = np.full((m, bins), NAN)
+        order = np.argsort(~node, axis=1, kind="stable")  # the nodes first, in bin order
+        packed[:] = np.take_along_axis(prices, order, axis=1)
+        packed[np.arange(bins)[None, :] >= count[:, None]] = NAN
+        flat_range = hi == lo
+        packed[flat_range] = NAN
+        packed[flat_range, 0] = lo[flat_range]
+        count = np.where(flat_range, 1, count)
+        sub = np.full((self.outputs, m), NAN)
+        sub[0] = count
+        sub[1:] = packed.T
+        out[:, ready] = sub
+        return out
+
+
 _TWINS: dict[str, type[ArrayIndicator]] = {
     "sma": ArraySma,
     "avg_volume": ArraySma,
@@ -490,6 +557,7 @@ _TWINS: dict[str, type[ArrayIndicator]] = {
     "obv": ArrayObv,
     "pvi": ArrayPvi,
     "vwap": ArrayVwap,
+    "vprofile": ArrayVolumeProfile,
 }
 
 

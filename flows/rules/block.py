@@ -115,8 +115,8 @@ class _ArrayColumn:
         total = int(block.total[row])
         if back >= min(total, self.depth):
             raise UNDEFINED
-        at = self.hist[:, row, (total - 1 - back) % self.depth]
-        return float(at[0]) if self.outputs == 1 else tuple(float(v) for v in at)
+        value: Value = self.ind.to_value(self.hist[:, row, (total - 1 - back) % self.depth])
+        return value
 
     def values(self, block: Block, output: int, rows: IntArray, back: Any
                ) -> tuple[FloatArray, np.ndarray, np.ndarray | None]:  # fmt: skip
@@ -127,6 +127,15 @@ class _ArrayColumn:
             failed = np.isin(rows, list(self.broken))
             return v, bad, failed if failed.any() else None
         return v, bad, None
+
+    def raw(self, block: Block, rows: IntArray, back: Any
+            ) -> tuple[FloatArray, np.ndarray, np.ndarray | None]:  # fmt: skip
+        """Every stored output of each row (outputs x rows), where the value is not held,
+        and the rows whose indicator failed (None if none)."""
+        total = block.total[rows]
+        at = self.hist[:, rows, (total - 1 - back) % self.depth]
+        failed = np.isin(rows, list(self.broken)) if self.broken else None
+        return at, back >= np.minimum(total, self.depth), failed
 
 
 class _ScalarColumn:
@@ -349,7 +358,7 @@ class Block:
             count = min(int(taken[row]), column.depth)
             for back in range(count - 1, -1, -1):
                 at = column.hist[:, row, (int(taken[row]) - 1 - back) % column.depth]
-                hist.append(float(at[0]) if column.outputs == 1 else tuple(map(float, at)))
+                hist.append(ind.to_value(at))
             scalar.hist.append(hist)
         scalar.grow(self.size)
         for row, message in column.broken.items():
@@ -388,7 +397,8 @@ class Block:
                 column.ind.load(row, ind)
                 for back, value in enumerate(reversed(hist)):
                     if back < column.depth:
-                        column.hist[:, row, (total - 1 - back) % column.depth] = value
+                        slot = (total - 1 - back) % column.depth
+                        column.hist[:, row, slot] = column.ind.from_value(value)
             else:
                 column.inds[row] = ind
                 column.hist[row] = deque(hist, maxlen=column.depth)

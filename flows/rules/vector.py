@@ -33,7 +33,7 @@ import numpy.typing as npt
 
 from flows.domain.intervals import INTERVALS
 from flows.indicators.series import FIELDS
-from flows.rules.block import Block
+from flows.rules.block import Block, _ArrayColumn
 from flows.rules.evaluate import PLAIN_SERIES, Program
 from flows.rules.registry import FunctionBinding, IndicatorBinding
 from flows.rules.syntax import Binary, Bool, Call, Compare, Expr, Index, Name, Number, Unary
@@ -391,6 +391,44 @@ def _vwap_band(sign: float) -> Callable[..., VFn]:
     return make
 
 
+def _profile(kind: str) -> Callable[..., VFn]:
+    """``hvn_near``, ``hvn_count``, ``hvn_above``, ``hvn_below`` over every row's nodes (an
+    array volume profile stores each row's nodes as (count, prices..., NaN))."""
+
+    def make(interval: str, period: Any, pct: Any = None) -> VFn:
+        spec = ("vprofile", (int(period or 0), 24))
+
+        def helper(lanes: Lanes, back: Any) -> Result:
+            block = lanes.blocks[interval]
+            column = block.column(spec)
+            if not isinstance(column, _ArrayColumn):
+                lanes.mark(True)  # failed for every row, or a replaced class: per row
+                return np.full(lanes.count, np.nan), True
+            rows = lanes.rows[interval]
+            at, bad, failed = column.raw(block, rows, back)
+            if failed is not None:
+                lanes.mark(failed)
+            nodes = at[1:].T  # rows x bins, nodes first
+            held = np.arange(nodes.shape[1])[None, :] < at[0][:, None]
+            close, cb = block.series_at("close", rows, back)
+            bad = bad | cb | np.isnan(nodes[:, 0])  # a warm-up or NaN profile is undefined
+            c = close[:, None]
+            if kind in ("near", "count"):
+                inside = held & (np.abs(nodes - c) <= (np.abs(close) * pct / 100.0)[:, None])
+                if kind == "near":
+                    return inside.any(axis=1), bad
+                return inside.sum(axis=1).astype(float), bad
+            if kind == "above":
+                out = np.where(held & (nodes > c), nodes, np.inf).min(axis=1)
+            else:
+                out = np.where(held & (nodes < c), nodes, -np.inf).max(axis=1)
+            return out, bad | ~np.isfinite(out)
+
+        return helper
+
+    return make
+
+
 _FIELD_ROW = {name: i for i, name in enumerate(FIELDS)}
 # the default library's implementation of each helper vectorised here
 _ORIGINS = {
@@ -403,6 +441,10 @@ _ORIGINS = {
         ("change", "_functions.<locals>._change"),
         ("pct_change", "_functions.<locals>._pct_change"),
         ("vwap_upper", "_vwap_band.<locals>.band"),
+        ("hvn_near", "_functions.<locals>._hvn_near"),
+        ("hvn_count", "_functions.<locals>._hvn_count"),
+        ("hvn_above", "_functions.<locals>._hvn_above"),
+        ("hvn_below", "_functions.<locals>._hvn_below"),
         ("vwap_lower", "_vwap_band.<locals>.band"),
     )
 }
@@ -415,4 +457,8 @@ _FUNCTIONS: dict[str, Callable[..., VFn]] = {
     "pct_change": _change(True),
     "vwap_upper": _vwap_band(1.0),
     "vwap_lower": _vwap_band(-1.0),
+    "hvn_near": _profile("near"),
+    "hvn_count": _profile("count"),
+    "hvn_above": _profile("above"),
+    "hvn_below": _profile("below"),
 }

@@ -105,10 +105,11 @@ def test_the_recurrences_and_windowed_ones_run_as_arrays() -> None:
         req.need(spec, 0)
     block = Block("1m", req, REGISTRY)
     kinds = {c.ind.spec[0] for c in block.columns if isinstance(c, _ArrayColumn)}
-    twins = {"sma", "avg_volume", "wma", "ema", "rsi", "atr", "adx", "macd", "obv", "pvi", "vwap"}
+    twins = {"sma", "avg_volume", "wma", "ema", "rsi", "atr", "adx", "macd", "obv", "pvi", "vwap",
+             "vprofile"}  # fmt: skip
     assert twins | {"bbands", "cci", "mfi", "stoch", "highest", "lowest", "pattern"} <= kinds
     scalar = {c.args and c.factory.__name__ for c in block.columns if isinstance(c, _ScalarColumn)}
-    assert {"StochRsi", "VolumeProfile", "RsiDivergence"} <= scalar
+    assert {"StochRsi", "RsiDivergence"} <= scalar
 
 
 class _Exploding(ArraySma):
