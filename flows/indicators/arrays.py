@@ -19,6 +19,7 @@ An indicator without a twin here runs per row as its scalar class (``flows.rules
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
 from typing import Any, ClassVar, Protocol
 
@@ -545,6 +546,166 @@ class ArrayVolumeProfile(ArrayIndicator):
         return out
 
 
+class _Rings:
+    """A ring of the last ``width`` values per row (a scalar class's bounded deque)."""
+
+    def __init__(self, width: int) -> None:
+        self.width = width
+        self.vals = np.full((0, width), NAN)
+        self.count = np.zeros(0, dtype=np.int64)  # values ever pushed per row
+
+    def grow(self, size: int) -> None:
+        old = len(self.count)
+        if old < size:
+            self.vals = np.concatenate((self.vals, np.full((size - old, self.width), NAN)))
+            self.count = np.concatenate((self.count, np.zeros(size - old, dtype=np.int64)))
+
+    def reset(self, rows: IntArray) -> None:
+        self.vals[rows] = NAN
+        self.count[rows] = 0
+
+    def push(self, rows: IntArray, values: FloatArray, mask: np.ndarray) -> None:
+        at, v = rows[mask], values[mask]
+        self.vals[at, self.count[at] % self.width] = v
+        self.count[at] += 1
+
+    def window(self, rows: IntArray) -> FloatArray:
+        """Each row's last ``width`` values, oldest first."""
+        idx = (self.count[rows][:, None] + np.arange(self.width)) % self.width
+        values: FloatArray = self.vals[rows[:, None], idx]
+        return values
+
+    def to_deque(self, row: int) -> deque[float]:
+        held = min(int(self.count[row]), self.width)
+        idx = (int(self.count[row]) - held + np.arange(held)) % self.width
+        return deque(self.vals[row, idx].tolist(), maxlen=self.width)
+
+    def load(self, row: int, values: deque[float]) -> None:
+        self.vals[row] = NAN
+        self.count[row] = len(values)
+        for i, v in enumerate(values):
+            self.vals[row, i % self.width] = v
+
+
+class ArrayStochRsi(ArrayIndicator):
+    """``StochRsi``: the RSI recurrence, then its last ``fastk`` values and last ``fastd``
+    %K as rings per row."""
+
+    outputs = 2
+    STATE: ClassVar[dict[str, str]] = {
+        "prev": "_rsi._prev", "gain": "_rsi._gain", "loss": "_rsi._loss", "total": "_total",
+    }  # fmt: skip
+
+    def setup(self, twin: Indicator) -> None:
+        self.period = twin._rsi.period  # type: ignore[attr-defined]
+        self.inv = twin._rsi._inv  # type: ignore[attr-defined]
+        self.fastk, self.fastd = twin.fastk, twin.fastd  # type: ignore[attr-defined]
+        self.rsis, self.ks = _Rings(self.fastk), _Rings(self.fastd)
+
+    def grow(self, size: int) -> None:
+        super().grow(size)
+        self.rsis.grow(size)
+        self.ks.grow(size)
+
+    def reset(self, rows: IntArray) -> None:
+        super().reset(rows)
+        self.rsis.reset(rows)
+        self.ks.reset(rows)
+
+    def export(self, row: int, n: int) -> Indicator:
+        twin = super().export(row, n)
+        twin._rsi._n = n  # type: ignore[attr-defined]
+        twin._rsis = self.rsis.to_deque(row)  # type: ignore[attr-defined]
+        twin._ks = self.ks.to_deque(row)  # type: ignore[attr-defined]
+        return twin
+
+    def load(self, row: int, twin: Indicator) -> None:
+        super().load(row, twin)
+        self.rsis.load(row, twin._rsis)  # type: ignore[attr-defined]
+        self.ks.load(row, twin._ks)  # type: ignore[attr-defined]
+
+    def update(self, bars: Bars, rows: IntArray, n: IntArray) -> FloatArray:
+        s = self.state
+        rsi = _rsi_step(s, rows, n, bars.last("close"), self.period, self.inv)
+        out = np.full((2, len(rows)), NAN)
+        has = ~np.isnan(rsi)
+        self.rsis.push(rows, rsi, has)
+        full_k = has & (self.rsis.count[rows] >= self.fastk)
+        if not full_k.any():
+            return out
+        window = self.rsis.window(rows)
+        hi, lo = np.max(window, axis=1), np.min(window, axis=1)
+        diff = hi - lo
+        flat = np.abs(diff) <= (np.abs(hi) + np.abs(lo)) * 1e-14
+        k = np.where(flat, 0.0, ((rsi - lo) / diff) * 100.0)
+        self.ks.push(rows, k, full_k)
+        total = np.where(full_k, s["total"][rows] + k, s["total"][rows])
+        count = self.ks.count[rows]
+        full_d = full_k & (count >= self.fastd)
+        out[0] = np.where(full_d, k, NAN)
+        out[1] = np.where(full_d, total / self.fastd, NAN)
+        oldest = self.ks.vals[rows, (count - self.fastd) % self.fastd]
+        s["total"][rows] = np.where(full_d, total - oldest, total)
+        return out
+
+
+class ArrayRsiDivergence(ArrayIndicator):
+    """``RsiDivergence``: the RSI recurrence, its last ``lookback + 1`` values as a ring
+    aligned with the bars, and the extremes of the window per row."""
+
+    outputs = 2
+    STATE: ClassVar[dict[str, str]] = {
+        "prev": "_rsi._prev", "gain": "_rsi._gain", "loss": "_rsi._loss",
+    }  # fmt: skip
+
+    def setup(self, twin: Indicator) -> None:
+        self.period = twin._rsi.period  # type: ignore[attr-defined]
+        self.inv = twin._rsi._inv  # type: ignore[attr-defined]
+        self.lookback = twin.lookback  # type: ignore[attr-defined]
+        self.rsis = _Rings(self.lookback + 1)
+
+    def grow(self, size: int) -> None:
+        super().grow(size)
+        self.rsis.grow(size)
+
+    def reset(self, rows: IntArray) -> None:
+        super().reset(rows)
+        self.rsis.reset(rows)
+
+    def export(self, row: int, n: int) -> Indicator:
+        twin = super().export(row, n)
+        twin._rsi._n = n  # type: ignore[attr-defined]
+        twin._rsis = self.rsis.to_deque(row)  # type: ignore[attr-defined]
+        return twin
+
+    def load(self, row: int, twin: Indicator) -> None:
+        super().load(row, twin)
+        self.rsis.load(row, twin._rsis)  # type: ignore[attr-defined]
+
+    def update(self, bars: Bars, rows: IntArray, n: IntArray) -> FloatArray:
+        rsi = _rsi_step(self.state, rows, n, bars.last("close"), self.period, self.inv)
+        self.rsis.push(rows, rsi, np.ones(len(rows), dtype=bool))
+        out = np.full((2, len(rows)), NAN)
+        ready = n >= self.warmup_bars
+        if not ready.any():
+            return out
+        w = self.lookback + 1
+        rsis = self.rsis.window(rows)
+        m = np.arange(len(rows))
+        for i, (field, pick, newer) in enumerate(
+            (("low", np.min, np.less), ("high", np.max, np.greater))
+        ):
+            values = bars.window(field, w)
+            prior = pick(values[:, :-1], axis=1)
+            moved = ready & newer(values[:, -1], prior)
+            # the most recent bar of the earlier extreme
+            at = w - 2 - np.argmax((values[:, :-1] == prior[:, None])[:, ::-1], axis=1)
+            then = rsis[m, at]
+            confirm = np.greater(rsi, then) if i == 0 else np.less(rsi, then)
+            out[i] = np.where(ready, np.where(moved & confirm, 1.0, 0.0), NAN)
+        return out
+
+
 _TWINS: dict[str, type[ArrayIndicator]] = {
     "sma": ArraySma,
     "avg_volume": ArraySma,
@@ -558,6 +719,8 @@ _TWINS: dict[str, type[ArrayIndicator]] = {
     "pvi": ArrayPvi,
     "vwap": ArrayVwap,
     "vprofile": ArrayVolumeProfile,
+    "stochrsi": ArrayStochRsi,
+    "rsi_divergence": ArrayRsiDivergence,
 }
 
 

@@ -22,6 +22,7 @@ made records it for every row, as a frame does.
 
 from __future__ import annotations
 
+import copy
 import math
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
@@ -537,8 +538,8 @@ class RowFrame:
             hist: deque[Value] = deque(maxlen=column.depth)
             for back in range(min(total, column.depth) - 1, -1, -1):
                 hist.append(column.value_row(block, row, back))
-        else:
-            ind, hist = column.inds[row], column.hist[row]
+        else:  # a copy: the row's own objects stay with this block
+            ind, hist = copy.deepcopy(column.inds[row]), deque(column.hist[row])
         return None if ind is None else (ind, hist)
 
     def value(self, spec: Spec, back: int) -> Value:

@@ -106,10 +106,9 @@ def test_the_recurrences_and_windowed_ones_run_as_arrays() -> None:
     block = Block("1m", req, REGISTRY)
     kinds = {c.ind.spec[0] for c in block.columns if isinstance(c, _ArrayColumn)}
     twins = {"sma", "avg_volume", "wma", "ema", "rsi", "atr", "adx", "macd", "obv", "pvi", "vwap",
-             "vprofile"}  # fmt: skip
+             "vprofile", "stochrsi", "rsi_divergence"}  # fmt: skip
     assert twins | {"bbands", "cci", "mfi", "stoch", "highest", "lowest", "pattern"} <= kinds
-    scalar = {c.args and c.factory.__name__ for c in block.columns if isinstance(c, _ScalarColumn)}
-    assert {"StochRsi", "RsiDivergence"} <= scalar
+    assert not [c for c in block.columns if isinstance(c, _ScalarColumn)]
 
 
 class _Exploding(ArraySma):
@@ -170,3 +169,35 @@ def test_state_moves_between_the_twins_losslessly() -> None:
     back = arr.export(1, 50)
     assert vars(back["_signal"] if isinstance(back, dict) else back._signal) == vars(twin._signal)
     assert back._slow.value == twin._slow.value and back._fast.n == twin._fast.n
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=lambda s: f"{s[0]}{s[1]}")
+def test_a_row_moved_to_another_block_goes_on_exactly(spec: tuple) -> None:
+    """A row's state exported (to the scalar class) and loaded into another block's row,
+    midway, then both fed the same bars: the values never differ (what moving a shard's
+    state between its forms, or between blocks, relies on)."""
+    rng = np.random.default_rng(11)
+    req = Requirements()
+    req.need(spec, 3)
+    first, second = Block("1h", req, REGISTRY), Block("1h", req, REGISTRY)
+    data = [_series(rng, r, 300) for r in range(4)]
+    rows = np.array([first.row(f"S{r}") for r in range(4)], dtype=np.int64)
+    moved = False
+    compared = 0
+    for t in range(300):
+        bars = np.stack([d[t] for d in data], 1)
+        opens = np.full(4, t, dtype=np.int64)
+        first.take(rows, bars, opens)
+        if t == 150:
+            for r in range(4):
+                second.adopt(second.row(f"S{r}"), first.frame(r))
+            moved = True
+        elif moved:
+            second.take(rows, bars, opens)
+            for r in range(4):
+                for back in range(4):
+                    a = first.by_spec[spec].value_row(first, r, back)
+                    b = second.by_spec[spec].value_row(second, r, back)
+                    assert _same(a, b), (spec, t, r, back, a, b)
+                    compared += 1
+    assert compared == 149 * 16
