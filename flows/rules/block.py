@@ -57,11 +57,12 @@ _NO_ROWS = np.zeros(0, dtype=np.int64)
 class Step:
     """The bars of the rows being advanced, each read computed once per step."""
 
-    __slots__ = ("_block", "_cache", "_end", "_rows")
+    __slots__ = ("_aligned", "_block", "_cache", "_end", "_rows")
 
     def __init__(self, block: Block, rows: IntArray) -> None:
         self._block = block
         self._rows = rows
+        self._aligned: bool | None = None  # every row's newest bar in the same slot
         self._end = block.pos[rows]  # one past each row's newest bar
         self._cache: dict[tuple[str, int], FloatArray] = {}
 
@@ -79,8 +80,15 @@ class Step:
         found = self._cache.get(key)
         if found is None:
             b = self._block
-            idx = (self._end[:, None] - n + np.arange(n)) % b.cap
-            found = b.buf[ROW[field]][self._rows[:, None], idx]
+            plane = b.buf[ROW[field]]
+            end = int(self._end[0]) if len(self._end) else 0
+            if self._aligned is None:
+                self._aligned = bool((self._end == end).all())
+            if self._aligned and end >= n:  # every row at the same slot: one slice each
+                found = plane[self._rows, end - n : end]
+            else:
+                idx = (self._end[:, None] - n + np.arange(n)) % b.cap
+                found = plane[self._rows[:, None], idx]
             self._cache[key] = found
         return found
 

@@ -76,6 +76,8 @@ class Lanes:
 class VectorRule:
     condition: VFn
     intervals: frozenset[str]
+    calls: tuple[tuple[str, VFn], ...]  # (canonical call text, its values), as Program.calls
+    interval: str
 
     def holds(self, lanes: Lanes, back: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """Per row: whether the rule holds, and whether it is undefined (not ready)."""
@@ -84,6 +86,28 @@ class VectorRule:
         n = lanes.count
         truth = np.broadcast_to(np.asarray(value).astype(bool), (n,))
         return truth, np.broadcast_to(np.asarray(bad, dtype=bool), (n,))
+
+    def values(self, lanes: Lanes) -> list[dict[str, float | bool | None]]:
+        """``Program.values(frames, 0)`` for every row: each helper call's value (None where
+        undefined or not finite) and the close."""
+        n = lanes.count
+        columns: list[tuple[str, list[Any]]] = []
+        with np.errstate(all="ignore"):
+            for text, fn in self.calls:
+                value, bad = fn(lanes, 0)
+                value = np.broadcast_to(value, (n,))
+                bad = np.broadcast_to(bad, (n,)) | (
+                    ~np.isfinite(value) if value.dtype.kind == "f" else False
+                )
+                columns.append((text, _or_none(value, bad)))
+        block = lanes.blocks[self.interval]
+        close, missing = block.series_at("close", lanes.rows[self.interval], 0)
+        columns.append(("close", _or_none(close, missing)))
+        return [{text: col[i] for text, col in columns} for i in range(n)]
+
+
+def _or_none(values: np.ndarray, bad: np.ndarray) -> list[Any]:
+    return [None if b else v for v, b in zip(values.tolist(), bad.tolist(), strict=True)]
 
 
 _cache: dict[int, tuple[Program, VectorRule | None]] = {}
@@ -96,8 +120,12 @@ def vectorize(program: Program) -> VectorRule | None:
         return found[1]
     try:
         compiler = _Compiler(program, program.interval)
+        condition = compiler.compile(program.rule.ast)
+        calls: dict[str, VFn] = {}
+        for node, info in program.rule.calls.items():
+            calls.setdefault(info.text, compiler.compile(node))
         rule: VectorRule | None = VectorRule(
-            compiler.compile(program.rule.ast), frozenset(compiler.intervals)
+            condition, frozenset(compiler.intervals), tuple(calls.items()), program.interval
         )
     except Unsupported:
         rule = None

@@ -44,7 +44,7 @@ from flows.indicators import Indicator
 from flows.rules.block import Block, RowFrame
 from flows.rules.frame import Frame, Requirements
 from flows.rules.helpers import DEFAULT_REGISTRY
-from flows.rules.vector import Lanes, vectorize
+from flows.rules.vector import Lanes, VectorRule, vectorize
 from flows.signals.book import Book, CompiledTrader
 from flows.signals.engine import (
     DEFAULT_BUDGET_S,
@@ -436,8 +436,8 @@ class ShardEngine:
             decided = len(rows) - int(suspect.sum())
             counters.evaluations += decided
             counters.not_ready += int((bad & ~suspect).sum())
-            for i in np.flatnonzero(fire).tolist():
-                self._fire(trader, rows[i], klines[i], now_ms, counters, fires, failures)
+            self._fires(trader, vector, blocks, rows, klines, fire, now_ms, counters, fires,
+                        failures)  # fmt: skip
             scalar_rows = np.flatnonzero(suspect).tolist()
             share = (time.perf_counter() - started) / max(1, len(rows))
             if share > budget_s:
@@ -479,17 +479,40 @@ class ShardEngine:
             return
         self._fire(trader, row, k, now_ms, counters, fires, failures)
 
+    def _fires(self, trader: CompiledTrader, vector: VectorRule, blocks: dict[str, Block],
+               rows: np.ndarray, klines: list[Kline], fire: np.ndarray, now_ms: int,
+               counters: EngineCounters, fires: list[Fire], failures: list[RuleFailure],
+               ) -> None:  # fmt: skip
+        """The fires of an array evaluation, their provenance computed as arrays too (a row
+        where the scalar evaluator would raise takes it per row, as ``_fire``)."""
+        at = np.flatnonzero(fire)
+        if not len(at):
+            return
+        lanes = Lanes(blocks, dict.fromkeys(vector.intervals, rows[at]), len(at))
+        values = vector.values(lanes)
+        for j, i in enumerate(at.tolist()):
+            row, k = int(rows[i]), klines[i]
+            if lanes.suspect[j]:
+                self._fire(trader, row, k, now_ms, counters, fires, failures)
+            else:
+                self._record(trader, row, k, values[j], now_ms, counters, fires)
+
     def _fire(self, trader: CompiledTrader, row: int, k: Kline, now_ms: int,
               counters: EngineCounters, fires: list[Fire], failures: list[RuleFailure],
               ) -> None:  # fmt: skip
-        r = trader.row
-        symbol = self._symbols[row]
         try:
             values = trader.program.values(self._frames(row), 0)  # type: ignore[arg-type]
         except Exception as exc:
             self._switch_off(trader, row, k, f"{type(exc).__name__}: {exc}"[:500], counters,
                              failures)  # fmt: skip
             return
+        self._record(trader, row, k, values, now_ms, counters, fires)
+
+    def _record(self, trader: CompiledTrader, row: int, k: Kline,
+                values: dict[str, float | bool | None], now_ms: int, counters: EngineCounters,
+                fires: list[Fire]) -> None:  # fmt: skip
+        r = trader.row
+        symbol = self._symbols[row]
         interval = INTERVALS[r.interval]
         window_start = k.open_ms
         if r.cooldown_bars:
