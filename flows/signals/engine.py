@@ -39,10 +39,12 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from flows.domain import defaults
+from flows.domain.intervals import INTERVALS
 from flows.domain.kline import Kline
+from flows.domain.money import format_units
 from flows.indicators import Indicator
 from flows.rules.helpers import DEFAULT_REGISTRY
-from flows.signals.book import Book
+from flows.signals.book import Book, TraderRow
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +134,36 @@ class SymbolEngine:
 
     def rewind(self, first_open: Mapping[str, int]) -> None:
         self.shard.rewind(self.symbol, first_open)
+
+
+def fire_of(row: TraderRow, symbol: str, k: Kline, values: dict[str, float | bool | None],
+            now_ms: int) -> Fire:  # fmt: skip
+    """The fire of trader ``row`` on ``symbol``'s kline ``k``, its cooldown window included."""
+    interval = INTERVALS[row.interval]
+    window_start = k.open_ms
+    if row.cooldown_bars:
+        window_start = k.open_ms - row.cooldown_bars * interval.length_ms
+        if interval.calendar_month:
+            window_start = _months_before(k.open_ms, row.cooldown_bars)
+    return Fire(signal_id(row.id, symbol, row.interval, k.open_ms), row.id, row.version, symbol,
+                row.interval, k.open_ms, k.close_ms, window_start, format_units(k.close),
+                values, now_ms)  # fmt: skip
+
+
+def over_budget(spent: float, budget_s: float) -> str:
+    """Why a trader was switched off for its evaluation time."""
+    return (
+        f"evaluation took {spent * 1000:.0f} ms, over the budget of {budget_s * 1000:g} ms "
+        f"on {SLOW_STRIKES} klines in a row: switched off for this symbol"
+    )
+
+
+def switched_off(row: TraderRow, symbol: str, k: Kline, message: str, counters: EngineCounters
+                 ) -> RuleFailure:  # fmt: skip
+    """Count, log and describe a trader switched off for a symbol."""
+    counters.failures += 1
+    log.warning("trader id=%d switched off for symbol=%s: %s", row.id, symbol, message)
+    return RuleFailure(row.id, row.version, symbol, k.open_ms, message)
 
 
 def _months_before(open_ms: int, months: int) -> int:

@@ -16,9 +16,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
 
-from flows.domain.intervals import INTERVALS
 from flows.domain.kline import Kline
-from flows.domain.money import format_units
 from flows.indicators import Indicator
 from flows.rules.frame import Frame, Requirements
 from flows.rules.helpers import DEFAULT_REGISTRY
@@ -30,8 +28,9 @@ from flows.signals.engine import (
     Fire,
     RuleFailure,
     Seeder,
-    _months_before,
-    signal_id,
+    fire_of,
+    over_budget,
+    switched_off,
 )
 
 log = logging.getLogger(__name__)
@@ -197,12 +196,8 @@ class ScalarEngine:
         if strikes < SLOW_STRIKES:
             return
         del self.slow[key]
-        message = (
-            f"evaluation took {spent * 1000:.0f} ms, over the budget of {budget_s * 1000:g} ms "
-            f"on {SLOW_STRIKES} klines in a row: switched off for this symbol"
-        )
         counters.over_budget += 1
-        self._switch_off(trader, k, message, counters, failures)
+        self._switch_off(trader, k, over_budget(spent, budget_s), counters, failures)
 
     def _switch_off(
         self,
@@ -214,9 +209,7 @@ class ScalarEngine:
     ) -> None:
         row = trader.row
         self.failed[(row.id, row.version)] = message
-        counters.failures += 1
-        failures.append(RuleFailure(row.id, row.version, self.symbol, k.open_ms, message))
-        log.warning("trader id=%d switched off for symbol=%s: %s", row.id, self.symbol, message)
+        failures.append(switched_off(row, self.symbol, k, message, counters))
 
     def _evaluate(
         self,
@@ -252,25 +245,5 @@ class ScalarEngine:
         except Exception as exc:  # a helper's own bug, a failed indicator, ...
             self._switch_off(trader, k, f"{type(exc).__name__}: {exc}"[:500], counters, failures)
             return
-        interval = INTERVALS[row.interval]
-        window_start = k.open_ms
-        if row.cooldown_bars:
-            window_start = k.open_ms - row.cooldown_bars * interval.length_ms
-            if interval.calendar_month:
-                window_start = _months_before(k.open_ms, row.cooldown_bars)
         counters.fires += 1
-        fires.append(
-            Fire(
-                signal_id(row.id, self.symbol, row.interval, k.open_ms),
-                row.id,
-                row.version,
-                self.symbol,
-                row.interval,
-                k.open_ms,
-                k.close_ms,
-                window_start,
-                format_units(k.close),
-                values,
-                now_ms,
-            )
-        )
+        fires.append(fire_of(row, self.symbol, k, values, now_ms))

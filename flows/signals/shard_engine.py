@@ -37,9 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from flows.domain.intervals import INTERVALS
 from flows.domain.kline import Kline
-from flows.domain.money import format_units
 from flows.indicators import Indicator
 from flows.rules.block import Block, RowFrame
 from flows.rules.frame import Frame, Requirements
@@ -53,8 +51,9 @@ from flows.signals.engine import (
     Fire,
     RuleFailure,
     Seeder,
-    _months_before,
-    signal_id,
+    fire_of,
+    over_budget,
+    switched_off,
 )
 from flows.signals.scalar_engine import ScalarEngine
 
@@ -511,20 +510,8 @@ class ShardEngine:
     def _record(self, trader: CompiledTrader, row: int, k: Kline,
                 values: dict[str, float | bool | None], now_ms: int, counters: EngineCounters,
                 fires: list[Fire]) -> None:  # fmt: skip
-        r = trader.row
-        symbol = self._symbols[row]
-        interval = INTERVALS[r.interval]
-        window_start = k.open_ms
-        if r.cooldown_bars:
-            window_start = k.open_ms - r.cooldown_bars * interval.length_ms
-            if interval.calendar_month:
-                window_start = _months_before(k.open_ms, r.cooldown_bars)
         counters.fires += 1
-        fires.append(
-            Fire(signal_id(r.id, symbol, r.interval, k.open_ms), r.id, r.version, symbol,
-                 r.interval, k.open_ms, k.close_ms, window_start, format_units(k.close),
-                 values, now_ms)
-        )  # fmt: skip
+        fires.append(fire_of(trader.row, self._symbols[row], k, values, now_ms))
 
     def _over_budget(self, trader: CompiledTrader, row: int, k: Kline, spent: float,
                      budget_s: float, counters: EngineCounters, failures: list[RuleFailure],
@@ -537,20 +524,13 @@ class ShardEngine:
         if strikes < SLOW_STRIKES:
             return
         del self.slow[(key, symbol)]
-        message = (
-            f"evaluation took {spent * 1000:.0f} ms, over the budget of {budget_s * 1000:g} ms "
-            f"on {SLOW_STRIKES} klines in a row: switched off for this symbol"
-        )
         counters.over_budget += 1
-        self._switch_off(trader, row, k, message, counters, failures)
+        self._switch_off(trader, row, k, over_budget(spent, budget_s), counters, failures)
 
     def _switch_off(self, trader: CompiledTrader, row: int, k: Kline, message: str,
                     counters: EngineCounters, failures: list[RuleFailure]) -> None:  # fmt: skip
         r = trader.row
-        key = (r.id, r.version)
         symbol = self._symbols[row]
-        self.failed.setdefault(key, {})[symbol] = message
-        self._off[key][row] = True
-        counters.failures += 1
-        failures.append(RuleFailure(r.id, r.version, symbol, k.open_ms, message))
-        log.warning("trader id=%d switched off for symbol=%s: %s", r.id, symbol, message)
+        self.failed.setdefault((r.id, r.version), {})[symbol] = message
+        self._off[(r.id, r.version)][row] = True
+        failures.append(switched_off(r, symbol, k, message, counters))
