@@ -166,10 +166,13 @@ def evaluation(symbols: int, trader_count: int, rounds: int, reference_rounds: i
     if not reference_rounds:
         return
     engines = []
+    by_symbol: dict[str, list[tuple[str, Kline]]] = {}
+    for r in range(-1, rounds):  # the same history and closes the array engine took
+        for sym, iv, k in history if r < 0 else closes(r):
+            by_symbol.setdefault(sym, []).append((iv, k))
     for s in range(symbols):
         engine = ScalarEngine(f"S{s:04d}USDT")
-        engine.process([(iv, k) for sym, iv, k in history if sym == engine.symbol], book,
-                       None, 0, EngineCounters())  # fmt: skip
+        engine.process(by_symbol[engine.symbol], book, None, 0, EngineCounters())
         engines.append(engine)
     ref, ref_fires = [], 0
     for r in range(reference_rounds):
