@@ -10,9 +10,9 @@ provisional (the next replay continues them), and a rule must only see finished 
 
 Live, the step keeps no state across restarts. With each batch of signals it hands on, per
 (symbol, interval), the newest kline it evaluated (`Progress`), which the writer commits in
-the same transaction as the signals. When a symbol's engine starts (a new process, or
-PostgreSQL answering for the first time), every kline stored in Redis after that recorded
-point and before the first kline it is given is evaluated first (a *catch-up*): decisions
+the same transaction as the signals. When the engine first sees a symbol (in a new
+process), every kline stored in Redis after that recorded point and before the first kline
+it is given is evaluated first (a *catch-up*): decisions
 whose signals had not reached PostgreSQL when the flow stopped are made again; signals are
 idempotent, so a kline decided twice records one signal. Amended klines (a trade came after
 a watermark closed them) rewind the frames and are decided again.

@@ -212,6 +212,52 @@ def test_an_indicator_that_raises_stops_only_the_traders_that_read_it(
     assert sum(1 for f in fires if f.trader_id == 1) == 2 * max(0, after - 2)
 
 
+def test_an_array_step_that_raises_for_one_symbol_stops_only_that_symbols_traders(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An indicator's array step raises because of one symbol's bars (a bug in both its
+    forms, say): the step goes on per symbol, and only that symbol's traders that read the
+    indicator are switched off; every other symbol and trader fires on every close."""
+    from flows.indicators import arrays, library
+
+    def poisoned(bars: Any) -> bool:
+        return bool((bars.last("close") > 150.0).any())
+
+    array_update, scalar_update = arrays.ArrayEma.update, library.Ema.update
+
+    def array_boom(self: Any, bars: Any, rows: Any, n: Any) -> Any:
+        if poisoned(bars):
+            raise FloatingPointError("ema went wrong")
+        return array_update(self, bars, rows, n)
+
+    def scalar_boom(self: Any, series: BarSeries) -> float:
+        if series.last("close") > 150.0:
+            raise FloatingPointError("ema went wrong")
+        return scalar_update(self, series)
+
+    monkeypatch.setattr(arrays.ArrayEma, "update", array_boom)
+    monkeypatch.setattr(library.Ema, "update", scalar_boom)
+    symbols = ("AAAUSDT", "BADUSDT", "CCCUSDT")
+
+    def bars(symbol: str, i: int) -> Kline:
+        c = (200 if symbol == "BADUSDT" and i >= 10 else 100) * 10**8 + (i % 5) * 10**7
+        return Kline(i * MIN, i * MIN + MIN - 1, c, c + 10**7, c - 10**7, c, 10**8, 10**9, 3, 0, 0)
+
+    book = Book((_trader(1, "ema(3) > 0"), _trader(2, "close > 0")), version=1)
+    shard, counters = ShardEngine(array_min_symbols=1), EngineCounters()
+    fires, failures = [], []
+    for i in range(20):
+        f, e = shard.process([(s, "1m", bars(s, i)) for s in symbols], book, None, 0, counters)
+        fires += f
+        failures += e
+    assert [(x.trader_id, x.symbol, x.open_ms) for x in failures] == [(1, "BADUSDT", 10 * MIN)]
+    assert "ema went wrong" in failures[0].error
+    count = {(t, s): sum(1 for f in fires if (f.trader_id, f.symbol) == (t, s))
+             for t in (1, 2) for s in symbols}  # fmt: skip
+    assert count == {(1, "AAAUSDT"): 18, (1, "BADUSDT"): 8, (1, "CCCUSDT"): 18,
+                     (2, "AAAUSDT"): 20, (2, "BADUSDT"): 20, (2, "CCCUSDT"): 20}  # fmt: skip
+
+
 def test_a_helper_that_raises_stops_only_its_trader(arrays: bool) -> None:
     reg = _hostile_registry()
 
