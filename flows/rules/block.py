@@ -102,27 +102,41 @@ class _ArrayColumn:
         self.outputs = ind.outputs
         self.hist = np.full((ind.outputs, 0, depth), math.nan)
         self.broken: dict[int, str] = {}  # rows whose scalar form failed (adopted as such)
+        # per row: values held (the newest ones), and how many it keeps (its own frame's
+        # depth for this indicator; the column's depth is the deepest of its rows)
+        self.held = np.zeros(0, dtype=np.int64)
+        self.limit = np.zeros(0, dtype=np.int64)
 
     def grow(self, size: int) -> None:
         self.ind.grow(size)
         old = self.hist
         self.hist = np.full((self.outputs, size, self.depth), math.nan)
         self.hist[:, : old.shape[1]] = old
+        self.held = np.concatenate((self.held, np.zeros(size - len(self.held), dtype=np.int64)))
+        more = np.full(size - len(self.limit), self.depth, dtype=np.int64)
+        self.limit = np.concatenate((self.limit, more))
 
     def reset(self, rows: IntArray) -> None:
         self.ind.reset(rows)
         self.hist[:, rows] = math.nan
+        self.held[rows] = 0
         for row in rows.tolist():
             self.broken.pop(row, None)
 
+    def keep(self, row: int, limit: int) -> None:
+        """The row keeps its newest ``limit`` values (at most the column's depth)."""
+        self.limit[row] = min(limit, self.depth)
+        self.held[row] = min(self.held[row], self.limit[row])
+
     def advance(self, step: Step, rows: IntArray, n: IntArray) -> None:
         self.hist[:, rows, (n - 1) % self.depth] = self.ind.update(step, rows, n)
+        self.held[rows] = np.minimum(self.held[rows] + 1, self.limit[rows])
 
     def value_row(self, block: Block, row: int, back: int) -> Value:
         if row in self.broken:
             raise IndicatorFailed(self.broken[row])
         total = int(block.total[row])
-        if back >= min(total, self.depth):
+        if back >= self.held[row]:
             raise UNDEFINED
         value: Value = self.ind.to_value(self.hist[:, row, (total - 1 - back) % self.depth])
         return value
@@ -131,7 +145,7 @@ class _ArrayColumn:
                ) -> tuple[FloatArray, np.ndarray, np.ndarray | None]:  # fmt: skip
         total = block.total[rows]
         v = self.hist[output, rows, (total - 1 - back) % self.depth]
-        bad = (back >= np.minimum(total, self.depth)) | ~np.isfinite(v)
+        bad = (back >= self.held[rows]) | ~np.isfinite(v)
         if self.broken:
             failed = np.isin(rows, list(self.broken))
             return v, bad, failed if failed.any() else None
@@ -144,7 +158,7 @@ class _ArrayColumn:
         total = block.total[rows]
         at = self.hist[:, rows, (total - 1 - back) % self.depth]
         failed = np.isin(rows, list(self.broken)) if self.broken else None
-        return at, back >= np.minimum(total, self.depth), failed
+        return at, back >= self.held[rows], failed
 
 
 class _ScalarColumn:
@@ -167,8 +181,12 @@ class _ScalarColumn:
     def reset(self, rows: IntArray) -> None:
         for row in rows.tolist():
             self.inds[row] = self.factory(*self.args)
-            self.hist[row] = deque(maxlen=self.depth)
+            self.hist[row] = deque(maxlen=self.hist[row].maxlen)
             self.broken.pop(row, None)
+
+    def keep(self, row: int, limit: int) -> None:
+        """The row keeps its newest ``limit`` values (at most the column's depth)."""
+        self.hist[row] = deque(self.hist[row], maxlen=min(limit, self.depth))
 
     def advance(self, step: Step, rows: IntArray, n: IntArray) -> None:
         block = step._block
@@ -271,6 +289,18 @@ class Block:
         # bars each row keeps (what a frame with that row's requirements keeps, at most cap)
         self.row_cap: IntArray = np.zeros(0, dtype=np.int64)
 
+    def set_needs(self, row: int, requirements: Requirements) -> None:
+        """The row keeps what a frame with ``requirements`` (some of this block's) keeps:
+        as many bars, and each indicator's values as deep (none of one it does not need)."""
+        self.row_cap[row] = self.capacity_of(requirements)
+        depths: dict[Spec, int] = {}
+        for spec, depth in requirements.specs.items():
+            key = self._alias.get(spec)
+            if key is not None:
+                depths[key] = max(depths.get(key, -1), depth)
+        for key, column in self._canonical.items():
+            column.keep(row, depths.get(key, -1) + 1)
+
     def capacity_of(self, requirements: Requirements) -> int:
         """The bars a frame with ``requirements`` (some of this block's) keeps."""
         depths: dict[Spec, int] = {}
@@ -363,8 +393,8 @@ class Block:
         taken[rows] = n - 1
         for row in range(len(self.rows)):
             scalar.inds.append(ind.export(row, int(taken[row])))
-            hist: deque[Value] = deque(maxlen=column.depth)
-            count = min(int(taken[row]), column.depth)
+            hist: deque[Value] = deque(maxlen=int(column.limit[row]))
+            count = int(column.held[row])  # the step raised before it counted this bar
             for back in range(count - 1, -1, -1):
                 at = column.hist[:, row, (int(taken[row]) - 1 - back) % column.depth]
                 hist.append(ind.to_value(at))
@@ -404,13 +434,14 @@ class Block:
             ind, hist = found
             if isinstance(column, _ArrayColumn):
                 column.ind.load(row, ind)
-                for back, value in enumerate(reversed(hist)):
-                    if back < column.depth:
-                        slot = (total - 1 - back) % column.depth
-                        column.hist[:, row, slot] = column.ind.from_value(value)
+                kept = min(len(hist), int(column.limit[row]))
+                for back, value in enumerate(list(reversed(hist))[:kept]):
+                    slot = (total - 1 - back) % column.depth
+                    column.hist[:, row, slot] = column.ind.from_value(value)
+                column.held[row] = kept
             else:
                 column.inds[row] = ind
-                column.hist[row] = deque(hist, maxlen=column.depth)
+                column.hist[row] = deque(hist, maxlen=column.hist[row].maxlen)
 
     def take_klines(self, items: list[tuple[int, Kline]]) -> IntArray:
         """``take`` for (row, kline) pairs, one per row."""
@@ -535,7 +566,7 @@ class RowFrame:
         """As ``Frame.parts``: the row's indicator for ``spec`` as a scalar one (exported
         from an array one), its recent values; why it failed; None if not computed."""
         block, row = self._block, self._row
-        column = block.by_spec.get(spec)
+        column = block._canonical.get(spec) or block.by_spec.get(spec)
         if column is None:
             return block.broken.get(spec)
         if row in column.broken:
@@ -543,8 +574,8 @@ class RowFrame:
         total = int(block.total[row])
         if isinstance(column, _ArrayColumn):
             ind: Indicator | None = column.ind.export(row, total)
-            hist: deque[Value] = deque(maxlen=column.depth)
-            for back in range(min(total, column.depth) - 1, -1, -1):
+            hist: deque[Value] = deque(maxlen=int(column.limit[row]) or None)
+            for back in range(int(column.held[row]) - 1, -1, -1):
                 hist.append(column.value_row(block, row, back))
         else:  # a copy: the row's own objects stay with this block
             ind, hist = copy.deepcopy(column.inds[row]), deque(column.hist[row])

@@ -182,14 +182,15 @@ class Frame:
         return hist[-1 - back]
 
     def parts(self, spec: Spec) -> tuple[Indicator, deque[Value]] | str | None:
-        """The indicator computing ``spec`` here and its recent values, to move this
-        frame's state elsewhere; why it failed, if it did; None if it is not required."""
+        """The indicator computing ``spec`` (canonical: ``("sma", (10, "close"))``) here and
+        its recent values, to move this frame's state elsewhere; why it failed, if it did;
+        None if it is not required."""
         if spec in self._broken:
             return self._broken[spec]
-        ind = self._ind.get(spec)
-        if ind is None:
-            return None
-        return ind, self._hist[spec]
+        for ind in self._ind.values():  # ``spec`` is canonical; the frame keys its aliases
+            if ind.spec == spec:
+                return ind, self._hist[ind.spec]
+        return None
 
     def held_klines(self) -> list[Kline]:
         """The bars held, oldest first, as klines (the fields a frame keeps; the rest 0)."""

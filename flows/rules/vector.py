@@ -439,7 +439,8 @@ def _profile(kind: str) -> Callable[..., VFn]:
             nodes = at[1:].T  # rows x bins, nodes first
             held = np.arange(nodes.shape[1])[None, :] < at[0][:, None]
             close, cb = block.series_at("close", rows, back)
-            bad = bad | cb | np.isnan(nodes[:, 0])  # a warm-up or NaN profile is undefined
+            # a warm-up or NaN profile is undefined; one without nodes is not
+            bad = bad | cb | ((at[0] >= 1) & np.isnan(nodes[:, 0]))
             c = close[:, None]
             if kind in ("near", "count"):
                 inside = held & (np.abs(nodes - c) <= (np.abs(close) * pct / 100.0)[:, None])

@@ -164,7 +164,7 @@ class ShardEngine:
                     if block is old and source is not None:
                         block.reset(np.array([row], dtype=np.int64))
                     continue
-                block.row_cap[row] = block.capacity_of(own)
+                block.set_needs(row, own)
                 if (symbol, interval) in rebuild or source is None:
                     held = source.held_klines() if source is not None else []
                     if block is old:
@@ -194,7 +194,11 @@ class ShardEngine:
         self._off = {}
         for trader in self._traders:
             key = (trader.row.id, trader.row.version)
-            self._watch[key] = np.array([trader.watches(s) for s in self._symbols], dtype=bool)
+            interval = trader.row.interval  # a symbol's frame of it must exist, as before
+            self._watch[key] = np.array(
+                [trader.watches(s) and interval in self.row_req.get(s, {}) for s in self._symbols],
+                dtype=bool,
+            )
             off = np.zeros(size, dtype=bool)
             for symbol in self.failed.get(key, {}):
                 if symbol in self.index:
@@ -229,7 +233,8 @@ class ShardEngine:
         if not held:
             self._pending.setdefault(symbol, set()).add(block.interval)
             return []
-        klines = self._older(seeder, symbol, block.interval, held, block.cap) + held
+        cap = int(block.row_cap[block.rows[symbol]])
+        klines = self._older(seeder, symbol, block.interval, held, cap) + held
         counters.seeded_klines += len(klines)
         return klines
 
@@ -242,25 +247,12 @@ class ShardEngine:
                 block = self.blocks.get(interval)
                 if block is None or symbol not in block.rows:
                     continue
-                klines = self._seed(seeder, symbol, interval, end_ms, block.cap)
+                cap = int(block.row_cap[block.rows[symbol]])
+                klines = self._seed(seeder, symbol, interval, end_ms, cap)
                 counters.seeded_klines += len(klines)
                 todo.setdefault(interval, []).append((block.rows[symbol], klines))
         for interval, histories in todo.items():
             self.blocks[interval].feed(histories)
-
-    def _rebuilt(self, interval: str, req: Requirements, old: Block | None,
-                 seeder: Seeder | None, factories: Mapping[str, Callable[..., Indicator]],
-                 counters: EngineCounters) -> Block:  # fmt: skip
-        """A block with ``req`` for every symbol with a row: each fed the bars the old block
-        held, after older ones from storage when those are fewer than it keeps."""
-        fresh = Block(interval, req, factories)
-        histories = []
-        for symbol in sorted(self.index, key=self.index.__getitem__):
-            row = fresh.row(symbol)
-            held = old.held_klines(old.rows[symbol]) if old and symbol in old.rows else []
-            histories.append((row, self._history(fresh, symbol, held, seeder, counters)))
-        fresh.feed(histories)
-        return fresh
 
     def rewind(self, symbol: str, first_open: Mapping[str, int]) -> None:
         """Forget the symbol's bars of each interval from `first_open[interval]` on: they
@@ -380,17 +372,22 @@ class ShardEngine:
         """Every block takes its bars of the group; per interval, the rows whose newest bar
         is the group's kline (rows to evaluate) and those klines."""
         by_interval: dict[str, dict[int, Kline]] = {}
+        firsts: dict[str, dict[int, Kline]] = {}
         index = self.index
         for symbol, interval, k in group:
             row = index.get(symbol)
             if row is not None:
+                # a kline twice in a group (an original and its amendment): the bars take the
+                # first (the second is a re-delivery to them), the decision the last, as a
+                # frame and the per-symbol engine do
+                firsts.setdefault(interval, {}).setdefault(row, k)
                 by_interval.setdefault(interval, {})[row] = k
         closing: dict[str, tuple[np.ndarray, list[Kline]]] = {}
         for interval, items in by_interval.items():
             block = self.blocks.get(interval)
             if block is None:
                 continue
-            block.take_klines(list(items.items()))
+            block.take_klines(list(firsts[interval].items()))
             rows = np.fromiter(items, dtype=np.int64, count=len(items))
             opens = np.fromiter((k.open_ms for k in items.values()), dtype=np.int64,
                                 count=len(items))  # fmt: skip
@@ -439,10 +436,12 @@ class ShardEngine:
                         failures)  # fmt: skip
             scalar_rows = np.flatnonzero(suspect).tolist()
             share = (time.perf_counter() - started) / max(1, len(rows))
-            if share > budget_s:
-                for i in range(len(rows)):
+            for i in np.flatnonzero(~suspect).tolist():  # the rest are timed one by one
+                if share > budget_s:
                     self._over_budget(trader, int(rows[i]), klines[i], share, budget_s,
                                       counters, failures)  # fmt: skip
+                elif self.slow:
+                    self.slow.pop((key, self._symbols[int(rows[i])]), None)
         for i in scalar_rows:
             row, k = int(rows[i]), klines[i]
             started = time.perf_counter()

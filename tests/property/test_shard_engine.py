@@ -60,6 +60,10 @@ def _rules() -> list[tuple[str, str]]:
         ("price_change_pct_24h > 0 or quote_volume_24h > 1e9", "every_close"),
         ("false and rsi(14) > 50 or true and close / (high - high) > 0", "every_close"),
         ("change(macd_hist(), 2) * 1000 > 1 or trades > 10 and quote_volume > 0", "on_change"),
+        # values that depend on where their history starts, and on a frame's own depth
+        ("close > sma(10) * 1.001 and pvi() > 1000 and obv() > 0", "every_close"),
+        ("hvn_count(100, 5) == 0 and close > open", "every_close"),
+        ('change(rsi(3, tf="5m"), 2) > -1000 and ema(20) > close', "every_close"),
     ]
     return out
 
@@ -94,6 +98,15 @@ def _five(bars: list[Kline]) -> list[Kline]:
         out.append(Kline(g[0].open_ms, g[-1].close_ms, g[0].open, high, low, g[-1].close,
                          volume, quote, trades, 0, 0))  # fmt: skip
     return out
+
+
+# traders that need more of a few symbols than the others: deeper bars, deeper history
+NARROW = [
+    TraderRow(800, "deep", "sma(400) < close", "1m", cooldown_bars=0, symbols_mode="list",
+              symbols=("S001", "S003")),
+    TraderRow(801, "far back", 'rsi(3, tf="5m")[8] > 0', "1m", cooldown_bars=0,
+              symbols_mode="list", symbols=("S002", "S004")),
+]  # fmt: skip
 
 
 def _book(rules: list[tuple[str, str]], first_id: int = 1) -> list[TraderRow]:
@@ -140,13 +153,16 @@ def test_the_array_engine_decides_as_the_per_symbol_reference(seed: int, array_m
     for i, s in enumerate(symbols):
         bars = _klines(seed * 100 + i, 1730)
         stored[s] = {"1m": bars, "5m": _five(bars)}
+    # a gap: S005 has no 1m kline for 30 minutes (its 5m ones go on)
+    stored["S005"]["1m"] = [k for k in stored["S005"]["1m"]
+                            if not 1500 <= (k.close_ms + 1 - T0) // MINUTE < 1530]  # fmt: skip
 
     def seeder(symbol: str, interval: str, end_ms: int, count: int) -> list[Kline]:
         return [k for k in stored[symbol][interval] if k.close_ms < end_ms][-count:]
 
     listed = {s: 1440 + rng.randint(0, 40) for s in symbols}  # listed one after another
     rules = _rules()
-    first = build_book(_book(rules[: len(rules) // 2]))
+    first = build_book(_book(rules[: len(rules) // 2]) + NARROW + _book(rules[-3:], 700))
     second = build_book(_book(rules[: len(rules) // 2]) + _book(rules[len(rules) // 2 :], 500))
     assert not first.errors and not second.errors, (first.errors, second.errors)
     vectorised = [t for t in second.traders if vectorize(t.program) is not None]
@@ -177,12 +193,14 @@ def test_the_array_engine_decides_as_the_per_symbol_reference(seed: int, array_m
     assert shard.scalars is None  # the array form took over
     for items in _batches(stored, 1560, 1640, rng, listed):  # a book change: blocks rebuilt
         run(items, second)
-    # amended klines: the last 3 minutes of two symbols closed again, decided again
+    # amended klines: the last 3 minutes of two symbols closed again, decided again, the
+    # last one given twice in one batch (as it was, then amended)
     for symbol in ("S001", "S002"):
         again = [k for k in stored[symbol]["1m"] if 1637 < (k.close_ms + 1 - T0) // MINUTE <= 1640]
         shard.rewind(symbol, {"1m": again[0].open_ms})
         reference[symbol].rewind({"1m": again[0].open_ms})
-        run([(symbol, "1m", k) for k in again], second)
+        amended = again[-1]._replace(close=again[-1].close + 1, volume=again[-1].volume + 5)
+        run([(symbol, "1m", k) for k in again] + [(symbol, "1m", amended)], second)
     shard = pickle.loads(pickle.dumps(shard))  # a recovery snapshot, resumed
     for items in _batches(stored, 1640, 1690, rng, listed):
         run(items, second)

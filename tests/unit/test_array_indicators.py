@@ -26,6 +26,7 @@ SPECS = [
     ("highest", (20, "high")), ("lowest", (7, "close")), ("stochrsi", (14, 14, 3)),
     ("vwap", (0,)), ("vwap", (5,)), ("pvi", ()), ("vprofile", (30, 12)),
     ("rsi_divergence", (14, 10)), ("pattern", ("engulfing",)), ("pattern", ("hammer",)),
+    ("sma", (10,)), ("rsi", ()),  # as rules name them: their canonical specs differ
     ("pattern", ("morning_star",)), ("pattern", ("doji",)),
 ]  # fmt: skip
 ROWS = 24
