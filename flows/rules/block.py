@@ -10,7 +10,9 @@ back. ``take`` advances the rows that closed at once; rows close whenever their 
 
 Everything a frame promises holds per row: a bar at or before a row's newest one is
 ignored; an indicator reads exactly the bars its scalar form would, so each value is the one
-a ``Frame`` computes, bit for bit; and an indicator that raises is dropped for that row only
+a ``Frame`` computes, bit for bit; a row keeps as many bars, and each indicator's values as
+deep, as a frame with that row's own requirements would (``set_needs``), so what is not
+held there is not held here either; and an indicator that raises is dropped for that row only
 (an array step that raises goes on per row, its rows' states exported losslessly, so the
 row at fault is found and the others keep going). A block whose indicator cannot even be
 made records it for every row, as a frame does.
