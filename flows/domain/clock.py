@@ -15,6 +15,10 @@ class Clock(Protocol):
         """UTC epoch milliseconds."""
         ...
 
+    def now_exact_ms(self) -> float:
+        """UTC epoch milliseconds with their fraction (to time what takes under one)."""
+        ...
+
     def monotonic_s(self) -> float:
         """Seconds from an arbitrary origin that never goes backwards."""
         ...
@@ -23,6 +27,9 @@ class Clock(Protocol):
 class SystemClock:
     def now_ms(self) -> int:
         return time.time_ns() // 1_000_000
+
+    def now_exact_ms(self) -> float:
+        return time.time_ns() / 1_000_000
 
     def monotonic_s(self) -> float:
         return time.monotonic()
@@ -36,6 +43,9 @@ class ManualClock:
 
     def now_ms(self) -> int:
         return self._now_ms
+
+    def now_exact_ms(self) -> float:
+        return float(self._now_ms)
 
     def monotonic_s(self) -> float:
         return self._now_ms / 1000.0

@@ -37,11 +37,11 @@ from flows.domain.intervals import INTERVALS
 from flows.domain.kline import Kline
 from flows.domain.money import SCALE as UNITS_PER_COIN
 from flows.indicators import Indicator, Spec, Value
-from flows.indicators.arrays import ArrayIndicator, array_twin
+from flows.indicators.arrays import array_twin
 from flows.indicators.series import FIELDS
+from flows.rules.columns import ROW, ArrayColumn, Column, RowSeries, ScalarColumn, Step
 from flows.rules.frame import (
     MIN_CAPACITY,
-    UNDEFINED,
     Frame,
     IndicatorFailed,
     Requirements,
@@ -51,187 +51,7 @@ from flows.rules.frame import (
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
-ROW = {name: i for i, name in enumerate(FIELDS)}
-_TIME = ROW["time"]
 _NO_ROWS = np.zeros(0, dtype=np.int64)
-
-
-class Step:
-    """The bars of the rows being advanced, each read computed once per step."""
-
-    __slots__ = ("_aligned", "_block", "_cache", "_end", "_rows")
-
-    def __init__(self, block: Block, rows: IntArray) -> None:
-        self._block = block
-        self._rows = rows
-        self._aligned: bool | None = None  # every row's newest bar in the same slot
-        self._end = block.pos[rows]  # one past each row's newest bar
-        self._cache: dict[tuple[str, int], FloatArray] = {}
-
-    def last(self, field: str, back: int = 0) -> FloatArray:
-        key = (field, back)
-        found = self._cache.get(key)
-        if found is None:
-            b = self._block
-            found = b.buf[ROW[field], self._rows, (self._end - 1 - back) % b.cap]
-            self._cache[key] = found
-        return found
-
-    def window(self, field: str, n: int) -> FloatArray:
-        key = (field, -n)
-        found = self._cache.get(key)
-        if found is None:
-            b = self._block
-            plane = b.buf[ROW[field]]
-            end = int(self._end[0]) if len(self._end) else 0
-            if self._aligned is None:
-                self._aligned = bool((self._end == end).all())
-            if self._aligned and end >= n:  # every row at the same slot: one slice each
-                found = plane[self._rows, end - n : end]
-            else:
-                idx = (self._end[:, None] - n + np.arange(n)) % b.cap
-                found = plane[self._rows[:, None], idx]
-            self._cache[key] = found
-        return found
-
-
-class _ArrayColumn:
-    """An array indicator and its recent values, (outputs, rows, depth)."""
-
-    def __init__(self, ind: ArrayIndicator, depth: int) -> None:
-        self.ind = ind
-        self.depth = depth
-        self.outputs = ind.outputs
-        self.hist = np.full((ind.outputs, 0, depth), math.nan)
-        self.broken: dict[int, str] = {}  # rows whose scalar form failed (adopted as such)
-        # per row: values held (the newest ones), and how many it keeps (its own frame's
-        # depth for this indicator; the column's depth is the deepest of its rows)
-        self.held = np.zeros(0, dtype=np.int64)
-        self.limit = np.zeros(0, dtype=np.int64)
-
-    def grow(self, size: int) -> None:
-        self.ind.grow(size)
-        old = self.hist
-        self.hist = np.full((self.outputs, size, self.depth), math.nan)
-        self.hist[:, : old.shape[1]] = old
-        self.held = np.concatenate((self.held, np.zeros(size - len(self.held), dtype=np.int64)))
-        more = np.full(size - len(self.limit), self.depth, dtype=np.int64)
-        self.limit = np.concatenate((self.limit, more))
-
-    def reset(self, rows: IntArray) -> None:
-        self.ind.reset(rows)
-        self.hist[:, rows] = math.nan
-        self.held[rows] = 0
-        for row in rows.tolist():
-            self.broken.pop(row, None)
-
-    def keep(self, row: int, limit: int) -> None:
-        """The row keeps its newest ``limit`` values (at most the column's depth)."""
-        self.limit[row] = min(limit, self.depth)
-        self.held[row] = min(self.held[row], self.limit[row])
-
-    def advance(self, step: Step, rows: IntArray, n: IntArray) -> None:
-        self.hist[:, rows, (n - 1) % self.depth] = self.ind.update(step, rows, n)
-        self.held[rows] = np.minimum(self.held[rows] + 1, self.limit[rows])
-
-    def value_row(self, block: Block, row: int, back: int) -> Value:
-        if row in self.broken:
-            raise IndicatorFailed(self.broken[row])
-        total = int(block.total[row])
-        if back >= self.held[row]:
-            raise UNDEFINED
-        value: Value = self.ind.to_value(self.hist[:, row, (total - 1 - back) % self.depth])
-        return value
-
-    def values(self, block: Block, output: int, rows: IntArray, back: Any
-               ) -> tuple[FloatArray, np.ndarray, np.ndarray | None]:  # fmt: skip
-        total = block.total[rows]
-        v = self.hist[output, rows, (total - 1 - back) % self.depth]
-        bad = (back >= self.held[rows]) | ~np.isfinite(v)
-        if self.broken:
-            failed = np.isin(rows, list(self.broken))
-            return v, bad, failed if failed.any() else None
-        return v, bad, None
-
-    def raw(self, block: Block, rows: IntArray, back: Any
-            ) -> tuple[FloatArray, np.ndarray, np.ndarray | None]:  # fmt: skip
-        """Every stored output of each row (outputs x rows), where the value is not held,
-        and the rows whose indicator failed (None if none)."""
-        total = block.total[rows]
-        at = self.hist[:, rows, (total - 1 - back) % self.depth]
-        failed = np.isin(rows, list(self.broken)) if self.broken else None
-        return at, back >= self.held[rows], failed
-
-
-class _ScalarColumn:
-    """One scalar indicator per row, for an indicator without an array twin, or one whose
-    array step raised (then built from each row's exported state)."""
-
-    def __init__(self, factory: Callable[..., Indicator], args: tuple[Any, ...], depth: int,
-                 outputs: int = 1) -> None:  # fmt: skip
-        self.factory, self.args, self.depth = factory, args, depth
-        self.inds: list[Indicator | None] = []
-        self.hist: list[deque[Value]] = []
-        self.broken: dict[int, str] = {}
-        self.outputs = outputs
-
-    def grow(self, size: int) -> None:
-        while len(self.inds) < size:
-            self.inds.append(self.factory(*self.args))
-            self.hist.append(deque(maxlen=self.depth))
-
-    def reset(self, rows: IntArray) -> None:
-        for row in rows.tolist():
-            self.inds[row] = self.factory(*self.args)
-            self.hist[row] = deque(maxlen=self.hist[row].maxlen)
-            self.broken.pop(row, None)
-
-    def keep(self, row: int, limit: int) -> None:
-        """The row keeps its newest ``limit`` values (at most the column's depth)."""
-        self.hist[row] = deque(self.hist[row], maxlen=min(limit, self.depth))
-
-    def advance(self, step: Step, rows: IntArray, n: IntArray) -> None:
-        block = step._block
-        for row in rows.tolist():
-            ind = self.inds[row]
-            if ind is None:
-                continue
-            try:
-                self.hist[row].append(ind.update(RowSeries(block, row)))
-            except Exception as exc:  # this row only: see the module docstring
-                self.broken[row] = _failure(ind.spec, exc)
-                self.inds[row] = None
-                self.hist[row].clear()
-
-    def value_row(self, block: Block, row: int, back: int) -> Value:
-        if row in self.broken:
-            raise IndicatorFailed(self.broken[row])
-        hist = self.hist[row]
-        if back >= len(hist):
-            raise UNDEFINED
-        return hist[-1 - back]
-
-    def values(self, block: Block, output: int, rows: IntArray, back: Any
-               ) -> tuple[FloatArray, np.ndarray, np.ndarray | None]:  # fmt: skip
-        backs = np.broadcast_to(back, rows.shape).tolist()
-        out = np.full(len(rows), math.nan)
-        bad = np.ones(len(rows), dtype=bool)
-        failed = np.zeros(len(rows), dtype=bool)
-        for i, (row, b) in enumerate(zip(rows.tolist(), backs, strict=True)):
-            if row in self.broken:
-                failed[i] = True
-                continue
-            hist = self.hist[row]
-            if b < len(hist):
-                v = hist[-1 - b]
-                if isinstance(v, tuple):
-                    v = v[output]
-                out[i] = v
-                bad[i] = not math.isfinite(v)
-        return out, bad, failed if failed.any() else None
-
-
-Column = _ArrayColumn | _ScalarColumn
 
 
 class Block:
@@ -268,9 +88,9 @@ class Block:
             twin = array_twin(ind, factory)
             column: Column
             if twin is not None:
-                column = _ArrayColumn(twin, depths[key] + 1)
+                column = ArrayColumn(twin, depths[key] + 1)
             else:
-                column = _ScalarColumn(factory, ind.spec[1], depths[key] + 1)
+                column = ScalarColumn(factory, ind.spec[1], depths[key] + 1)
             made[key] = column
             self.columns.append(column)
         for spec, key in aliases.items():
@@ -375,7 +195,7 @@ class Block:
         step = Step(self, rows)
         with np.errstate(all="ignore"):
             for i, column in enumerate(self.columns):
-                if isinstance(column, _ArrayColumn):
+                if isinstance(column, ArrayColumn):
                     try:
                         column.advance(step, rows, n)
                         continue
@@ -385,12 +205,12 @@ class Block:
                 column.advance(step, rows, n)
         return rows
 
-    def _per_row(self, index: int, column: _ArrayColumn, n: IntArray, rows: IntArray
-                 ) -> _ScalarColumn:  # fmt: skip
+    def _per_row(self, index: int, column: ArrayColumn, n: IntArray, rows: IntArray
+                 ) -> ScalarColumn:  # fmt: skip
         """An array step raised: go on with one scalar indicator per row, each with its row's
         state (as before this bar), so the row at fault is found and dropped alone."""
         ind = column.ind
-        scalar = _ScalarColumn(ind._factory, ind.spec[1], column.depth, column.outputs)
+        scalar = ScalarColumn(ind._factory, ind.spec[1], column.depth, column.outputs)
         taken = self.total.copy()
         taken[rows] = n - 1
         for row in range(len(self.rows)):
@@ -434,7 +254,7 @@ class Block:
                 column.broken[row] = found
                 continue
             ind, hist = found
-            if isinstance(column, _ArrayColumn):
+            if isinstance(column, ArrayColumn):
                 column.ind.load(row, ind)
                 kept = min(len(hist), int(column.limit[row]))
                 for back, value in enumerate(list(reversed(hist))[:kept]):
@@ -499,46 +319,6 @@ class Block:
         return RowFrame(self, row)
 
 
-class RowSeries:
-    """One row's bars through the ``BarSeries`` reading interface."""
-
-    __slots__ = ("_block", "_row")
-
-    def __init__(self, block: Block, row: int) -> None:
-        self._block, self._row = block, row
-
-    @property
-    def capacity(self) -> int:
-        return self._block.cap
-
-    @property
-    def total(self) -> int:
-        return int(self._block.total[self._row])
-
-    def __len__(self) -> int:
-        return int(self._block.held[self._row])
-
-    def last(self, field: str, back: int = 0) -> float:
-        b, row = self._block, self._row
-        if not 0 <= back < b.held[row]:
-            raise IndexError("not enough bars held")
-        return float(b.buf[ROW[field], row, (b.pos[row] - 1 - back) % b.cap])
-
-    def window(self, field: str, n: int | None = None) -> FloatArray:
-        b, row = self._block, self._row
-        held = int(b.held[row])
-        n = held if n is None else min(n, held)
-        idx = (int(b.pos[row]) - n + np.arange(n)) % b.cap
-        values: FloatArray = b.buf[ROW[field], row, idx]
-        return values
-
-    def recent(self, field: str, back: int, n: int) -> list[float]:
-        if back < 0 or n < 1 or back + n > len(self):
-            raise IndexError("not enough bars held")
-        values: list[float] = self.window(field, back + n)[:n].tolist()
-        return values
-
-
 class RowFrame:
     """One row of a block through the ``Frame`` reading interface."""
 
@@ -574,7 +354,7 @@ class RowFrame:
         if row in column.broken:
             return column.broken[row]
         total = int(block.total[row])
-        if isinstance(column, _ArrayColumn):
+        if isinstance(column, ArrayColumn):
             ind: Indicator | None = column.ind.export(row, total)
             hist: deque[Value] = deque(maxlen=int(column.limit[row]) or None)
             for back in range(int(column.held[row]) - 1, -1, -1):

@@ -33,7 +33,8 @@ import numpy.typing as npt
 
 from flows.domain.intervals import INTERVALS
 from flows.indicators.series import FIELDS
-from flows.rules.block import Block, _ArrayColumn
+from flows.rules.block import Block
+from flows.rules.columns import ArrayColumn
 from flows.rules.evaluate import PLAIN_SERIES, Program
 from flows.rules.registry import FunctionBinding, IndicatorBinding
 from flows.rules.syntax import Binary, Bool, Call, Compare, Expr, Index, Name, Number, Unary
@@ -429,7 +430,7 @@ def _profile(kind: str) -> Callable[..., VFn]:
         def helper(lanes: Lanes, back: Any) -> Result:
             block = lanes.blocks[interval]
             column = block.column(spec)
-            if not isinstance(column, _ArrayColumn):
+            if not isinstance(column, ArrayColumn):
                 lanes.mark(True)  # failed for every row, or a replaced class: per row
                 return np.full(lanes.count, np.nan), True
             rows = lanes.rows[interval]

@@ -69,7 +69,7 @@ class Fire(NamedTuple):
     window_start_ms: int  # signals of this trader+symbol opening since then are "the same"
     price: str  # the kline's close, exact decimal text
     values: dict[str, float | bool | None]
-    closed_at_ms: int  # wall clock when the engine took the kline (latency); -1: a catch-up
+    closed_at_ms: float  # wall clock when the engine took the kline (latency); -1: catch-up
 
 
 class Progress(NamedTuple):
@@ -123,7 +123,7 @@ class SymbolEngine:
         closed: Iterable[tuple[str, Kline]],
         book: Book,
         seeder: Seeder | None,
-        now_ms: int,
+        now_ms: float,
         counters: EngineCounters,
         factories: Mapping[str, Callable[..., Indicator]] = DEFAULT_REGISTRY.factories,
         budget_s: float = DEFAULT_BUDGET_S,
@@ -137,7 +137,7 @@ class SymbolEngine:
 
 
 def fire_of(row: TraderRow, symbol: str, k: Kline, values: dict[str, float | bool | None],
-            now_ms: int) -> Fire:  # fmt: skip
+            now_ms: float) -> Fire:  # fmt: skip
     """The fire of trader ``row`` on ``symbol``'s kline ``k``, its cooldown window included."""
     interval = INTERVALS[row.interval]
     window_start = k.open_ms

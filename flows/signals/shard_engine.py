@@ -56,6 +56,7 @@ from flows.signals.engine import (
     switched_off,
 )
 from flows.signals.scalar_engine import ScalarEngine
+from flows.signals.seeding import RowSeeding
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,7 @@ ARRAY_MIN_SYMBOLS = 16
 TraderKey = tuple[int, int]  # (trader id, version)
 
 
-class ShardEngine:
+class ShardEngine(RowSeeding):
     """The rules state of the symbols of one shard (pickles into recovery snapshots)."""
 
     def __init__(self, array_min_symbols: int = ARRAY_MIN_SYMBOLS) -> None:
@@ -103,9 +104,6 @@ class ShardEngine:
         self._reset_derived()
 
     # ------------------------------------------------------------------ book and symbols
-
-    def traders_of(self, book: Book, symbol: str) -> list[CompiledTrader]:
-        return book.for_symbol(symbol)
 
     def main_intervals(self, book: Book, symbol: str) -> set[str]:
         """The intervals the symbol's traders are evaluated on."""
@@ -205,55 +203,6 @@ class ShardEngine:
                     off[self.index[symbol]] = True
             self._off[key] = off
 
-    def _seed(self, seeder: Seeder | None, symbol: str, interval: str, end_ms: int,
-              count: int) -> list[Kline]:  # fmt: skip
-        if seeder is None or count <= 0:
-            return []
-        try:
-            return seeder(symbol, interval, end_ms, count)
-        except Exception as exc:  # storage unavailable: start from what is held
-            log.warning("seeding symbol=%s interval=%s failed (%s); rules warm up from new bars",
-                        symbol, interval, exc)  # fmt: skip
-            return []
-
-    def _older(self, seeder: Seeder | None, symbol: str, interval: str, held: list[Kline],
-               cap: int) -> list[Kline]:  # fmt: skip
-        """Klines from storage before the ``held`` ones, up to ``cap`` bars in all, as a
-        frame is rebuilt."""
-        if len(held) >= cap:
-            return []
-        older = self._seed(seeder, symbol, interval, held[0].open_ms, cap - len(held))
-        return [k for k in older if k.open_ms < held[0].open_ms]
-
-    def _history(self, block: Block, symbol: str, held: list[Kline], seeder: Seeder | None,
-                 counters: EngineCounters) -> list[Kline]:  # fmt: skip
-        """What a row is fed: ``held`` after older bars from storage; nothing yet for a row
-        with no bars, seeded when its symbol next closes (``_seed_pending``), where a
-        symbol's own frame would be seeded."""
-        if not held:
-            self._pending.setdefault(symbol, set()).add(block.interval)
-            return []
-        cap = int(block.row_cap[block.rows[symbol]])
-        klines = self._older(seeder, symbol, block.interval, held, cap) + held
-        counters.seeded_klines += len(klines)
-        return klines
-
-    def _seed_pending(self, symbols: Iterable[str], end_ms: int, seeder: Seeder | None,
-                      counters: EngineCounters) -> None:  # fmt: skip
-        """Seed the rows of ``symbols`` that wait for it, up to ``end_ms`` (their close)."""
-        todo: dict[str, list[tuple[int, list[Kline]]]] = {}
-        for symbol in symbols:
-            for interval in self._pending.pop(symbol, ()):
-                block = self.blocks.get(interval)
-                if block is None or symbol not in block.rows:
-                    continue
-                cap = int(block.row_cap[block.rows[symbol]])
-                klines = self._seed(seeder, symbol, interval, end_ms, cap)
-                counters.seeded_klines += len(klines)
-                todo.setdefault(interval, []).append((block.rows[symbol], klines))
-        for interval, histories in todo.items():
-            self.blocks[interval].feed(histories)
-
     def rewind(self, symbol: str, first_open: Mapping[str, int]) -> None:
         """Forget the symbol's bars of each interval from `first_open[interval]` on: they
         come again (amended klines) and are decided again."""
@@ -278,7 +227,7 @@ class ShardEngine:
         closed: Iterable[Closed3],
         book: Book,
         seeder: Seeder | None,
-        now_ms: int,
+        now_ms: float,
         counters: EngineCounters,
         factories: Mapping[str, Callable[..., Indicator]] = DEFAULT_REGISTRY.factories,
         budget_s: float = DEFAULT_BUDGET_S,
@@ -325,7 +274,7 @@ class ShardEngine:
             self._watched = (book.version, len(self.seen), count)
         return count
 
-    def _per_symbol(self, items: list[Closed3], book: Book, seeder: Seeder | None, now_ms: int,
+    def _per_symbol(self, items: list[Closed3], book: Book, seeder: Seeder | None, now_ms: float,
                     counters: EngineCounters, factories: Mapping[str, Callable[..., Indicator]],
                     budget_s: float) -> tuple[list[Fire], list[RuleFailure]]:  # fmt: skip
         """Few symbols: each decided by its own scalar engine."""
@@ -400,7 +349,7 @@ class ShardEngine:
         return closing
 
     def _evaluate(self, trader: CompiledTrader, closing: tuple[np.ndarray, list[Kline]],
-                  now_ms: int, counters: EngineCounters, fires: list[Fire],
+                  now_ms: float, counters: EngineCounters, fires: list[Fire],
                   failures: list[RuleFailure], budget_s: float) -> None:  # fmt: skip
         rows, klines = closing
         key = (trader.row.id, trader.row.version)
@@ -455,7 +404,7 @@ class ShardEngine:
     def _frames(self, row: int) -> dict[str, RowFrame]:
         return {iv: block.frame(row) for iv, block in self.blocks.items()}
 
-    def _decide(self, trader: CompiledTrader, row: int, k: Kline, now_ms: int,
+    def _decide(self, trader: CompiledTrader, row: int, k: Kline, now_ms: float,
                 counters: EngineCounters, fires: list[Fire], failures: list[RuleFailure],
                 ) -> None:  # fmt: skip
         """One symbol, with the scalar evaluator (as ``SymbolEngine._evaluate``)."""
@@ -478,7 +427,7 @@ class ShardEngine:
         self._fire(trader, row, k, now_ms, counters, fires, failures)
 
     def _fires(self, trader: CompiledTrader, vector: VectorRule, blocks: dict[str, Block],
-               rows: np.ndarray, klines: list[Kline], fire: np.ndarray, now_ms: int,
+               rows: np.ndarray, klines: list[Kline], fire: np.ndarray, now_ms: float,
                counters: EngineCounters, fires: list[Fire], failures: list[RuleFailure],
                ) -> None:  # fmt: skip
         """The fires of an array evaluation, their provenance computed as arrays too (a row
@@ -495,7 +444,7 @@ class ShardEngine:
             else:
                 self._record(trader, row, k, values[j], now_ms, counters, fires)
 
-    def _fire(self, trader: CompiledTrader, row: int, k: Kline, now_ms: int,
+    def _fire(self, trader: CompiledTrader, row: int, k: Kline, now_ms: float,
               counters: EngineCounters, fires: list[Fire], failures: list[RuleFailure],
               ) -> None:  # fmt: skip
         try:
@@ -507,7 +456,7 @@ class ShardEngine:
         self._record(trader, row, k, values, now_ms, counters, fires)
 
     def _record(self, trader: CompiledTrader, row: int, k: Kline,
-                values: dict[str, float | bool | None], now_ms: int, counters: EngineCounters,
+                values: dict[str, float | bool | None], now_ms: float, counters: EngineCounters,
                 fires: list[Fire]) -> None:  # fmt: skip
         counters.fires += 1
         fires.append(fire_of(trader.row, self._symbols[row], k, values, now_ms))

@@ -168,7 +168,7 @@ class RulesLogic(StatefulBatchLogic[Closed, Outcome, ShardEngine]):
                 cfg.counters.amended += len(firsts)
             items.extend((symbol, name, k) for name, k in closed)
         fires, failures = engine.process(
-            items, book, cfg.seeder, cfg.clock.now_ms(), cfg.counters,
+            items, book, cfg.seeder, cfg.clock.now_exact_ms(), cfg.counters,
             DEFAULT_REGISTRY.factories, cfg.budget_s,
         )  # fmt: skip
         if caught_up:

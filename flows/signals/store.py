@@ -175,7 +175,8 @@ class SignalWriter:
         self.counters.failures_recorded += len(failures)
         if self._record_latency and fires:
             recent = self.counters.latencies_ms
-            recent.extend(float(now - f.closed_at_ms) for f in fires if f.closed_at_ms >= 0)
+            exact = self._clock.now_exact_ms()  # a commit can take under a millisecond
+            recent.extend(exact - f.closed_at_ms for f in fires if f.closed_at_ms >= 0)
             del recent[: max(0, len(recent) - 10_000)]
         return outcomes
 

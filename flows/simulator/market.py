@@ -360,6 +360,9 @@ class MarketClock:
     def now_ms(self) -> int:
         return self.origin_ms + int(self._elapsed_s() * 1000.0 * self.speed)
 
+    def now_exact_ms(self) -> float:
+        return self.origin_ms + self._elapsed_s() * 1000.0 * self.speed
+
     def pause(self) -> None:
         if self._since is not None:
             self._run_s = self._elapsed_s()

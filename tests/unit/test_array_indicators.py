@@ -14,7 +14,8 @@ import pytest
 from flows.indicators import REGISTRY, Indicator
 from flows.indicators.arrays import ArrayIndicator, ArraySma
 from flows.indicators.series import BarSeries
-from flows.rules.block import Block, _ArrayColumn, _ScalarColumn
+from flows.rules.block import Block
+from flows.rules.columns import ArrayColumn, ScalarColumn
 from flows.rules.frame import Requirements
 
 SPECS = [
@@ -83,7 +84,7 @@ def _run(spec: tuple, seed: int = 7) -> tuple[int, int]:
                 got = column.value_row(block, r, back)
                 assert _same(got, want), (spec, r, t, back, got, want)
                 checked += 1
-    return checked, isinstance(column, _ArrayColumn)
+    return checked, isinstance(column, ArrayColumn)
 
 
 def _same(a: object, b: object) -> bool:
@@ -105,11 +106,11 @@ def test_the_recurrences_and_windowed_ones_run_as_arrays() -> None:
     for spec in SPECS:
         req.need(spec, 0)
     block = Block("1m", req, REGISTRY)
-    kinds = {c.ind.spec[0] for c in block.columns if isinstance(c, _ArrayColumn)}
+    kinds = {c.ind.spec[0] for c in block.columns if isinstance(c, ArrayColumn)}
     twins = {"sma", "avg_volume", "wma", "ema", "rsi", "atr", "adx", "macd", "obv", "pvi", "vwap",
              "vprofile", "stochrsi", "rsi_divergence"}  # fmt: skip
     assert twins | {"bbands", "cci", "mfi", "stoch", "highest", "lowest", "pattern"} <= kinds
-    assert not [c for c in block.columns if isinstance(c, _ScalarColumn)]
+    assert not [c for c in block.columns if isinstance(c, ScalarColumn)]
 
 
 class _Exploding(ArraySma):
@@ -133,7 +134,7 @@ def test_an_array_step_that_raises_goes_on_per_row_and_drops_only_the_row_at_fau
     req.need(("sma", (3, "close")), 2)
     block = Block("1m", req, REGISTRY)
     column = block.columns[0]
-    assert isinstance(column, _ArrayColumn)
+    assert isinstance(column, ArrayColumn)
     column.ind = _Exploding(_ExplodingSma(3, "close"), _ExplodingSma)
     for r in range(3):
         block.row(f"S{r}")
@@ -146,7 +147,7 @@ def test_an_array_step_that_raises_goes_on_per_row_and_drops_only_the_row_at_fau
         bars[7] = t
         block.take(rows, bars, np.full(3, t, dtype=np.int64))
     column = block.columns[0]
-    assert isinstance(column, _ScalarColumn)
+    assert isinstance(column, ScalarColumn)
     assert set(column.broken) == {1} and "boom" in column.broken[1]
     # the other rows went on from their exact state: sma(3) of the last three closes
     assert column.value_row(block, 0, 0) == (7.0 + 10.0 + 13.0) / 3
