@@ -41,11 +41,11 @@ from flows.indicators.arrays import array_twin
 from flows.indicators.series import FIELDS
 from flows.rules.columns import ROW, ArrayColumn, Column, RowSeries, ScalarColumn, Step
 from flows.rules.frame import (
-    MIN_CAPACITY,
     Frame,
     IndicatorFailed,
     Requirements,
     _failure,
+    capacity_for,
     kline_floats,
 )
 
@@ -98,10 +98,7 @@ class Block:
         self._canonical = made
         self._alias = aliases
         self._windows = {key: ind.window for key, (ind, _) in canonical.items()}
-        self.cap = max(
-            [MIN_CAPACITY, requirements.series_depth + 1]
-            + [self._windows[key] + depths[key] for key in canonical]
-        )
+        self.cap = self.capacity_of(requirements)
         self.size = 0
         self.buf: FloatArray = np.full((len(FIELDS), 0, self.cap), math.nan)
         self.pos: IntArray = np.zeros(0, dtype=np.int64)  # next slot of each row's ring
@@ -115,25 +112,24 @@ class Block:
         """The row keeps what a frame with ``requirements`` (some of this block's) keeps:
         as many bars, and each indicator's values as deep (none of one it does not need)."""
         self.row_cap[row] = self.capacity_of(requirements)
-        depths: dict[Spec, int] = {}
-        for spec, depth in requirements.specs.items():
-            key = self._alias.get(spec)
-            if key is not None:
-                depths[key] = max(depths.get(key, -1), depth)
+        depths = self._depths(requirements)
         for key, column in self._canonical.items():
             column.keep(row, depths.get(key, -1) + 1)
 
     def capacity_of(self, requirements: Requirements) -> int:
         """The bars a frame with ``requirements`` (some of this block's) keeps."""
+        depths = self._depths(requirements)
+        reaches = [self._windows[key] + depth for key, depth in depths.items()]
+        return capacity_for(requirements.series_depth, reaches)
+
+    def _depths(self, requirements: Requirements) -> dict[Spec, int]:
+        """The deepest read back of each of this block's indicators ``requirements`` need."""
         depths: dict[Spec, int] = {}
         for spec, depth in requirements.specs.items():
             key = self._alias.get(spec)
             if key is not None:
                 depths[key] = max(depths.get(key, 0), depth)
-        return max(
-            [MIN_CAPACITY, requirements.series_depth + 1]
-            + [self._windows[key] + depth for key, depth in depths.items()]
-        )
+        return depths
 
     # ------------------------------------------------------------------ rows
 

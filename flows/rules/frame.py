@@ -70,6 +70,12 @@ class Requirements:
         )
 
 
+def capacity_for(series_depth: int, reaches: Iterable[int]) -> int:
+    """The bars a frame keeps: at least ``MIN_CAPACITY``, and enough for the deepest read of
+    the plain series and for each indicator's window plus its deepest read back."""
+    return max([MIN_CAPACITY, series_depth + 1, *reaches])
+
+
 def kline_floats(k: Kline) -> tuple[float, float, float, float, float, float, float, float]:
     """A kline as the bar a frame stores (prices in coins, not 1e-8 units)."""
     u = UNITS_PER_COIN
@@ -128,11 +134,8 @@ class Frame:
         self._hist: dict[Spec, deque[Value]] = {ind.spec: hist for ind, hist in self._distinct}
         for spec, ind in self._ind.items():
             self._hist[spec] = self._hist[ind.spec]
-        capacity = max(
-            [MIN_CAPACITY, requirements.series_depth + 1]
-            + [ind.window + depths[key] for key, ind in canonical.items()]
-        )
-        self.series = BarSeries(capacity)
+        reaches = [ind.window + depths[key] for key, ind in canonical.items()]
+        self.series = BarSeries(capacity_for(requirements.series_depth, reaches))
 
     @property
     def capacity(self) -> int:
